@@ -1,0 +1,559 @@
+//! From the file as written ([`super::raw`]) to checked settings: every value parsed, every
+//! reference resolved, every problem recorded with its location (not just the first).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jiff::tz::TimeZone;
+
+use super::diagnostic::{Seg, Source, join, keys};
+use super::raw::{HolidayMode, RawAgent, RawDefaults, RawGroup, RawHoliday, RawHours, RawSip};
+use super::{
+    Config, DatabaseSettings, Defaults, HostPort, Listen, RawConfig, SipSettings, Transport,
+};
+use crate::phone::Region;
+use crate::routing::group::check_user_part;
+use crate::routing::schedule::{IntervalRef, ScheduleError};
+use crate::routing::{
+    Agent, ClockTime, Extension, Group, GroupId, Groups, Holiday, HolidayDate, Interval, Overflow,
+    Schedule, WeeklyHours,
+};
+
+/// Checks the raw configuration; `None` when any error was recorded in `src`.
+pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
+    let sip = raw.sip.as_ref().and_then(|sip| build_sip(sip, src));
+    let database = match raw.database {
+        Some(db) => build_database(db.url, src),
+        None => Some(DatabaseSettings {
+            url: super::raw::default_database_url(),
+        }),
+    };
+    let defaults = raw.defaults.as_ref().and_then(|d| build_defaults(d, src));
+    let holidays: Vec<Holiday> = raw
+        .holidays
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| holiday(h, keys!["holidays", i], src))
+        .collect();
+    // Groups are checked even when [defaults] is broken, so one run reports everything.
+    let groups = build_groups(
+        &raw.groups,
+        &raw.group_names,
+        defaults.as_ref(),
+        &holidays,
+        src,
+    );
+    if src.has_errors() {
+        return None;
+    }
+    Some(Config {
+        sip: sip?,
+        database: database?,
+        defaults: defaults?,
+        global_holidays: holidays.len(),
+        groups: groups?,
+    })
+}
+
+fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
+    if sip.listen.is_empty() {
+        src.error(
+            keys!["sip", "listen"],
+            "sip.listen is empty, so sipdesk would take no calls; add e.g. \"udp:0.0.0.0:5060\"",
+        );
+    }
+    let mut listen = Vec::new();
+    for (i, text) in sip.listen.iter().enumerate() {
+        match listen_socket(text) {
+            Some(l) => listen.push(l),
+            None => src.error(
+                keys!["sip", "listen", i],
+                format!(
+                    "\"{text}\" is not a socket to listen on; write \"udp:ADDRESS:PORT\" or \"tcp:ADDRESS:PORT\", e.g. \"udp:0.0.0.0:5060\""
+                ),
+            ),
+        }
+    }
+    let pbx = host_port(&sip.pbx);
+    if pbx.is_none() {
+        src.error(
+            keys!["sip", "pbx"],
+            format!(
+                "\"{}\" is not a host and port; write e.g. \"10.0.0.10:5060\" or \"pbx.example.com:5060\"",
+                sip.pbx
+            ),
+        );
+    }
+    let mut trusted = Vec::new();
+    for (i, text) in sip.trusted.iter().enumerate() {
+        let net = text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+        match net {
+            Some(net) => trusted.push(net),
+            None => src.error(
+                keys!["sip", "trusted", i],
+                format!(
+                    "\"{text}\" is not an address or CIDR block; write e.g. \"10.0.0.0/24\" or \"10.0.0.10\""
+                ),
+            ),
+        }
+    }
+    Some(SipSettings {
+        listen,
+        pbx: pbx?,
+        trusted,
+    })
+}
+
+fn listen_socket(text: &str) -> Option<Listen> {
+    let (transport, addr) = text.split_once(':')?;
+    let transport = match transport {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        _ => return None,
+    };
+    Some(Listen {
+        transport,
+        addr: addr.parse::<SocketAddr>().ok()?,
+    })
+}
+
+/// `host:port`, `host` (port 5060), `[v6]:port` or a bare IPv6 address.
+fn host_port(text: &str) -> Option<HostPort> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(HostPort {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(HostPort {
+            host: ip.to_string(),
+            port: 5060,
+        });
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok().filter(|p| *p != 0)?),
+        None => (text, 5060),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    (!host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok)).then(|| HostPort {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn build_database(url: String, src: &mut Source<'_>) -> Option<DatabaseSettings> {
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if known.iter().any(|scheme| url.starts_with(scheme)) {
+        return Some(DatabaseSettings { url });
+    }
+    src.error(
+        keys!["database", "url"],
+        format!(
+            "\"{url}\" is not a database URL sipdesk knows; write \"sqlite://sipdesk.db\" or \"postgres://USER@HOST/DATABASE\""
+        ),
+    );
+    None
+}
+
+fn build_defaults(raw: &RawDefaults, src: &mut Source<'_>) -> Option<Defaults> {
+    let timezone = zone(&raw.timezone, keys!["defaults", "timezone"], src);
+    let region = raw
+        .region
+        .parse::<Region>()
+        .map_err(|e| src.error(keys!["defaults", "region"], e.to_string()))
+        .ok();
+    Some(Defaults {
+        timezone: timezone?,
+        timezone_name: raw.timezone.clone(),
+        region: region?,
+    })
+}
+
+fn zone(name: &str, at: &[Seg], src: &mut Source<'_>) -> Option<TimeZone> {
+    TimeZone::get(name)
+        .map_err(|_| {
+            src.error(
+                at,
+                format!(
+                    "unknown time zone \"{name}\"; use an IANA name such as \"Europe/Madrid\" or \"America/Sao_Paulo\""
+                ),
+            )
+        })
+        .ok()
+}
+
+fn holiday(raw: &RawHoliday, at: &[Seg], src: &mut Source<'_>) -> Option<Holiday> {
+    let date = raw
+        .date
+        .parse::<HolidayDate>()
+        .map_err(|e| src.error(&join(at, keys!["date"]), e.to_string()))
+        .ok();
+    let from = clock_time(raw.from.as_deref(), &join(at, keys!["from"]), src);
+    let until = clock_time(raw.until.as_deref(), &join(at, keys!["until"]), src);
+    let (date, Ok(from), Ok(until)) = (date?, from, until) else {
+        return None;
+    };
+    Holiday::new(raw.name.clone(), date, from, until)
+        .map_err(|e| {
+            let key = match e {
+                ScheduleError::EmptyHolidayHours { .. } if raw.from.is_some() => "from",
+                _ => "until",
+            };
+            src.error(&join(at, &[Seg::Key(key)]), e.to_string())
+        })
+        .ok()
+}
+
+/// An optional `HH:MM`; `Err` once the error is recorded.
+fn clock_time(
+    text: Option<&str>,
+    at: &[Seg],
+    src: &mut Source<'_>,
+) -> Result<Option<ClockTime>, ()> {
+    match text.map(str::parse::<ClockTime>) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(e)) => {
+            src.error(at, e.to_string());
+            Err(())
+        }
+    }
+}
+
+fn duration(
+    text: &str,
+    at: &[Seg],
+    range: (Duration, Duration),
+    src: &mut Source<'_>,
+) -> Option<Duration> {
+    let (min, max) = range;
+    let parsed = humantime::parse_duration(text).ok();
+    match parsed {
+        Some(d) if d >= min && d <= max => Some(d),
+        _ => {
+            src.error(
+                at,
+                format!(
+                    "\"{text}\" is not a duration from {} to {}; write e.g. \"15s\", \"2m\" or \"1m 30s\"",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn build_groups(
+    raw: &[Option<RawGroup>],
+    names: &[Option<String>],
+    defaults: Option<&Defaults>,
+    global_holidays: &[Holiday],
+    src: &mut Source<'_>,
+) -> Option<Groups> {
+    if names.is_empty() {
+        src.error(
+            &[],
+            "no [[groups]] defined; add at least one group with its queues and agents",
+        );
+        return None;
+    }
+    let mut ids: HashMap<&str, GroupId> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if name.trim().is_empty() {
+            src.error(keys!["groups", i, "name"], "a group name cannot be empty");
+        } else if ids.contains_key(name.as_str()) {
+            src.error(
+                keys!["groups", i, "name"],
+                format!(
+                    "a group named \"{name}\" is already defined above; group names must be unique"
+                ),
+            );
+        } else {
+            ids.insert(name, i);
+        }
+    }
+    let mut queues: HashMap<&str, &str> = HashMap::new();
+    let mut emails: HashMap<String, (Option<String>, String)> = HashMap::new();
+    let mut groups = Vec::new();
+    for (i, group) in raw.iter().enumerate() {
+        let Some(group) = group else { continue };
+        for (j, queue) in group.queues.iter().enumerate() {
+            let at = keys!["groups", i, "queues", j];
+            if let Err(e) = check_user_part(queue) {
+                src.error(at, format!("queue ID: {e}"));
+            } else if let Some(other) = queues.insert(queue, &group.name) {
+                let message = if other == group.name {
+                    format!("queue \"{queue}\" is listed twice in this group")
+                } else {
+                    format!(
+                        "queue \"{queue}\" is already served by group \"{other}\"; a queue belongs to one group"
+                    )
+                };
+                src.error(at, message);
+            }
+        }
+        let resolve = |name: &str| ids.get(name).copied();
+        let schedule = schedule(group, i, defaults, global_holidays, src);
+        let agents = agents(&group.agents, i, &group.name, &mut emails, src);
+        let ring_timeout = duration(
+            &group.ring_timeout,
+            keys!["groups", i, "ring_timeout"],
+            (Duration::from_secs(1), Duration::from_secs(600)),
+            src,
+        );
+        let wrap_up = duration(
+            &group.wrap_up,
+            keys!["groups", i, "wrap_up"],
+            (Duration::ZERO, Duration::from_secs(3600)),
+            src,
+        );
+        let max_wait = duration(
+            &group.max_wait,
+            keys!["groups", i, "max_wait"],
+            (Duration::from_secs(1), Duration::from_secs(4 * 3600)),
+            src,
+        );
+        let mut overflow = Vec::new();
+        for (k, target) in group.overflow.iter().enumerate() {
+            let at = keys!["groups", i, "overflow", k, "group"];
+            match resolve(&target.group) {
+                None => unknown_group(&target.group, at, &ids, src),
+                Some(t) if t == i => src.error(at, "a group cannot overflow to itself"),
+                Some(t) if overflow.iter().any(|o: &Overflow| o.target == t) => src.error(
+                    at,
+                    format!("overflow to \"{}\" is listed twice; list each target once with all its conditions in `when`", target.group),
+                ),
+                Some(t) => {
+                    if target.when.is_empty() {
+                        src.error(
+                            keys!["groups", i, "overflow", k, "when"],
+                            "`when` is empty; list any of \"no_agents\", \"out_of_hours\", \"holiday\", or leave it out for all three",
+                        );
+                    }
+                    overflow.push(Overflow {
+                        target: t,
+                        when: target.when.clone(),
+                    });
+                }
+            }
+        }
+        let mut redirect = |name: &Option<String>, key: &'static str| -> Option<GroupId> {
+            let name = name.as_deref()?;
+            let at = keys!["groups", i, key];
+            match resolve(name) {
+                None => unknown_group(name, at, &ids, src),
+                Some(t) if t == i => src.error(at, "a group cannot redirect callers to itself"),
+                Some(t) => return Some(t),
+            }
+            None
+        };
+        let unknown_caller_group = redirect(&group.unknown_caller_group, "unknown_caller_group");
+        let inactive_caller_group = redirect(&group.inactive_caller_group, "inactive_caller_group");
+        if let (Some(schedule), Some(agents), Some(ring_timeout), Some(wrap_up), Some(max_wait)) =
+            (schedule, agents, ring_timeout, wrap_up, max_wait)
+        {
+            groups.push(Group {
+                name: group.name.clone(),
+                queues: group.queues.clone(),
+                schedule,
+                agents,
+                ring_timeout,
+                wrap_up,
+                max_wait,
+                overflow,
+                unknown_caller_group,
+                inactive_caller_group,
+                final_action: group.final_action,
+                allow_transfer: group.allow_transfer,
+            });
+        }
+    }
+    // Group ids are positions in the file, so they only hold when every group was built.
+    (groups.len() == names.len()).then(|| Groups::new(groups))
+}
+
+fn unknown_group(name: &str, at: &[Seg], ids: &HashMap<&str, GroupId>, src: &mut Source<'_>) {
+    let mut known: Vec<&str> = ids.keys().copied().collect();
+    known.sort_unstable();
+    src.error(
+        at,
+        format!(
+            "no group is named \"{name}\"; the groups are: {}",
+            known.join(", ")
+        ),
+    );
+}
+
+fn schedule(
+    group: &RawGroup,
+    i: usize,
+    defaults: Option<&Defaults>,
+    global_holidays: &[Holiday],
+    src: &mut Source<'_>,
+) -> Option<Schedule> {
+    // Without usable [defaults] (already reported) a group that relies on them has no zone.
+    let (timezone, timezone_name) = match (&group.timezone, defaults) {
+        (Some(name), _) => (
+            zone(name, keys!["groups", i, "timezone"], src),
+            name.clone(),
+        ),
+        (None, Some(d)) => (Some(d.timezone.clone()), d.timezone_name.clone()),
+        (None, None) => (None, String::new()),
+    };
+    let hours = match &group.hours {
+        Some(raw) => Some(hours(raw, i, src)?),
+        None => None,
+    };
+    let mut holidays = match group.holidays {
+        HolidayMode::Global => global_holidays.to_vec(),
+        HolidayMode::Own => Vec::new(),
+    };
+    let own = group.own_holidays.iter().enumerate();
+    let own: Vec<Option<Holiday>> = own
+        .map(|(k, h)| holiday(h, keys!["groups", i, "own_holidays", k], src))
+        .collect();
+    let own: Option<Vec<Holiday>> = own.into_iter().collect();
+    holidays.extend(own?);
+    Some(Schedule {
+        timezone: timezone?,
+        timezone_name,
+        hours,
+        holidays,
+    })
+}
+
+fn hours(raw: &RawHours, i: usize, src: &mut Source<'_>) -> Option<WeeklyHours> {
+    let days_keys = raw.days();
+    let mut days: [Vec<Interval>; 7] = Default::default();
+    // For each parsed interval, its position in the file's list (malformed ones are left out).
+    let mut positions: [Vec<usize>; 7] = Default::default();
+    let mut malformed = false;
+    for (d, (key, texts)) in days_keys.into_iter().enumerate() {
+        for (k, text) in texts.iter().enumerate() {
+            match text.parse::<Interval>() {
+                Ok(interval) => {
+                    days[d].push(interval);
+                    positions[d].push(k);
+                }
+                Err(e) => {
+                    src.error(keys!["groups", i, "hours", key, k], e.to_string());
+                    malformed = true;
+                }
+            }
+        }
+    }
+    let checked = WeeklyHours::new(days.clone()).map_err(|overlaps| {
+        for overlap in overlaps {
+            let describe = |r: IntervalRef| {
+                let d = r.day.to_monday_zero_offset() as usize;
+                (days_keys[d].0, days[d][r.index], positions[d][r.index])
+            };
+            let (key, interval, k) = describe(overlap.interval);
+            let (other_key, other, _) = describe(overlap.with);
+            src.error(
+                keys!["groups", i, "hours", key, k],
+                format!(
+                    "\"{interval}\" ({key}) overlaps \"{other}\" ({other_key}); intervals of a week must not share any time"
+                ),
+            );
+        }
+    });
+    checked.ok().filter(|_| !malformed)
+}
+
+fn agents(
+    raw: &[RawAgent],
+    i: usize,
+    group: &str,
+    emails: &mut HashMap<String, (Option<String>, String)>,
+    src: &mut Source<'_>,
+) -> Option<Vec<Agent>> {
+    if raw.is_empty() {
+        src.error(
+            keys!["groups", i, "agents"],
+            format!("group \"{group}\" has no agents; add at least one, e.g. {{ extension = \"2001\", email = \"ana@example.com\" }}"),
+        );
+        return None;
+    }
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut ok = true;
+    for (k, agent) in raw.iter().enumerate() {
+        let at = keys!["groups", i, "agents", k, "extension"];
+        let extension = match Extension::parse(&agent.extension) {
+            Ok(e) => e,
+            Err(e) => {
+                src.error(at, format!("extension: {e}"));
+                ok = false;
+                continue;
+            }
+        };
+        if agents.iter().any(|a| a.extension == extension) {
+            src.error(
+                at,
+                format!("extension {extension} is listed twice in this group"),
+            );
+            ok = false;
+            continue;
+        }
+        if let Some(email) = &agent.email {
+            if !looks_like_email(email) {
+                src.error(
+                    keys!["groups", i, "agents", k, "email"],
+                    format!("\"{email}\" is not an e-mail address; write e.g. \"ana@example.com\""),
+                );
+                ok = false;
+            }
+        }
+        let seen = emails.entry(extension.as_str().to_owned());
+        match seen {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let (first_email, first_group) = first.get();
+                if agent.email.is_some() && first_email.is_some() && first_email != &agent.email {
+                    src.error(
+                        keys!["groups", i, "agents", k, "email"],
+                        format!(
+                            "extension {extension} has e-mail {} in group \"{first_group}\"; one extension is one agent, give it the same e-mail everywhere",
+                            first_email.as_deref().unwrap_or_default()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((agent.email.clone(), group.to_owned()));
+            }
+        }
+        agents.push(Agent {
+            extension,
+            email: agent.email.clone(),
+            name: agent.name.clone(),
+        });
+    }
+    ok.then_some(agents)
+}
+
+fn looks_like_email(text: &str) -> bool {
+    match text.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !text.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}

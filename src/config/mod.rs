@@ -1,0 +1,263 @@
+//! The configuration admins edit, `/etc/sipdesk/sipdesk.toml`.
+//!
+//! Loading has three stages, so that one run reports every problem with its place in the file:
+//! the TOML is parsed into a document that keeps spans; each section (and each `[[groups]]` /
+//! `[[holidays]]` entry on its own) is deserialized into the raw model of [`raw`], with
+//! `deny_unknown_fields` everywhere; then [`build`] checks values and references and produces the
+//! settings the rest of sipdesk reads. Errors are `file:line:col: what is wrong; what to write`.
+
+mod build;
+pub(crate) mod diagnostic;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use jiff::tz::TimeZone;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use diagnostic::Diagnostic;
+use diagnostic::Source;
+use raw::{RawDatabase, RawDefaults, RawGroup, RawHoliday, RawSip};
+
+use crate::phone::Region;
+use crate::routing::Groups;
+
+/// Where the configuration is read from when neither `--config` nor `SIPDESK_CONFIG` says.
+pub const DEFAULT_PATH: &str = "/etc/sipdesk/sipdesk.toml";
+
+/// The checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub sip: SipSettings,
+    pub database: DatabaseSettings,
+    pub defaults: Defaults,
+    /// How many global holidays are defined (each group holds its own copy).
+    pub global_holidays: usize,
+    pub groups: Groups,
+}
+
+/// `[sip]`, checked.
+#[derive(Clone, Debug)]
+pub struct SipSettings {
+    pub listen: Vec<Listen>,
+    pub pbx: HostPort,
+    /// Empty: only the PBX's own address.
+    pub trusted: Vec<IpNet>,
+}
+
+/// A socket to listen on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// A SIP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A host name or address with a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `[database]`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+/// `[defaults]`, checked.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    pub timezone: TimeZone,
+    pub timezone_name: String,
+    pub region: Region,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn lines(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Config::from_toml(&text, &origin)
+    }
+
+    /// Checks a configuration text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let (root, syntax_errors) = DeTable::parse_recoverable(text);
+        let mut src = Source::new(origin, text, &root);
+        if !syntax_errors.is_empty() {
+            for error in &syntax_errors {
+                src.toml_error(error);
+            }
+            return Err(ConfigError::Invalid(src.into_diagnostics()));
+        }
+        let raw = RawConfig::read(&root, &mut src);
+        match build::build(raw, &mut src) {
+            Some(config) if !src.has_errors() => Ok(config),
+            _ => Err(ConfigError::Invalid(src.into_diagnostics())),
+        }
+    }
+
+    /// One line saying what the configuration holds.
+    pub fn summary(&self) -> String {
+        let queues: usize = self.groups.iter().map(|g| g.queues.len()).sum();
+        let mut extensions: Vec<&str> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.agents.iter().map(|a| a.extension.as_str()))
+            .collect();
+        extensions.sort_unstable();
+        extensions.dedup();
+        format!(
+            "{} groups, {} queues, {} agents, {} global holidays, PBX {}",
+            self.groups.len(),
+            queues,
+            extensions.len(),
+            self.global_holidays,
+            self.sip.pbx
+        )
+    }
+}
+
+/// The sections of the file, each read on its own so that one bad entry does not hide the
+/// errors of the others. `None` or a missing entry: that part had errors, already recorded.
+pub(crate) struct RawConfig {
+    sip: Option<RawSip>,
+    database: Option<RawDatabase>,
+    defaults: Option<RawDefaults>,
+    holidays: Vec<RawHoliday>,
+    groups: Vec<Option<RawGroup>>,
+    /// The name of each `[[groups]]` entry, also for entries that failed to deserialize, so
+    /// references to them are not reported as unknown groups.
+    group_names: Vec<Option<String>>,
+}
+
+/// The top-level keys, in the order the example file uses.
+const SECTIONS: [&str; 5] = ["sip", "database", "defaults", "holidays", "groups"];
+
+impl RawConfig {
+    fn read(root: &Spanned<DeTable<'_>>, src: &mut Source<'_>) -> RawConfig {
+        let mut raw = RawConfig {
+            sip: None,
+            database: None,
+            defaults: None,
+            holidays: Vec::new(),
+            groups: Vec::new(),
+            group_names: Vec::new(),
+        };
+        for (key, value) in root.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "sip" => raw.sip = section(value, src),
+                "database" => raw.database = section(value, src),
+                "defaults" => raw.defaults = section(value, src),
+                "holidays" => {
+                    raw.holidays = entries(value, "holidays", src)
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                }
+                "groups" => {
+                    raw.groups = entries(value, "groups", src);
+                    raw.group_names = match value.get_ref() {
+                        DeValue::Array(items) => items.iter().map(|item| name_of(item)).collect(),
+                        _ => Vec::new(),
+                    };
+                }
+                other => src.error_at(
+                    key.span(),
+                    format!(
+                        "unknown section `{other}`; the sections are: {}",
+                        SECTIONS.join(", ")
+                    ),
+                ),
+            }
+        }
+        for (missing, hint) in [
+            (raw.sip.is_none(), ("sip", "[sip] with pbx = \"HOST:PORT\"")),
+            (
+                raw.defaults.is_none(),
+                ("defaults", "[defaults] with timezone and region"),
+            ),
+        ] {
+            let (name, example) = hint;
+            if missing && root.get_ref().get(name).is_none() {
+                src.error(&[], format!("missing section [{name}]; add {example}"));
+            }
+        }
+        raw
+    }
+}
+
+/// Deserializes one section, recording its error.
+fn section<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>, src: &mut Source<'_>) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value.clone()))
+        .map_err(|e| src.toml_error(&e))
+        .ok()
+}
+
+/// Deserializes each entry of an array of tables on its own.
+fn entries<T: DeserializeOwned>(
+    value: &Spanned<DeValue<'_>>,
+    name: &str,
+    src: &mut Source<'_>,
+) -> Vec<Option<T>> {
+    match value.get_ref() {
+        DeValue::Array(items) => items.iter().map(|item| section(item, src)).collect(),
+        _ => {
+            src.error_at(
+                value.span(),
+                format!("`{name}` must be a list of tables; write each entry under [[{name}]]"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn name_of(item: &Spanned<DeValue<'_>>) -> Option<String> {
+    let name = item.get_ref().as_table()?.get("name")?;
+    name.get_ref().as_str().map(str::to_owned)
+}

@@ -1,0 +1,199 @@
+//! The configuration file as written: plain serde structs, one per TOML table, every field
+//! documented. `config.example.toml` mirrors these comments. Nothing here is checked beyond
+//! types and key names; [`super::build`] turns it into settings.
+
+use serde::Deserialize;
+
+use crate::routing::{Condition, FinalAction};
+
+/// `[sip]`: how sipdesk talks to the PBX.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSip {
+    /// Sockets to listen on, each `"udp:ADDRESS:PORT"` or `"tcp:ADDRESS:PORT"`.
+    #[serde(default = "default_listen")]
+    pub(crate) listen: Vec<String>,
+    /// The PBX, as `host:port` (port 5060 when left out): agents are rung at
+    /// `sip:<extension>@<pbx>`.
+    pub(crate) pbx: String,
+    /// Addresses allowed to send requests, as CIDR blocks (`"10.0.0.0/24"`) or single addresses.
+    /// Empty means only the PBX's own address.
+    #[serde(default)]
+    pub(crate) trusted: Vec<String>,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["udp:0.0.0.0:5060".to_owned(), "tcp:0.0.0.0:5060".to_owned()]
+}
+
+/// `[database]`: where calls, agent states and deliveries are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDatabase {
+    /// `sqlite://PATH` (a relative path is under the working directory, which is
+    /// `/var/lib/sipdesk` under systemd) or `postgres://user@host/db` for several instances.
+    #[serde(default = "default_database_url")]
+    pub(crate) url: String,
+}
+
+pub(crate) fn default_database_url() -> String {
+    "sqlite://sipdesk.db".to_owned()
+}
+
+/// `[defaults]`: what applies where a group says nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    /// IANA time zone of groups without their own `timezone`, e.g. `"Europe/Madrid"`.
+    pub(crate) timezone: String,
+    /// ISO 3166 country whose national number format callers use, e.g. `"ES"`.
+    pub(crate) region: String,
+}
+
+/// One `[[holidays]]` entry (global) or one `own_holidays` entry of a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHoliday {
+    /// `"YYYY-MM-DD"` for one day, `"MM-DD"` for the same day every year.
+    pub(crate) date: String,
+    /// Shown in explanations and logs.
+    pub(crate) name: String,
+    /// `"HH:MM"`: the holiday starts at this time (a partial day). Default: midnight.
+    pub(crate) from: Option<String>,
+    /// `"HH:MM"`: the holiday ends at this time (a partial day). Default: end of the day.
+    pub(crate) until: Option<String>,
+}
+
+/// Whether a group observes the global holidays.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum HolidayMode {
+    /// The global `[[holidays]]` list plus the group's `own_holidays`.
+    #[default]
+    Global,
+    /// Only the group's `own_holidays`.
+    Own,
+}
+
+/// `hours` of a group: intervals per weekday, `"HH:MM-HH:MM"`. A day left out is closed; an
+/// interval whose end is not after its start runs past midnight (`"22:00-06:00"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHours {
+    #[serde(default)]
+    pub(crate) mon: Vec<String>,
+    #[serde(default)]
+    pub(crate) tue: Vec<String>,
+    #[serde(default)]
+    pub(crate) wed: Vec<String>,
+    #[serde(default)]
+    pub(crate) thu: Vec<String>,
+    #[serde(default)]
+    pub(crate) fri: Vec<String>,
+    #[serde(default)]
+    pub(crate) sat: Vec<String>,
+    #[serde(default)]
+    pub(crate) sun: Vec<String>,
+}
+
+impl RawHours {
+    /// The days with their TOML key, Monday first.
+    pub(crate) fn days(&self) -> [(&'static str, &[String]); 7] {
+        [
+            ("mon", &self.mon),
+            ("tue", &self.tue),
+            ("wed", &self.wed),
+            ("thu", &self.thu),
+            ("fri", &self.fri),
+            ("sat", &self.sat),
+            ("sun", &self.sun),
+        ]
+    }
+}
+
+/// One agent of a group, in distribution order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    /// The extension the PBX rings: `sip:<extension>@<pbx>`.
+    pub(crate) extension: String,
+    /// The agent's e-mail, used to find their helpdesk user.
+    pub(crate) email: Option<String>,
+    /// Display name for logs and the admin API.
+    pub(crate) name: Option<String>,
+}
+
+/// One overflow target of a group, in priority order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOverflow {
+    /// The group that takes the call.
+    pub(crate) group: String,
+    /// When: any of `"no_agents"`, `"out_of_hours"`, `"holiday"`. Default: all three.
+    #[serde(default = "all_conditions")]
+    pub(crate) when: Vec<Condition>,
+}
+
+fn all_conditions() -> Vec<Condition> {
+    Condition::ALL.to_vec()
+}
+
+/// One `[[groups]]` entry: a phone group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    /// Unique name, used by overflow, redirects, logs and helpdesk links.
+    pub(crate) name: String,
+    /// The PBX queue IDs this group serves (the Request-URI user part of the PBX's INVITE).
+    pub(crate) queues: Vec<String>,
+    /// IANA time zone of the hours and holidays. Default: `[defaults] timezone`.
+    pub(crate) timezone: Option<String>,
+    /// Business hours; leave out for a group that is always open.
+    pub(crate) hours: Option<RawHours>,
+    /// `"global"`: global holidays plus `own_holidays`; `"own"`: only `own_holidays`.
+    #[serde(default)]
+    pub(crate) holidays: HolidayMode,
+    /// Holidays of this group only, same shape as `[[holidays]]`.
+    #[serde(default)]
+    pub(crate) own_holidays: Vec<RawHoliday>,
+    /// The agents, in the order calls are distributed among them.
+    pub(crate) agents: Vec<RawAgent>,
+    /// How long each agent rings before the next one is tried.
+    #[serde(default = "default_ring_timeout")]
+    pub(crate) ring_timeout: String,
+    /// How long an agent stays unavailable after a call ends.
+    #[serde(default = "default_wrap_up")]
+    pub(crate) wrap_up: String,
+    /// How long a caller may wait in all before the final action.
+    #[serde(default = "default_max_wait")]
+    pub(crate) max_wait: String,
+    /// Where calls go when this group cannot take them, in priority order.
+    #[serde(default)]
+    pub(crate) overflow: Vec<RawOverflow>,
+    /// The group that takes calls from numbers not in the contact directory.
+    pub(crate) unknown_caller_group: Option<String>,
+    /// The group that takes calls from contacts marked inactive.
+    pub(crate) inactive_caller_group: Option<String>,
+    /// When every option is exhausted: `"voicemail"` or `"reject"`.
+    #[serde(default = "default_final_action")]
+    pub(crate) final_action: FinalAction,
+    /// Whether agents may transfer a call to another agent of the group.
+    #[serde(default)]
+    pub(crate) allow_transfer: bool,
+}
+
+fn default_ring_timeout() -> String {
+    "15s".to_owned()
+}
+
+fn default_wrap_up() -> String {
+    "30s".to_owned()
+}
+
+fn default_max_wait() -> String {
+    "5m".to_owned()
+}
+
+fn default_final_action() -> FinalAction {
+    FinalAction::Reject
+}

@@ -1,0 +1,414 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::routing::FinalAction;
+
+const MINIMAL: &str = r#"[sip]
+pbx = "10.0.0.10:5060"
+
+[defaults]
+timezone = "Europe/Madrid"
+region = "ES"
+
+[[groups]]
+name = "support"
+queues = ["100"]
+agents = [{ extension = "2001" }]
+"#;
+
+/// The diagnostics of an invalid configuration, as printed.
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_toml(text, "test.toml") {
+        Ok(_) => panic!("expected errors in:\n{text}"),
+        Err(ConfigError::Invalid(diagnostics)) => {
+            diagnostics.iter().map(ToString::to_string).collect()
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+/// `test.toml:LINE:COL` of the first occurrence of `needle`; with `"before|needle"`, of the first
+/// occurrence after `before`.
+fn at(text: &str, needle: &str) -> String {
+    let (skip, needle) = match needle.split_once('|') {
+        Some((before, needle)) => (
+            text.find(before).expect("prefix in text") + before.len(),
+            needle,
+        ),
+        None => (0, needle),
+    };
+    let offset = skip
+        + text[skip..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in text"));
+    let d = diagnostic::locate("test.toml", text, offset, String::new());
+    format!("test.toml:{}:{}", d.line, d.column)
+}
+
+/// Asserts one diagnostic starts at `needle` and says `says`.
+fn assert_error(text: &str, needle: &str, says: &str) {
+    let errors = errors(text);
+    let location = at(text, needle);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{location}: ")) && e.contains(says)),
+        "expected an error at {location} saying {says:?}, got:\n{}",
+        errors.join("\n")
+    );
+}
+
+fn fixtures() -> Vec<(PathBuf, String)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("config.example.toml")];
+    let dir = root.join("tests/fixtures");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    found.sort();
+    files.extend(found);
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("readable fixture");
+            (p, text)
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_configuration_is_valid_and_complete() {
+    let text = include_str!("../../config.example.toml");
+    let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.groups.len(), 4);
+    assert_eq!(config.global_holidays, 4);
+    assert_eq!(config.database.url, "sqlite://sipdesk.db");
+    let madrid = config.groups.get(config.groups.by_queue("101").unwrap());
+    assert_eq!(madrid.name, "soporte-madrid");
+    assert_eq!(madrid.agents.len(), 4);
+    assert_eq!(madrid.ring_timeout, Duration::from_secs(20));
+    assert_eq!(madrid.final_action, FinalAction::Voicemail);
+    // Global holidays plus its own two.
+    assert_eq!(madrid.schedule.holidays.len(), 6);
+    let night = config
+        .groups
+        .get(config.groups.by_name("plantao-noturno").unwrap());
+    assert!(night.queues.is_empty());
+}
+
+#[test]
+fn every_fixture_is_valid() {
+    for (path, text) in fixtures() {
+        if let Err(e) = Config::from_toml(&text, &path.display().to_string()) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// Every table of a document, as a path of keys and indexes.
+fn tables(item: &toml_edit::Item) -> usize {
+    use toml_edit::{Item, Value};
+    fn in_value(value: &Value) -> usize {
+        match value {
+            Value::InlineTable(t) => 1 + t.iter().map(|(_, v)| in_value(v)).sum::<usize>(),
+            Value::Array(a) => a.iter().map(in_value).sum(),
+            _ => 0,
+        }
+    }
+    match item {
+        Item::Table(t) => 1 + t.iter().map(|(_, i)| tables(i)).sum::<usize>(),
+        Item::ArrayOfTables(a) => a
+            .iter()
+            .map(|t| 1 + t.iter().map(|(_, i)| tables(i)).sum::<usize>())
+            .sum(),
+        Item::Value(v) => in_value(v),
+        Item::None => 0,
+    }
+}
+
+/// Inserts `sipdesk_unknown_key = 1` into the `n`-th table in visiting order; returns whether
+/// that table was found.
+fn inject(item: &mut toml_edit::Item, n: &mut usize) -> bool {
+    use toml_edit::{Item, Value};
+    const KEY: &str = "sipdesk_unknown_key";
+    fn in_value(value: &mut Value, n: &mut usize) -> bool {
+        match value {
+            Value::InlineTable(t) => {
+                if *n == 0 {
+                    t.insert(KEY, Value::from(1));
+                    return true;
+                }
+                *n -= 1;
+                t.iter_mut().any(|(_, v)| in_value(v, n))
+            }
+            Value::Array(a) => a.iter_mut().any(|v| in_value(v, n)),
+            _ => false,
+        }
+    }
+    fn in_table(t: &mut toml_edit::Table, n: &mut usize) -> bool {
+        if *n == 0 {
+            t.insert(KEY, toml_edit::value(1));
+            return true;
+        }
+        *n -= 1;
+        t.iter_mut().any(|(_, i)| inject(i, n))
+    }
+    match item {
+        Item::Table(t) => in_table(t, n),
+        Item::ArrayOfTables(a) => a.iter_mut().any(|t| in_table(t, n)),
+        Item::Value(v) => in_value(v, n),
+        Item::None => false,
+    }
+}
+
+#[test]
+fn an_unknown_key_in_any_table_of_any_fixture_is_a_located_error() {
+    for (path, text) in fixtures() {
+        let doc: toml_edit::DocumentMut = text.parse().expect("fixture parses");
+        let count = tables(doc.as_item());
+        assert!(count > 3, "{} has tables", path.display());
+        for n in 0..count {
+            let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+            let mut k = n;
+            assert!(
+                inject(doc.as_item_mut(), &mut k),
+                "table {n} of {}",
+                path.display()
+            );
+            let injected = doc.to_string();
+            let line = injected
+                .lines()
+                .position(|l| l.contains("sipdesk_unknown_key"))
+                .expect("key written")
+                + 1;
+            let errors = errors(&injected);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(&format!("test.toml:{line}:"))
+                        && e.contains("sipdesk_unknown_key")),
+                "{} table {n}: expected an error on line {line} naming the key, got:\n{}\nin:\n{injected}",
+                path.display(),
+                errors.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let errors = errors("[sip\npbx = \"x\"\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("test.toml:1:5: "), "{errors:?}");
+}
+
+#[test]
+fn wrong_types_are_located() {
+    let text = MINIMAL.replace(r#"queues = ["100"]"#, "queues = [100]");
+    assert_error(
+        &text,
+        "100]",
+        "invalid type: integer `100`, expected a string",
+    );
+}
+
+#[test]
+fn unknown_sections_are_located() {
+    let text = format!("{MINIMAL}\n[admin_api]\nlisten = 1\n");
+    assert_error(&text, "admin_api", "unknown section `admin_api`");
+}
+
+#[test]
+fn missing_sections_are_reported() {
+    let errors =
+        errors("[[groups]]\nname = \"a\"\nqueues = []\nagents = [{ extension = \"1\" }]\n");
+    assert!(
+        errors.iter().any(|e| e.contains("missing section [sip]")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("missing section [defaults]")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_queue_served_by_two_groups_is_refused() {
+    let text = format!(
+        "{MINIMAL}\n[[groups]]\nname = \"sales\"\nqueues = [\"200\", \"100\"]\nagents = [{{ extension = \"3001\" }}]\n"
+    );
+    assert_error(
+        &text,
+        "\"100\"]\nagents = [{ extension = \"3001\"",
+        "already served by group \"support\"",
+    );
+}
+
+#[test]
+fn overflow_and_redirects_to_missing_groups_are_refused() {
+    let text = MINIMAL.replace(
+        "agents = [{ extension = \"2001\" }]",
+        "agents = [{ extension = \"2001\" }]\noverflow = [{ group = \"night\" }]\nunknown_caller_group = \"sales\"\ninactive_caller_group = \"support\"",
+    );
+    assert_error(
+        &text,
+        "\"night\"",
+        "no group is named \"night\"; the groups are: support",
+    );
+    assert_error(&text, "\"sales\"", "no group is named \"sales\"");
+    assert_error(
+        &text,
+        "inactive_caller_group = |\"support\"",
+        "cannot redirect callers to itself",
+    );
+}
+
+#[test]
+fn overflow_to_itself_or_twice_is_refused() {
+    let text = format!(
+        "{}\n[[groups]]\nname = \"b\"\nqueues = []\nagents = [{{ extension = \"3\" }}]\n",
+        MINIMAL.replace(
+            "agents = [{ extension = \"2001\" }]",
+            "agents = [{ extension = \"2001\" }]\noverflow = [{ group = \"support\" }, { group = \"b\" }, { group = \"b\", when = [] }]",
+        )
+    );
+    assert_error(&text, "\"support\" }", "cannot overflow to itself");
+    assert_error(&text, "\"b\", when", "listed twice");
+}
+
+#[test]
+fn a_group_without_agents_is_refused() {
+    let text = MINIMAL.replace("agents = [{ extension = \"2001\" }]", "agents = []");
+    assert_error(&text, "[]", "group \"support\" has no agents");
+}
+
+#[test]
+fn overlapping_and_malformed_intervals_are_refused() {
+    let text = MINIMAL.replace(
+        "agents",
+        "hours.mon = [\"09:00-14:00\", \"13:30-18:00\"]\nhours.tue = [\"9-17\"]\nhours.sun = [\"22:00-10:00\"]\nagents",
+    );
+    assert_error(
+        &text,
+        "\"13:30-18:00\"",
+        "\"13:30-18:00\" (mon) overlaps \"09:00-14:00\" (mon)",
+    );
+    assert_error(&text, "\"9-17\"", "\"9\" is not a time of day");
+    assert_error(
+        &text,
+        "\"22:00-10:00\"",
+        "\"22:00-10:00\" (sun) overlaps \"09:00-14:00\" (mon)",
+    );
+}
+
+#[test]
+fn unknown_time_zones_are_refused_where_written() {
+    let text = MINIMAL.replace("Europe/Madrid", "Europe/Madird").replace(
+        "name = \"support\"",
+        "name = \"support\"\ntimezone = \"Mars/Olympus\"",
+    );
+    assert_error(
+        &text,
+        "\"Europe/Madird\"",
+        "unknown time zone \"Europe/Madird\"",
+    );
+    assert_error(
+        &text,
+        "\"Mars/Olympus\"",
+        "unknown time zone \"Mars/Olympus\"",
+    );
+}
+
+#[test]
+fn invalid_dates_and_holiday_hours_are_refused() {
+    let text = format!(
+        "{MINIMAL}\n[[holidays]]\ndate = \"2026-02-29\"\nname = \"a\"\n\n[[holidays]]\ndate = \"12-25\"\nname = \"b\"\nfrom = \"15:00\"\nuntil = \"14:00\"\n\n[[holidays]]\ndate = \"12/31\"\nname = \"c\"\nuntil = \"25:00\"\n"
+    );
+    assert_error(&text, "\"2026-02-29\"", "is not a date");
+    assert_error(&text, "\"15:00\"", "holiday hours 15:00-14:00 are empty");
+    assert_error(&text, "\"12/31\"", "is not a date");
+    assert_error(&text, "\"25:00\"", "\"25:00\" is not a time of day");
+}
+
+#[test]
+fn extensions_must_be_sip_user_parts() {
+    let text = MINIMAL.replace("\"2001\"", "\"20 01\"");
+    assert_error(&text, "\"20 01\"", "extension: \"20 01\" has ' '");
+}
+
+#[test]
+fn duplicate_group_names_are_refused() {
+    let text = format!(
+        "{MINIMAL}\n[[groups]]\nname = \"support\"\nqueues = [\"200\"]\nagents = [{{ extension = \"3001\" }}]\n"
+    );
+    let second = text.rfind("\"support\"").unwrap();
+    let errors = errors(&text);
+    let d = diagnostic::locate("test.toml", &text, second, String::new());
+    let location = format!("test.toml:{}:{}: ", d.line, d.column);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&location) && e.contains("already defined above")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn one_extension_with_two_emails_is_refused() {
+    let text = format!(
+        "{}\n[[groups]]\nname = \"sales\"\nqueues = [\"200\"]\nagents = [{{ extension = \"2001\", email = \"b@example.com\" }}]\n",
+        MINIMAL.replace(
+            "{ extension = \"2001\" }",
+            "{ extension = \"2001\", email = \"a@example.com\" }"
+        )
+    );
+    assert_error(
+        &text,
+        "\"b@example.com\"",
+        "has e-mail a@example.com in group \"support\"",
+    );
+}
+
+#[test]
+fn durations_sip_and_database_values_are_checked() {
+    let text = MINIMAL
+        .replace("pbx = \"10.0.0.10:5060\"", "pbx = \"pbx host\"\nlisten = [\"sctp:0.0.0.0:5060\"]\ntrusted = [\"10.0.0.0/33\"]\n\n[database]\nurl = \"mysql://x\"")
+        .replace("agents", "ring_timeout = \"soon\"\nagents");
+    assert_error(&text, "\"pbx host\"", "is not a host and port");
+    assert_error(&text, "\"sctp:", "is not a socket to listen on");
+    assert_error(&text, "\"10.0.0.0/33\"", "is not an address or CIDR block");
+    assert_error(&text, "\"mysql://x\"", "is not a database URL");
+    assert_error(&text, "\"soon\"", "\"soon\" is not a duration");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let text = format!(
+        "{}\n[[groups]]\nname = \"b\"\nqueues = [\"100\"]\nbogus = true\nagents = []\n\n[[groups]]\nname = \"c\"\nqueues = [\"300\"]\nagents = [{{ extension = \"x y\" }}]\noverflow = [{{ group = \"zzz\" }}]\n",
+        MINIMAL.replace("Europe/Madrid", "Nowhere/City")
+    );
+    let errors = errors(&text);
+    // Bad zone, unknown key in b (which hides b's other problems), bad extension and unknown
+    // overflow target in c.
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+}
+
+#[test]
+fn defaults_fill_what_a_group_leaves_out() {
+    let config = Config::from_toml(MINIMAL, "test.toml").unwrap();
+    let group = config.groups.get(0);
+    assert_eq!(group.ring_timeout, Duration::from_secs(15));
+    assert_eq!(group.wrap_up, Duration::from_secs(30));
+    assert_eq!(group.max_wait, Duration::from_secs(300));
+    assert_eq!(group.final_action, FinalAction::Reject);
+    assert!(group.schedule.hours.is_none());
+    assert_eq!(group.schedule.timezone_name, "Europe/Madrid");
+    assert_eq!(config.sip.listen.len(), 2);
+    assert_eq!(config.sip.pbx.to_string(), "10.0.0.10:5060");
+    assert_eq!(config.database.url, "sqlite://sipdesk.db");
+}
