@@ -11,7 +11,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use sipdesk::config::Config;
-use sipdesk::routing::{AgentState, Call, CallerStatus, Extension, decide};
+use sipdesk::routing::{AgentState, Call, CallerStatus, Extension, Route, decide};
 
 fn config_text() -> String {
     let mut text = String::from(
@@ -68,7 +68,25 @@ fn bench(c: &mut Criterion) {
         at,
     };
 
-    c.bench_function("decide: open group rings", |b| {
+    // What the proxy does when an INVITE arrives: find the owning group and the first group that
+    // can ring, with its agents in order. Overflow targets are read later, when reached.
+    let first_group = |presence: &HashMap<Extension, AgentState>, at| {
+        let call = call(at);
+        let mut route = Route::start(&config.groups, &call).expect("known queue");
+        route.next_group(&config.groups, call.at, presence, &cursors)
+    };
+    c.bench_function("route: first group, open group rings", |b| {
+        b.iter(|| first_group(black_box(&nobody_away), black_box(monday_morning)))
+    });
+    c.bench_function("route: first group, all agents away, overflow", |b| {
+        b.iter(|| first_group(black_box(&group_7_away), black_box(monday_morning)))
+    });
+    c.bench_function("route: first group, out of hours, overflow", |b| {
+        b.iter(|| first_group(black_box(&nobody_away), black_box(sunday)))
+    });
+    // What `sipdesk route` prints: the whole walk as if nobody answered. In this configuration
+    // every group is reachable by overflow, so the plan covers all 50 groups and 200 agents.
+    c.bench_function("decide: whole plan, open group rings", |b| {
         b.iter(|| {
             decide(
                 black_box(&config.groups),
@@ -78,7 +96,7 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
-    c.bench_function("decide: all agents away, overflow", |b| {
+    c.bench_function("decide: whole plan, all agents away", |b| {
         b.iter(|| {
             decide(
                 black_box(&config.groups),
@@ -88,7 +106,7 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
-    c.bench_function("decide: out of hours", |b| {
+    c.bench_function("decide: whole plan, out of hours", |b| {
         b.iter(|| {
             decide(
                 black_box(&config.groups),

@@ -176,7 +176,7 @@ fn build_defaults(raw: &RawDefaults, src: &mut Source<'_>) -> Option<Defaults> {
         .ok();
     Some(Defaults {
         timezone: timezone?,
-        timezone_name: raw.timezone.clone(),
+        timezone_name: raw.timezone.as_str().into(),
         region: region?,
     })
 }
@@ -205,7 +205,7 @@ fn holiday(raw: &RawHoliday, at: &[Seg], src: &mut Source<'_>) -> Option<Holiday
     let (date, Ok(from), Ok(until)) = (date?, from, until) else {
         return None;
     };
-    Holiday::new(raw.name.clone(), date, from, until)
+    Holiday::new(raw.name.as_str().into(), date, from, until)
         .map_err(|e| {
             let key = match e {
                 ScheduleError::EmptyHolidayHours { .. } if raw.from.is_some() => "from",
@@ -367,7 +367,7 @@ fn build_groups(
             (schedule, agents, ring_timeout, wrap_up, max_wait)
         {
             groups.push(Group {
-                name: group.name.clone(),
+                name: group.name.as_str().into(),
                 queues: group.queues.clone(),
                 schedule,
                 agents,
@@ -409,10 +409,10 @@ fn schedule(
     let (timezone, timezone_name) = match (&group.timezone, defaults) {
         (Some(name), _) => (
             zone(name, keys!["groups", i, "timezone"], src),
-            name.clone(),
+            name.as_str().into(),
         ),
         (None, Some(d)) => (Some(d.timezone.clone()), d.timezone_name.clone()),
-        (None, None) => (None, String::new()),
+        (None, None) => (None, "".into()),
     };
     let hours = match &group.hours {
         Some(raw) => Some(hours(raw, i, src)?),

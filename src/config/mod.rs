@@ -93,7 +93,7 @@ pub struct DatabaseSettings {
 #[derive(Clone, Debug)]
 pub struct Defaults {
     pub timezone: TimeZone,
-    pub timezone_name: String,
+    pub timezone_name: std::sync::Arc<str>,
     pub region: Region,
 }
 
@@ -203,7 +203,7 @@ impl RawConfig {
                 "groups" => {
                     raw.groups = entries(value, "groups", src);
                     raw.group_names = match value.get_ref() {
-                        DeValue::Array(items) => items.iter().map(|item| name_of(item)).collect(),
+                        DeValue::Array(items) => items.iter().map(name_of).collect(),
                         _ => Vec::new(),
                     };
                 }

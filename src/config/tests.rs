@@ -87,7 +87,7 @@ fn the_example_configuration_is_valid_and_complete() {
     assert_eq!(config.global_holidays, 4);
     assert_eq!(config.database.url, "sqlite://sipdesk.db");
     let madrid = config.groups.get(config.groups.by_queue("101").unwrap());
-    assert_eq!(madrid.name, "soporte-madrid");
+    assert_eq!(&*madrid.name, "soporte-madrid");
     assert_eq!(madrid.agents.len(), 4);
     assert_eq!(madrid.ring_timeout, Duration::from_secs(20));
     assert_eq!(madrid.final_action, FinalAction::Voicemail);
@@ -407,7 +407,7 @@ fn defaults_fill_what_a_group_leaves_out() {
     assert_eq!(group.max_wait, Duration::from_secs(300));
     assert_eq!(group.final_action, FinalAction::Reject);
     assert!(group.schedule.hours.is_none());
-    assert_eq!(group.schedule.timezone_name, "Europe/Madrid");
+    assert_eq!(&*group.schedule.timezone_name, "Europe/Madrid");
     assert_eq!(config.sip.listen.len(), 2);
     assert_eq!(config.sip.pbx.to_string(), "10.0.0.10:5060");
     assert_eq!(config.database.url, "sqlite://sipdesk.db");

@@ -2,20 +2,21 @@
 //! function of the groups, the time, the agents' states, the round-robin cursors and what the
 //! contact directory knows of the caller.
 //!
-//! The whole ring plan is worked out up front, as if nobody answered: the entry group's available
-//! agents in round-robin order, then the overflow targets for the reason at hand, depth first in
-//! priority order, each group at most once. The proxy walks the plan, checking each agent's state
-//! again just before ringing, and moves the group's cursor on every offer.
+//! A call walks its groups one at a time ([`Route`]): the owning group's available agents in
+//! round-robin order, then, when they are exhausted (or the group cannot take calls), its overflow
+//! targets for the reason at hand, depth first in priority order, each group at most once. Each
+//! group is read when the call reaches it. The proxy moves the group's cursor on every offer and
+//! checks an agent's state again just before ringing; [`decide`] plans the whole walk at once,
+//! as if nobody answered, for `sipdesk route` and the tests.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::decision::{Action, Decision, Offer, Reason, Step, Verdict, final_action_words};
-use super::group::{Agent, Condition, Extension, FinalAction, GroupId, Groups};
-use super::schedule::{Availability, Reading};
+use super::decision::{Action, Decision, Detail, LocalTime, Offer, Passed, Reason, Step, Verdict};
+use super::group::{Condition, Extension, FinalAction, GroupId, Groups};
+use super::schedule::Availability;
 
 /// What the contact directory says about the calling number.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,292 +91,355 @@ impl Cursors for HashMap<String, Extension> {
     }
 }
 
-/// Decides where a call goes.
+/// Decides where a call goes, planning every offer as if nobody answered and nothing changed
+/// meanwhile: what `sipdesk route` shows. The proxy walks the same [`Route`] one group at a time.
 pub fn decide(
     groups: &Groups,
     call: &Call<'_>,
     presence: &impl Presence,
     cursors: &impl Cursors,
 ) -> Decision {
-    let mut planner = Planner {
-        groups,
-        call,
-        presence,
-        cursors,
-        visited: vec![false; groups.len()],
-        offers: Vec::new(),
-        steps: Vec::new(),
+    let mut route = match Route::start(groups, call) {
+        Ok(route) => route,
+        Err(rejected) => return rejected,
     };
-    let Some(mut entry) = groups.by_queue(call.queue) else {
-        planner.step(
-            None,
-            Verdict::Rejected,
-            Some(Reason::UnknownQueue),
-            format!("no group serves queue {}", call.queue),
-        );
-        return Decision {
-            action: Action::Reject,
-            group: None,
-            extension: None,
-            reason: Some(Reason::UnknownQueue),
-            offers: Vec::new(),
-            final_action: None,
-            max_wait: None,
-            explanation: planner.steps,
-        };
-    };
-    planner.step(
-        Some(entry),
-        Verdict::Entry,
-        None,
-        format!("serves queue {}", call.queue),
-    );
-
-    let group = groups.get(entry);
-    let redirect = match call.caller {
-        CallerStatus::Unknown => group.unknown_caller_group.map(|to| {
-            (
-                to,
-                "the caller's number is not in the contact directory",
-                "unknown_caller_group",
-            )
-        }),
-        CallerStatus::Inactive => group.inactive_caller_group.map(|to| {
-            (
-                to,
-                "the caller is an inactive contact",
-                "inactive_caller_group",
-            )
-        }),
-        CallerStatus::Known | CallerStatus::Unchecked => None,
-    };
-    if let Some((to, why, key)) = redirect {
-        planner.step(
-            Some(to),
-            Verdict::Redirected,
-            None,
-            format!("{why}: {} sends such calls here ({key})", group.name),
-        );
-        entry = to;
+    let mut offers = Vec::new();
+    while let Some(ring) = route.next_group(groups, call.at, presence, cursors) {
+        offers.extend(ring);
     }
-
-    // Why the owning group itself does not ring, even when an overflow target does.
-    let reason = planner.plan(entry);
-    let owner = groups.get(entry);
-    let wait = humantime::format_duration(owner.max_wait);
-    let ending = final_action_words(owner.final_action);
-    let (action, group, extension) = match planner.offers.first() {
-        Some(first) => {
-            let found = (
-                Action::Ring,
-                first.group.clone(),
-                Some(first.extension.clone()),
-            );
-            let detail = format!("if nobody answers within {wait} in all: {ending}");
-            planner.step(Some(entry), Verdict::Final, None, detail);
-            found
-        }
-        None => {
-            // No offers means the owning group was skipped, so a reason is always known here.
-            let why = reason.unwrap_or(Reason::NoAgents);
-            let action = match owner.final_action {
-                FinalAction::Voicemail => Action::Voicemail,
-                FinalAction::Reject => Action::Missed,
-            };
-            let detail = format!(
-                "no group can take the call: missed ({}), {ending}",
-                why.as_str()
-            );
-            planner.step(Some(entry), Verdict::Final, Some(why), detail);
-            (action, owner.name.clone(), None)
-        }
-    };
-    Decision {
-        action,
-        group: Some(group),
-        extension,
-        reason,
-        offers: planner.offers,
-        final_action: Some(owner.final_action),
-        max_wait: Some(owner.max_wait),
-        explanation: planner.steps,
-    }
+    route.finish(groups, offers)
 }
 
-struct Planner<'a, P, C> {
-    groups: &'a Groups,
-    call: &'a Call<'a>,
-    presence: &'a P,
-    cursors: &'a C,
+/// A call's walk through its groups: the owning group first, then its overflow targets for the
+/// reason at hand, depth first in priority order, each group at most once. Each step yields the
+/// next group that can ring, read at the time of that step, so an overflow target's hours and
+/// agents are judged when the call actually reaches it.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The group that owns the call (after a caller redirect).
+    owner: GroupId,
+    /// Why the owner could not ring, once it has been read.
+    reason: Option<Reason>,
     visited: Vec<bool>,
-    offers: Vec<Offer>,
+    /// Groups whose overflow targets are still to be tried, innermost last.
+    stack: Vec<Frame>,
+    /// Extensions offered so far in this call.
+    offered: HashSet<Extension>,
+    started: bool,
     steps: Vec<Step>,
 }
 
-impl<P: Presence, C: Cursors> Planner<'_, P, C> {
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    group: GroupId,
+    condition: Condition,
+    next_overflow: usize,
+}
+
+impl Route {
+    /// Finds the group that owns a call: the queue's group, or the group it redirects this
+    /// caller to. An unknown queue is the whole decision: rejected.
+    pub fn start(groups: &Groups, call: &Call<'_>) -> Result<Route, Decision> {
+        let mut route = Route {
+            owner: 0,
+            reason: None,
+            visited: vec![false; groups.len()],
+            stack: Vec::new(),
+            offered: HashSet::new(),
+            started: false,
+            steps: Vec::new(),
+        };
+        let Some(entry) = groups.by_queue(call.queue) else {
+            let detail = Detail::UnknownQueue(call.queue.to_owned());
+            route.step(
+                groups,
+                None,
+                Verdict::Rejected,
+                Some(Reason::UnknownQueue),
+                detail,
+            );
+            return Err(Decision {
+                action: Action::Reject,
+                group: None,
+                extension: None,
+                reason: Some(Reason::UnknownQueue),
+                offers: Vec::new(),
+                final_action: None,
+                max_wait: None,
+                explanation: route.steps,
+            });
+        };
+        let detail = Detail::ServesQueue(call.queue.to_owned());
+        route.step(groups, Some(entry), Verdict::Entry, None, detail);
+        let group = groups.get(entry);
+        let redirect = match call.caller {
+            CallerStatus::Unknown => group
+                .unknown_caller_group
+                .map(|to| (to, "unknown_caller_group")),
+            CallerStatus::Inactive => group
+                .inactive_caller_group
+                .map(|to| (to, "inactive_caller_group")),
+            CallerStatus::Known | CallerStatus::Unchecked => None,
+        };
+        route.owner = entry;
+        if let Some((to, key)) = redirect {
+            let detail = Detail::Redirected {
+                from: group.name.clone(),
+                key,
+            };
+            route.step(groups, Some(to), Verdict::Redirected, None, detail);
+            route.owner = to;
+        }
+        Ok(route)
+    }
+
+    /// The group that owns the call.
+    pub fn owner(&self) -> GroupId {
+        self.owner
+    }
+
+    /// Why the owning group did not ring, once known.
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
+    }
+
+    /// What was considered so far, and why.
+    pub fn explanation(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The next group that can ring and its agents in round-robin order, or `None` when every
+    /// option is exhausted.
+    pub fn next_group(
+        &mut self,
+        groups: &Groups,
+        at: Timestamp,
+        presence: &impl Presence,
+        cursors: &impl Cursors,
+    ) -> Option<Vec<Offer>> {
+        if !self.started {
+            self.started = true;
+            let ring = self.visit(groups, self.owner, at, presence, cursors);
+            if ring.is_some() {
+                return ring;
+            }
+        }
+        loop {
+            let frame = self.stack.last_mut()?;
+            let group = groups.get(frame.group);
+            let Some(overflow) = group.overflow.get(frame.next_overflow) else {
+                self.stack.pop();
+                continue;
+            };
+            frame.next_overflow += 1;
+            let (condition, target) = (frame.condition, overflow.target);
+            if !overflow.when.contains(&condition) {
+                let detail = Detail::OverflowNotFor {
+                    from: group.name.clone(),
+                    when: overflow.when.clone(),
+                };
+                self.step(groups, Some(target), Verdict::NotApplicable, None, detail);
+            } else if self.visited[target] {
+                let detail = Detail::AlreadyVisited;
+                self.step(groups, Some(target), Verdict::AlreadyVisited, None, detail);
+            } else {
+                let detail = Detail::Overflow {
+                    from: group.name.clone(),
+                    condition,
+                };
+                self.step(
+                    groups,
+                    Some(target),
+                    Verdict::Overflow,
+                    Some(condition.into()),
+                    detail,
+                );
+                let ring = self.visit(groups, target, at, presence, cursors);
+                if ring.is_some() {
+                    return ring;
+                }
+            }
+        }
+    }
+
+    /// The decision once the walk is over, with every offer it produced.
+    pub fn finish(mut self, groups: &Groups, offers: Vec<Offer>) -> Decision {
+        let owner = groups.get(self.owner);
+        let (action, group, extension) = match offers.first() {
+            Some(first) => {
+                let detail = Detail::Afterwards {
+                    max_wait: owner.max_wait,
+                    action: owner.final_action,
+                };
+                self.step(groups, Some(self.owner), Verdict::Final, None, detail);
+                (
+                    Action::Ring,
+                    first.group.clone(),
+                    Some(first.extension.clone()),
+                )
+            }
+            None => {
+                // No offers means the owning group was skipped, so its reason is known.
+                let reason = self.reason.unwrap_or(Reason::NoAgents);
+                let action = match owner.final_action {
+                    FinalAction::Voicemail => Action::Voicemail,
+                    FinalAction::Reject => Action::Missed,
+                };
+                let detail = Detail::Missed {
+                    reason,
+                    action: owner.final_action,
+                };
+                self.step(
+                    groups,
+                    Some(self.owner),
+                    Verdict::Final,
+                    Some(reason),
+                    detail,
+                );
+                (action, owner.name.clone(), None)
+            }
+        };
+        Decision {
+            action,
+            group: Some(group),
+            extension,
+            reason: self.reason,
+            offers,
+            final_action: Some(owner.final_action),
+            max_wait: Some(owner.max_wait),
+            explanation: self.steps,
+        }
+    }
+
     fn step(
         &mut self,
+        groups: &Groups,
         group: Option<GroupId>,
         verdict: Verdict,
         reason: Option<Reason>,
-        detail: String,
+        detail: Detail,
     ) {
         self.steps.push(Step {
-            group: group.map(|g| self.groups.get(g).name.clone()),
+            group: group.map(|g| groups.get(g).name.clone()),
             verdict,
             reason,
             detail,
         });
     }
 
-    /// Adds a group's offers and those of its overflow targets; returns why the group itself
-    /// could not take the call, if it could not.
-    fn plan(&mut self, id: GroupId) -> Option<Reason> {
+    /// Reads a group at `at`: its offers when it can ring; otherwise records why not. Either way
+    /// its overflow targets are queued for the condition at hand.
+    fn visit(
+        &mut self,
+        groups: &Groups,
+        id: GroupId,
+        at: Timestamp,
+        presence: &impl Presence,
+        cursors: &impl Cursors,
+    ) -> Option<Vec<Offer>> {
         self.visited[id] = true;
-        let group = self.groups.get(id);
-        let reading = group.schedule.read(self.call.at);
-        let when = local_time_words(&reading, &group.schedule.timezone_name);
-        let skipped = match reading.availability {
-            Availability::Holiday(holiday) => {
-                let mut detail = format!("holiday \"{}\" on {}", holiday.name, holiday.date);
-                if holiday.is_partial() {
-                    let _ = write!(detail, " from {} until {}", holiday.from, holiday.until);
-                }
-                let _ = write!(detail, " ({when})");
-                Some((Condition::Holiday, detail))
-            }
-            Availability::OutOfHours => Some((Condition::OutOfHours, format!("closed ({when})"))),
-            Availability::Open(interval) => {
-                let open = match interval {
-                    Some((day, interval)) => {
-                        format!("open ({when}, within {} {interval})", day_name(day))
-                    }
-                    None => format!("open, no business hours set ({when})"),
-                };
-                self.ring_group(id, open)
-            }
+        let group = groups.get(id);
+        let schedule = &group.schedule;
+        let datetime = schedule.timezone.to_datetime(at);
+        let local = LocalTime {
+            datetime,
+            zone: schedule.timezone_name.clone(),
         };
-        let condition = match &skipped {
-            Some((condition, detail)) => {
-                let detail = detail.clone();
+        let outcome = match schedule.read_local(datetime) {
+            Availability::Holiday(holiday) => Err((
+                Condition::Holiday,
+                Detail::Holiday {
+                    name: holiday.name.clone(),
+                    date: holiday.date,
+                    hours: holiday
+                        .is_partial()
+                        .then_some((holiday.from, holiday.until)),
+                    at: local,
+                },
+            )),
+            Availability::OutOfHours => Err((Condition::OutOfHours, Detail::Closed { at: local })),
+            Availability::Open(open) => self.ring_order(groups, id, local, open, presence, cursors),
+        };
+        let condition = match &outcome {
+            Ok(_) => Condition::NoAgents,
+            Err((condition, _)) => *condition,
+        };
+        self.stack.push(Frame {
+            group: id,
+            condition,
+            next_overflow: 0,
+        });
+        match outcome {
+            Ok(offers) => Some(offers),
+            Err((condition, detail)) => {
+                if id == self.owner {
+                    self.reason = Some(condition.into());
+                }
                 self.step(
+                    groups,
                     Some(id),
                     Verdict::Skipped,
-                    Some((*condition).into()),
+                    Some(condition.into()),
                     detail,
                 );
-                *condition
-            }
-            None => Condition::NoAgents,
-        };
-        for overflow in &group.overflow {
-            if !overflow.when.contains(&condition) {
-                let when: Vec<&str> = overflow.when.iter().map(|c| c.as_str()).collect();
-                self.step(
-                    Some(overflow.target),
-                    Verdict::NotApplicable,
-                    None,
-                    format!(
-                        "{}'s overflow here is only for {}",
-                        group.name,
-                        when.join(", ")
-                    ),
-                );
-            } else if self.visited[overflow.target] {
-                self.step(
-                    Some(overflow.target),
-                    Verdict::AlreadyVisited,
-                    None,
-                    "already considered for this call; overflow does not loop".to_owned(),
-                );
-            } else {
-                self.step(
-                    Some(overflow.target),
-                    Verdict::Overflow,
-                    Some(condition.into()),
-                    format!("overflow from {} ({})", group.name, condition.as_str()),
-                );
-                self.plan(overflow.target);
+                None
             }
         }
-        skipped.map(|(condition, _)| condition.into())
     }
 
-    /// Adds the group's available agents in round-robin order; `Some` (no agents) when none is.
-    fn ring_group(&mut self, id: GroupId, open: String) -> Option<(Condition, String)> {
-        let group = self.groups.get(id);
+    /// The group's available agents in round-robin order, or why there are none.
+    fn ring_order(
+        &mut self,
+        groups: &Groups,
+        id: GroupId,
+        at: LocalTime,
+        open: Option<(jiff::civil::Weekday, super::schedule::Interval)>,
+        presence: &impl Presence,
+        cursors: &impl Cursors,
+    ) -> Result<Vec<Offer>, (Condition, Detail)> {
+        let group = groups.get(id);
         let agents = &group.agents;
-        let last = self.cursors.last_offered(&group.name);
+        let last = cursors.last_offered(&group.name);
         let start = last
             .and_then(|ext| agents.iter().position(|a| &a.extension == ext))
             .map_or(0, |i| i + 1);
-        let mut ring: Vec<&Agent> = Vec::new();
-        let mut unavailable: Vec<String> = Vec::new();
+        let mut offers: Vec<Offer> = Vec::new();
+        let mut passed: Vec<Passed> = Vec::new();
         for k in 0..agents.len() {
-            let agent = &agents[(start + k) % agents.len()];
-            let state = self.presence.state(&agent.extension);
+            let extension = &agents[(start + k) % agents.len()].extension;
+            let state = presence.state(extension);
             if state != AgentState::Available {
-                unavailable.push(format!("{} {}", agent.extension, state.as_str()));
-            } else if self.offers.iter().any(|o| o.extension == agent.extension) {
-                unavailable.push(format!("{} already offered this call", agent.extension));
+                passed.push(Passed {
+                    extension: extension.clone(),
+                    state: Some(state),
+                });
+            } else if self.offered.contains(extension) {
+                passed.push(Passed {
+                    extension: extension.clone(),
+                    state: None,
+                });
             } else {
-                ring.push(agent);
+                offers.push(Offer {
+                    group: group.name.clone(),
+                    extension: extension.clone(),
+                    ring_timeout: group.ring_timeout,
+                });
             }
         }
-        if ring.is_empty() {
-            return Some((
-                Condition::NoAgents,
-                format!("{open} but no agent available: {}", unavailable.join(", ")),
-            ));
+        if offers.is_empty() {
+            return Err((Condition::NoAgents, Detail::NoAgents { at, open, passed }));
         }
-        let mut detail = open;
-        let order: Vec<&str> = ring.iter().map(|a| a.extension.as_str()).collect();
-        let _ = write!(detail, "; ring {}", order.join(", "));
-        match last.filter(|_| start > 0) {
-            Some(last) => {
-                let _ = write!(
-                    detail,
-                    " (round-robin: {last} was offered the previous call)"
-                );
-            }
-            None => detail.push_str(" (round-robin from the top of the list)"),
-        }
-        if !unavailable.is_empty() {
-            let _ = write!(detail, "; skipped {}", unavailable.join(", "));
-        }
-        for agent in ring {
-            self.offers.push(Offer {
-                group: group.name.clone(),
-                extension: agent.extension.clone(),
-                ring_timeout: group.ring_timeout,
-            });
-        }
-        self.step(Some(id), Verdict::Ring, None, detail);
-        None
-    }
-}
-
-fn local_time_words(reading: &Reading<'_>, zone: &str) -> String {
-    let local = reading.local;
-    format!(
-        "{} {} {:02}:{:02} {zone}",
-        day_name(local.weekday()),
-        local.date(),
-        local.hour(),
-        local.minute()
-    )
-}
-
-fn day_name(day: jiff::civil::Weekday) -> &'static str {
-    use jiff::civil::Weekday::*;
-    match day {
-        Monday => "Monday",
-        Tuesday => "Tuesday",
-        Wednesday => "Wednesday",
-        Thursday => "Thursday",
-        Friday => "Friday",
-        Saturday => "Saturday",
-        Sunday => "Sunday",
+        self.offered
+            .extend(offers.iter().map(|o| o.extension.clone()));
+        let detail = Detail::Ring {
+            at,
+            open,
+            order: offers.iter().map(|o| o.extension.clone()).collect(),
+            after: last.filter(|_| start > 0).cloned(),
+            passed,
+        };
+        self.step(groups, Some(id), Verdict::Ring, None, detail);
+        Ok(offers)
     }
 }
 

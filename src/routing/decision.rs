@@ -1,12 +1,19 @@
 //! What the routing engine decided for a call, and why: the value `sipdesk route` prints, the
 //! proxy executes and the call's events keep.
+//!
+//! The explanation is kept as data ([`Detail`]) and put into words only when shown or stored, so
+//! deciding stays cheap on the SIP path however many groups a call walks through.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::civil::{DateTime, Weekday};
 use serde::{Serialize, Serializer};
 
+use super::decide::AgentState;
 use super::group::{Condition, Extension, FinalAction};
+use super::schedule::{ClockTime, HolidayDate, Interval};
 
 /// What happens to the call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,7 +63,7 @@ impl From<Condition> for Reason {
 /// One agent to ring, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Offer {
-    pub group: String,
+    pub group: Arc<str>,
     pub extension: Extension,
     #[serde(rename = "ring_timeout_seconds", serialize_with = "seconds")]
     pub ring_timeout: Duration,
@@ -89,10 +96,206 @@ pub enum Verdict {
 /// One line of the explanation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Step {
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
     pub verdict: Verdict,
     pub reason: Option<Reason>,
-    pub detail: String,
+    /// In words when serialized.
+    #[serde(serialize_with = "words")]
+    pub detail: Detail,
+}
+
+/// The wall-clock time a group's schedule was read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalTime {
+    pub datetime: DateTime,
+    pub zone: Arc<str>,
+}
+
+/// An agent passed over, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passed {
+    pub extension: Extension,
+    /// `None`: available, but already offered this call in another group.
+    pub state: Option<AgentState>,
+}
+
+/// What a step found, as data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    ServesQueue(String),
+    UnknownQueue(String),
+    Redirected {
+        from: Arc<str>,
+        /// The key that sent the caller here: `unknown_caller_group` or `inactive_caller_group`.
+        key: &'static str,
+    },
+    Holiday {
+        name: Arc<str>,
+        date: HolidayDate,
+        /// For a partial day.
+        hours: Option<(ClockTime, ClockTime)>,
+        at: LocalTime,
+    },
+    Closed {
+        at: LocalTime,
+    },
+    /// Open, with agents to ring in this order.
+    Ring {
+        at: LocalTime,
+        open: Option<(Weekday, Interval)>,
+        order: Vec<Extension>,
+        /// Who was offered the group's previous call, when the order starts after them.
+        after: Option<Extension>,
+        passed: Vec<Passed>,
+    },
+    /// Open, but nobody can ring.
+    NoAgents {
+        at: LocalTime,
+        open: Option<(Weekday, Interval)>,
+        passed: Vec<Passed>,
+    },
+    OverflowNotFor {
+        from: Arc<str>,
+        when: Vec<Condition>,
+    },
+    AlreadyVisited,
+    Overflow {
+        from: Arc<str>,
+        condition: Condition,
+    },
+    /// The walk found agents: what follows when none answers.
+    Afterwards {
+        max_wait: Duration,
+        action: FinalAction,
+    },
+    /// The walk found nobody.
+    Missed {
+        reason: Reason,
+        action: FinalAction,
+    },
+}
+
+impl fmt::Display for LocalTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.datetime;
+        write!(
+            f,
+            "{} {:04}-{:02}-{:02} {:02}:{:02} {}",
+            day_name(d.weekday()),
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            self.zone
+        )
+    }
+}
+
+fn open_words(
+    f: &mut fmt::Formatter<'_>,
+    at: &LocalTime,
+    open: &Option<(Weekday, Interval)>,
+) -> fmt::Result {
+    match open {
+        Some((day, interval)) => write!(f, "open ({at}, within {} {interval})", day_name(*day)),
+        None => write!(f, "open, no business hours set ({at})"),
+    }
+}
+
+fn passed_words(passed: &[Passed]) -> String {
+    let words: Vec<String> = passed
+        .iter()
+        .map(|p| match p.state {
+            Some(state) => format!("{} {}", p.extension, state.as_str()),
+            None => format!("{} already offered this call", p.extension),
+        })
+        .collect();
+    words.join(", ")
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    let words: Vec<String> = items.iter().map(ToString::to_string).collect();
+    words.join(", ")
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Detail::ServesQueue(queue) => write!(f, "serves queue {queue}"),
+            Detail::UnknownQueue(queue) => write!(f, "no group serves queue {queue}"),
+            Detail::Redirected { from, key } => {
+                let why = if *key == "unknown_caller_group" {
+                    "the caller's number is not in the contact directory"
+                } else {
+                    "the caller is an inactive contact"
+                };
+                write!(f, "{why}: {from} sends such calls here ({key})")
+            }
+            Detail::Holiday {
+                name,
+                date,
+                hours,
+                at,
+            } => {
+                write!(f, "holiday \"{name}\" on {date}")?;
+                if let Some((from, until)) = hours {
+                    write!(f, " from {from} until {until}")?;
+                }
+                write!(f, " ({at})")
+            }
+            Detail::Closed { at } => write!(f, "closed ({at})"),
+            Detail::Ring {
+                at,
+                open,
+                order,
+                after,
+                passed,
+            } => {
+                open_words(f, at, open)?;
+                write!(f, "; ring {}", list(order))?;
+                match after {
+                    Some(last) => {
+                        write!(f, " (round-robin: {last} was offered the previous call)")?
+                    }
+                    None => write!(f, " (round-robin from the top of the list)")?,
+                }
+                if !passed.is_empty() {
+                    write!(f, "; skipped {}", passed_words(passed))?;
+                }
+                Ok(())
+            }
+            Detail::NoAgents { at, open, passed } => {
+                open_words(f, at, open)?;
+                write!(f, " but no agent available: {}", passed_words(passed))
+            }
+            Detail::OverflowNotFor { from, when } => {
+                let when: Vec<&str> = when.iter().map(|c| c.as_str()).collect();
+                write!(f, "{from}'s overflow here is only for {}", when.join(", "))
+            }
+            Detail::AlreadyVisited => {
+                write!(
+                    f,
+                    "already considered for this call; overflow does not loop"
+                )
+            }
+            Detail::Overflow { from, condition } => {
+                write!(f, "overflow from {from} ({})", condition.as_str())
+            }
+            Detail::Afterwards { max_wait, action } => write!(
+                f,
+                "if nobody answers within {} in all: {}",
+                humantime::format_duration(*max_wait),
+                final_action_words(*action)
+            ),
+            Detail::Missed { reason, action } => write!(
+                f,
+                "no group can take the call: missed ({}), {}",
+                reason.as_str(),
+                final_action_words(*action)
+            ),
+        }
+    }
 }
 
 /// The routing decision for one call.
@@ -100,9 +303,10 @@ pub struct Step {
 pub struct Decision {
     pub action: Action,
     /// Ring: the group of the first agent. Missed or voicemail: the group that owns the call.
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
     /// The first agent to ring.
     pub extension: Option<Extension>,
+    /// Why the owning group does not ring itself (even when an overflow target does).
     pub reason: Option<Reason>,
     /// Every agent to ring, in order, if nobody answers earlier.
     pub offers: Vec<Offer>,
@@ -125,28 +329,24 @@ fn optional_seconds<S: Serializer>(duration: &Option<Duration>, s: S) -> Result<
     }
 }
 
+fn words<S: Serializer>(detail: &Detail, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(detail)
+}
+
 impl fmt::Display for Decision {
     /// The decision in words, as `sipdesk route` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let group = self.group.as_deref().unwrap_or("-");
         match self.action {
             Action::Ring => {
-                let first = self
-                    .offers
-                    .first()
-                    .map(|o| o.extension.as_str())
-                    .unwrap_or("-");
+                let first = self.extension.as_ref().map_or("-", |e| e.as_str());
                 writeln!(f, "ring {first} in group {group}")?;
                 let order: Vec<String> = self
                     .offers
                     .iter()
                     .map(|o| {
-                        format!(
-                            "{} ({}, {})",
-                            o.extension,
-                            o.group,
-                            humantime::format_duration(o.ring_timeout)
-                        )
+                        let timeout = humantime::format_duration(o.ring_timeout);
+                        format!("{} ({}, {timeout})", o.extension, o.group)
                     })
                     .collect();
                 writeln!(f, "  ring order: {}", order.join(", "))?;
@@ -155,7 +355,7 @@ impl fmt::Display for Decision {
                 }
             }
             Action::Missed | Action::Voicemail => {
-                let reason = self.reason.map(Reason::as_str).unwrap_or("-");
+                let reason = self.reason.map_or("-", Reason::as_str);
                 let what = if self.action == Action::Missed {
                     "missed: rejected"
                 } else {
@@ -177,9 +377,21 @@ impl fmt::Display for Decision {
 }
 
 /// How the final action reads in an explanation.
-pub(crate) fn final_action_words(action: FinalAction) -> &'static str {
+fn final_action_words(action: FinalAction) -> &'static str {
     match action {
         FinalAction::Voicemail => "voicemail",
         FinalAction::Reject => "rejected (480 Temporarily Unavailable)",
+    }
+}
+
+pub(crate) fn day_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Monday => "Monday",
+        Weekday::Tuesday => "Tuesday",
+        Weekday::Wednesday => "Wednesday",
+        Weekday::Thursday => "Thursday",
+        Weekday::Friday => "Friday",
+        Weekday::Saturday => "Saturday",
+        Weekday::Sunday => "Sunday",
     }
 }

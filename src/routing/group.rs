@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ pub type GroupId = usize;
 /// An agent's extension: the user part of `sip:<extension>@<pbx>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct Extension(String);
+pub struct Extension(Arc<str>);
 
 /// Why a text cannot be the user part of a SIP URI (an extension or a queue ID).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +54,7 @@ pub fn check_user_part(text: &str) -> Result<(), UserPartError> {
 impl Extension {
     /// An extension is any SIP user part.
     pub fn parse(text: &str) -> Result<Extension, UserPartError> {
-        check_user_part(text).map(|()| Extension(text.to_owned()))
+        check_user_part(text).map(|()| Extension(Arc::from(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -122,7 +123,7 @@ pub enum FinalAction {
 /// A phone group, checked.
 #[derive(Clone, Debug)]
 pub struct Group {
-    pub name: String,
+    pub name: Arc<str>,
     pub queues: Vec<String>,
     pub schedule: Schedule,
     /// In the order calls are distributed.
@@ -142,7 +143,7 @@ pub struct Group {
 pub struct Groups {
     groups: Vec<Group>,
     by_queue: HashMap<String, GroupId>,
-    by_name: HashMap<String, GroupId>,
+    by_name: HashMap<Arc<str>, GroupId>,
 }
 
 impl Groups {

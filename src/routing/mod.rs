@@ -13,7 +13,7 @@ pub mod decision;
 pub mod group;
 pub mod schedule;
 
-pub use decide::{AgentState, Call, CallerStatus, Cursors, Presence, decide};
+pub use decide::{AgentState, Call, CallerStatus, Cursors, Presence, Route, decide};
 pub use decision::{Action, Decision, Offer, Reason, Step, Verdict};
 pub use group::{Agent, Condition, Extension, FinalAction, Group, GroupId, Groups, Overflow};
 pub use schedule::{ClockTime, Holiday, HolidayDate, Interval, Schedule, WeeklyHours};

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Weekday};
@@ -324,7 +325,7 @@ impl fmt::Display for HolidayDate {
 /// A day, or part of a day, on which a group takes no calls.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holiday {
-    pub name: String,
+    pub name: Arc<str>,
     pub date: HolidayDate,
     /// Start of a partial-day holiday; midnight when the whole morning is off.
     pub from: ClockTime,
@@ -335,7 +336,7 @@ pub struct Holiday {
 impl Holiday {
     /// A holiday on `date`, from `from` (default: midnight) until `until` (default: end of day).
     pub fn new(
-        name: String,
+        name: Arc<str>,
         date: HolidayDate,
         from: Option<ClockTime>,
         until: Option<ClockTime>,
@@ -382,7 +383,7 @@ pub enum Availability<'s> {
 pub struct Schedule {
     pub timezone: TimeZone,
     /// The IANA name the configuration gave, kept for explanations.
-    pub timezone_name: String,
+    pub timezone_name: Arc<str>,
     /// `None` means always open.
     pub hours: Option<WeeklyHours>,
     /// Own holidays, and the global ones when the group uses them.
@@ -401,20 +402,23 @@ impl Schedule {
     /// Reads the schedule at an instant: holidays first, then hours.
     pub fn read(&self, at: Timestamp) -> Reading<'_> {
         let local = self.timezone.to_datetime(at);
-        let availability = if let Some(holiday) = self.holidays.iter().find(|h| h.covers(local)) {
-            Availability::Holiday(holiday)
-        } else {
-            match &self.hours {
-                None => Availability::Open(None),
-                Some(hours) => match hours.interval_at(local.weekday(), ClockTime::of(local)) {
-                    Some(found) => Availability::Open(Some(found)),
-                    None => Availability::OutOfHours,
-                },
-            }
-        };
         Reading {
             local,
-            availability,
+            availability: self.read_local(local),
+        }
+    }
+
+    /// Reads the schedule at a wall-clock time already converted to the group's zone.
+    pub fn read_local(&self, local: DateTime) -> Availability<'_> {
+        if let Some(holiday) = self.holidays.iter().find(|h| h.covers(local)) {
+            return Availability::Holiday(holiday);
+        }
+        let Some(hours) = &self.hours else {
+            return Availability::Open(None);
+        };
+        match hours.interval_at(local.weekday(), ClockTime::of(local)) {
+            Some(found) => Availability::Open(Some(found)),
+            None => Availability::OutOfHours,
         }
     }
 }

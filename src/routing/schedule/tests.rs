@@ -16,7 +16,7 @@ fn hours(day: Weekday, intervals: &[&str]) -> WeeklyHours {
 fn schedule(zone: &str, hours: Option<WeeklyHours>, holidays: Vec<Holiday>) -> Schedule {
     Schedule {
         timezone: TimeZone::get(zone).expect("zone in the tz database"),
-        timezone_name: zone.to_owned(),
+        timezone_name: zone.into(),
         hours,
         holidays,
     }
@@ -34,7 +34,7 @@ fn open_minutes(schedule: &Schedule, from: &str, to: &str) -> i64 {
         if matches!(schedule.read(t).availability, Availability::Open(_)) {
             open += 1;
         }
-        t = t + jiff::SignedDuration::from_mins(1);
+        t += jiff::SignedDuration::from_mins(1);
     }
     open
 }
@@ -433,5 +433,5 @@ fn a_holiday_wins_over_business_hours() {
         vec![holiday],
     );
     let reading = s.read(ts("2026-11-23T10:00:00Z"));
-    assert!(matches!(reading.availability, Availability::Holiday(h) if h.name == "Fiesta"));
+    assert!(matches!(reading.availability, Availability::Holiday(h) if &*h.name == "Fiesta"));
 }
