@@ -15,3 +15,4 @@
 pub mod config;
 pub mod phone;
 pub mod routing;
+pub mod sip;

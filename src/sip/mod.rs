@@ -1,0 +1,9 @@
+//! SIP, in the layers of RFC 3261, sans I/O except [`transport`]:
+//!
+//! - [`syntax`]: the grammar of the header values sipdesk reads;
+//! - [`wire`]: framing, normalisation and validation around `rsip`, the message model;
+//! - [`message`]: validated requests and responses, building responses, encoding.
+
+pub mod syntax;
+pub mod message;
+pub mod wire;
