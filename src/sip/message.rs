@@ -110,7 +110,9 @@ pub(crate) fn response_headers(
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
             "via" | "from" | "call-id" | "cseq" => headers.push((name, value)),
-            "to" if status > 100 && !has_to_tag => headers.push((name, format!("{value};tag={to_tag}"))),
+            "to" if status > 100 && !has_to_tag => {
+                headers.push((name, format!("{value};tag={to_tag}")))
+            }
             "to" => headers.push((name, value)),
             _ => {}
         }

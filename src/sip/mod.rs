@@ -4,6 +4,8 @@
 //! - [`wire`]: framing, normalisation and validation around `rsip`, the message model;
 //! - [`message`]: validated requests and responses, building responses, encoding.
 
-pub mod syntax;
 pub mod message;
+pub mod peer;
+pub mod syntax;
+pub mod transaction;
 pub mod wire;

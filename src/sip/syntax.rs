@@ -63,7 +63,10 @@ pub fn unescape(text: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
         if bytes[i] == b'%' {
-            if let (Some(a), Some(b)) = (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            if let (Some(a), Some(b)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) {
                 out.push(a * 16 + b);
                 i += 3;
                 continue;
@@ -87,7 +90,10 @@ pub enum Scheme {
 pub enum Uri {
     Sip(SipUri),
     /// Any other syntactically valid absolute URI (`tel:`, `isbn:`…), kept as written.
-    Other { scheme: String, text: String },
+    Other {
+        scheme: String,
+        text: String,
+    },
 }
 
 /// A `sip:` or `sips:` URI.
@@ -175,8 +181,16 @@ pub fn parse_uri(text: &str) -> Result<Uri, SyntaxError> {
         Scheme::Sip
     } else if scheme.eq_ignore_ascii_case("sips") {
         Scheme::Sips
-    } else if is_scheme(scheme) && !rest.is_empty() && !text.bytes().any(|b| b <= b' ' || b == b'<' || b == b'>' || b == b'"') {
-        return Ok(Uri::Other { scheme: scheme.to_ascii_lowercase(), text: text.to_owned() });
+    } else if is_scheme(scheme)
+        && !rest.is_empty()
+        && !text
+            .bytes()
+            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b == b'"')
+    {
+        return Ok(Uri::Other {
+            scheme: scheme.to_ascii_lowercase(),
+            text: text.to_owned(),
+        });
     } else {
         return fail("a URI needs a valid scheme");
     };
@@ -260,7 +274,9 @@ pub fn parse_hostport(text: &str) -> Result<(String, Option<u16>), SyntaxError> 
         }
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or(SyntaxError { what: "junk after IPv6 reference" })?),
+            p => Some(p.strip_prefix(':').ok_or(SyntaxError {
+                what: "junk after IPv6 reference",
+            })?),
         };
         (&text[..addr.len() + 2], port)
     } else {
@@ -272,7 +288,9 @@ pub fn parse_hostport(text: &str) -> Result<(String, Option<u16>), SyntaxError> 
     let port = match port {
         None => None,
         Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse::<u16>().map_err(|_| SyntaxError { what: "port out of range" })?)
+            Some(p.parse::<u16>().map_err(|_| SyntaxError {
+                what: "port out of range",
+            })?)
         }
         Some(_) => return fail("invalid port"),
     };
@@ -288,7 +306,9 @@ fn is_hostname(text: &str) -> bool {
     !text.is_empty()
         && text.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -396,11 +416,17 @@ pub fn parse_name_addr(text: &str) -> Result<NameAddr, SyntaxError> {
     } else if let Some(lt) = text.find('<') {
         let display = text[..lt].trim_matches([' ', '\t']);
         if !display.is_empty()
-            && !display.split([' ', '\t']).filter(|w| !w.is_empty()).all(is_token)
+            && !display
+                .split([' ', '\t'])
+                .filter(|w| !w.is_empty())
+                .all(is_token)
         {
             return fail("a display name must be tokens or a quoted string");
         }
-        ((!display.is_empty()).then(|| display.to_owned()), &text[lt..])
+        (
+            (!display.is_empty()).then(|| display.to_owned()),
+            &text[lt..],
+        )
     } else {
         (None, text)
     };
@@ -414,7 +440,12 @@ pub fn parse_name_addr(text: &str) -> Result<NameAddr, SyntaxError> {
         }
         let uri = parse_uri(uri_text)?;
         let params = parse_params(&inner[end + 1..])?;
-        return Ok(NameAddr { display, uri, bracketed: true, params });
+        return Ok(NameAddr {
+            display,
+            uri,
+            bracketed: true,
+            params,
+        });
     }
     // addr-spec without <>: the URI ends at the first ';' and cannot carry ',', '?' or ';'.
     let (uri_text, params) = match rest.find(';') {
@@ -426,7 +457,12 @@ pub fn parse_name_addr(text: &str) -> Result<NameAddr, SyntaxError> {
     }
     let uri = parse_uri(uri_text)?;
     let params = parse_params(params)?;
-    Ok(NameAddr { display, uri, bracketed: false, params })
+    Ok(NameAddr {
+        display,
+        uri,
+        bracketed: false,
+        params,
+    })
 }
 
 /// One Via entry.
@@ -453,7 +489,11 @@ impl Via {
 
     /// `host:port` as written (port 5060 when left out), for transaction matching.
     pub fn sent_by(&self) -> String {
-        format!("{}:{}", self.host.to_ascii_lowercase(), self.port.unwrap_or(5060))
+        format!(
+            "{}:{}",
+            self.host.to_ascii_lowercase(),
+            self.port.unwrap_or(5060)
+        )
     }
 }
 
@@ -470,7 +510,9 @@ pub fn parse_via(text: &str) -> Result<Via, SyntaxError> {
         protocol.push(&rest[..len]);
         rest = skip_ws(&rest[len..]);
         if i < 2 {
-            rest = skip_ws(rest.strip_prefix('/').ok_or(SyntaxError { what: "invalid Via protocol" })?);
+            rest = skip_ws(rest.strip_prefix('/').ok_or(SyntaxError {
+                what: "invalid Via protocol",
+            })?);
         }
     }
     if !protocol[0].eq_ignore_ascii_case("SIP") || protocol[1] != "2.0" {
@@ -479,7 +521,10 @@ pub fn parse_via(text: &str) -> Result<Via, SyntaxError> {
     let end = rest.find([';', ' ', '\t']).unwrap_or(rest.len());
     let (host, port) = parse_hostport(&rest[..end])?;
     let params = parse_params(&rest[end..])?;
-    if let Some((_, None)) = params.iter().find(|(n, _)| n.eq_ignore_ascii_case("branch")) {
+    if let Some((_, None)) = params
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("branch"))
+    {
         return fail("empty Via branch");
     }
     Ok(Via {
@@ -504,14 +549,17 @@ pub fn parse_cseq(text: &str) -> Result<CSeq, SyntaxError> {
     if digits == 0 {
         return fail("CSeq needs a number");
     }
-    let seq = text[..digits]
-        .parse::<u32>()
-        .map_err(|_| SyntaxError { what: "CSeq number does not fit 32 bits" })?;
+    let seq = text[..digits].parse::<u32>().map_err(|_| SyntaxError {
+        what: "CSeq number does not fit 32 bits",
+    })?;
     let method = skip_ws(&text[digits..]);
     if method.len() == text.len() - digits || !is_token(method) {
         return fail("CSeq needs a method after white space");
     }
-    Ok(CSeq { seq, method: method.to_owned() })
+    Ok(CSeq {
+        seq,
+        method: method.to_owned(),
+    })
 }
 
 /// Splits a header value on commas outside quoted strings and `<>`; `None` when a quote or

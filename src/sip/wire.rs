@@ -24,7 +24,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_message_size: 16 * 1024, max_headers: 128 }
+        Limits {
+            max_message_size: 16 * 1024,
+            max_headers: 128,
+        }
     }
 }
 
@@ -39,7 +42,11 @@ pub enum Inbound {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// A request to answer with this (encoded) response.
-    Answer { status: u16, why: String, response: Vec<u8> },
+    Answer {
+        status: u16,
+        why: String,
+        response: Vec<u8>,
+    },
     /// Not answered: a malformed response, or bytes that are not a SIP request.
     Drop { why: String },
 }
@@ -90,8 +97,20 @@ fn expand_compact(name: &str) -> Option<&'static str> {
 
 /// Header names sipdesk reads, in their usual spelling.
 const KNOWN: [&str; 14] = [
-    "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Length", "Content-Type",
-    "Max-Forwards", "Route", "Record-Route", "Require", "Proxy-Require", "Accept",
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Content-Length",
+    "Content-Type",
+    "Max-Forwards",
+    "Route",
+    "Record-Route",
+    "Require",
+    "Proxy-Require",
+    "Accept",
 ];
 
 /// Headers that may carry several comma-separated entries and are split into one per line.
@@ -113,8 +132,16 @@ fn canonical(name: &str) -> String {
 /// The start line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Start {
-    Request { method: String, uri: String, version: String },
-    Response { version: String, code: String, reason: String },
+    Request {
+        method: String,
+        uri: String,
+        version: String,
+    },
+    Response {
+        version: String,
+        code: String,
+        reason: String,
+    },
 }
 
 /// The head of a message: start line and normalised headers.
@@ -137,7 +164,10 @@ impl Head {
     }
 
     fn one<'h>(&'h self, name: &str) -> Option<&'h str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// An answer to this (request) head, or a silent drop for a response.
@@ -145,7 +175,13 @@ impl Head {
         self.refuse_with(status, reason, why, &[])
     }
 
-    fn refuse_with(&self, status: u16, reason: &str, why: impl Into<String>, extra: &[(&str, &str)]) -> Refusal {
+    fn refuse_with(
+        &self,
+        status: u16,
+        reason: &str,
+        why: impl Into<String>,
+        extra: &[(&str, &str)],
+    ) -> Refusal {
         let why = why.into();
         if !self.is_request() {
             return Refusal::Drop { why };
@@ -153,8 +189,17 @@ impl Head {
         let has_tag = self
             .one("To")
             .is_some_and(|to| syntax::parse_name_addr(to).is_ok_and(|t| t.tag().is_some()));
-        let mut headers = message::response_headers(self.headers.iter().cloned(), status, &local_tag(&self.headers), has_tag);
-        headers.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+        let mut headers = message::response_headers(
+            self.headers.iter().cloned(),
+            status,
+            &local_tag(&self.headers),
+            has_tag,
+        );
+        headers.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
         let mut response = format!("SIP/2.0 {status} {reason}\r\n");
         for (name, value) in &headers {
             response.push_str(name);
@@ -163,7 +208,11 @@ impl Head {
             response.push_str("\r\n");
         }
         response.push_str("Content-Length: 0\r\n\r\n");
-        Refusal::Answer { status, why, response: response.into_bytes() }
+        Refusal::Answer {
+            status,
+            why,
+            response: response.into_bytes(),
+        }
     }
 }
 
@@ -185,13 +234,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Splits the head into the start line and normalised headers.
 fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
-    let drop = |why: &str| Refusal::Drop { why: why.to_owned() };
+    let drop = |why: &str| Refusal::Drop {
+        why: why.to_owned(),
+    };
     let text = String::from_utf8_lossy(head);
     let utf8 = std::str::from_utf8(head).is_ok();
     let mut lines = text.split("\r\n");
     let first = lines.next().unwrap_or_default();
-    let start = parse_start(first).ok_or_else(|| drop("the first line is neither a request line nor a status line"))?;
-    let mut head = Head { start, headers: Vec::new() };
+    let start = parse_start(first)
+        .ok_or_else(|| drop("the first line is neither a request line nor a status line"))?;
+    let mut head = Head {
+        start,
+        headers: Vec::new(),
+    };
     let mut folded: Vec<(String, String)> = Vec::new();
     for line in lines {
         if line.is_empty() {
@@ -206,11 +261,21 @@ fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
                     value.push_str(line.trim_matches([' ', '\t']));
                     continue;
                 }
-                None => return Err(head.refuse(400, "Bad Request", "a continuation line before any header")),
+                None => {
+                    return Err(head.refuse(
+                        400,
+                        "Bad Request",
+                        "a continuation line before any header",
+                    ));
+                }
             }
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(head.refuse(400, "Bad Request", format!("header line without a colon: {line:?}")));
+            return Err(head.refuse(
+                400,
+                "Bad Request",
+                format!("header line without a colon: {line:?}"),
+            ));
         };
         let name = name.trim_end_matches([' ', '\t']);
         if !syntax::is_token(name) {
@@ -226,7 +291,11 @@ fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         if LISTS.contains(&name.as_str()) && value != "*" {
             let Some(parts) = syntax::split_commas(&value) else {
                 head.headers.push((name.clone(), value));
-                return Err(head.refuse(400, "Bad Request", format!("unbalanced quotes or brackets in {name}")));
+                return Err(head.refuse(
+                    400,
+                    "Bad Request",
+                    format!("unbalanced quotes or brackets in {name}"),
+                ));
             };
             for part in parts {
                 head.headers.push((name.clone(), part.to_owned()));
@@ -236,7 +305,11 @@ fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         }
     }
     if head.headers.len() > limits.max_headers {
-        return Err(head.refuse(400, "Too Many Headers", format!("more than {} headers", limits.max_headers)));
+        return Err(head.refuse(
+            400,
+            "Too Many Headers",
+            format!("more than {} headers", limits.max_headers),
+        ));
     }
     Ok(head)
 }
@@ -255,13 +328,24 @@ fn parse_start(line: &str) -> Option<Start> {
     let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || !syntax::is_token(method) || uri.is_empty() {
         // Extra or missing spaces (RFC 4475 lwsstart, trws, lwsruri): still answerable.
-        return Some(Start::Request { method: method.to_owned(), uri: String::new(), version: String::new() });
+        return Some(Start::Request {
+            method: method.to_owned(),
+            uri: String::new(),
+            version: String::new(),
+        });
     }
-    Some(Start::Request { method: method.to_owned(), uri: uri.to_owned(), version: version.to_owned() })
+    Some(Start::Request {
+        method: method.to_owned(),
+        uri: uri.to_owned(),
+        version: version.to_owned(),
+    })
 }
 
 fn is_sip_version(text: &str) -> Option<bool> {
-    let rest = text.get(..4).filter(|p| p.eq_ignore_ascii_case("SIP/")).map(|_| &text[4..])?;
+    let rest = text
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .map(|_| &text[4..])?;
     let (major, minor) = rest.split_once('.')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (digits(major) && digits(minor)).then(|| rest == "2.0")
@@ -273,12 +357,18 @@ fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, String>
     let mut found: Option<usize> = None;
     for (_, value) in headers.iter().filter(|(n, _)| n == "Content-Length") {
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("Content-Length {value:?} is not a non-negative number"));
+            return Err(format!(
+                "Content-Length {value:?} is not a non-negative number"
+            ));
         }
-        let n = value.parse::<usize>().map_err(|_| format!("Content-Length {value} is too large"))?;
+        let n = value
+            .parse::<usize>()
+            .map_err(|_| format!("Content-Length {value} is too large"))?;
         match found {
             Some(previous) if previous != n => {
-                return Err(format!("conflicting Content-Length values {previous} and {n}"));
+                return Err(format!(
+                    "conflicting Content-Length values {previous} and {n}"
+                ));
             }
             _ => found = Some(n),
         }
@@ -294,18 +384,33 @@ pub fn read_datagram(bytes: &[u8], limits: &Limits) -> Result<Datagram, Refusal>
     }
     let (head_bytes, body) = match find(bytes, b"\r\n\r\n") {
         Some(end) => (&bytes[..end], &bytes[end + 4..]),
-        None => (bytes.strip_suffix(b"\r\n").unwrap_or(bytes), &bytes[bytes.len()..]),
+        None => (
+            bytes.strip_suffix(b"\r\n").unwrap_or(bytes),
+            &bytes[bytes.len()..],
+        ),
     };
     let head = parse_head(head_bytes, limits)?;
     if bytes.len() > limits.max_message_size {
-        return Err(head.refuse(513, "Message Too Large", format!("{} bytes, more than {}", bytes.len(), limits.max_message_size)));
+        return Err(head.refuse(
+            513,
+            "Message Too Large",
+            format!(
+                "{} bytes, more than {}",
+                bytes.len(),
+                limits.max_message_size
+            ),
+        ));
     }
-    let length = content_length(&head.headers).map_err(|why| head.refuse(400, "Bad Request", why))?;
+    let length =
+        content_length(&head.headers).map_err(|why| head.refuse(400, "Bad Request", why))?;
     let body = match length {
         None => body,
         Some(n) if n <= body.len() => &body[..n],
         Some(n) => {
-            let why = format!("Content-Length {n} is more than the {} octets received", body.len());
+            let why = format!(
+                "Content-Length {n} is more than the {} octets received",
+                body.len()
+            );
             return Err(head.refuse(400, "Bad Request", why));
         }
     };
@@ -337,7 +442,10 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(limits: Limits) -> StreamDecoder {
-        StreamDecoder { buf: Vec::new(), limits }
+        StreamDecoder {
+            buf: Vec::new(),
+            limits,
+        }
     }
 
     /// Adds bytes read from the stream.
@@ -358,12 +466,16 @@ impl StreamDecoder {
             }
             break;
         }
-        if self.buf.is_empty() || self.buf == b"\r\n" || self.buf == b"\r\n\r" || self.buf == b"\r" {
+        if self.buf.is_empty() || self.buf == b"\r\n" || self.buf == b"\r\n\r" || self.buf == b"\r"
+        {
             return Ok(None);
         }
         let Some(end) = find(&self.buf, b"\r\n\r\n") else {
             if self.buf.len() > self.limits.max_message_size {
-                return Err(StreamClose { why: "no end of headers within the size limit".into(), answer: None });
+                return Err(StreamClose {
+                    why: "no end of headers within the size limit".into(),
+                    answer: None,
+                });
             }
             return Ok(None);
         };
@@ -382,7 +494,10 @@ impl StreamDecoder {
                 },
                 Err(_) => None,
             };
-            return Err(StreamClose { why: format!("message of {total} bytes, more than the limit"), answer });
+            return Err(StreamClose {
+                why: format!("message of {total} bytes, more than the limit"),
+                answer,
+            });
         }
         if self.buf.len() < total {
             return Ok(None);
@@ -410,7 +525,9 @@ impl From<(Option<Head>, String)> for StreamClose {
 fn check(head: Head, body: &[u8]) -> Result<Inbound, Refusal> {
     match &head.start {
         Start::Request { .. } => check_request(&head, body).map(|r| Inbound::Request(Box::new(r))),
-        Start::Response { .. } => check_response(&head, body).map(|r| Inbound::Response(Box::new(r))),
+        Start::Response { .. } => {
+            check_response(&head, body).map(|r| Inbound::Response(Box::new(r)))
+        }
     }
 }
 
@@ -457,7 +574,13 @@ fn essentials(head: &Head) -> Result<Essentials, Refusal> {
     }
     let cseq = head.one("CSeq").unwrap_or_default();
     let cseq = syntax::parse_cseq(cseq).map_err(|e| bad(format!("CSeq {cseq:?}: {e}")))?;
-    Ok(Essentials { vias, from, to, call_id: call_id.to_owned(), cseq })
+    Ok(Essentials {
+        vias,
+        from,
+        to,
+        call_id: call_id.to_owned(),
+        cseq,
+    })
 }
 
 fn rsip_headers(head: &Head) -> rsip::Headers {
@@ -472,20 +595,34 @@ fn rsip_headers(head: &Head) -> rsip::Headers {
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
 
 fn check_request(head: &Head, body: &[u8]) -> Result<Request, Refusal> {
-    let Start::Request { method, uri, version } = &head.start else {
+    let Start::Request {
+        method,
+        uri,
+        version,
+    } = &head.start
+    else {
         unreachable!("check_request is only called for requests");
     };
     if uri.is_empty() {
-        return Err(head.refuse(400, "Bad Request", "the request line is not METHOD SP URI SP SIP/2.0"));
+        return Err(head.refuse(
+            400,
+            "Bad Request",
+            "the request line is not METHOD SP URI SP SIP/2.0",
+        ));
     }
     match is_sip_version(version) {
         Some(true) => {}
-        Some(false) => return Err(head.refuse(505, "Version Not Supported", format!("version {version}"))),
+        Some(false) => {
+            return Err(head.refuse(505, "Version Not Supported", format!("version {version}")));
+        }
         None => return Err(head.refuse(400, "Bad Request", format!("version {version:?}"))),
     }
     let essentials = essentials(head)?;
     if &essentials.cseq.method != method {
-        let why = format!("CSeq method {} does not match {method}", essentials.cseq.method);
+        let why = format!(
+            "CSeq method {} does not match {method}",
+            essentials.cseq.method
+        );
         return Err(head.refuse(400, "Bad Request", why));
     }
     let max_forwards = match head.one("Max-Forwards") {
@@ -510,7 +647,12 @@ fn check_request(head: &Head, body: &[u8]) -> Result<Request, Refusal> {
         }
     }
     let Ok(rsip_method) = rsip::Method::from_str(method) else {
-        return Err(head.refuse_with(501, "Not Implemented", format!("method {method}"), &[("Allow", ALLOW)]));
+        return Err(head.refuse_with(
+            501,
+            "Not Implemented",
+            format!("method {method}"),
+            &[("Allow", ALLOW)],
+        ));
     };
     let uri = match syntax::parse_uri(uri) {
         Ok(Uri::Sip(uri)) if uri.headers.is_none() => uri,
@@ -543,7 +685,12 @@ fn check_request(head: &Head, body: &[u8]) -> Result<Request, Refusal> {
 }
 
 fn check_response(head: &Head, body: &[u8]) -> Result<Response, Refusal> {
-    let Start::Response { version, code, reason } = &head.start else {
+    let Start::Response {
+        version,
+        code,
+        reason,
+    } = &head.start
+    else {
         unreachable!("check_response is only called for responses");
     };
     let drop = |why: String| Refusal::Drop { why };
@@ -587,12 +734,20 @@ pub fn rsip_uri(uri: &syntax::SipUri) -> rsip::Uri {
             syntax::Scheme::Sip => rsip::Scheme::Sip,
             syntax::Scheme::Sips => rsip::Scheme::Sips,
         }),
-        auth: uri.user.as_ref().map(|user| rsip::Auth { user: user.clone(), password: uri.password.clone() }),
-        host_with_port: rsip::HostWithPort { host, port: uri.port.map(Into::into) },
+        auth: uri.user.as_ref().map(|user| rsip::Auth {
+            user: user.clone(),
+            password: uri.password.clone(),
+        }),
+        host_with_port: rsip::HostWithPort {
+            host,
+            port: uri.port.map(Into::into),
+        },
         params: uri
             .params
             .iter()
-            .map(|(name, value)| rsip::Param::Other(name.clone().into(), value.clone().map(Into::into)))
+            .map(|(name, value)| {
+                rsip::Param::Other(name.clone().into(), value.clone().map(Into::into))
+            })
             .collect(),
         headers: Vec::new(),
     }

@@ -24,22 +24,52 @@ fn sip_uris_in_parts_and_back() {
 #[test]
 fn unusual_but_valid_users_are_kept_as_written() {
     // RFC 4475 intmeth, semiuri and esc01.
-    let uri = sip("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com");
-    assert_eq!(uri.user.as_deref(), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
+    let uri = sip(
+        "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
+    );
+    assert_eq!(
+        uri.user.as_deref(),
+        Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+    );
     assert_eq!(uri.host, "example.com");
     let semi = sip("sip:user;par=u%40example.net@example.com");
-    assert_eq!(semi.user_unescaped().as_deref(), Some("user;par=u@example.net"));
+    assert_eq!(
+        semi.user_unescaped().as_deref(),
+        Some("user;par=u@example.net")
+    );
     let esc = sip("sip:sips%3Auser%40example.com@example.net");
-    assert_eq!(esc.user_unescaped().as_deref(), Some("sips:user@example.com"));
-    assert_eq!(sip("sip:%31%30%30@x").user_unescaped().as_deref(), Some("100"));
+    assert_eq!(
+        esc.user_unescaped().as_deref(),
+        Some("sips:user@example.com")
+    );
+    assert_eq!(
+        sip("sip:%31%30%30@x").user_unescaped().as_deref(),
+        Some("100")
+    );
 }
 
 #[test]
 fn other_schemes_are_recognised_and_garbage_refused() {
-    assert!(matches!(parse_uri("soap.beep://192.0.2.103:3002"), Ok(Uri::Other { scheme, .. }) if scheme == "soap.beep"));
-    assert!(matches!(parse_uri("nobodyKnowsThisScheme:totallyopaquecontent"), Ok(Uri::Other { .. })));
-    assert!(matches!(parse_uri("tel:+34911239613"), Ok(Uri::Other { scheme, .. }) if scheme == "tel"));
-    for bad in ["<sip:user@example.com>", "sip:user@example.com; lr", "sip:us er@x", "sip:user@", "sip:u@h:99999", "user@example.com", "sip:u%zz@x", "1sip:x"] {
+    assert!(
+        matches!(parse_uri("soap.beep://192.0.2.103:3002"), Ok(Uri::Other { scheme, .. }) if scheme == "soap.beep")
+    );
+    assert!(matches!(
+        parse_uri("nobodyKnowsThisScheme:totallyopaquecontent"),
+        Ok(Uri::Other { .. })
+    ));
+    assert!(
+        matches!(parse_uri("tel:+34911239613"), Ok(Uri::Other { scheme, .. }) if scheme == "tel")
+    );
+    for bad in [
+        "<sip:user@example.com>",
+        "sip:user@example.com; lr",
+        "sip:us er@x",
+        "sip:user@",
+        "sip:u@h:99999",
+        "user@example.com",
+        "sip:u%zz@x",
+        "1sip:x",
+    ] {
         assert!(parse_uri(bad).is_err(), "{bad} should be refused");
     }
 }
@@ -53,10 +83,13 @@ fn uri_headers_are_kept_apart() {
 #[test]
 fn name_addr_with_white_space_allowed_by_the_grammar() {
     // RFC 4475 wsinv.
-    let to = parse_name_addr(" sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+    let to =
+        parse_name_addr(" sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
     assert_eq!(to.tag(), Some("1918181833n"));
     assert!(!to.bracketed);
-    let from = parse_name_addr(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#).unwrap();
+    let from =
+        parse_name_addr(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#)
+            .unwrap();
     assert_eq!(from.display.as_deref(), Some(r#""J Rosenberg \\\"""#));
     assert_eq!(from.tag(), Some("98asjd8"));
     let contact = parse_name_addr(r#""Quoted string \"\"" <sip:jdrosen@example.com> ; newparam = newvalue ; secondparam ; q = 0.33"#).unwrap();
@@ -77,14 +110,23 @@ fn unusual_tokens_and_quoted_utf8_parameters_are_valid() {
 #[test]
 fn malformed_name_addrs_are_refused() {
     for (bad, why) in [
-        (r#""Watson, Thomas" < sip:t.watson@example.org >"#, "badaspec"),
+        (
+            r#""Watson, Thomas" < sip:t.watson@example.org >"#,
+            "badaspec",
+        ),
         ("Bell, Alexander <sip:a.g.bell@example.com>;tag=43", "baddn"),
         (r#""Mr. J. User <sip:j.user@example.com>"#, "quotbal"),
-        ("sip:user@example.com?Route=%3Csip:sip.example.com%3E", "regbadct"),
+        (
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "regbadct",
+        ),
         (r#""Joe" <sip:joe@example.org>;;;;"#, "badinv01"),
         ("<sip:x@y", "unterminated"),
     ] {
-        assert!(parse_name_addr(bad).is_err(), "{why}: {bad} should be refused");
+        assert!(
+            parse_name_addr(bad).is_err(),
+            "{why}: {bad} should be refused"
+        );
     }
 }
 
@@ -93,27 +135,49 @@ fn via_with_folded_white_space() {
     let via = parse_via("SIP  /   2.0 /UDP     192.0.2.2;branch=390skdjuw").unwrap();
     assert_eq!(via.transport, "UDP");
     assert_eq!(via.branch(), Some("390skdjuw"));
-    let via = parse_via("SIP  / 2.0  / TCP     spindle.example.com   ;   branch  =   z9hG4bK9ikj8").unwrap();
+    let via = parse_via("SIP  / 2.0  / TCP     spindle.example.com   ;   branch  =   z9hG4bK9ikj8")
+        .unwrap();
     assert_eq!(via.host, "spindle.example.com");
     assert_eq!(via.branch(), Some("z9hG4bK9ikj8"));
     assert_eq!(via.sent_by(), "spindle.example.com:5060");
-    let via = parse_via("SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK-1;received=10.0.0.2").unwrap();
+    let via =
+        parse_via("SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK-1;received=10.0.0.2").unwrap();
     assert_eq!(via.param("rport"), Some(None));
     assert_eq!(via.port, Some(5070));
 }
 
 #[test]
 fn malformed_vias_are_refused() {
-    for bad in ["SIP/2.0/UDP 192.0.2.15;;", ";", "", "SIP/3.0/UDP host", "SIP/2.0 host", "SIP/2.0/UDP host;branch", "SIP/2.0/UDP ho st"] {
+    for bad in [
+        "SIP/2.0/UDP 192.0.2.15;;",
+        ";",
+        "",
+        "SIP/3.0/UDP host",
+        "SIP/2.0 host",
+        "SIP/2.0/UDP host;branch",
+        "SIP/2.0/UDP ho st",
+    ] {
         assert!(parse_via(bad).is_err(), "{bad:?} should be refused");
     }
 }
 
 #[test]
 fn cseq_numbers_fit_32_bits() {
-    assert_eq!(parse_cseq("0009\t INVITE").unwrap(), CSeq { seq: 9, method: "INVITE".into() });
+    assert_eq!(
+        parse_cseq("0009\t INVITE").unwrap(),
+        CSeq {
+            seq: 9,
+            method: "INVITE".into()
+        }
+    );
     assert_eq!(parse_cseq("4294967295 OPTIONS").unwrap().seq, u32::MAX);
-    for bad in ["36893488147419103232 REGISTER", "INVITE", "1", "1INVITE", "-1 INVITE"] {
+    for bad in [
+        "36893488147419103232 REGISTER",
+        "INVITE",
+        "1",
+        "1INVITE",
+        "-1 INVITE",
+    ] {
         assert!(parse_cseq(bad).is_err(), "{bad}");
     }
 }
@@ -124,7 +188,12 @@ fn commas_split_outside_quotes_and_brackets() {
         split_commas(r#""a, b" <sip:x@y;p=1,2>, <sip:z@w>"#).unwrap(),
         vec![r#""a, b" <sip:x@y;p=1,2>"#, "<sip:z@w>"]
     );
-    assert_eq!(split_commas("SIP/2.0/UDP a;branch=1 , SIP/2.0/UDP b").unwrap().len(), 2);
+    assert_eq!(
+        split_commas("SIP/2.0/UDP a;branch=1 , SIP/2.0/UDP b")
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(split_commas(";;,;,,").unwrap(), vec![";;", ";", "", ""]);
     assert_eq!(split_commas(r#""open"#), None);
 }

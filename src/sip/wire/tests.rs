@@ -28,22 +28,57 @@ fn seen(bytes: &[u8]) -> Seen {
 /// proxy (404, 405, 415, 420, 483…); those are checked end to end in `tests/rfc4475.rs`.
 const EXPECTED: &[(&str, &str)] = &[
     // 3.1.1 valid
-    ("wsinv", "INVITE"), ("intmeth", "501"), ("esc01", "INVITE"), ("escnull", "REGISTER"),
-    ("esc02", "501"), ("lwsdisp", "OPTIONS"), ("longreq", "INVITE"), ("dblreq", "REGISTER"),
-    ("semiuri", "OPTIONS"), ("transports", "OPTIONS"), ("mpart01", "MESSAGE"),
-    ("unreason", "response 200"), ("noreason", "response 100"),
+    ("wsinv", "INVITE"),
+    ("intmeth", "501"),
+    ("esc01", "INVITE"),
+    ("escnull", "REGISTER"),
+    ("esc02", "501"),
+    ("lwsdisp", "OPTIONS"),
+    ("longreq", "INVITE"),
+    ("dblreq", "REGISTER"),
+    ("semiuri", "OPTIONS"),
+    ("transports", "OPTIONS"),
+    ("mpart01", "MESSAGE"),
+    ("unreason", "response 200"),
+    ("noreason", "response 100"),
     // 3.1.2 invalid
-    ("badinv01", "400"), ("clerr", "400"), ("ncl", "400"), ("scalar02", "400"), ("scalarlg", "drop"),
-    ("quotbal", "400"), ("ltgtruri", "400"), ("lwsruri", "400"), ("lwsstart", "400"), ("trws", "400"),
-    ("escruri", "400"), ("baddate", "INVITE"), ("regbadct", "400"), ("badaspec", "400"), ("baddn", "400"),
-    ("badvers", "505"), ("mismatch01", "400"), ("mismatch02", "400"), ("bigcode", "drop"),
+    ("badinv01", "400"),
+    ("clerr", "400"),
+    ("ncl", "400"),
+    ("scalar02", "400"),
+    ("scalarlg", "drop"),
+    ("quotbal", "400"),
+    ("ltgtruri", "400"),
+    ("lwsruri", "400"),
+    ("lwsstart", "400"),
+    ("trws", "400"),
+    ("escruri", "400"),
+    ("baddate", "INVITE"),
+    ("regbadct", "400"),
+    ("badaspec", "400"),
+    ("baddn", "400"),
+    ("badvers", "505"),
+    ("mismatch01", "400"),
+    ("mismatch02", "400"),
+    ("bigcode", "drop"),
     // 3.2 transaction layer
     ("badbranch", "400"),
     // 3.3 application layer
-    ("insuf", "400"), ("unkscm", "416"), ("novelsc", "416"), ("unksm2", "REGISTER"), ("bext01", "OPTIONS"),
-    ("invut", "INVITE"), ("regaut01", "REGISTER"), ("multi01", "400"), ("mcl01", "400"),
-    ("bcast", "response 200"), ("zeromf", "OPTIONS"), ("cparam01", "REGISTER"), ("cparam02", "REGISTER"),
-    ("regescrt", "REGISTER"), ("sdp01", "INVITE"),
+    ("insuf", "400"),
+    ("unkscm", "416"),
+    ("novelsc", "416"),
+    ("unksm2", "REGISTER"),
+    ("bext01", "OPTIONS"),
+    ("invut", "INVITE"),
+    ("regaut01", "REGISTER"),
+    ("multi01", "400"),
+    ("mcl01", "400"),
+    ("bcast", "response 200"),
+    ("zeromf", "OPTIONS"),
+    ("cparam01", "REGISTER"),
+    ("cparam02", "REGISTER"),
+    ("regescrt", "REGISTER"),
+    ("sdp01", "INVITE"),
     // 3.4 backward compatibility
     ("inv2543", "INVITE"),
 ];
@@ -63,7 +98,11 @@ fn expected(text: &str) -> Seen {
 #[test]
 fn every_rfc4475_message_is_handled_as_the_rfc_says() {
     let index = std::fs::read_to_string(format!("{TORTURE}/INDEX.tsv")).unwrap();
-    let files: Vec<&str> = index.lines().skip(1).filter_map(|l| l.split('\t').next()).collect();
+    let files: Vec<&str> = index
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .collect();
     assert_eq!(files.len(), 49);
     for file in files {
         let name = file.trim_end_matches(".dat");
@@ -77,22 +116,42 @@ fn every_rfc4475_message_is_handled_as_the_rfc_says() {
 
 #[test]
 fn answers_to_malformed_requests_echo_the_transaction_headers() {
-    let Err(Refusal::Answer { response, .. }) = read_datagram(&torture("badvers"), &Limits::default()) else {
+    let Err(Refusal::Answer { response, .. }) =
+        read_datagram(&torture("badvers"), &Limits::default())
+    else {
         panic!("badvers is answered");
     };
     let text = String::from_utf8(response).unwrap();
-    assert!(text.starts_with("SIP/2.0 505 Version Not Supported\r\n"), "{text}");
-    assert!(text.contains("\r\nVia: SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw\r\n"), "{text}");
-    assert!(text.contains("\r\nFrom: A. Bell <sip:a.g.bell@example.com>;tag=qweoiqpe\r\n"), "{text}");
-    assert!(text.contains("\r\nCall-ID: badvers.31417@c.example.com\r\n"), "{text}");
+    assert!(
+        text.starts_with("SIP/2.0 505 Version Not Supported\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\nVia: SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\nFrom: A. Bell <sip:a.g.bell@example.com>;tag=qweoiqpe\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\nCall-ID: badvers.31417@c.example.com\r\n"),
+        "{text}"
+    );
     assert!(text.contains("\r\nCSeq: 1 OPTIONS\r\n"), "{text}");
-    assert!(text.contains("\r\nTo: T. Watson <sip:t.watson@example.org>;tag=sd"), "a To tag is added: {text}");
+    assert!(
+        text.contains("\r\nTo: T. Watson <sip:t.watson@example.org>;tag=sd"),
+        "a To tag is added: {text}"
+    );
     assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
 }
 
 #[test]
 fn unknown_methods_are_answered_501_with_allow() {
-    let Err(Refusal::Answer { status, response, .. }) = read_datagram(&torture("intmeth"), &Limits::default()) else {
+    let Err(Refusal::Answer {
+        status, response, ..
+    }) = read_datagram(&torture("intmeth"), &Limits::default())
+    else {
         panic!("intmeth is answered");
     };
     assert_eq!(status, 501);
@@ -101,7 +160,9 @@ fn unknown_methods_are_answered_501_with_allow() {
 
 #[test]
 fn folded_compact_and_comma_joined_headers_are_normalised() {
-    let Ok(Datagram::Message(Inbound::Request(request))) = read_datagram(&torture("wsinv"), &Limits::default()) else {
+    let Ok(Datagram::Message(Inbound::Request(request))) =
+        read_datagram(&torture("wsinv"), &Limits::default())
+    else {
         panic!("wsinv is valid");
     };
     // One Via, then two in the compact `v:` header.
@@ -117,14 +178,22 @@ fn folded_compact_and_comma_joined_headers_are_normalised() {
     assert_eq!(request.message.body.len(), 150);
     let encoded = String::from_utf8(message::encode_request(&request.message)).unwrap();
     // The unknown header keeps its folded value on one line; compact names are written out.
-    assert!(encoded.contains("NewFangledHeader: newfangled value continued newfangled value\r\n"), "{encoded}");
-    assert!(encoded.contains("\r\nContact: \"Quoted string"), "{encoded}");
+    assert!(
+        encoded.contains("NewFangledHeader: newfangled value continued newfangled value\r\n"),
+        "{encoded}"
+    );
+    assert!(
+        encoded.contains("\r\nContact: \"Quoted string"),
+        "{encoded}"
+    );
     assert!(!encoded.contains("\r\nv:"), "{encoded}");
 }
 
 #[test]
 fn trailing_octets_after_content_length_are_ignored() {
-    let Ok(Datagram::Message(Inbound::Request(request))) = read_datagram(&torture("dblreq"), &Limits::default()) else {
+    let Ok(Datagram::Message(Inbound::Request(request))) =
+        read_datagram(&torture("dblreq"), &Limits::default())
+    else {
         panic!("dblreq is valid");
     };
     assert!(request.message.body.is_empty());
@@ -133,7 +202,9 @@ fn trailing_octets_after_content_length_are_ignored() {
 #[test]
 fn a_binary_body_is_kept_byte_for_byte() {
     let bytes = torture("mpart01");
-    let Ok(Datagram::Message(Inbound::Request(request))) = read_datagram(&bytes, &Limits::default()) else {
+    let Ok(Datagram::Message(Inbound::Request(request))) =
+        read_datagram(&bytes, &Limits::default())
+    else {
         panic!("mpart01 is valid");
     };
     let body_start = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -144,7 +215,15 @@ fn a_binary_body_is_kept_byte_for_byte() {
 
 #[test]
 fn encoding_then_reading_gives_the_same_message() {
-    for name in ["wsinv", "esc01", "longreq", "semiuri", "transports", "inv2543", "unreason"] {
+    for name in [
+        "wsinv",
+        "esc01",
+        "longreq",
+        "semiuri",
+        "transports",
+        "inv2543",
+        "unreason",
+    ] {
         let first = match read_datagram(&torture(name), &Limits::default()) {
             Ok(Datagram::Message(m)) => m,
             other => panic!("{name}: {other:?}"),
@@ -155,21 +234,44 @@ fn encoding_then_reading_gives_the_same_message() {
         };
         let again = match read_datagram(&bytes, &Limits::default()) {
             Ok(Datagram::Message(m)) => m,
-            other => panic!("{name} re-read: {other:?}\n{}", String::from_utf8_lossy(&bytes)),
+            other => panic!(
+                "{name} re-read: {other:?}\n{}",
+                String::from_utf8_lossy(&bytes)
+            ),
         };
         // The encoder always states Content-Length, adding it where the original had none.
         let without_length = |headers: &rsip::Headers| -> Vec<rsip::Header> {
-            headers.iter().filter(|h| !matches!(h, rsip::Header::ContentLength(_))).cloned().collect()
+            headers
+                .iter()
+                .filter(|h| !matches!(h, rsip::Header::ContentLength(_)))
+                .cloned()
+                .collect()
         };
         match (first, again) {
             (Inbound::Request(a), Inbound::Request(b)) => {
-                assert_eq!(without_length(&a.message.headers), without_length(&b.message.headers), "{name}");
-                assert_eq!((a.message.method, &a.message.uri, &a.message.body), (b.message.method, &b.message.uri, &b.message.body), "{name}");
+                assert_eq!(
+                    without_length(&a.message.headers),
+                    without_length(&b.message.headers),
+                    "{name}"
+                );
+                assert_eq!(
+                    (a.message.method, &a.message.uri, &a.message.body),
+                    (b.message.method, &b.message.uri, &b.message.body),
+                    "{name}"
+                );
                 assert_eq!(a.uri, b.uri, "{name}");
             }
             (Inbound::Response(a), Inbound::Response(b)) => {
-                assert_eq!(without_length(&a.message.headers), without_length(&b.message.headers), "{name}");
-                assert_eq!((&a.message.status_code, &a.message.body), (&b.message.status_code, &b.message.body), "{name}");
+                assert_eq!(
+                    without_length(&a.message.headers),
+                    without_length(&b.message.headers),
+                    "{name}"
+                );
+                assert_eq!(
+                    (&a.message.status_code, &a.message.body),
+                    (&b.message.status_code, &b.message.body),
+                    "{name}"
+                );
             }
             _ => panic!("{name} changed kind"),
         }
@@ -178,17 +280,38 @@ fn encoding_then_reading_gives_the_same_message() {
 
 #[test]
 fn oversized_datagrams_are_answered_513() {
-    let limits = Limits { max_message_size: 1000, max_headers: 128 };
-    assert!(matches!(read_datagram(&torture("longreq"), &limits), Err(Refusal::Answer { status: 513, .. })));
-    let limits = Limits { max_message_size: 65535, max_headers: 5 };
-    assert!(matches!(read_datagram(&torture("longreq"), &limits), Err(Refusal::Answer { status: 400, .. })));
+    let limits = Limits {
+        max_message_size: 1000,
+        max_headers: 128,
+    };
+    assert!(matches!(
+        read_datagram(&torture("longreq"), &limits),
+        Err(Refusal::Answer { status: 513, .. })
+    ));
+    let limits = Limits {
+        max_message_size: 65535,
+        max_headers: 5,
+    };
+    assert!(matches!(
+        read_datagram(&torture("longreq"), &limits),
+        Err(Refusal::Answer { status: 400, .. })
+    ));
 }
 
 #[test]
 fn line_breaks_alone_are_a_keep_alive() {
-    assert!(matches!(read_datagram(b"\r\n\r\n", &Limits::default()), Ok(Datagram::KeepAlive)));
-    assert!(matches!(read_datagram(b"hello", &Limits::default()), Err(Refusal::Drop { .. })));
-    assert!(matches!(read_datagram(b"", &Limits::default()), Ok(Datagram::KeepAlive)));
+    assert!(matches!(
+        read_datagram(b"\r\n\r\n", &Limits::default()),
+        Ok(Datagram::KeepAlive)
+    ));
+    assert!(matches!(
+        read_datagram(b"hello", &Limits::default()),
+        Err(Refusal::Drop { .. })
+    ));
+    assert!(matches!(
+        read_datagram(b"", &Limits::default()),
+        Ok(Datagram::KeepAlive)
+    ));
 }
 
 const OPTIONS: &[u8] = b"OPTIONS sip:sipdesk@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK-1\r\nFrom: <sip:pbx@127.0.0.1>;tag=1\r\nTo: <sip:sipdesk@127.0.0.1>\r\nCall-ID: ka1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 4\r\n\r\nabcd";
@@ -209,7 +332,9 @@ fn a_stream_frames_messages_across_partial_reads_and_keep_alives() {
     assert!(matches!(items[0], StreamItem::Ping));
     assert_eq!(items.len(), 3);
     for item in &items[1..] {
-        let StreamItem::Message(Ok(Inbound::Request(r))) = item else { panic!("{item:?}") };
+        let StreamItem::Message(Ok(Inbound::Request(r))) = item else {
+            panic!("{item:?}")
+        };
         assert_eq!(r.message.body, b"abcd");
     }
     assert_eq!(decoder.next().unwrap().is_none(), true);
@@ -221,7 +346,10 @@ fn a_stream_with_a_bad_content_length_is_closed_after_an_answer() {
     decoder.push(&torture("ncl"));
     let close = decoder.next().unwrap_err();
     let answer = String::from_utf8(close.answer.expect("an answer before closing")).unwrap();
-    assert!(answer.starts_with("SIP/2.0 400 Bad Request\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("SIP/2.0 400 Bad Request\r\n"),
+        "{answer}"
+    );
     let mut decoder = StreamDecoder::new(Limits::default());
     decoder.push(&torture("mcl01"));
     assert!(decoder.next().is_err());
@@ -237,7 +365,10 @@ fn a_stream_waits_for_a_body_that_content_length_announces() {
 
 #[test]
 fn a_stream_without_end_of_headers_is_closed_at_the_size_limit() {
-    let mut decoder = StreamDecoder::new(Limits { max_message_size: 100, max_headers: 10 });
+    let mut decoder = StreamDecoder::new(Limits {
+        max_message_size: 100,
+        max_headers: 10,
+    });
     decoder.push(&[b'a'; 150]);
     assert!(decoder.next().is_err());
 }
