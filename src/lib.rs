@@ -12,7 +12,9 @@
 //! Dependency direction: `routing` and `phone` do no I/O; `config` reads one file and builds
 //! `routing`'s types.
 
+pub mod call;
 pub mod config;
 pub mod phone;
+pub mod proxy;
 pub mod routing;
 pub mod sip;

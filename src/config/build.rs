@@ -20,6 +20,8 @@ use crate::routing::{
     Agent, ClockTime, Extension, Group, GroupId, Groups, Holiday, HolidayDate, Interval, Overflow,
     Schedule, WeeklyHours,
 };
+use crate::sip::transaction::TimerSettings;
+use crate::sip::wire::Limits;
 
 /// Checks the raw configuration; `None` when any error was recorded in `src`.
 pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
@@ -102,10 +104,98 @@ fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
             ),
         }
     }
+    let pbx_transport = match sip.pbx_transport.as_str() {
+        "udp" => Some(Transport::Udp),
+        "tcp" => Some(Transport::Tcp),
+        other => {
+            src.error(
+                keys!["sip", "pbx_transport"],
+                format!("\"{other}\" is not a transport; write \"udp\" or \"tcp\""),
+            );
+            None
+        }
+    };
+    let advertise = match &sip.advertise {
+        None => Some(None),
+        Some(text) => match host_port(text) {
+            Some(hp) => Some(Some(hp)),
+            None => {
+                src.error(
+                    keys!["sip", "advertise"],
+                    format!("\"{text}\" is not a host and port; write e.g. \"10.20.0.5:5060\""),
+                );
+                None
+            }
+        },
+    };
+    let reject_untrusted = match sip.untrusted.as_str() {
+        "reject" => Some(true),
+        "ignore" => Some(false),
+        other => {
+            src.error(
+                keys!["sip", "untrusted"],
+                format!("\"{other}\" is not a policy; write \"reject\" (answer 403) or \"ignore\""),
+            );
+            None
+        }
+    };
+    if !(512..=65_535).contains(&sip.max_message_size) {
+        src.error(
+            keys!["sip", "max_message_size"],
+            "max_message_size must be from 512 to 65535 bytes",
+        );
+    }
+    if !(16..=1000).contains(&sip.max_headers) {
+        src.error(
+            keys!["sip", "max_headers"],
+            "max_headers must be from 16 to 1000",
+        );
+    }
+    let ms = Duration::from_millis;
+    let t1 = duration(&sip.t1, keys!["sip", "t1"], (ms(50), ms(10_000)), src);
+    let t2 = duration(&sip.t2, keys!["sip", "t2"], (ms(500), ms(60_000)), src);
+    let t4 = duration(&sip.t4, keys!["sip", "t4"], (ms(500), ms(60_000)), src);
+    let max_call_duration = duration(
+        &sip.max_call_duration,
+        keys!["sip", "max_call_duration"],
+        (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600)),
+        src,
+    );
+    let shutdown_grace = duration(
+        &sip.shutdown_grace,
+        keys!["sip", "shutdown_grace"],
+        (Duration::ZERO, Duration::from_secs(3600)),
+        src,
+    );
+    if let Some(template) = &sip.recording_url {
+        if !(template.starts_with("https://") || template.starts_with("http://")) {
+            src.error(
+                keys!["sip", "recording_url"],
+                "recording_url must be an http:// or https:// URL template",
+            );
+        }
+    }
     Some(SipSettings {
         listen,
         pbx: pbx?,
+        pbx_transport: pbx_transport?,
+        advertise: advertise?,
         trusted,
+        reject_untrusted: reject_untrusted?,
+        untrusted_rate: sip.untrusted_rate,
+        limits: Limits {
+            max_message_size: sip.max_message_size,
+            max_headers: sip.max_headers,
+        },
+        timers: TimerSettings {
+            t1: t1?,
+            t2: t2?,
+            t4: t4?,
+        },
+        max_call_duration: max_call_duration?,
+        shutdown_grace: shutdown_grace?,
+        recording_url: sip.recording_url.clone(),
+        recording_header: sip.recording_header.clone(),
     })
 }
 

@@ -16,6 +16,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::time::Duration;
+
 use ipnet::IpNet;
 use jiff::tz::TimeZone;
 use serde::de::DeserializeOwned;
@@ -28,6 +30,9 @@ use raw::{RawDatabase, RawDefaults, RawGroup, RawHoliday, RawSip};
 
 use crate::phone::Region;
 use crate::routing::Groups;
+pub use crate::sip::peer::Transport;
+use crate::sip::transaction::TimerSettings;
+use crate::sip::wire::Limits;
 
 /// Where the configuration is read from when neither `--config` nor `SIPDESK_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/sipdesk/sipdesk.toml";
@@ -48,8 +53,19 @@ pub struct Config {
 pub struct SipSettings {
     pub listen: Vec<Listen>,
     pub pbx: HostPort,
+    pub pbx_transport: Transport,
+    pub advertise: Option<HostPort>,
     /// Empty: only the PBX's own address.
     pub trusted: Vec<IpNet>,
+    /// Answer untrusted requests with 403 (`true`) or ignore them.
+    pub reject_untrusted: bool,
+    pub untrusted_rate: u32,
+    pub limits: Limits,
+    pub timers: TimerSettings,
+    pub max_call_duration: Duration,
+    pub shutdown_grace: Duration,
+    pub recording_url: Option<String>,
+    pub recording_header: Option<String>,
 }
 
 /// A socket to listen on.
@@ -57,13 +73,6 @@ pub struct SipSettings {
 pub struct Listen {
     pub transport: Transport,
     pub addr: SocketAddr,
-}
-
-/// A SIP transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
 }
 
 /// A host name or address with a port.

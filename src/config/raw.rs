@@ -20,6 +20,84 @@ pub(crate) struct RawSip {
     /// Empty means only the PBX's own address.
     #[serde(default)]
     pub(crate) trusted: Vec<String>,
+    /// The transport agents are rung over: `"udp"` or `"tcp"`.
+    #[serde(default = "default_pbx_transport")]
+    pub(crate) pbx_transport: String,
+    /// The `host:port` sipdesk puts in Via and Record-Route, where the PBX reaches it. Default:
+    /// the first listen address, or when that is `0.0.0.0`, the local address towards the PBX.
+    pub(crate) advertise: Option<String>,
+    /// What requests from untrusted addresses get: `"reject"` (403) or `"ignore"` (silence).
+    #[serde(default = "default_untrusted")]
+    pub(crate) untrusted: String,
+    /// At most this many 403 answers per second to untrusted addresses; beyond, silence.
+    #[serde(default = "default_untrusted_rate")]
+    pub(crate) untrusted_rate: u32,
+    /// Largest SIP message accepted, in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub(crate) max_message_size: usize,
+    /// Most header lines in a SIP message.
+    #[serde(default = "default_max_headers")]
+    pub(crate) max_headers: usize,
+    /// RFC 3261 timer T1, the round-trip estimate.
+    #[serde(default = "default_t1")]
+    pub(crate) t1: String,
+    /// RFC 3261 timer T2, the longest retransmission interval.
+    #[serde(default = "default_t2")]
+    pub(crate) t2: String,
+    /// RFC 3261 timer T4, the longest a message stays in the network.
+    #[serde(default = "default_t4")]
+    pub(crate) t4: String,
+    /// An answered call with no BYE after this long is closed (a lost BYE).
+    #[serde(default = "default_max_call_duration")]
+    pub(crate) max_call_duration: String,
+    /// On stop, how long calls in progress may go on before sipdesk exits anyway.
+    #[serde(default = "default_shutdown_grace")]
+    pub(crate) shutdown_grace: String,
+    /// Where the PBX keeps recordings, with `{sip_call_id}`, `{call_id}`, `{queue}`, `{agent}`
+    /// and `{caller}` replaced, e.g. `"https://pbx.example.com/rec/{sip_call_id}.wav"`.
+    pub(crate) recording_url: Option<String>,
+    /// A header of the answering 200 OK that carries the recording URL (wins over the template).
+    pub(crate) recording_header: Option<String>,
+}
+
+fn default_pbx_transport() -> String {
+    "udp".to_owned()
+}
+
+fn default_untrusted() -> String {
+    "reject".to_owned()
+}
+
+fn default_untrusted_rate() -> u32 {
+    20
+}
+
+fn default_max_message_size() -> usize {
+    16 * 1024
+}
+
+fn default_max_headers() -> usize {
+    128
+}
+
+fn default_t1() -> String {
+    "500ms".to_owned()
+}
+
+fn default_t2() -> String {
+    "4s".to_owned()
+}
+
+fn default_t4() -> String {
+    "5s".to_owned()
+}
+
+fn default_max_call_duration() -> String {
+    "4h".to_owned()
+}
+
+fn default_shutdown_grace() -> String {
+    "30s".to_owned()
 }
 
 fn default_listen() -> Vec<String> {

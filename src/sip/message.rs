@@ -69,12 +69,10 @@ impl Response {
     }
 }
 
-/// A status code with its reason phrase.
+/// A status code with its reason phrase as given (`rsip`'s named codes would print their
+/// reason phrases without spaces).
 pub fn status_code(status: u16, reason: &str) -> rsip::StatusCode {
-    match rsip::StatusCode::from(status) {
-        rsip::StatusCode::Other(code, _) => rsip::StatusCode::Other(code, reason.to_owned()),
-        known => known,
-    }
+    rsip::StatusCode::Other(status, reason.to_owned())
 }
 
 /// A header's name and value as written.

@@ -454,7 +454,7 @@ impl StreamDecoder {
     }
 
     /// The next complete item, `Ok(None)` when more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<StreamItem>, StreamClose> {
+    pub fn next_item(&mut self) -> Result<Option<StreamItem>, StreamClose> {
         loop {
             if self.buf.starts_with(b"\r\n\r\n") {
                 self.buf.drain(..4);

@@ -325,7 +325,7 @@ fn a_stream_frames_messages_across_partial_reads_and_keep_alives() {
     let mut items = Vec::new();
     for chunk in stream.chunks(7) {
         decoder.push(chunk);
-        while let Some(item) = decoder.next().unwrap() {
+        while let Some(item) = decoder.next_item().unwrap() {
             items.push(item);
         }
     }
@@ -337,14 +337,14 @@ fn a_stream_frames_messages_across_partial_reads_and_keep_alives() {
         };
         assert_eq!(r.message.body, b"abcd");
     }
-    assert_eq!(decoder.next().unwrap().is_none(), true);
+    assert!(decoder.next_item().unwrap().is_none());
 }
 
 #[test]
 fn a_stream_with_a_bad_content_length_is_closed_after_an_answer() {
     let mut decoder = StreamDecoder::new(Limits::default());
     decoder.push(&torture("ncl"));
-    let close = decoder.next().unwrap_err();
+    let close = decoder.next_item().unwrap_err();
     let answer = String::from_utf8(close.answer.expect("an answer before closing")).unwrap();
     assert!(
         answer.starts_with("SIP/2.0 400 Bad Request\r\n"),
@@ -352,7 +352,7 @@ fn a_stream_with_a_bad_content_length_is_closed_after_an_answer() {
     );
     let mut decoder = StreamDecoder::new(Limits::default());
     decoder.push(&torture("mcl01"));
-    assert!(decoder.next().is_err());
+    assert!(decoder.next_item().is_err());
 }
 
 #[test]
@@ -360,7 +360,7 @@ fn a_stream_waits_for_a_body_that_content_length_announces() {
     let mut decoder = StreamDecoder::new(Limits::default());
     decoder.push(&torture("clerr"));
     // clerr announces more body than it carries: over TCP that means "wait for more".
-    assert!(decoder.next().unwrap().is_none());
+    assert!(decoder.next_item().unwrap().is_none());
 }
 
 #[test]
@@ -370,5 +370,5 @@ fn a_stream_without_end_of_headers_is_closed_at_the_size_limit() {
         max_headers: 10,
     });
     decoder.push(&[b'a'; 150]);
-    assert!(decoder.next().is_err());
+    assert!(decoder.next_item().is_err());
 }

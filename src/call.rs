@@ -1,0 +1,192 @@
+//! What a call is once sipdesk has followed it: the record (one per call) and the events that
+//! explain it. The proxy produces them, the store keeps them, ticket rules read them.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Who placed the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// A caller reached a queue.
+    Inbound,
+    /// An agent dialled an external number through sipdesk.
+    Outbound,
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// An agent (inbound) or the called party (outbound) answered.
+    Answered,
+    /// Nobody answered.
+    Missed,
+    /// The caller left a message.
+    Voicemail,
+}
+
+/// Why a call was missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedReason {
+    /// Agents were rung, none answered.
+    NoAnswer,
+    /// The caller hung up before an answer.
+    Abandoned,
+    OutOfHours,
+    Holiday,
+    /// Nobody available anywhere the call could go.
+    NoAgents,
+    /// Refused by the called party or the network (outbound), or by sipdesk itself.
+    Rejected,
+    /// sipdesk stopped (crash or restart) while the call was in progress.
+    Interrupted,
+}
+
+impl MissedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedReason::NoAnswer => "no_answer",
+            MissedReason::Abandoned => "abandoned",
+            MissedReason::OutOfHours => "out_of_hours",
+            MissedReason::Holiday => "holiday",
+            MissedReason::NoAgents => "no_agents",
+            MissedReason::Rejected => "rejected",
+            MissedReason::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Who or what ended an answered call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    Caller,
+    Agent,
+    /// The call reached `max_call_duration` without a BYE.
+    MaxDuration,
+    /// Dropped by an administrator as a stuck call.
+    Admin,
+    /// sipdesk stopped while the call was in progress.
+    Interrupted,
+}
+
+/// The call types ticket rules are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallType {
+    InboundAnswered,
+    Missed,
+    Voicemail,
+    OutboundAnswered,
+    OutboundUnanswered,
+}
+
+impl CallType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallType::InboundAnswered => "inbound_answered",
+            CallType::Missed => "missed",
+            CallType::Voicemail => "voicemail",
+            CallType::OutboundAnswered => "outbound_answered",
+            CallType::OutboundUnanswered => "outbound_unanswered",
+        }
+    }
+}
+
+/// Where a call stands, as the store and `sipdesk calls --active` see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStart {
+    /// sipdesk's id of the call.
+    pub id: String,
+    /// The SIP Call-ID of the caller's leg.
+    pub sip_call_id: String,
+    pub direction: Direction,
+    pub queue: Option<String>,
+    /// The caller: E.164 when the number could be read, else as the PBX sent it.
+    pub caller: String,
+    /// The queue ID (inbound) or the dialled number (outbound).
+    pub callee: String,
+    pub started_at: Timestamp,
+}
+
+/// One finished call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: String,
+    pub sip_call_id: String,
+    pub direction: Direction,
+    pub queue: Option<String>,
+    /// The group that answered, or that owned the call when nobody did.
+    pub group: Option<String>,
+    /// Every group the call reached, in order.
+    pub groups: Vec<String>,
+    pub caller: String,
+    pub callee: String,
+    /// The agent's extension: who answered (inbound) or who dialled (outbound).
+    pub agent: Option<String>,
+    pub agent_email: Option<String>,
+    pub started_at: Timestamp,
+    pub answered_at: Option<Timestamp>,
+    pub ended_at: Timestamp,
+    pub outcome: Outcome,
+    pub reason: Option<MissedReason>,
+    pub ended_by: Option<EndedBy>,
+    /// Whether the owning group was closed (out of hours or holiday) when the call came.
+    pub out_of_hours: bool,
+    pub recording_url: Option<String>,
+    /// The routing explanation, one line per step.
+    pub explanation: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+impl CallRecord {
+    /// How long the caller waited before an answer, or in all when nobody answered.
+    pub fn wait_seconds(&self) -> f64 {
+        let until = self.answered_at.unwrap_or(self.ended_at);
+        until.duration_since(self.started_at).as_secs_f64().max(0.0)
+    }
+
+    /// How long the call was answered for.
+    pub fn talk_seconds(&self) -> f64 {
+        self.answered_at.map_or(0.0, |a| {
+            self.ended_at.duration_since(a).as_secs_f64().max(0.0)
+        })
+    }
+
+    /// The type ticket rules use.
+    pub fn call_type(&self) -> CallType {
+        match (self.direction, self.outcome) {
+            (Direction::Inbound, Outcome::Answered) => CallType::InboundAnswered,
+            (Direction::Inbound, Outcome::Missed) => CallType::Missed,
+            (_, Outcome::Voicemail) => CallType::Voicemail,
+            (Direction::Outbound, Outcome::Answered) => CallType::OutboundAnswered,
+            (Direction::Outbound, Outcome::Missed) => CallType::OutboundUnanswered,
+        }
+    }
+}
+
+/// Something that happened during a call, for its history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub call_id: String,
+    pub at: Timestamp,
+    /// `routing`, `offered`, `ringing`, `no_answer`, `declined`, `answered`, `overflow`,
+    /// `ended`, …
+    pub kind: String,
+    pub detail: String,
+}
+
+/// What the proxy asks the store to keep. Written in the background: the SIP path never waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    CallStarted(CallStart),
+    Event(CallEvent),
+    CallEnded(Box<CallRecord>),
+    /// The round-robin cursor of a group moved to this extension.
+    Cursor {
+        group: String,
+        extension: String,
+    },
+}

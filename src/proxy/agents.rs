@@ -1,0 +1,124 @@
+//! Agents' availability as the proxy knows it: the state an agent or supervisor set (available
+//! or away, persisted), the calls sipdesk is ringing them for or connected them to, and their
+//! wrap-up time after a call. Busy and wrap-up are read against the time of the question, so no
+//! timer is needed to end a wrap-up.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::routing::{AgentState, Extension, Presence};
+
+#[derive(Clone, Debug, Default)]
+struct Agent {
+    away: bool,
+    /// Calls this agent is being rung for or is talking on.
+    calls: u32,
+    wrap_up_until: Option<Instant>,
+}
+
+/// Every agent sipdesk has heard of; unknown extensions are available.
+#[derive(Clone, Debug, Default)]
+pub struct Agents {
+    agents: HashMap<Extension, Agent>,
+}
+
+impl Agents {
+    /// Sets the state an agent or supervisor chose; returns whether it changed.
+    pub fn set_away(&mut self, extension: &Extension, away: bool) -> bool {
+        let agent = self.agents.entry(extension.clone()).or_default();
+        let changed = agent.away != away;
+        agent.away = away;
+        changed
+    }
+
+    /// The agent is rung, or talks, on one more call.
+    pub fn engage(&mut self, extension: &Extension) {
+        self.agents.entry(extension.clone()).or_default().calls += 1;
+    }
+
+    /// One of the agent's calls stopped ringing without an answer.
+    pub fn release(&mut self, extension: &Extension) {
+        if let Some(agent) = self.agents.get_mut(extension) {
+            agent.calls = agent.calls.saturating_sub(1);
+        }
+    }
+
+    /// One of the agent's calls ended after an answer: wrap-up until `until`.
+    pub fn finish(&mut self, extension: &Extension, until: Instant) {
+        if let Some(agent) = self.agents.get_mut(extension) {
+            agent.calls = agent.calls.saturating_sub(1);
+            agent.wrap_up_until = Some(agent.wrap_up_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    /// The agent's state at `now`.
+    pub fn state(&self, extension: &Extension, now: Instant) -> AgentState {
+        match self.agents.get(extension) {
+            None => AgentState::Available,
+            Some(a) if a.away => AgentState::Away,
+            Some(a) if a.calls > 0 => AgentState::Busy,
+            Some(a) if a.wrap_up_until.is_some_and(|u| u > now) => AgentState::WrapUp,
+            Some(_) => AgentState::Available,
+        }
+    }
+
+    /// The states at `now`, as routing reads them.
+    pub fn at(&self, now: Instant) -> AgentsAt<'_> {
+        AgentsAt { agents: self, now }
+    }
+}
+
+/// [`Agents`] read at one instant.
+pub struct AgentsAt<'a> {
+    agents: &'a Agents,
+    now: Instant,
+}
+
+impl Presence for AgentsAt<'_> {
+    fn state(&self, extension: &Extension) -> AgentState {
+        self.agents.state(extension, self.now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_agent_is_busy_while_engaged_then_in_wrap_up_then_available() {
+        let now = Instant::now();
+        let ext = Extension::parse("2001").unwrap();
+        let mut agents = Agents::default();
+        assert_eq!(agents.state(&ext, now), AgentState::Available);
+        agents.engage(&ext);
+        assert_eq!(agents.state(&ext, now), AgentState::Busy);
+        agents.finish(&ext, now + Duration::from_secs(30));
+        assert_eq!(
+            agents.state(&ext, now + Duration::from_secs(29)),
+            AgentState::WrapUp
+        );
+        assert_eq!(
+            agents.state(&ext, now + Duration::from_secs(30)),
+            AgentState::Available
+        );
+        agents.engage(&ext);
+        agents.release(&ext);
+        assert_eq!(
+            agents.state(&ext, now + Duration::from_secs(31)),
+            AgentState::Available
+        );
+    }
+
+    #[test]
+    fn away_wins_over_everything() {
+        let now = Instant::now();
+        let ext = Extension::parse("2001").unwrap();
+        let mut agents = Agents::default();
+        assert!(agents.set_away(&ext, true));
+        assert!(!agents.set_away(&ext, true));
+        agents.engage(&ext);
+        assert_eq!(agents.state(&ext, now), AgentState::Away);
+    }
+}

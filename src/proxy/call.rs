@@ -1,0 +1,914 @@
+//! One call through sipdesk: its state, and the proxy's handling of it from the caller's INVITE
+//! to the record. Inbound calls walk their groups' agents one at a time; outbound calls (an agent
+//! dialling an external number) go to the PBX once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use super::forward;
+use super::{Core, Now, Timer};
+use crate::call::{
+    CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
+};
+use crate::config::Config;
+use crate::phone::{self, Caller};
+use crate::routing::{self, AgentState, CallerStatus, Extension, Offer, Reason, Route, Verdict};
+use crate::sip::message::{self, Request, Response};
+use crate::sip::peer::Peer;
+use crate::sip::transaction::TxKey;
+
+/// How long an outbound call may ring before sipdesk gives up on it.
+const OUTBOUND_RING: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Looking for someone to answer.
+    Offering,
+    Answered,
+    Ended,
+}
+
+/// One attempt to reach an agent (or, outbound, the dialled number).
+#[derive(Clone, Debug)]
+struct Branch {
+    tx: TxKey,
+    id: u64,
+    /// The agent rung; `None` for an outbound call's single branch.
+    extension: Option<Extension>,
+    group: Option<Arc<str>>,
+    ringing: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Answer {
+    at: Timestamp,
+    extension: Option<Extension>,
+    group: Option<Arc<str>>,
+}
+
+/// A call in progress (or just ended, kept a little for late retransmissions).
+pub(super) struct Call {
+    key: u64,
+    id: String,
+    direction: Direction,
+    server_tx: TxKey,
+    invite: Request,
+    source: Peer,
+    caller: String,
+    callee: String,
+    queue: Option<String>,
+    config: Arc<Config>,
+    route: Option<Route>,
+    /// Explanation steps already stored as events.
+    explained: usize,
+    pending: VecDeque<Offer>,
+    branch: Option<Branch>,
+    /// Branches given up on, to recognise an answer that comes anyway.
+    abandoned: Vec<Branch>,
+    branches: u64,
+    state: State,
+    offered_any: bool,
+    answer: Option<Answer>,
+    started: Now,
+    max_wait_at: Instant,
+    /// The agent who dialled, for outbound calls.
+    dialler: Option<Extension>,
+    recording_url: Option<String>,
+}
+
+impl Call {
+    pub(super) fn is_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+}
+
+fn is_dialable(user: &str) -> bool {
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn content_type_ok(request: &Request) -> bool {
+    if request.message.body.is_empty() {
+        return true;
+    }
+    let Some(content_type) = message::header_value(&request.message.headers, "Content-Type") else {
+        return false;
+    };
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/sdp" || media.starts_with("multipart/")
+}
+
+fn accepts_sdp(request: &Request) -> bool {
+    match message::header_value(&request.message.headers, "Accept") {
+        None => true,
+        Some(accept) if accept.trim().is_empty() => true,
+        Some(accept) => accept.split(',').any(|media| {
+            let media = media
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            matches!(media.as_str(), "application/sdp" | "application/*" | "*/*")
+        }),
+    }
+}
+
+impl Core {
+    fn event(&mut self, now: Now, call: &Call, kind: &str, detail: String) {
+        tracing::debug!(call = call.id, kind, detail, "call event");
+        self.store(Change::Event(CallEvent {
+            call_id: call.id.clone(),
+            at: now.wall,
+            kind: kind.to_owned(),
+            detail,
+        }));
+    }
+
+    /// Stores the explanation steps added since the last time.
+    fn explain(&mut self, now: Now, call: &mut Call) {
+        let Some(route) = &call.route else { return };
+        let steps: Vec<String> = route.explanation()[call.explained..]
+            .iter()
+            .map(|s| match &s.group {
+                Some(group) => format!("{group}: {}", s.detail),
+                None => s.detail.to_string(),
+            })
+            .collect();
+        call.explained += steps.len();
+        for step in steps {
+            self.event(now, call, "routing", step);
+        }
+    }
+
+    fn take(&mut self, key: u64) -> Option<Call> {
+        self.calls.remove(&key)
+    }
+
+    fn put(&mut self, call: Call) {
+        self.calls.insert(call.key, call);
+    }
+
+    fn caller_number(&self, request: &Request) -> String {
+        let user = match &request.from.uri {
+            crate::sip::syntax::Uri::Sip(uri) => uri.user_unescaped().unwrap_or_default(),
+            other => other.to_string(),
+        };
+        match phone::normalize(&user, self.settings.region) {
+            Ok(Caller::Number(number)) => number.to_string(),
+            Ok(Caller::Anonymous) => "anonymous".to_owned(),
+            Err(_) => user,
+        }
+    }
+
+    fn new_call(
+        &mut self,
+        now: Now,
+        key: TxKey,
+        request: Request,
+        direction: Direction,
+        callee: String,
+    ) -> Call {
+        let counter = self.next_counter();
+        let id = format!(
+            "{:x}-{:x}-{counter:x}",
+            now.wall.as_millisecond(),
+            std::process::id()
+        );
+        let caller = self.caller_number(&request);
+        Call {
+            key: counter,
+            id,
+            direction,
+            server_tx: key,
+            source: self.settings.pbx,
+            caller,
+            callee,
+            queue: None,
+            config: self.config.clone(),
+            route: None,
+            explained: 0,
+            pending: VecDeque::new(),
+            branch: None,
+            abandoned: Vec::new(),
+            branches: 0,
+            state: State::Offering,
+            offered_any: false,
+            answer: None,
+            started: now,
+            max_wait_at: now.mono + OUTBOUND_RING,
+            dialler: None,
+            recording_url: None,
+            invite: request,
+        }
+    }
+
+    fn register(&mut self, now: Now, call: &Call) {
+        self.stats.calls_started += 1;
+        self.by_invite.insert(call.server_tx.clone(), call.key);
+        self.by_call_id
+            .insert(call.invite.call_id.clone(), call.key);
+        self.store(Change::CallStarted(CallStart {
+            id: call.id.clone(),
+            sip_call_id: call.invite.call_id.clone(),
+            direction: call.direction,
+            queue: call.queue.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            started_at: now.wall,
+        }));
+        self.schedule(call.max_wait_at, Timer::MaxWait { call: call.key });
+    }
+
+    /// An INVITE outside a dialog: a queue call, an agent's outbound call, or neither (404).
+    pub(super) fn on_invite(&mut self, now: Now, key: TxKey, request: Request) {
+        if self.draining {
+            self.reply(
+                now,
+                &key,
+                &request,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "30")],
+            );
+            return;
+        }
+        let user = request.uri.user_unescaped().unwrap_or_default();
+        let config = self.config.clone();
+        if config.groups.by_queue(&user).is_some() {
+            if !content_type_ok(&request) {
+                self.reply(
+                    now,
+                    &key,
+                    &request,
+                    415,
+                    "Unsupported Media Type",
+                    &[("Accept", "application/sdp")],
+                );
+            } else if !accepts_sdp(&request) {
+                let warning = "399 sipdesk \"only application/sdp answers are possible\"";
+                self.reply(
+                    now,
+                    &key,
+                    &request,
+                    406,
+                    "Not Acceptable",
+                    &[("Warning", warning)],
+                );
+            } else {
+                self.start_inbound(now, key, request, user);
+            }
+            return;
+        }
+        let dialler = match &request.from.uri {
+            crate::sip::syntax::Uri::Sip(uri) => uri
+                .user_unescaped()
+                .and_then(|u| Extension::parse(&u).ok())
+                .filter(|e| {
+                    config
+                        .groups
+                        .iter()
+                        .any(|g| g.agents.iter().any(|a| &a.extension == e))
+                }),
+            _ => None,
+        };
+        match dialler {
+            Some(agent) if is_dialable(&user) => {
+                self.start_outbound(now, key, request, user, agent)
+            }
+            _ => self.reply(now, &key, &request, 404, "Not Found", &[]),
+        }
+    }
+
+    fn start_inbound(&mut self, now: Now, key: TxKey, request: Request, queue: String) {
+        self.tx
+            .respond(now.mono, &key, &request.response(100, "Trying", ""));
+        let mut call = self.new_call(now, key, request, Direction::Inbound, queue.clone());
+        call.queue = Some(queue.clone());
+        let query = routing::Call {
+            queue: &queue,
+            caller: CallerStatus::Unchecked,
+            at: now.wall,
+        };
+        let route = match Route::start(&call.config.groups, &query) {
+            Ok(route) => route,
+            Err(_) => unreachable!("the queue was found a moment ago in the same configuration"),
+        };
+        call.max_wait_at = now.mono + call.config.groups.get(route.owner()).max_wait;
+        call.route = Some(route);
+        self.register(now, &call);
+        self.advance(now, &mut call);
+        self.put(call);
+    }
+
+    fn start_outbound(
+        &mut self,
+        now: Now,
+        key: TxKey,
+        request: Request,
+        dialled: String,
+        agent: Extension,
+    ) {
+        self.tx
+            .respond(now.mono, &key, &request.response(100, "Trying", ""));
+        let callee = match phone::normalize(&dialled, self.settings.region) {
+            Ok(Caller::Number(n)) => n.to_string(),
+            _ => dialled.clone(),
+        };
+        let mut call = self.new_call(now, key, request, Direction::Outbound, callee);
+        call.caller = agent.to_string();
+        call.dialler = Some(agent.clone());
+        self.register(now, &call);
+        self.agents.engage(&agent);
+        self.event(now, &call, "outbound", format!("{agent} dials {dialled}"));
+        self.send_branch(now, &mut call, &dialled, None, None);
+        self.put(call);
+    }
+
+    /// Rings the next agent that can take the call, or gives up.
+    fn advance(&mut self, now: Now, call: &mut Call) {
+        loop {
+            if call.state != State::Offering {
+                return;
+            }
+            if now.mono >= call.max_wait_at {
+                self.give_up(now, call);
+                return;
+            }
+            let offer = match call.pending.pop_front() {
+                Some(offer) => offer,
+                None => {
+                    let Some(route) = call.route.as_mut() else {
+                        self.give_up(now, call);
+                        return;
+                    };
+                    let next = route.next_group(
+                        &call.config.groups,
+                        now.wall,
+                        &self.agents.at(now.mono),
+                        &self.cursors,
+                    );
+                    self.explain(now, call);
+                    match next {
+                        Some(offers) => {
+                            call.pending = offers.into();
+                            continue;
+                        }
+                        None => {
+                            self.give_up(now, call);
+                            return;
+                        }
+                    }
+                }
+            };
+            let state = self.agents.state(&offer.extension, now.mono);
+            if state != AgentState::Available {
+                self.event(
+                    now,
+                    call,
+                    "skipped",
+                    format!("{} is {} now", offer.extension, state.as_str()),
+                );
+                continue;
+            }
+            self.agents.engage(&offer.extension);
+            self.cursors
+                .insert(offer.group.to_string(), offer.extension.clone());
+            self.store(Change::Cursor {
+                group: offer.group.to_string(),
+                extension: offer.extension.to_string(),
+            });
+            let timeout = offer.ring_timeout;
+            let detail = format!(
+                "ringing {} ({}) for {}",
+                offer.extension,
+                offer.group,
+                humantime::format_duration(timeout)
+            );
+            self.event(now, call, "offered", detail);
+            let id = self.send_branch(
+                now,
+                call,
+                offer.extension.as_str(),
+                Some(offer.extension.clone()),
+                Some(offer.group),
+            );
+            let at = (now.mono + timeout).min(call.max_wait_at);
+            self.schedule(
+                at,
+                Timer::Ring {
+                    call: call.key,
+                    branch: id,
+                },
+            );
+            call.offered_any = true;
+            return;
+        }
+    }
+
+    /// Forwards the caller's INVITE to `sip:<user>@<pbx>`.
+    fn send_branch(
+        &mut self,
+        now: Now,
+        call: &mut Call,
+        user: &str,
+        extension: Option<Extension>,
+        group: Option<Arc<str>>,
+    ) -> u64 {
+        let counter = self.next_counter();
+        let branch = forward::branch(&call.invite, counter);
+        let pbx = self.settings.pbx;
+        let mut uri = crate::sip::syntax::SipUri {
+            scheme: crate::sip::syntax::Scheme::Sip,
+            user: Some(user.to_owned()),
+            password: None,
+            host: self.settings.pbx_host.clone(),
+            port: Some(pbx.addr.port()),
+            params: Vec::new(),
+            headers: None,
+        };
+        if pbx.transport == crate::sip::peer::Transport::Tcp {
+            uri.params
+                .push(("transport".to_owned(), Some("tcp".to_owned())));
+        }
+        let source = call.source;
+        let forwarded = forward::forward_request(
+            &call.invite,
+            source,
+            Some(crate::sip::wire::rsip_uri(&uri)),
+            &self.settings.local,
+            pbx.transport,
+            &branch,
+            true,
+        );
+        let tx = self.tx.request(now.mono, forwarded, pbx, &branch);
+        self.by_branch.insert(tx.clone(), call.key);
+        call.branches += 1;
+        call.branch = Some(Branch {
+            tx,
+            id: call.branches,
+            extension,
+            group,
+            ringing: false,
+        });
+        call.branches
+    }
+
+    /// Stops ringing the current branch.
+    fn drop_branch(&mut self, now: Now, call: &mut Call, why: &str) {
+        let Some(branch) = call.branch.take() else {
+            return;
+        };
+        self.tx.cancel(now.mono, &branch.tx);
+        if let Some(extension) = &branch.extension {
+            self.agents.release(extension);
+            self.event(now, call, "no_answer", format!("{extension}: {why}"));
+        }
+        call.abandoned.push(branch);
+    }
+
+    /// Nobody answered: the final action. Voicemail comes with the media layer; until then both
+    /// final actions answer 480.
+    fn give_up(&mut self, now: Now, call: &mut Call) {
+        self.drop_branch(now, call, "the caller waited long enough");
+        let reason = match (
+            call.direction,
+            call.offered_any,
+            call.route.as_ref().and_then(Route::reason),
+        ) {
+            (crate::call::Direction::Outbound, _, _) => MissedReason::NoAnswer,
+            (_, true, _) => MissedReason::NoAnswer,
+            (_, false, Some(Reason::OutOfHours)) => MissedReason::OutOfHours,
+            (_, false, Some(Reason::Holiday)) => MissedReason::Holiday,
+            (_, false, _) => MissedReason::NoAgents,
+        };
+        let server_tx = call.server_tx.clone();
+        let invite = call.invite.clone();
+        self.reply(
+            now,
+            &server_tx,
+            &invite,
+            480,
+            "Temporarily Unavailable",
+            &[],
+        );
+        self.end(now, call, Outcome::Missed, Some(reason), None);
+    }
+
+    /// The call is over: its record goes to the store.
+    fn end(
+        &mut self,
+        now: Now,
+        call: &mut Call,
+        outcome: Outcome,
+        reason: Option<MissedReason>,
+        ended_by: Option<EndedBy>,
+    ) {
+        call.state = State::Ended;
+        match outcome {
+            Outcome::Answered => self.stats.calls_answered += 1,
+            _ => self.stats.calls_missed += 1,
+        }
+        let mut detail = match reason {
+            Some(r) => format!("missed ({})", r.as_str()),
+            None => format!("{outcome:?}").to_lowercase(),
+        };
+        if let Some(by) = ended_by {
+            detail.push_str(&format!(", ended by {by:?}").to_lowercase());
+        }
+        self.event(now, call, "ended", detail);
+        let record = self.record(now, call, outcome, reason, ended_by);
+        self.store(Change::CallEnded(Box::new(record)));
+        self.schedule(
+            now.mono + 64 * self.settings.timers.t1,
+            Timer::Forget { call: call.key },
+        );
+    }
+
+    fn record(
+        &self,
+        now: Now,
+        call: &Call,
+        outcome: Outcome,
+        reason: Option<MissedReason>,
+        ended_by: Option<EndedBy>,
+    ) -> CallRecord {
+        let steps = call.route.as_ref().map(|r| r.explanation()).unwrap_or(&[]);
+        let mut groups: Vec<String> = Vec::new();
+        for step in steps {
+            if let (Some(group), Verdict::Ring | Verdict::Skipped) = (&step.group, step.verdict) {
+                if !groups.iter().any(|g| g == group.as_ref()) {
+                    groups.push(group.to_string());
+                }
+            }
+        }
+        let owner = call
+            .route
+            .as_ref()
+            .map(|r| call.config.groups.get(r.owner()).name.to_string());
+        let answered_group = call
+            .answer
+            .as_ref()
+            .and_then(|a| a.group.as_ref().map(|g| g.to_string()));
+        let agent = match call.direction {
+            Direction::Inbound => call.answer.as_ref().and_then(|a| a.extension.clone()),
+            Direction::Outbound => call.dialler.clone(),
+        };
+        let agent_email = agent.as_ref().and_then(|ext| {
+            call.config
+                .groups
+                .iter()
+                .flat_map(|g| g.agents.iter())
+                .find(|a| &a.extension == ext)
+                .and_then(|a| a.email.clone())
+        });
+        let out_of_hours = matches!(
+            call.route.as_ref().and_then(Route::reason),
+            Some(Reason::OutOfHours | Reason::Holiday)
+        );
+        CallRecord {
+            id: call.id.clone(),
+            sip_call_id: call.invite.call_id.clone(),
+            direction: call.direction,
+            queue: call.queue.clone(),
+            group: answered_group.or(owner),
+            groups,
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+            agent: agent.map(|a| a.to_string()),
+            agent_email,
+            started_at: call.started.wall,
+            answered_at: call.answer.as_ref().map(|a| a.at),
+            ended_at: now.wall,
+            outcome,
+            reason,
+            ended_by,
+            out_of_hours,
+            recording_url: call.recording_url.clone(),
+            explanation: steps
+                .iter()
+                .map(|s| match &s.group {
+                    Some(group) => format!("{group}: {}", s.detail),
+                    None => s.detail.to_string(),
+                })
+                .collect(),
+            tags: Vec::new(),
+        }
+    }
+
+    fn recording_url(&self, call: &Call, response: &Response) -> Option<String> {
+        if let Some(name) = &self.settings.recording_header {
+            if let Some(url) = message::header_value(&response.message.headers, name) {
+                return Some(url);
+            }
+        }
+        let template = self.settings.recording_url.as_ref()?;
+        let agent = call
+            .answer
+            .as_ref()
+            .and_then(|a| a.extension.as_ref())
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        Some(
+            template
+                .replace("{sip_call_id}", &call.invite.call_id)
+                .replace("{call_id}", &call.id)
+                .replace("{queue}", call.queue.as_deref().unwrap_or_default())
+                .replace("{agent}", &agent)
+                .replace("{caller}", &call.caller),
+        )
+    }
+
+    /// A response on one of a call's branches.
+    pub(super) fn on_branch_response(&mut self, now: Now, key: u64, tx: TxKey, response: Response) {
+        let Some(mut call) = self.take(key) else {
+            return;
+        };
+        let current = call.branch.as_ref().is_some_and(|b| b.tx == tx);
+        let server_tx = call.server_tx.clone();
+        match response.status {
+            101..=199 => {
+                if current && call.state == State::Offering {
+                    self.tx
+                        .respond(now.mono, &server_tx, &forward::relay_response(&response));
+                    if let Some(branch) = call.branch.as_mut().filter(|b| !b.ringing) {
+                        branch.ringing = true;
+                        let who = branch
+                            .extension
+                            .as_ref()
+                            .map_or_else(|| call.callee.clone(), |e| e.to_string());
+                        self.event(
+                            now,
+                            &call,
+                            "ringing",
+                            format!("{who} is ringing ({})", response.status),
+                        );
+                    }
+                }
+            }
+            200..=299 => {
+                if call.state == State::Offering {
+                    let branch = if current {
+                        call.branch.take()
+                    } else {
+                        // An agent answered a branch already given up on: that agent takes the call.
+                        let found = call
+                            .abandoned
+                            .iter()
+                            .position(|b| b.tx == tx)
+                            .map(|i| call.abandoned.remove(i));
+                        if let Some(extension) = found.as_ref().and_then(|b| b.extension.as_ref()) {
+                            self.agents.engage(extension);
+                        }
+                        if found.is_some() {
+                            self.drop_branch(now, &mut call, "another agent answered first");
+                        }
+                        found
+                    };
+                    if let Some(branch) = branch {
+                        self.answered(now, &mut call, branch, &response);
+                    }
+                }
+                self.tx
+                    .respond(now.mono, &server_tx, &forward::relay_response(&response));
+            }
+            _ => {
+                if current && call.state == State::Offering {
+                    let branch = call.branch.take();
+                    let reason = response.message.status_code.to_string();
+                    match call.direction {
+                        Direction::Inbound => {
+                            if let Some(extension) =
+                                branch.as_ref().and_then(|b| b.extension.as_ref())
+                            {
+                                self.agents.release(extension);
+                                self.event(
+                                    now,
+                                    &call,
+                                    "declined",
+                                    format!("{extension} answered {reason}"),
+                                );
+                            }
+                            self.advance(now, &mut call);
+                        }
+                        Direction::Outbound => {
+                            self.event(
+                                now,
+                                &call,
+                                "declined",
+                                format!("{} answered {reason}", call.callee),
+                            );
+                            self.tx.respond(
+                                now.mono,
+                                &server_tx,
+                                &forward::relay_response(&response),
+                            );
+                            if let Some(agent) = call.dialler.clone() {
+                                self.agents.release(&agent);
+                            }
+                            self.end(
+                                now,
+                                &mut call,
+                                Outcome::Missed,
+                                Some(MissedReason::Rejected),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.put(call);
+    }
+
+    fn answered(&mut self, now: Now, call: &mut Call, branch: Branch, response: &Response) {
+        call.state = State::Answered;
+        call.answer = Some(Answer {
+            at: now.wall,
+            extension: branch.extension.clone(),
+            group: branch.group.clone(),
+        });
+        call.recording_url = self.recording_url(call, response);
+        let who = branch
+            .extension
+            .as_ref()
+            .map_or_else(|| call.callee.clone(), |e| e.to_string());
+        self.event(now, call, "answered", format!("{who} answered"));
+        self.schedule(
+            now.mono + self.settings.max_call_duration,
+            Timer::MaxDuration { call: call.key },
+        );
+    }
+
+    /// The current branch got no response, or could not be sent.
+    pub(super) fn on_branch_failed(&mut self, now: Now, key: u64, tx: TxKey, why: &str) {
+        let Some(mut call) = self.take(key) else {
+            return;
+        };
+        if call.branch.as_ref().is_some_and(|b| b.tx == tx) && call.state == State::Offering {
+            let branch = call.branch.take();
+            if let Some(extension) = branch.as_ref().and_then(|b| b.extension.as_ref()) {
+                self.agents.release(extension);
+                self.event(now, &call, "unreachable", format!("{extension}: {why}"));
+            }
+            match call.direction {
+                Direction::Inbound => self.advance(now, &mut call),
+                Direction::Outbound => {
+                    if let Some(agent) = call.dialler.clone() {
+                        self.agents.release(&agent);
+                    }
+                    self.give_up(now, &mut call);
+                }
+            }
+        }
+        self.put(call);
+    }
+
+    /// The caller's CANCEL.
+    pub(super) fn on_cancel(&mut self, now: Now, key: TxKey, request: Request) {
+        let invite_key = TxKey {
+            branch: key.branch.clone(),
+            method: "INVITE".to_owned(),
+            sent_by: key.sent_by.clone(),
+        };
+        if !self.tx.has_server(&invite_key) {
+            self.reply(
+                now,
+                &key,
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
+            return;
+        }
+        self.reply(now, &key, &request, 200, "OK", &[]);
+        let Some(call_key) = self.by_invite.get(&invite_key).copied() else {
+            return;
+        };
+        let Some(mut call) = self.take(call_key) else {
+            return;
+        };
+        if call.state == State::Offering {
+            self.drop_branch(now, &mut call, "the caller hung up");
+            let invite = call.invite.clone();
+            self.reply(now, &invite_key, &invite, 487, "Request Terminated", &[]);
+            if let Some(agent) = call.dialler.clone() {
+                self.agents.release(&agent);
+            }
+            self.end(
+                now,
+                &mut call,
+                Outcome::Missed,
+                Some(MissedReason::Abandoned),
+                None,
+            );
+        }
+        self.put(call);
+    }
+
+    /// A BYE inside a call's dialog (already being forwarded): the call ends.
+    pub(super) fn on_bye(&mut self, now: Now, request: &Request) {
+        let Some(key) = self.by_call_id.get(&request.call_id).copied() else {
+            return;
+        };
+        let Some(mut call) = self.take(key) else {
+            return;
+        };
+        if call.state == State::Answered {
+            let by = if request.from.tag() == call.invite.from.tag() {
+                EndedBy::Caller
+            } else {
+                EndedBy::Agent
+            };
+            self.hang_up(now, &mut call, by);
+        }
+        self.put(call);
+    }
+
+    fn hang_up(&mut self, now: Now, call: &mut Call, by: EndedBy) {
+        let agent = match call.direction {
+            Direction::Inbound => call.answer.as_ref().and_then(|a| a.extension.clone()),
+            Direction::Outbound => call.dialler.clone(),
+        };
+        if let Some(agent) = agent {
+            let wrap_up = call
+                .config
+                .groups
+                .iter()
+                .find(|g| g.agents.iter().any(|a| a.extension == agent))
+                .map_or(Duration::ZERO, |g| g.wrap_up);
+            self.agents.finish(&agent, now.mono + wrap_up);
+        }
+        self.end(now, call, Outcome::Answered, None, Some(by));
+    }
+
+    pub(super) fn on_timer(&mut self, now: Now, timer: Timer) {
+        match timer {
+            Timer::Ring { call: key, branch } => {
+                let Some(mut call) = self.take(key) else {
+                    return;
+                };
+                if call.state == State::Offering
+                    && call.branch.as_ref().is_some_and(|b| b.id == branch)
+                {
+                    let ring = call
+                        .branch
+                        .as_ref()
+                        .and_then(|b| b.group.as_ref())
+                        .and_then(|g| call.config.groups.by_name(g));
+                    let why = match ring {
+                        Some(g) => format!(
+                            "no answer after {}",
+                            humantime::format_duration(call.config.groups.get(g).ring_timeout)
+                        ),
+                        None => "no answer".to_owned(),
+                    };
+                    self.drop_branch(now, &mut call, &why);
+                    self.advance(now, &mut call);
+                }
+                self.put(call);
+            }
+            Timer::MaxWait { call: key } => {
+                let Some(mut call) = self.take(key) else {
+                    return;
+                };
+                if call.state == State::Offering {
+                    if let Some(agent) = call.dialler.clone() {
+                        self.agents.release(&agent);
+                    }
+                    self.give_up(now, &mut call);
+                }
+                self.put(call);
+            }
+            Timer::MaxDuration { call: key } => {
+                let Some(mut call) = self.take(key) else {
+                    return;
+                };
+                if call.state == State::Answered {
+                    self.hang_up(now, &mut call, EndedBy::MaxDuration);
+                }
+                self.put(call);
+            }
+            Timer::Forget { call: key } => {
+                if let Some(call) = self.take(key) {
+                    self.by_invite.remove(&call.server_tx);
+                    if self.by_call_id.get(&call.invite.call_id) == Some(&key) {
+                        self.by_call_id.remove(&call.invite.call_id);
+                    }
+                    for branch in call.branch.iter().chain(call.abandoned.iter()) {
+                        self.by_branch.remove(&branch.tx);
+                    }
+                }
+            }
+        }
+    }
+}

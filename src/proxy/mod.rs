@@ -1,0 +1,637 @@
+//! Call control, sans I/O: sipdesk as a record-routing stateful proxy (RFC 3261 §16) on top of
+//! the transaction layer.
+//!
+//! [`Core`] takes datagrams, stream messages and the time, and returns what to send and what to
+//! store. A queue INVITE from a trusted PBX address gets 100 Trying, a routing decision, and is
+//! forwarded to one agent at a time at `sip:<extension>@<pbx>` (sequential forking: ring timeout,
+//! 486/480/603/408/404 or no response move on to the next agent, then overflow, then the final
+//! action). sipdesk record-routes, so ACK, BYE, re-INVITE and UPDATE pass through it and each
+//! call's end is seen. Agents are busy while rung or talking and in wrap-up after a call, so two
+//! calls are never offered to one agent at once. Records go out as [`Change`]s for the store.
+//!
+//! Decisions sipdesk makes where RFC 3261 leaves room: every request is refused with 483 when
+//! Max-Forwards is 0 (sipdesk is a proxy for all of them); OPTIONS is always answered by sipdesk
+//! (keep-alive); REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
+//! 405; a queue INVITE whose body is not SDP gets 415 and one whose Accept excludes SDP gets 406,
+//! because sipdesk may have to answer it itself (voicemail); the `voicemail` final action answers
+//! 480 until the media layer exists.
+
+mod agents;
+mod call;
+pub mod forward;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use jiff::Timestamp;
+
+pub use agents::Agents;
+use call::Call;
+pub use forward::Local;
+
+use crate::call::Change;
+use crate::config::Config;
+use crate::phone::Region;
+use crate::routing::Extension;
+use crate::sip::message::{self, Request, Response};
+use crate::sip::peer::{Peer, Transport};
+use crate::sip::transaction::{Event, TimerSettings, Transactions, TxKey};
+use crate::sip::wire::{self, Datagram, Inbound, Limits, Refusal};
+
+/// The time, as the proxy needs it: monotonic for timers, wall-clock for routing and records.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: Timestamp,
+}
+
+impl Now {
+    pub fn system() -> Now {
+        Now {
+            mono: Instant::now(),
+            wall: Timestamp::now(),
+        }
+    }
+
+    /// The same moment `d` later.
+    pub fn plus(self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            wall: self.wall + jiff::SignedDuration::try_from(d).unwrap_or_default(),
+        }
+    }
+}
+
+/// What the proxy needs from the configuration and the running system.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// sipdesk's own address in Via and Record-Route.
+    pub local: Local,
+    /// The PBX, resolved.
+    pub pbx: Peer,
+    /// The PBX as configured, to recognise it in URIs.
+    pub pbx_host: String,
+    /// Besides the PBX, who may send requests.
+    pub trusted: Vec<IpNet>,
+    pub reject_untrusted: bool,
+    pub untrusted_rate: u32,
+    pub limits: Limits,
+    pub timers: TimerSettings,
+    pub max_call_duration: Duration,
+    pub recording_url: Option<String>,
+    pub recording_header: Option<String>,
+    pub region: Region,
+}
+
+impl ProxySettings {
+    /// Settings from the configuration, with the addresses the daemon resolved.
+    pub fn new(config: &Config, local: Local, pbx: SocketAddr) -> ProxySettings {
+        let sip = &config.sip;
+        ProxySettings {
+            local,
+            pbx: Peer {
+                transport: sip.pbx_transport,
+                addr: pbx,
+                connection: None,
+            },
+            pbx_host: sip.pbx.host.clone(),
+            trusted: sip.trusted.clone(),
+            reject_untrusted: sip.reject_untrusted,
+            untrusted_rate: sip.untrusted_rate,
+            limits: sip.limits,
+            timers: sip.timers,
+            max_call_duration: sip.max_call_duration,
+            recording_url: sip.recording_url.clone(),
+            recording_header: sip.recording_header.clone(),
+            region: config.defaults.region,
+        }
+    }
+}
+
+/// What the I/O loop must do.
+#[derive(Debug)]
+pub enum Output {
+    Send { peer: Peer, bytes: Bytes },
+    Store(Change),
+}
+
+/// A proxy timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The agent of this branch rang long enough.
+    Ring { call: u64, branch: u64 },
+    /// The caller waited `max_wait` in all.
+    MaxWait { call: u64 },
+    /// An answered call outlived `max_call_duration`.
+    MaxDuration { call: u64 },
+    /// An ended call can be forgotten: late retransmissions have passed.
+    Forget { call: u64 },
+}
+
+/// At most `rate` events a second, for answers to untrusted sources.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: u32,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = self
+            .at
+            .map_or(0.0, |at| now.duration_since(at).as_secs_f64());
+        self.at = Some(now);
+        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.rate as f64);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Counters for logs, metrics and the systemd status line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls_started: u64,
+    pub calls_answered: u64,
+    pub calls_missed: u64,
+    pub malformed: u64,
+    pub untrusted: u64,
+}
+
+/// The proxy: transactions, calls, agents and round-robin cursors of one sipdesk instance.
+pub struct Core {
+    settings: ProxySettings,
+    config: Arc<Config>,
+    tx: Transactions,
+    calls: HashMap<u64, Call>,
+    /// Caller INVITE server transaction → call.
+    by_invite: HashMap<TxKey, u64>,
+    /// INVITE client transaction to an agent → call.
+    by_branch: HashMap<TxKey, u64>,
+    /// SIP Call-ID → call, for requests inside the dialog.
+    by_call_id: HashMap<String, u64>,
+    /// Requests forwarded inside dialogs: client transaction → the server transaction and the
+    /// request it answers.
+    forwarded: HashMap<TxKey, (TxKey, Box<Request>)>,
+    agents: Agents,
+    cursors: HashMap<String, Extension>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    out: Vec<Output>,
+    counter: u64,
+    draining: bool,
+    untrusted: TokenBucket,
+    stats: Stats,
+}
+
+impl Core {
+    /// A proxy with the cursors and agent states the store remembered.
+    pub fn new(
+        settings: ProxySettings,
+        config: Arc<Config>,
+        cursors: HashMap<String, Extension>,
+        away: &[Extension],
+    ) -> Core {
+        let mut agents = Agents::default();
+        for extension in away {
+            agents.set_away(extension, true);
+        }
+        Core {
+            tx: Transactions::new(settings.timers),
+            untrusted: TokenBucket {
+                rate: settings.untrusted_rate,
+                tokens: settings.untrusted_rate as f64,
+                at: None,
+            },
+            settings,
+            config,
+            calls: HashMap::new(),
+            by_invite: HashMap::new(),
+            by_branch: HashMap::new(),
+            by_call_id: HashMap::new(),
+            forwarded: HashMap::new(),
+            agents,
+            cursors,
+            timers: BinaryHeap::new(),
+            out: Vec::new(),
+            counter: 0,
+            draining: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A new configuration for calls that start from now on; calls in progress keep theirs.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
+    /// Marks an agent away or available (from the store, the CLI or the admin API).
+    pub fn set_away(&mut self, extension: &Extension, away: bool) -> bool {
+        self.agents.set_away(extension, away)
+    }
+
+    /// Stops taking new calls (503); calls in progress go on.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Calls not yet ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.values().filter(|c| !c.is_ended()).count()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// What to send and store, oldest first.
+    pub fn outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// When [`Core::poll`] next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let proxy = self.timers.peek().map(|Reverse((at, _))| *at);
+        [proxy, self.tx.next_deadline()].into_iter().flatten().min()
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        ip == self.settings.pbx.addr.ip()
+            || self.settings.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// A UDP datagram from `from`.
+    pub fn on_datagram(&mut self, now: Now, bytes: &[u8], from: SocketAddr) {
+        let peer = Peer::udp(from);
+        if !self.trusted(from.ip()) {
+            self.refuse_untrusted(now, bytes, peer);
+            return;
+        }
+        match wire::read_datagram(bytes, &self.settings.limits) {
+            Ok(Datagram::KeepAlive) => {}
+            Ok(Datagram::Message(message)) => self.on_message(now, message, peer),
+            Err(refusal) => self.on_refusal(refusal, peer),
+        }
+        self.pump(now);
+    }
+
+    /// A message framed on a TCP connection.
+    pub fn on_stream(&mut self, now: Now, item: Result<Inbound, Refusal>, peer: Peer) {
+        if !self.trusted(peer.addr.ip()) {
+            // Untrusted TCP connections are closed by the transport before they get here.
+            self.stats.untrusted += 1;
+            return;
+        }
+        match item {
+            Ok(message) => self.on_message(now, message, peer),
+            Err(refusal) => self.on_refusal(refusal, peer),
+        }
+        self.pump(now);
+    }
+
+    /// Whether a TCP connection from this address may stay open.
+    pub fn accepts_connection(&self, from: SocketAddr) -> bool {
+        self.trusted(from.ip())
+    }
+
+    /// The transport could not reach `peer`.
+    pub fn transport_failed(&mut self, now: Now, peer: Peer) {
+        tracing::warn!(%peer, "cannot reach peer");
+        self.tx.transport_failed(peer);
+        self.pump(now);
+    }
+
+    /// Fires due timers.
+    pub fn poll(&mut self, now: Now) {
+        self.tx.poll(now.mono);
+        self.pump(now);
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now.mono {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            self.on_timer(now, timer);
+            self.pump(now);
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    fn send(&mut self, peer: Peer, bytes: impl Into<Bytes>) {
+        self.out.push(Output::Send {
+            peer,
+            bytes: bytes.into(),
+        });
+    }
+
+    fn store(&mut self, change: Change) {
+        self.out.push(Output::Store(change));
+    }
+
+    fn refuse_untrusted(&mut self, now: Now, bytes: &[u8], peer: Peer) {
+        self.stats.untrusted += 1;
+        if !self.settings.reject_untrusted || !self.untrusted.take(now.mono) {
+            return;
+        }
+        if let Ok(Datagram::Message(Inbound::Request(request))) =
+            wire::read_datagram(bytes, &self.settings.limits)
+        {
+            if request.method() != rsip::Method::Ack {
+                tracing::info!(source = %peer, "request from an untrusted address refused");
+                // Only ever back to the source address: a forged Via cannot aim the answer elsewhere.
+                let response = request.response(403, "Forbidden", "sduntrusted");
+                self.send(peer, message::encode_response(&response));
+            }
+        }
+    }
+
+    fn on_refusal(&mut self, refusal: Refusal, peer: Peer) {
+        self.stats.malformed += 1;
+        match refusal {
+            Refusal::Answer {
+                status,
+                why,
+                response,
+            } => {
+                tracing::info!(source = %peer, status, why, "malformed request answered");
+                self.send(peer, response);
+            }
+            Refusal::Drop { why } => tracing::debug!(source = %peer, why, "message dropped"),
+        }
+    }
+
+    fn on_message(&mut self, now: Now, message: Inbound, peer: Peer) {
+        match message {
+            Inbound::Request(request) => {
+                let reply = reply_peer(&request, peer);
+                self.tx.receive_request(now.mono, *request, reply);
+            }
+            Inbound::Response(response) => self.tx.receive_response(now.mono, *response),
+        }
+    }
+
+    /// Hands the transaction layer's events to the proxy until there are none left.
+    fn pump(&mut self, now: Now) {
+        loop {
+            let events: Vec<Event> = self.tx.events().collect();
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                match event {
+                    Event::Send { peer, bytes } => self.send(peer, bytes),
+                    Event::Request {
+                        tx: Some(key),
+                        request,
+                        peer,
+                    } => self.on_request(now, key, *request, peer),
+                    Event::Request {
+                        tx: None,
+                        request,
+                        peer,
+                    } => self.on_ack(now, *request, peer),
+                    Event::Response { tx, response } => self.on_response(now, tx, *response),
+                    Event::Stray { response } => self.on_stray(*response),
+                    Event::Timeout { tx } => self.on_timeout(now, tx),
+                    Event::NoAck { tx } => {
+                        tracing::debug!(branch = tx.branch, "final response never acknowledged")
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_counter(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Answers a request on its server transaction.
+    fn reply(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        request: &Request,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = format!("sd{:x}", self.next_counter());
+        let mut response = request.response(status, reason, &tag);
+        for (name, value) in extra {
+            response.headers.push(message::header(name, value));
+        }
+        self.tx.respond(now.mono, key, &response);
+    }
+
+    fn on_request(&mut self, now: Now, key: TxKey, request: Request, peer: Peer) {
+        let method = request.method();
+        if request.max_forwards == Some(0) {
+            self.reply(now, &key, &request, 483, "Too Many Hops", &[]);
+            return;
+        }
+        if forward::is_loop(&request, &self.settings.local) {
+            self.reply(now, &key, &request, 482, "Loop Detected", &[]);
+            return;
+        }
+        if method == rsip::Method::Cancel {
+            self.on_cancel(now, key, request);
+            return;
+        }
+        // sipdesk answers OPTIONS and queue INVITEs itself, so it honours Require there; as a
+        // proxy it honours Proxy-Require everywhere (RFC 3261 §16.3 step 5).
+        let in_dialog = request.to.tag().is_some();
+        let endpoint = !in_dialog && matches!(method, rsip::Method::Options | rsip::Method::Invite);
+        let unsupported = unsupported_options(&request, endpoint);
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            self.reply(
+                now,
+                &key,
+                &request,
+                420,
+                "Bad Extension",
+                &[("Unsupported", &list)],
+            );
+            return;
+        }
+        if in_dialog {
+            self.forward_in_dialog(now, key, request, peer);
+            return;
+        }
+        match method {
+            rsip::Method::Options => {
+                self.reply(
+                    now,
+                    &key,
+                    &request,
+                    200,
+                    "OK",
+                    &[("Allow", wire::ALLOW), ("Accept", "application/sdp")],
+                );
+            }
+            rsip::Method::Invite => self.on_invite(now, key, request),
+            rsip::Method::Register
+            | rsip::Method::Message
+            | rsip::Method::Subscribe
+            | rsip::Method::Notify
+            | rsip::Method::Publish
+            | rsip::Method::Refer => {
+                self.reply(
+                    now,
+                    &key,
+                    &request,
+                    405,
+                    "Method Not Allowed",
+                    &[("Allow", wire::ALLOW)],
+                );
+            }
+            _ => self.reply(
+                now,
+                &key,
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            ),
+        }
+    }
+
+    /// A request inside a dialog sipdesk record-routed: sent on statefully to the next hop.
+    fn forward_in_dialog(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
+        let hop = forward::next_hop(&request, &self.settings.local);
+        let Some(peer) = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx) else {
+            self.reply(now, &key, &request, 404, "Not Found", &[]);
+            return;
+        };
+        let counter = self.next_counter();
+        let branch = forward::branch(&request, counter);
+        let forwarded = forward::forward_request(
+            &request,
+            source,
+            None,
+            &self.settings.local,
+            peer.transport,
+            &branch,
+            false,
+        );
+        if request.method() == rsip::Method::Bye {
+            self.on_bye(now, &request);
+        }
+        let client = self.tx.request(now.mono, forwarded, peer, &branch);
+        self.forwarded.insert(client, (key, Box::new(request)));
+    }
+
+    /// An ACK to a 2xx: forwarded statelessly along the route.
+    fn on_ack(&mut self, _now: Now, request: Request, source: Peer) {
+        let hop = forward::next_hop(&request, &self.settings.local);
+        let Some(peer) = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx) else {
+            tracing::debug!(call_id = request.call_id, "ACK with no next hop dropped");
+            return;
+        };
+        let counter = self.next_counter();
+        let branch = forward::branch(&request, counter);
+        let forwarded = forward::forward_request(
+            &request,
+            source,
+            None,
+            &self.settings.local,
+            peer.transport,
+            &branch,
+            false,
+        );
+        self.send(peer, message::encode_request(&forwarded));
+    }
+
+    fn on_response(&mut self, now: Now, tx: TxKey, response: Response) {
+        if let Some(call) = self.by_branch.get(&tx).copied() {
+            self.on_branch_response(now, call, tx, response);
+        } else if let Some((server, _)) = self.forwarded.get(&tx) {
+            let server = server.clone();
+            if response.status >= 200 {
+                self.forwarded.remove(&tx);
+            }
+            self.tx
+                .respond(now.mono, &server, &forward::relay_response(&response));
+        }
+    }
+
+    /// A 2xx retransmission after its transaction ended: relayed statelessly (RFC 3261 §16.7).
+    fn on_stray(&mut self, response: Response) {
+        let ours = response.top_via().sent_by()
+            == format!(
+                "{}:{}",
+                self.settings.local.host.to_ascii_lowercase(),
+                self.settings.local.port
+            );
+        if !ours || !(200..300).contains(&response.status) {
+            return;
+        }
+        if let Some(peer) = forward::response_peer(&response) {
+            self.send(
+                peer,
+                message::encode_response(&forward::relay_response(&response)),
+            );
+        }
+    }
+
+    fn on_timeout(&mut self, now: Now, tx: TxKey) {
+        if let Some(call) = self.by_branch.get(&tx).copied() {
+            self.on_branch_failed(now, call, tx, "no response");
+        } else if let Some((server, request)) = self.forwarded.remove(&tx) {
+            self.reply(now, &server, &request, 408, "Request Timeout", &[]);
+        }
+    }
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581): over TCP, the connection it
+/// came on; over UDP, the source address, and the port in its top Via unless it asked for
+/// `rport`.
+fn reply_peer(request: &Request, source: Peer) -> Peer {
+    if source.transport == Transport::Tcp {
+        return source;
+    }
+    let via = request.top_via();
+    let port = match via.param("rport") {
+        Some(_) => source.addr.port(),
+        None => via.port.unwrap_or(5060),
+    };
+    Peer::udp(SocketAddr::new(source.addr.ip(), port))
+}
+
+/// Option tags in Proxy-Require (and, where sipdesk is the endpoint, Require): sipdesk
+/// supports none.
+fn unsupported_options(request: &Request, endpoint: bool) -> Vec<String> {
+    let mut names = vec!["Proxy-Require"];
+    if endpoint {
+        names.push("Require");
+    }
+    let mut tags = Vec::new();
+    for header in request.message.headers.iter() {
+        let (name, value) = message::header_pair(header);
+        if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            tags.extend(
+                value
+                    .split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    tags
+}
+
+#[cfg(test)]
+mod tests;
