@@ -171,6 +171,8 @@ impl CallRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallEvent {
     pub call_id: String,
+    /// Orders the events of a call.
+    pub seq: u64,
     pub at: Timestamp,
     /// `routing`, `offered`, `ringing`, `no_answer`, `declined`, `answered`, `overflow`,
     /// `ended`, …

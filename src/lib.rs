@@ -18,3 +18,4 @@ pub mod phone;
 pub mod proxy;
 pub mod routing;
 pub mod sip;
+pub mod store;

@@ -125,8 +125,10 @@ fn accepts_sdp(request: &Request) -> bool {
 impl Core {
     fn event(&mut self, now: Now, call: &Call, kind: &str, detail: String) {
         tracing::debug!(call = call.id, kind, detail, "call event");
+        let seq = self.next_counter();
         self.store(Change::Event(CallEvent {
             call_id: call.id.clone(),
+            seq,
             at: now.wall,
             kind: kind.to_owned(),
             detail,

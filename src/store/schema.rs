@@ -1,0 +1,52 @@
+//! The database schema, as numbered migrations applied in order at start-up. Each migration is
+//! plain SQL that SQLite and PostgreSQL both accept (times are Unix milliseconds in BIGINT,
+//! flags are INTEGER 0/1, lists are JSON text), so one set of queries serves both.
+
+/// Migrations in order; a migration is never edited once released, only followed by another.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "
+    CREATE TABLE calls (
+        id TEXT PRIMARY KEY,
+        sip_call_id TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        queue TEXT,
+        group_name TEXT,
+        groups_json TEXT NOT NULL DEFAULT '[]',
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        agent TEXT,
+        agent_email TEXT,
+        started_at BIGINT NOT NULL,
+        answered_at BIGINT,
+        ended_at BIGINT,
+        outcome TEXT,
+        reason TEXT,
+        ended_by TEXT,
+        out_of_hours INTEGER NOT NULL DEFAULT 0,
+        recording_url TEXT,
+        explanation_json TEXT NOT NULL DEFAULT '[]',
+        tags_json TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX calls_by_start ON calls (started_at);
+    CREATE INDEX calls_by_end ON calls (ended_at);
+    CREATE TABLE call_events (
+        call_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (call_id, seq)
+    );
+    CREATE TABLE cursors (
+        group_name TEXT PRIMARY KEY,
+        extension TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE agent_states (
+        extension TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    ",
+)];

@@ -1,0 +1,56 @@
+//! Helpers shared by the black-box tests: databases to test against.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh database: an SQLite file in a temporary directory, or a new PostgreSQL database on
+/// the server named by `SIPDESK_TEST_POSTGRES_URL`.
+pub struct TestDb {
+    pub url: String,
+    pub label: &'static str,
+    cleanup: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("sipdesk-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TestDb { url: format!("sqlite://{}/sipdesk.db", dir.display()), label: "sqlite", cleanup: None }
+    }
+
+    /// A new PostgreSQL database, or `None` when `SIPDESK_TEST_POSTGRES_URL` is not set.
+    pub async fn postgres() -> Option<TestDb> {
+        let admin = std::env::var("SIPDESK_TEST_POSTGRES_URL").ok()?;
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("sipdesk_test_{}_{n}", std::process::id());
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .expect("SIPDESK_TEST_POSTGRES_URL is reachable");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Some(TestDb { url: format!("{base}/{name}"), label: "postgres", cleanup: Some((admin, name)) })
+    }
+
+    /// SQLite, and PostgreSQL when configured.
+    pub async fn all() -> Vec<TestDb> {
+        let mut dbs = vec![TestDb::sqlite()];
+        match TestDb::postgres().await {
+            Some(db) => dbs.push(db),
+            None => eprintln!("SIPDESK_TEST_POSTGRES_URL is not set: this test runs on SQLite only"),
+        }
+        dbs
+    }
+
+    pub async fn drop_db(self) {
+        if let Some((admin, name)) = &self.cleanup {
+            if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            }
+        }
+    }
+}
