@@ -14,6 +14,7 @@
 
 pub mod call;
 pub mod config;
+pub mod daemon;
 pub mod phone;
 pub mod proxy;
 pub mod routing;

@@ -18,6 +18,7 @@ use crate::phone::{self, Caller};
 use crate::routing::{self, AgentState, CallerStatus, Extension, Offer, Reason, Route, Verdict};
 use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
+use crate::sip::syntax::SipUri;
 use crate::sip::transaction::TxKey;
 
 /// How long an outbound call may ring before sipdesk gives up on it.
@@ -56,7 +57,12 @@ pub(super) struct Call {
     direction: Direction,
     server_tx: TxKey,
     invite: Request,
+    /// Where the caller's INVITE came from.
     source: Peer,
+    /// The caller's and the agent's Contact: where requests inside the dialog go when their
+    /// route leads back to sipdesk (a peer that ignored Record-Route).
+    caller_contact: Option<SipUri>,
+    agent_contact: Option<SipUri>,
     caller: String,
     callee: String,
     queue: Option<String>,
@@ -82,6 +88,15 @@ pub(super) struct Call {
 impl Call {
     pub(super) fn is_ended(&self) -> bool {
         self.state == State::Ended
+    }
+}
+
+/// The URI of a message's first Contact.
+fn contact(headers: &rsip::Headers) -> Option<SipUri> {
+    let value = message::header_value(headers, "Contact")?;
+    match crate::sip::syntax::parse_name_addr(&value).ok()?.uri {
+        crate::sip::syntax::Uri::Sip(uri) => Some(uri),
+        crate::sip::syntax::Uri::Other { .. } => None,
     }
 }
 
@@ -176,6 +191,7 @@ impl Core {
         now: Now,
         key: TxKey,
         request: Request,
+        source: Peer,
         direction: Direction,
         callee: String,
     ) -> Call {
@@ -191,7 +207,9 @@ impl Core {
             id,
             direction,
             server_tx: key,
-            source: self.settings.pbx,
+            source,
+            caller_contact: contact(&request.message.headers),
+            agent_contact: None,
             caller,
             callee,
             queue: None,
@@ -231,7 +249,7 @@ impl Core {
     }
 
     /// An INVITE outside a dialog: a queue call, an agent's outbound call, or neither (404).
-    pub(super) fn on_invite(&mut self, now: Now, key: TxKey, request: Request) {
+    pub(super) fn on_invite(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
         if self.draining {
             self.reply(
                 now,
@@ -266,7 +284,7 @@ impl Core {
                     &[("Warning", warning)],
                 );
             } else {
-                self.start_inbound(now, key, request, user);
+                self.start_inbound(now, key, request, source, user);
             }
             return;
         }
@@ -284,16 +302,23 @@ impl Core {
         };
         match dialler {
             Some(agent) if is_dialable(&user) => {
-                self.start_outbound(now, key, request, user, agent)
+                self.start_outbound(now, key, request, source, user, agent)
             }
             _ => self.reply(now, &key, &request, 404, "Not Found", &[]),
         }
     }
 
-    fn start_inbound(&mut self, now: Now, key: TxKey, request: Request, queue: String) {
+    fn start_inbound(
+        &mut self,
+        now: Now,
+        key: TxKey,
+        request: Request,
+        source: Peer,
+        queue: String,
+    ) {
         self.tx
             .respond(now.mono, &key, &request.response(100, "Trying", ""));
-        let mut call = self.new_call(now, key, request, Direction::Inbound, queue.clone());
+        let mut call = self.new_call(now, key, request, source, Direction::Inbound, queue.clone());
         call.queue = Some(queue.clone());
         let query = routing::Call {
             queue: &queue,
@@ -316,6 +341,7 @@ impl Core {
         now: Now,
         key: TxKey,
         request: Request,
+        source: Peer,
         dialled: String,
         agent: Extension,
     ) {
@@ -325,7 +351,7 @@ impl Core {
             Ok(Caller::Number(n)) => n.to_string(),
             _ => dialled.clone(),
         };
-        let mut call = self.new_call(now, key, request, Direction::Outbound, callee);
+        let mut call = self.new_call(now, key, request, source, Direction::Outbound, callee);
         call.caller = agent.to_string();
         call.dialler = Some(agent.clone());
         self.register(now, &call);
@@ -733,6 +759,7 @@ impl Core {
 
     fn answered(&mut self, now: Now, call: &mut Call, branch: Branch, response: &Response) {
         call.state = State::Answered;
+        call.agent_contact = contact(&response.message.headers);
         call.answer = Some(Answer {
             at: now.wall,
             extension: branch.extension.clone(),
@@ -851,6 +878,23 @@ impl Core {
             self.agents.finish(&agent, now.mono + wrap_up);
         }
         self.end(now, call, Outcome::Answered, None, Some(by));
+    }
+
+    /// Where a request inside a call's dialog goes when its route leads back to sipdesk: the
+    /// other party's Contact.
+    pub(super) fn dialog_target(&self, request: &Request) -> Option<(SipUri, Peer)> {
+        let call = self.calls.get(self.by_call_id.get(&request.call_id)?)?;
+        let from_caller = request.from.tag() == call.invite.from.tag();
+        let (contact, fallback) = if from_caller {
+            (call.agent_contact.clone(), self.settings.pbx)
+        } else {
+            (call.caller_contact.clone(), call.source)
+        };
+        let uri = contact?;
+        let peer = forward::resolve(&uri, &self.settings.pbx_host, self.settings.pbx)
+            .filter(|p| !self.is_self(p.addr))
+            .unwrap_or(fallback);
+        Some((uri, peer))
     }
 
     pub(super) fn on_timer(&mut self, now: Now, timer: Timer) {

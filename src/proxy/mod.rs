@@ -72,6 +72,8 @@ impl Now {
 pub struct ProxySettings {
     /// sipdesk's own address in Via and Record-Route.
     pub local: Local,
+    /// The addresses sipdesk listens on, so it never sends a request to itself.
+    pub listen: Vec<SocketAddr>,
     /// The PBX, resolved.
     pub pbx: Peer,
     /// The PBX as configured, to recognise it in URIs.
@@ -90,10 +92,16 @@ pub struct ProxySettings {
 
 impl ProxySettings {
     /// Settings from the configuration, with the addresses the daemon resolved.
-    pub fn new(config: &Config, local: Local, pbx: SocketAddr) -> ProxySettings {
+    pub fn new(
+        config: &Config,
+        local: Local,
+        listen: Vec<SocketAddr>,
+        pbx: SocketAddr,
+    ) -> ProxySettings {
         let sip = &config.sip;
         ProxySettings {
             local,
+            listen,
             pbx: Peer {
                 transport: sip.pbx_transport,
                 addr: pbx,
@@ -261,6 +269,28 @@ impl Core {
     pub fn next_deadline(&self) -> Option<Instant> {
         let proxy = self.timers.peek().map(|Reverse((at, _))| *at);
         [proxy, self.tx.next_deadline()].into_iter().flatten().min()
+    }
+
+    /// Whether an address is one sipdesk listens on.
+    fn is_self(&self, addr: SocketAddr) -> bool {
+        self.settings
+            .listen
+            .iter()
+            .any(|l| l.port() == addr.port() && (l.ip() == addr.ip() || l.ip().is_unspecified()))
+    }
+
+    /// The next hop of a request inside a dialog: its route, or when that leads back to sipdesk,
+    /// the other party of the call, with the Request-URI set to it.
+    fn in_dialog_hop(&self, request: &Request) -> Option<(Option<rsip::Uri>, Peer)> {
+        let hop = forward::next_hop(request, &self.settings.local);
+        let routed = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx)
+            .filter(|p| !self.is_self(p.addr) && !self.settings.local.is_me(&hop));
+        match routed {
+            Some(peer) => Some((None, peer)),
+            None => self
+                .dialog_target(request)
+                .map(|(uri, peer)| (Some(wire::rsip_uri(&uri)), peer)),
+        }
     }
 
     fn trusted(&self, ip: IpAddr) -> bool {
@@ -482,7 +512,7 @@ impl Core {
                     &[("Allow", wire::ALLOW), ("Accept", "application/sdp")],
                 );
             }
-            rsip::Method::Invite => self.on_invite(now, key, request),
+            rsip::Method::Invite => self.on_invite(now, key, request, peer),
             rsip::Method::Register
             | rsip::Method::Message
             | rsip::Method::Subscribe
@@ -511,8 +541,7 @@ impl Core {
 
     /// A request inside a dialog sipdesk record-routed: sent on statefully to the next hop.
     fn forward_in_dialog(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
-        let hop = forward::next_hop(&request, &self.settings.local);
-        let Some(peer) = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx) else {
+        let Some((uri, peer)) = self.in_dialog_hop(&request) else {
             self.reply(now, &key, &request, 404, "Not Found", &[]);
             return;
         };
@@ -521,7 +550,7 @@ impl Core {
         let forwarded = forward::forward_request(
             &request,
             source,
-            None,
+            uri,
             &self.settings.local,
             peer.transport,
             &branch,
@@ -536,8 +565,7 @@ impl Core {
 
     /// An ACK to a 2xx: forwarded statelessly along the route.
     fn on_ack(&mut self, _now: Now, request: Request, source: Peer) {
-        let hop = forward::next_hop(&request, &self.settings.local);
-        let Some(peer) = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx) else {
+        let Some((uri, peer)) = self.in_dialog_hop(&request) else {
             tracing::debug!(call_id = request.call_id, "ACK with no next hop dropped");
             return;
         };
@@ -546,7 +574,7 @@ impl Core {
         let forwarded = forward::forward_request(
             &request,
             source,
-            None,
+            uri,
             &self.settings.local,
             peer.transport,
             &branch,

@@ -55,7 +55,12 @@ impl Harness {
             host: "127.0.0.1".into(),
             port: 5060,
         };
-        let settings = ProxySettings::new(&config, local, pbx());
+        let settings = ProxySettings::new(
+            &config,
+            local,
+            vec!["127.0.0.1:5060".parse().unwrap()],
+            pbx(),
+        );
         Harness {
             core: Core::new(settings, config, HashMap::new(), &[]),
             now: Now {

@@ -8,4 +8,5 @@ pub mod message;
 pub mod peer;
 pub mod syntax;
 pub mod transaction;
+pub mod transport;
 pub mod wire;

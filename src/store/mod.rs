@@ -33,7 +33,9 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("the database is at schema version {found}, newer than this sipdesk knows ({known}); upgrade sipdesk")]
+    #[error(
+        "the database is at schema version {found}, newer than this sipdesk knows ({known}); upgrade sipdesk"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("database query failed: {what}")]
     Query {
@@ -113,7 +115,11 @@ impl Store {
     /// Opens the database (creating an SQLite file if needed) and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
         let connect_url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
@@ -131,9 +137,15 @@ impl Store {
             options.after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets `sipdesk calls` read while the daemon writes.
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             })
@@ -143,7 +155,10 @@ impl Store {
         let pool = options
             .connect(&connect_url)
             .await
-            .map_err(|source| StoreError::Connect { url: redact(url), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: redact(url),
+                source,
+            })?;
         let store = Store { pool, backend };
         store.migrate().await?;
         Ok(store)
@@ -165,13 +180,22 @@ impl Store {
             .map_err(|source| StoreError::Migrate { version: 0, source })?;
         let known = schema::MIGRATIONS.last().map_or(0, |(v, _)| *v);
         if current > known {
-            return Err(StoreError::TooNew { found: current, known });
+            return Err(StoreError::TooNew {
+                found: current,
+                known,
+            });
         }
         for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-            let fail = |source| StoreError::Migrate { version: *version, source };
+            let fail = |source| StoreError::Migrate {
+                version: *version,
+                source,
+            };
             let mut tx = self.pool.begin().await.map_err(fail)?;
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                sqlx::query(statement).execute(&mut *tx).await.map_err(fail)?;
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
             }
             sqlx::query("INSERT INTO sipdesk_schema (version, applied_at) VALUES ($1, $2)")
                 .bind(*version)
@@ -217,8 +241,12 @@ impl Store {
             .map_err(query_error("read cursors"))?;
         let mut cursors = HashMap::new();
         for row in rows {
-            let group: String = row.try_get("group_name").map_err(query_error("read cursors"))?;
-            let extension: String = row.try_get("extension").map_err(query_error("read cursors"))?;
+            let group: String = row
+                .try_get("group_name")
+                .map_err(query_error("read cursors"))?;
+            let extension: String = row
+                .try_get("extension")
+                .map_err(query_error("read cursors"))?;
             if let Ok(extension) = Extension::parse(&extension) {
                 cursors.insert(group, extension);
             }
@@ -234,8 +262,12 @@ impl Store {
             .map_err(query_error("read agent states"))?;
         let mut states = Vec::new();
         for row in rows {
-            let extension: String = row.try_get("extension").map_err(query_error("read agent states"))?;
-            let state: String = row.try_get("state").map_err(query_error("read agent states"))?;
+            let extension: String = row
+                .try_get("extension")
+                .map_err(query_error("read agent states"))?;
+            let state: String = row
+                .try_get("state")
+                .map_err(query_error("read agent states"))?;
             if let Ok(extension) = Extension::parse(&extension) {
                 states.push((extension, state == "away"));
             }
@@ -244,7 +276,11 @@ impl Store {
     }
 
     /// Records an agent as away or available.
-    pub async fn set_agent_state(&self, extension: &Extension, away: bool) -> Result<(), StoreError> {
+    pub async fn set_agent_state(
+        &self,
+        extension: &Extension,
+        away: bool,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO agent_states (extension, state, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (extension) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -419,8 +455,14 @@ fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {
         callee: row.try_get("callee").map_err(e())?,
         agent: row.try_get("agent").map_err(e())?,
         started_at: from_millis(row.try_get("started_at").map_err(e())?),
-        answered_at: row.try_get::<Option<i64>, _>("answered_at").map_err(e())?.map(from_millis),
-        ended_at: row.try_get::<Option<i64>, _>("ended_at").map_err(e())?.map(from_millis),
+        answered_at: row
+            .try_get::<Option<i64>, _>("answered_at")
+            .map_err(e())?
+            .map(from_millis),
+        ended_at: row
+            .try_get::<Option<i64>, _>("ended_at")
+            .map_err(e())?
+            .map(from_millis),
         outcome: row.try_get("outcome").map_err(e())?,
         reason: row.try_get("reason").map_err(e())?,
         ended_by: row.try_get("ended_by").map_err(e())?,

@@ -7,22 +7,26 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh database: an SQLite file in a temporary directory, or a new PostgreSQL database on
 /// the server named by `SIPDESK_TEST_POSTGRES_URL`.
-pub struct TestDb {
-    pub url: String,
-    pub label: &'static str,
+pub(crate) struct TestDb {
+    pub(crate) url: String,
+    pub(crate) label: &'static str,
     cleanup: Option<(String, String)>,
 }
 
 impl TestDb {
-    pub fn sqlite() -> TestDb {
+    pub(crate) fn sqlite() -> TestDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("sipdesk-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temporary directory");
-        TestDb { url: format!("sqlite://{}/sipdesk.db", dir.display()), label: "sqlite", cleanup: None }
+        TestDb {
+            url: format!("sqlite://{}/sipdesk.db", dir.display()),
+            label: "sqlite",
+            cleanup: None,
+        }
     }
 
     /// A new PostgreSQL database, or `None` when `SIPDESK_TEST_POSTGRES_URL` is not set.
-    pub async fn postgres() -> Option<TestDb> {
+    pub(crate) async fn postgres() -> Option<TestDb> {
         let admin = std::env::var("SIPDESK_TEST_POSTGRES_URL").ok()?;
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("sipdesk_test_{}_{n}", std::process::id());
@@ -30,26 +34,40 @@ impl TestDb {
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
             .await
             .expect("SIPDESK_TEST_POSTGRES_URL is reachable");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        Some(TestDb { url: format!("{base}/{name}"), label: "postgres", cleanup: Some((admin, name)) })
+        Some(TestDb {
+            url: format!("{base}/{name}"),
+            label: "postgres",
+            cleanup: Some((admin, name)),
+        })
     }
 
     /// SQLite, and PostgreSQL when configured.
-    pub async fn all() -> Vec<TestDb> {
+    pub(crate) async fn all() -> Vec<TestDb> {
         let mut dbs = vec![TestDb::sqlite()];
         match TestDb::postgres().await {
             Some(db) => dbs.push(db),
-            None => eprintln!("SIPDESK_TEST_POSTGRES_URL is not set: this test runs on SQLite only"),
+            None => {
+                eprintln!("SIPDESK_TEST_POSTGRES_URL is not set: this test runs on SQLite only")
+            }
         }
         dbs
     }
 
-    pub async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         if let Some((admin, name)) = &self.cleanup {
             if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
             }
         }
     }

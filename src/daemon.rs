@@ -1,0 +1,329 @@
+//! The running daemon: configuration → store → sockets → the proxy loop, with the signals and
+//! systemd notifications an IT person expects (`Type=notify`).
+//!
+//! - READY=1 once the database is migrated and every socket is bound; STATUS= shows the calls in
+//!   progress; watchdog pings come from the proxy loop itself, so a stuck loop is restarted.
+//! - SIGHUP re-reads the configuration: an invalid file is logged with its errors and the running
+//!   configuration stays. Listen addresses and the database need a restart (logged).
+//! - SIGTERM or SIGINT: new calls get 503, calls in progress may finish until `shutdown_grace`,
+//!   then the loop stops, the store writer flushes and the process exits.
+//! - At start, calls a previous run left open (crash, `kill -9`) are closed as interrupted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::call::Change;
+use crate::config::{Config, ConfigError};
+use crate::proxy::{Core, Local, Now, Output, ProxySettings};
+use crate::routing::Extension;
+use crate::sip::peer::Transport;
+use crate::sip::transport::{Received, Sockets, Trust};
+use crate::store::{self, Store, StoreError};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot resolve the PBX address {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the configured SIP addresses")]
+    Bind(#[source] std::io::Error),
+    #[error("cannot install the signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How often agent states set with `sipdesk agents` are picked up from the store.
+const AGENT_REFRESH: Duration = Duration::from_secs(2);
+/// How often the systemd status line is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+enum Control {
+    Reload,
+    Away(Vec<(Extension, bool)>),
+}
+
+async fn resolve(config: &Config) -> Result<SocketAddr, DaemonError> {
+    let pbx = &config.sip.pbx;
+    let mut found = tokio::net::lookup_host((pbx.host.as_str(), pbx.port))
+        .await
+        .map_err(|source| DaemonError::Resolve {
+            host: pbx.to_string(),
+            source,
+        })?;
+    found.next().ok_or_else(|| DaemonError::Resolve {
+        host: pbx.to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+    })
+}
+
+fn trust_list(config: &Config, pbx: SocketAddr) -> (Vec<IpAddr>, Vec<ipnet::IpNet>) {
+    (vec![pbx.ip()], config.sip.trusted.clone())
+}
+
+/// sipdesk's address in Via and Record-Route: the configured `advertise`, else the first UDP
+/// (or TCP) listen address, with an unspecified IP replaced by the local address towards the PBX.
+async fn local_address(
+    config: &Config,
+    bound: &[(Transport, SocketAddr)],
+    pbx: SocketAddr,
+) -> Local {
+    if let Some(advertise) = &config.sip.advertise {
+        return Local {
+            host: advertise.host.clone(),
+            port: advertise.port,
+        };
+    }
+    let first = bound
+        .iter()
+        .find(|(t, _)| *t == Transport::Udp)
+        .or(bound.first())
+        .map(|(_, a)| *a)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+    let mut ip = first.ip();
+    if ip.is_unspecified() {
+        let probe = if pbx.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        if let Ok(socket) = tokio::net::UdpSocket::bind(probe).await {
+            if socket.connect(pbx).await.is_ok() {
+                if let Ok(local) = socket.local_addr() {
+                    ip = local.ip();
+                }
+            }
+        }
+    }
+    let host = match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    Local {
+        host,
+        port: first.port(),
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(state);
+}
+
+/// Runs sipdesk until `cancel` fires (or a signal asks it to stop).
+pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
+    let config = Arc::new(Config::load(&config_path)?);
+    let store = Store::open(&config.database.url).await?;
+    let closed = store.close_interrupted(jiff::Timestamp::now()).await?;
+    if closed > 0 {
+        tracing::warn!(
+            calls = closed,
+            "closed calls left in progress by the previous run as interrupted"
+        );
+    }
+    let cursors = store.cursors().await?;
+    let away: Vec<Extension> = store
+        .agent_states()
+        .await?
+        .into_iter()
+        .filter(|(_, a)| *a)
+        .map(|(e, _)| e)
+        .collect();
+    let pbx = resolve(&config).await?;
+    let trust = Trust::default();
+    let (hosts, nets) = trust_list(&config, pbx);
+    trust.set(hosts, nets);
+    let listen: Vec<(Transport, SocketAddr)> = config
+        .sip
+        .listen
+        .iter()
+        .map(|l| (l.transport, l.addr))
+        .collect();
+    let sockets_cancel = cancel.child_token();
+    let (mut sockets, mut received, bound) = Sockets::bind(
+        &listen,
+        config.sip.limits,
+        trust.clone(),
+        sockets_cancel.clone(),
+    )
+    .await
+    .map_err(DaemonError::Bind)?;
+    let local = local_address(&config, &bound, pbx).await;
+    let listening: Vec<SocketAddr> = bound.iter().map(|(_, a)| *a).collect();
+    let settings = ProxySettings::new(&config, local.clone(), listening, pbx);
+    let mut core = Core::new(settings, config.clone(), cursors, &away);
+
+    let (changes, changes_rx) = mpsc::unbounded_channel::<Change>();
+    let writer = tokio::spawn(store::writer::run(store.clone(), changes_rx));
+
+    let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
+    spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
+    spawn_agent_refresh(store.clone(), control.clone(), cancel.clone());
+
+    for (transport, addr) in &bound {
+        tracing::info!(%addr, transport = transport.via_name(), "listening");
+    }
+    tracing::info!(pbx = %pbx, via = %format!("{}:{}", local.host, local.port), groups = config.groups.len(), "sipdesk ready");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("ready, no calls in progress"),
+    ]);
+
+    let mut watchdog = tokio::time::interval(
+        sd_notify::watchdog_enabled()
+            .map_or(Duration::from_secs(3600), |d| d / 2)
+            .max(Duration::from_millis(100)),
+    );
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut config = config;
+    let mut draining_until: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            Some(event) = received.recv() => match event {
+                Received::Datagram { bytes, from } => core.on_datagram(Now::system(), &bytes, from),
+                Received::Stream { item, peer } => core.on_stream(Now::system(), item, peer),
+                Received::Failed { peer } => core.transport_failed(Now::system(), peer),
+                Received::Closed { peer } => sockets.forget(peer),
+            },
+            _ = sleep_until(deadline) => core.poll(Now::system()),
+            Some(command) = control_rx.recv() => match command {
+                Control::Reload => {
+                    if let Some(reloaded) = reload(&config_path, &config) {
+                        let (hosts, nets) = trust_list(&reloaded, pbx);
+                        trust.set(hosts, nets);
+                        core.reload(reloaded.clone());
+                        config = reloaded;
+                    }
+                }
+                Control::Away(states) => {
+                    for (extension, away) in states {
+                        if core.set_away(&extension, away) {
+                            tracing::info!(%extension, state = if away { "away" } else { "available" }, "agent state changed");
+                        }
+                    }
+                }
+            },
+            _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = status.tick() => {
+                let active = core.active_calls();
+                notify(&[sd_notify::NotifyState::Status(&format!("{active} calls in progress"))]);
+            }
+            _ = cancel.cancelled(), if draining_until.is_none() => {
+                let grace = config.sip.shutdown_grace;
+                tracing::info!(calls = core.active_calls(), grace = %humantime::format_duration(grace), "stopping: new calls are refused, calls in progress may finish");
+                notify(&[sd_notify::NotifyState::Stopping]);
+                core.drain();
+                draining_until = Some(tokio::time::Instant::now() + grace);
+            }
+        }
+        for output in core.outputs() {
+            match output {
+                Output::Send { peer, bytes } => sockets.send(peer, bytes),
+                Output::Store(change) => {
+                    let _ = changes.send(change);
+                }
+            }
+        }
+        if let Some(until) = draining_until {
+            let active = core.active_calls();
+            if active == 0 || tokio::time::Instant::now() >= until {
+                if active > 0 {
+                    tracing::warn!(
+                        calls = active,
+                        "stopping with calls still in progress; they will be closed as interrupted at the next start"
+                    );
+                }
+                break;
+            }
+        }
+    }
+    sockets_cancel.cancel();
+    drop(changes);
+    if tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .is_err()
+    {
+        tracing::error!("the database writer did not finish in 10 s; some records may be missing");
+    }
+    tracing::info!("sipdesk stopped");
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The configuration re-read, or `None` (logged) when it is invalid.
+fn reload(path: &std::path::Path, running: &Config) -> Option<Arc<Config>> {
+    match Config::load(path) {
+        Ok(config) => {
+            if config.sip.listen != running.sip.listen || config.database != running.database {
+                tracing::warn!("listen addresses and the database change only at restart");
+            }
+            tracing::info!(summary = config.summary(), "configuration reloaded");
+            Some(Arc::new(config))
+        }
+        Err(error) => {
+            tracing::error!("configuration not reloaded, the running one stays:\n{error}");
+            None
+        }
+    }
+}
+
+fn spawn_signals(
+    control: mpsc::UnboundedSender<Control>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = control.send(Control::Reload);
+                }
+                _ = terminate.recv() => cancel.cancel(),
+                _ = interrupt.recv() => cancel.cancel(),
+                _ = cancel.cancelled() => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+fn spawn_agent_refresh(
+    store: Store,
+    control: mpsc::UnboundedSender<Control>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(AGENT_REFRESH);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => match store.agent_states().await {
+                    Ok(states) => {
+                        if control.send(Control::Away(states)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot read agent states"),
+                },
+            }
+        }
+    });
+}
