@@ -167,6 +167,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
     spawn_agent_refresh(store.clone(), control.clone(), cancel.clone());
 
+    crate::phone::warm_up();
     for (transport, addr) in &bound {
         tracing::info!(%addr, transport = transport.via_name(), "listening");
     }
@@ -188,7 +189,13 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(event) = received.recv() => match event {
-                Received::Datagram { bytes, from } => core.on_datagram(Now::system(), &bytes, from),
+                Received::Datagram { bytes, from } => {
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        let first = bytes.split(|b| *b == b'\r').next().unwrap_or_default();
+                        tracing::trace!(%from, first_line = %String::from_utf8_lossy(first), "received");
+                    }
+                    core.on_datagram(Now::system(), &bytes, from)
+                }
                 Received::Stream { item, peer } => core.on_stream(Now::system(), item, peer),
                 Received::Failed { peer } => core.transport_failed(Now::system(), peer),
                 Received::Closed { peer } => sockets.forget(peer),
@@ -226,7 +233,13 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         }
         for output in core.outputs() {
             match output {
-                Output::Send { peer, bytes } => sockets.send(peer, bytes),
+                Output::Send { peer, bytes } => {
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        let first = bytes.split(|b| *b == b'\r').next().unwrap_or_default();
+                        tracing::trace!(%peer, first_line = %String::from_utf8_lossy(first), "send");
+                    }
+                    sockets.send(peer, bytes)
+                }
                 Output::Store(change) => {
                     let _ = changes.send(change);
                 }

@@ -83,6 +83,12 @@ const WITHHELD: [&str; 7] = [
     "",
 ];
 
+/// Loads the phone number metadata now, so the first call does not wait for it (building it
+/// takes tens of milliseconds, hundreds in a debug build).
+pub fn warm_up() {
+    let _ = phonenumber::parse(Some(Id::ES), "911239613");
+}
+
 /// Normalises a calling number to E.164, or recognises it as withheld.
 pub fn normalize(text: &str, region: Region) -> Result<Caller, PhoneError> {
     let trimmed = text.trim();

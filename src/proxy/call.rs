@@ -74,6 +74,8 @@ pub(super) struct Call {
     branch: Option<Branch>,
     /// Branches given up on, to recognise an answer that comes anyway.
     abandoned: Vec<Branch>,
+    /// A branch cancelled after its ring timeout, whose final response the next offer waits for.
+    cancelling: Option<u64>,
     branches: u64,
     state: State,
     offered_any: bool,
@@ -219,6 +221,7 @@ impl Core {
             pending: VecDeque::new(),
             branch: None,
             abandoned: Vec::new(),
+            cancelling: None,
             branches: 0,
             state: State::Offering,
             offered_any: false,
@@ -751,6 +754,16 @@ impl Core {
                             );
                         }
                     }
+                } else if call.state == State::Offering
+                    && call.cancelling.is_some()
+                    && call
+                        .abandoned
+                        .iter()
+                        .any(|b| b.tx == tx && Some(b.id) == call.cancelling)
+                {
+                    // The cancelled branch confirmed (487): ring the next agent now.
+                    call.cancelling = None;
+                    self.advance(now, &mut call);
                 }
             }
         }
@@ -918,7 +931,22 @@ impl Core {
                         ),
                         None => "no answer".to_owned(),
                     };
+                    // The next agent rings once this one has confirmed the CANCEL with its final
+                    // response (or after 2*T1): branches never overlap, and an answer racing the
+                    // CANCEL is seen before anyone else rings.
                     self.drop_branch(now, &mut call, &why);
+                    call.cancelling = Some(branch);
+                    let wait = 2 * self.settings.timers.t1;
+                    self.schedule(now.mono + wait, Timer::CancelWait { call: key, branch });
+                }
+                self.put(call);
+            }
+            Timer::CancelWait { call: key, branch } => {
+                let Some(mut call) = self.take(key) else {
+                    return;
+                };
+                if call.state == State::Offering && call.cancelling == Some(branch) {
+                    call.cancelling = None;
                     self.advance(now, &mut call);
                 }
                 self.put(call);

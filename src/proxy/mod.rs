@@ -133,6 +133,8 @@ pub enum Output {
 enum Timer {
     /// The agent of this branch rang long enough.
     Ring { call: u64, branch: u64 },
+    /// A cancelled branch had time enough to confirm with its final response.
+    CancelWait { call: u64, branch: u64 },
     /// The caller waited `max_wait` in all.
     MaxWait { call: u64 },
     /// An answered call outlived `max_call_duration`.

@@ -258,7 +258,7 @@ fn an_answered_call_is_forwarded_record_routed_and_recorded() {
 }
 
 #[test]
-fn no_answer_cancels_the_agent_and_rings_the_next_one() {
+fn no_answer_cancels_the_agent_and_rings_the_next_one_once_the_cancel_is_confirmed() {
     let mut h = Harness::new(OPEN);
     h.receive(caller(), &invite("100", "c2", "z9hG4bKc2"));
     let sent = h.take_sent();
@@ -266,19 +266,19 @@ fn no_answer_cancels_the_agent_and_rings_the_next_one() {
     h.receive(pbx(), &respond(&first, 180, "Ringing", "a1"));
     h.take_sent();
     h.advance(Duration::from_secs(15));
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["CANCEL sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"]
+    );
+    // The first agent confirms: its 487 is acknowledged hop by hop, then the next agent rings.
+    h.receive(pbx(), &respond(&first, 487, "Request Terminated", "a1"));
     let sent = h.take_sent();
     assert_eq!(
         lines(&sent),
         vec![
-            "CANCEL sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080",
+            "ACK sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080",
             "INVITE sip:2002@127.0.0.1:5080 SIP/2.0 -> 5080"
         ]
-    );
-    // The first agent's 487 is acknowledged hop by hop and goes no further.
-    h.receive(pbx(), &respond(&first, 487, "Request Terminated", "a1"));
-    assert_eq!(
-        lines(&h.take_sent()),
-        vec!["ACK sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"]
     );
     let second = sent_to_pbx(&sent, "INVITE sip:2002@").to_owned();
     h.receive(pbx(), &respond(&second, 200, "OK", "a2"));
@@ -295,6 +295,53 @@ fn no_answer_cancels_the_agent_and_rings_the_next_one() {
         events.contains(&"no_answer: 2001: no answer after 15s".to_owned()),
         "{events:#?}"
     );
+}
+
+#[test]
+fn a_cancel_never_confirmed_delays_the_next_agent_by_two_t1_only() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "c2b", "z9hG4bKc2b"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 180, "Ringing", "a1"));
+    h.advance(Duration::from_secs(15));
+    h.take_sent();
+    h.advance(Duration::from_millis(999));
+    assert!(
+        !lines(&h.take_sent())
+            .iter()
+            .any(|l| l.starts_with("INVITE"))
+    );
+    h.advance(Duration::from_millis(1));
+    assert!(
+        lines(&h.take_sent())
+            .contains(&"INVITE sip:2002@127.0.0.1:5080 SIP/2.0 -> 5080".to_owned())
+    );
+}
+
+#[test]
+fn an_agent_answering_just_as_the_cancel_goes_out_takes_the_call() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "c2c", "z9hG4bKc2c"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 180, "Ringing", "a1"));
+    h.advance(Duration::from_secs(15));
+    h.take_sent();
+    h.receive(pbx(), &respond(&first, 200, "OK", "a1"));
+    let sent = lines(&h.take_sent());
+    assert_eq!(
+        sent,
+        vec!["SIP/2.0 200 OK -> 5070"],
+        "relayed, and nobody else rung"
+    );
+    h.advance(Duration::from_secs(2));
+    assert!(
+        !lines(&h.take_sent())
+            .iter()
+            .any(|l| l.starts_with("INVITE"))
+    );
+    assert_eq!(h.core.active_calls(), 1);
 }
 
 #[test]

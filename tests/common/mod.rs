@@ -1,5 +1,8 @@
-//! Helpers shared by the black-box tests: databases to test against.
+//! Helpers shared by the black-box tests: databases to test against, and (in [`daemon`]) the
+//! real binary and SIPp.
 #![allow(dead_code)]
+
+pub(crate) mod daemon;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

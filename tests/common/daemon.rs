@@ -1,0 +1,299 @@
+//! Running the real `sipdesk run` and SIPp on loopback for the black-box tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static DIRS: AtomicU32 = AtomicU32::new(0);
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A fresh directory for one test.
+pub(crate) fn test_dir(name: &str) -> PathBuf {
+    let n = DIRS.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("sipdesk-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub(crate) fn scenario(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A running sipdesk.
+pub(crate) struct Daemon {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    pub(crate) pbx_port: u16,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts sipdesk listening on UDP and TCP at 127.0.0.1:<port>, with the PBX at
+    /// 127.0.0.1:<pbx_port>, `sip_extra` added to `[sip]` and `body` (defaults and groups)
+    /// after it. Returns once it says it is ready.
+    pub(crate) fn start(name: &str, sip_extra: &str, body: &str) -> Daemon {
+        Daemon::start_with_database(name, sip_extra, body, None)
+    }
+
+    pub(crate) fn start_with_database(
+        name: &str,
+        sip_extra: &str,
+        body: &str,
+        database: Option<&str>,
+    ) -> Daemon {
+        let dir = test_dir(name);
+        let port = free_port();
+        let pbx_port = free_port();
+        let database = database.map_or_else(
+            || format!("sqlite://{}/sipdesk.db", dir.display()),
+            str::to_owned,
+        );
+        let text = format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\npbx = \"127.0.0.1:{pbx_port}\"\n{sip_extra}\n\n[database]\nurl = \"{database}\"\n\n{body}"
+        );
+        let config = dir.join("sipdesk.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut daemon = Daemon {
+            child: None,
+            port,
+            pbx_port,
+            dir,
+            config,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .env("SIPDESK_LOG", "info,sipdesk=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sipdesk starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sipdesk ready") {
+                    let _ = ready_tx.send(());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            panic!("sipdesk did not become ready:\n{}", self.log());
+        }
+    }
+
+    /// Everything sipdesk logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// `sipdesk calls --json`.
+    pub(crate) fn calls(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+            .args([
+                "calls",
+                "--json",
+                "--limit",
+                "1000",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sipdesk calls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until `n` calls have ended and returns every call.
+    pub(crate) fn ended_calls(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let calls = self.calls();
+            let ended = calls.iter().filter(|c| !c["outcome"].is_null()).count();
+            if ended >= n || Instant::now() > deadline {
+                assert_eq!(ended, n, "ended calls: {calls:#?}\nlog:\n{}", self.log());
+                return calls;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it with SIGTERM; returns its exit code.
+    pub(crate) fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sipdesk did not stop on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills it with SIGKILL.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same configuration.
+    pub(crate) fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A SIPp run.
+pub(crate) struct Sipp {
+    child: Child,
+    name: String,
+    dir: PathBuf,
+}
+
+/// Options of one SIPp run.
+pub(crate) struct SippRun<'a> {
+    pub(crate) scenario: &'a str,
+    /// The local address and port.
+    pub(crate) ip: &'a str,
+    pub(crate) port: u16,
+    /// `Some(address)` for a UAC, `None` for a UAS.
+    pub(crate) target: Option<String>,
+    pub(crate) service: &'a str,
+    pub(crate) calls: u32,
+    pub(crate) rate: u32,
+    pub(crate) tcp: bool,
+}
+
+impl SippRun<'_> {
+    pub(crate) fn spawn(&self, dir: &Path) -> Sipp {
+        let name = format!("{}-{}", self.scenario.trim_end_matches(".xml"), self.port);
+        let mut args: Vec<String> = vec![
+            "-sf".into(),
+            scenario(self.scenario),
+            "-i".into(),
+            self.ip.into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-m".into(),
+            self.calls.to_string(),
+            "-nostdin".into(),
+            "-trace_err".into(),
+            "-error_file".into(),
+            dir.join(format!("{name}.errors.log")).display().to_string(),
+            "-timeout".into(),
+            "40s".into(),
+            "-timeout_error".into(),
+            "-max_recv_loops".into(),
+            "1000".into(),
+            "-deadcall_wait".into(),
+            "0".into(),
+        ];
+        if self.tcp {
+            args.extend(["-t".into(), "t1".into()]);
+        }
+        if let Some(target) = &self.target {
+            args.extend([
+                "-s".into(),
+                self.service.into(),
+                "-r".into(),
+                self.rate.to_string(),
+                "-l".into(),
+                "1".into(),
+            ]);
+            args.push(target.clone());
+        }
+        let child = Command::new("sipp")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sipp is installed (Debian package sip-tester)");
+        Sipp {
+            child,
+            name,
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl Sipp {
+    /// Waits for SIPp to finish; returns its exit code (0: every call succeeded) and its errors.
+    pub(crate) fn wait(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        let errors = std::fs::read_to_string(self.dir.join(format!("{}.errors.log", self.name)))
+            .unwrap_or_default();
+        (status.code().unwrap_or(-1), format!("{stderr}{errors}"))
+    }
+
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
