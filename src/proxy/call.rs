@@ -816,11 +816,7 @@ impl Core {
 
     /// The caller's CANCEL.
     pub(super) fn on_cancel(&mut self, now: Now, key: TxKey, request: Request) {
-        let invite_key = TxKey {
-            branch: key.branch.clone(),
-            method: "INVITE".to_owned(),
-            sent_by: key.sent_by.clone(),
-        };
+        let invite_key = key.invite_of_cancel();
         if !self.tx.has_server(&invite_key) {
             self.reply(
                 now,

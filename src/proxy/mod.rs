@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::phone::Region;
 use crate::routing::Extension;
 use crate::sip::message::{self, Request, Response};
-use crate::sip::peer::{Peer, Transport};
+use crate::sip::peer::Peer;
 use crate::sip::transaction::{Event, TimerSettings, Transactions, TxKey};
 use crate::sip::wire::{self, Datagram, Inbound, Limits, Refusal};
 
@@ -626,19 +626,12 @@ impl Core {
     }
 }
 
-/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581): over TCP, the connection it
-/// came on; over UDP, the source address, and the port in its top Via unless it asked for
-/// `rport`.
-fn reply_peer(request: &Request, source: Peer) -> Peer {
-    if source.transport == Transport::Tcp {
-        return source;
-    }
-    let via = request.top_via();
-    let port = match via.param("rport") {
-        Some(_) => source.addr.port(),
-        None => via.port.unwrap_or(5060),
-    };
-    Peer::udp(SocketAddr::new(source.addr.ip(), port))
+/// Where responses to a request go: the connection it came on (TCP), or the address and port it
+/// came from (UDP), as if every Via asked for `rport` (RFC 3581). RFC 3261 §18.2.2 would use the
+/// Via's port; sipdesk answers symmetrically because its peers (PBXs) send from the socket they
+/// listen on, NAT makes the Via port unreliable, and a forged Via cannot aim answers elsewhere.
+fn reply_peer(_request: &Request, source: Peer) -> Peer {
+    source
 }
 
 /// Option tags in Proxy-Require (and, where sipdesk is the endpoint, Require): sipdesk

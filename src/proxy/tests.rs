@@ -558,7 +558,7 @@ fn an_outbound_call_from_an_agent_goes_to_the_pbx_and_is_recorded() {
     h.receive(pbx(), &respond(&out, 486, "Busy Here", "far"));
     let sent = lines(&h.take_sent());
     assert!(
-        sent.contains(&"SIP/2.0 486 Busy Here -> 5070".to_owned()),
+        sent.contains(&"SIP/2.0 486 Busy Here -> 5080".to_owned()),
         "{sent:?}"
     );
     let r = h.records()[0];

@@ -38,12 +38,17 @@ impl Default for TimerSettings {
 }
 
 /// Identifies a transaction: the branch, the method (ACK counts as INVITE), and for server
-/// transactions the top Via's sent-by.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// transactions the top Via's sent-by, the Call-ID and the CSeq number. RFC 3261 §17.2.3 matches
+/// on the first three only; requiring the same Call-ID and CSeq number too (which every genuine
+/// retransmission has) keeps a client that reuses branches (RFC 4475's test set does) from having
+/// distinct requests taken for retransmissions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxKey {
     pub branch: String,
     pub method: String,
     pub sent_by: String,
+    pub call_id: String,
+    pub seq: u32,
 }
 
 impl TxKey {
@@ -69,6 +74,8 @@ impl TxKey {
             branch,
             method,
             sent_by: via.sent_by(),
+            call_id: request.call_id.clone(),
+            seq: request.cseq.seq,
         }
     }
 
@@ -78,6 +85,8 @@ impl TxKey {
             branch: response.top_via().branch().unwrap_or_default().to_owned(),
             method: response.cseq.method.clone(),
             sent_by: String::new(),
+            call_id: String::new(),
+            seq: 0,
         }
     }
 
@@ -86,6 +95,16 @@ impl TxKey {
             branch: branch.to_owned(),
             method: method.to_string(),
             sent_by: String::new(),
+            call_id: String::new(),
+            seq: 0,
+        }
+    }
+
+    /// The INVITE transaction a CANCEL (with this key) cancels.
+    pub fn invite_of_cancel(&self) -> TxKey {
+        TxKey {
+            method: "INVITE".to_owned(),
+            ..self.clone()
         }
     }
 
@@ -183,8 +202,8 @@ struct ClientTx {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Which {
-    Server(String, String, String),
-    Client(String, String),
+    Server(TxKey),
+    Client(TxKey),
 }
 
 /// Every transaction of one sipdesk instance.
@@ -198,11 +217,11 @@ pub struct Transactions {
 }
 
 fn which_server(key: &TxKey) -> Which {
-    Which::Server(key.branch.clone(), key.method.clone(), key.sent_by.clone())
+    Which::Server(key.clone())
 }
 
 fn which_client(key: &TxKey) -> Which {
-    Which::Client(key.branch.clone(), key.method.clone())
+    Which::Client(key.clone())
 }
 
 impl Transactions {
@@ -514,22 +533,8 @@ impl Transactions {
                 break;
             };
             match which {
-                Which::Server(branch, method, sent_by) => self.poll_server(
-                    now,
-                    TxKey {
-                        branch,
-                        method,
-                        sent_by,
-                    },
-                ),
-                Which::Client(branch, method) => self.poll_client(
-                    now,
-                    TxKey {
-                        branch,
-                        method,
-                        sent_by: String::new(),
-                    },
-                ),
+                Which::Server(key) => self.poll_server(now, key),
+                Which::Client(key) => self.poll_client(now, key),
             }
         }
     }
