@@ -146,7 +146,9 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         .iter()
         .map(|l| (l.transport, l.addr))
         .collect();
-    let sockets_cancel = cancel.child_token();
+    // Not a child of `cancel`: while stopping, sipdesk keeps receiving so calls in progress can
+    // end (their BYEs); the sockets close once the loop is done.
+    let sockets_cancel = CancellationToken::new();
     let (mut sockets, mut received, bound) = Sockets::bind(
         &listen,
         config.sip.limits,
