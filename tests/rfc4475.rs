@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 
-const TORTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/rfc4475");
+const TORTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rfc4475");
 
 /// A closed group serving queue `user` (the user part most torture INVITEs are addressed to),
 /// so that INVITEs which pass the checks are routed and refused 480 out of hours.

@@ -1,6 +1,6 @@
 use super::*;
 
-const TORTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/rfc4475");
+const TORTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rfc4475");
 
 fn torture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{TORTURE}/{name}.dat")).unwrap_or_else(|e| panic!("{name}: {e}"))
