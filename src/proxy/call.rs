@@ -2,7 +2,6 @@
 //! to the record. Inbound calls walk their groups' agents one at a time; outbound calls (an agent
 //! dialling an external number) go to the PBX once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::call::{
 };
 use crate::config::Config;
 use crate::phone::{self, Caller};
-use crate::routing::{self, AgentState, CallerStatus, Extension, Offer, Reason, Route, Verdict};
+use crate::routing::{self, CallerStatus, Extension, Reason, Route, Verdict};
 use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
 use crate::sip::syntax::SipUri;
@@ -70,7 +69,6 @@ pub(super) struct Call {
     route: Option<Route>,
     /// Explanation steps already stored as events.
     explained: usize,
-    pending: VecDeque<Offer>,
     branch: Option<Branch>,
     /// Branches given up on, to recognise an answer that comes anyway.
     abandoned: Vec<Branch>,
@@ -218,7 +216,6 @@ impl Core {
             config: self.config.clone(),
             route: None,
             explained: 0,
-            pending: VecDeque::new(),
             branch: None,
             abandoned: Vec::new(),
             cancelling: None,
@@ -374,42 +371,22 @@ impl Core {
                 self.give_up(now, call);
                 return;
             }
-            let offer = match call.pending.pop_front() {
-                Some(offer) => offer,
-                None => {
-                    let Some(route) = call.route.as_mut() else {
-                        self.give_up(now, call);
-                        return;
-                    };
-                    let next = route.next_group(
-                        &call.config.groups,
-                        now.wall,
-                        &self.agents.at(now.mono),
-                        &self.cursors,
-                    );
-                    self.explain(now, call);
-                    match next {
-                        Some(offers) => {
-                            call.pending = offers.into();
-                            continue;
-                        }
-                        None => {
-                            self.give_up(now, call);
-                            return;
-                        }
-                    }
-                }
+            let Some(route) = call.route.as_mut() else {
+                self.give_up(now, call);
+                return;
             };
-            let state = self.agents.state(&offer.extension, now.mono);
-            if state != AgentState::Available {
-                self.event(
-                    now,
-                    call,
-                    "skipped",
-                    format!("{} is {} now", offer.extension, state.as_str()),
-                );
-                continue;
-            }
+            let groups = &call.config.groups;
+            // Agents' states are read again at each offer: one who became busy is skipped.
+            let Some(offer) = route.next_offer(groups, &self.agents.at(now.mono)) else {
+                let more =
+                    route.next_group(groups, now.wall, &self.agents.at(now.mono), &self.cursors);
+                self.explain(now, call);
+                if more {
+                    continue;
+                }
+                self.give_up(now, call);
+                return;
+            };
             self.agents.engage(&offer.extension);
             self.cursors
                 .insert(offer.group.to_string(), offer.extension.clone());

@@ -104,8 +104,10 @@ pub fn decide(
         Err(rejected) => return rejected,
     };
     let mut offers = Vec::new();
-    while let Some(ring) = route.next_group(groups, call.at, presence, cursors) {
-        offers.extend(ring);
+    while route.next_group(groups, call.at, presence, cursors) {
+        while let Some(offer) = route.next_offer(groups, presence) {
+            offers.push(offer);
+        }
     }
     route.finish(groups, offers)
 }
@@ -125,8 +127,18 @@ pub struct Route {
     stack: Vec<Frame>,
     /// Extensions offered so far in this call.
     offered: HashSet<Extension>,
+    /// The group being rung and where its round-robin order stands.
+    ring: Option<Ring>,
     started: bool,
     steps: Vec<Step>,
+}
+
+/// A group being rung: its agents in round-robin order from `start`, `next` of them tried.
+#[derive(Clone, Copy, Debug)]
+struct Ring {
+    group: GroupId,
+    start: usize,
+    next: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +158,7 @@ impl Route {
             visited: vec![false; groups.len()],
             stack: Vec::new(),
             offered: HashSet::new(),
+            ring: None,
             started: false,
             steps: Vec::new(),
         };
@@ -208,24 +221,26 @@ impl Route {
         &self.steps
     }
 
-    /// The next group that can ring and its agents in round-robin order, or `None` when every
-    /// option is exhausted.
+    /// Moves on to the next group that can ring; its agents then come from
+    /// [`Route::next_offer`]. `false` when every option is exhausted.
     pub fn next_group(
         &mut self,
         groups: &Groups,
         at: Timestamp,
         presence: &impl Presence,
         cursors: &impl Cursors,
-    ) -> Option<Vec<Offer>> {
+    ) -> bool {
+        self.ring = None;
         if !self.started {
             self.started = true;
-            let ring = self.visit(groups, self.owner, at, presence, cursors);
-            if ring.is_some() {
-                return ring;
+            if self.visit(groups, self.owner, at, presence, cursors) {
+                return true;
             }
         }
         loop {
-            let frame = self.stack.last_mut()?;
+            let Some(frame) = self.stack.last_mut() else {
+                return false;
+            };
             let group = groups.get(frame.group);
             let Some(overflow) = group.overflow.get(frame.next_overflow) else {
                 self.stack.pop();
@@ -254,12 +269,36 @@ impl Route {
                     Some(condition.into()),
                     detail,
                 );
-                let ring = self.visit(groups, target, at, presence, cursors);
-                if ring.is_some() {
-                    return ring;
+                if self.visit(groups, target, at, presence, cursors) {
+                    return true;
                 }
             }
         }
+    }
+
+    /// The next agent of the current group to ring, in round-robin order, skipping agents who
+    /// are not available now or were already offered this call; `None` when the group is
+    /// exhausted. Agents are taken one at a time, so a call holds no list of them.
+    pub fn next_offer(&mut self, groups: &Groups, presence: &impl Presence) -> Option<Offer> {
+        let ring = self.ring.as_mut()?;
+        let group = groups.get(ring.group);
+        let agents = &group.agents;
+        while ring.next < agents.len() {
+            let extension = &agents[(ring.start + ring.next) % agents.len()].extension;
+            ring.next += 1;
+            if presence.state(extension) == AgentState::Available
+                && !self.offered.contains(extension)
+            {
+                self.offered.insert(extension.clone());
+                return Some(Offer {
+                    group: group.name.clone(),
+                    extension: extension.clone(),
+                    ring_timeout: group.ring_timeout,
+                });
+            }
+        }
+        self.ring = None;
+        None
     }
 
     /// The decision once the walk is over, with every offer it produced.
@@ -327,8 +366,8 @@ impl Route {
         });
     }
 
-    /// Reads a group at `at`: its offers when it can ring; otherwise records why not. Either way
-    /// its overflow targets are queued for the condition at hand.
+    /// Reads a group at `at`: whether it can ring (it becomes the current group); otherwise
+    /// records why not. Either way its overflow targets are queued for the condition at hand.
     fn visit(
         &mut self,
         groups: &Groups,
@@ -336,7 +375,7 @@ impl Route {
         at: Timestamp,
         presence: &impl Presence,
         cursors: &impl Cursors,
-    ) -> Option<Vec<Offer>> {
+    ) -> bool {
         self.visited[id] = true;
         let group = groups.get(id);
         let schedule = &group.schedule;
@@ -358,7 +397,7 @@ impl Route {
                 },
             )),
             Availability::OutOfHours => Err((Condition::OutOfHours, Detail::Closed { at: local })),
-            Availability::Open(open) => self.ring_order(groups, id, local, open, presence, cursors),
+            Availability::Open(open) => self.open_group(groups, id, local, open, presence, cursors),
         };
         let condition = match &outcome {
             Ok(_) => Condition::NoAgents,
@@ -370,7 +409,7 @@ impl Route {
             next_overflow: 0,
         });
         match outcome {
-            Ok(offers) => Some(offers),
+            Ok(()) => true,
             Err((condition, detail)) => {
                 if id == self.owner {
                     self.reason = Some(condition.into());
@@ -382,13 +421,14 @@ impl Route {
                     Some(condition.into()),
                     detail,
                 );
-                None
+                false
             }
         }
     }
 
-    /// The group's available agents in round-robin order, or why there are none.
-    fn ring_order(
+    /// Makes an open group the one being rung when any of its agents can take the call, noting
+    /// the first few in round-robin order; otherwise says why nobody can.
+    fn open_group(
         &mut self,
         groups: &Groups,
         id: GroupId,
@@ -396,52 +436,75 @@ impl Route {
         open: Option<(jiff::civil::Weekday, super::schedule::Interval)>,
         presence: &impl Presence,
         cursors: &impl Cursors,
-    ) -> Result<Vec<Offer>, (Condition, Detail)> {
+    ) -> Result<(), (Condition, Detail)> {
         let group = groups.get(id);
         let agents = &group.agents;
         let last = cursors.last_offered(&group.name);
         let start = last
             .and_then(|ext| agents.iter().position(|a| &a.extension == ext))
             .map_or(0, |i| i + 1);
-        let mut offers: Vec<Offer> = Vec::new();
+        let mut order: Vec<Extension> = Vec::new();
+        let mut available = 0;
         let mut passed: Vec<Passed> = Vec::new();
+        let mut passed_count = 0;
         for k in 0..agents.len() {
             let extension = &agents[(start + k) % agents.len()].extension;
             let state = presence.state(extension);
-            if state != AgentState::Available {
-                passed.push(Passed {
-                    extension: extension.clone(),
-                    state: Some(state),
-                });
+            let unavailable = if state != AgentState::Available {
+                Some(Some(state))
             } else if self.offered.contains(extension) {
-                passed.push(Passed {
-                    extension: extension.clone(),
-                    state: None,
-                });
+                Some(None)
             } else {
-                offers.push(Offer {
-                    group: group.name.clone(),
-                    extension: extension.clone(),
-                    ring_timeout: group.ring_timeout,
-                });
+                None
+            };
+            match unavailable {
+                Some(state) => {
+                    passed_count += 1;
+                    if passed.len() < SHOWN {
+                        passed.push(Passed {
+                            extension: extension.clone(),
+                            state,
+                        });
+                    }
+                }
+                None => {
+                    available += 1;
+                    if order.len() < SHOWN {
+                        order.push(extension.clone());
+                    }
+                }
             }
         }
-        if offers.is_empty() {
-            return Err((Condition::NoAgents, Detail::NoAgents { at, open, passed }));
+        if available == 0 {
+            let detail = Detail::NoAgents {
+                at,
+                open,
+                passed,
+                passed_count,
+            };
+            return Err((Condition::NoAgents, detail));
         }
-        self.offered
-            .extend(offers.iter().map(|o| o.extension.clone()));
         let detail = Detail::Ring {
             at,
             open,
-            order: offers.iter().map(|o| o.extension.clone()).collect(),
+            order,
+            available,
             after: last.filter(|_| start > 0).cloned(),
             passed,
+            passed_count,
         };
         self.step(groups, Some(id), Verdict::Ring, None, detail);
-        Ok(offers)
+        self.ring = Some(Ring {
+            group: id,
+            start,
+            next: 0,
+        });
+        Ok(())
     }
 }
+
+/// How many agents an explanation names before it only counts them.
+const SHOWN: usize = 8;
 
 #[cfg(test)]
 mod tests;

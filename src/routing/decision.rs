@@ -139,20 +139,24 @@ pub enum Detail {
     Closed {
         at: LocalTime,
     },
-    /// Open, with agents to ring in this order.
+    /// Open, with agents to ring in this order (the first few named, `available` in all).
     Ring {
         at: LocalTime,
         open: Option<(Weekday, Interval)>,
         order: Vec<Extension>,
+        available: usize,
         /// Who was offered the group's previous call, when the order starts after them.
         after: Option<Extension>,
+        /// Agents passed over (the first few named, `passed_count` in all).
         passed: Vec<Passed>,
+        passed_count: usize,
     },
     /// Open, but nobody can ring.
     NoAgents {
         at: LocalTime,
         open: Option<(Weekday, Interval)>,
         passed: Vec<Passed>,
+        passed_count: usize,
     },
     OverflowNotFor {
         from: Arc<str>,
@@ -203,7 +207,7 @@ fn open_words(
     }
 }
 
-fn passed_words(passed: &[Passed]) -> String {
+fn passed_words(passed: &[Passed], count: usize) -> String {
     let words: Vec<String> = passed
         .iter()
         .map(|p| match p.state {
@@ -211,12 +215,20 @@ fn passed_words(passed: &[Passed]) -> String {
             None => format!("{} already offered this call", p.extension),
         })
         .collect();
-    words.join(", ")
+    with_more(words.join(", "), count.saturating_sub(passed.len()))
 }
 
-fn list<T: fmt::Display>(items: &[T]) -> String {
+fn list<T: fmt::Display>(items: &[T], count: usize) -> String {
     let words: Vec<String> = items.iter().map(ToString::to_string).collect();
-    words.join(", ")
+    with_more(words.join(", "), count.saturating_sub(items.len()))
+}
+
+fn with_more(text: String, more: usize) -> String {
+    if more == 0 {
+        text
+    } else {
+        format!("{text} and {more} more")
+    }
 }
 
 impl fmt::Display for Detail {
@@ -249,11 +261,13 @@ impl fmt::Display for Detail {
                 at,
                 open,
                 order,
+                available,
                 after,
                 passed,
+                passed_count,
             } => {
                 open_words(f, at, open)?;
-                write!(f, "; ring {}", list(order))?;
+                write!(f, "; ring {}", list(order, *available))?;
                 match after {
                     Some(last) => {
                         write!(f, " (round-robin: {last} was offered the previous call)")?
@@ -261,13 +275,22 @@ impl fmt::Display for Detail {
                     None => write!(f, " (round-robin from the top of the list)")?,
                 }
                 if !passed.is_empty() {
-                    write!(f, "; skipped {}", passed_words(passed))?;
+                    write!(f, "; skipped {}", passed_words(passed, *passed_count))?;
                 }
                 Ok(())
             }
-            Detail::NoAgents { at, open, passed } => {
+            Detail::NoAgents {
+                at,
+                open,
+                passed,
+                passed_count,
+            } => {
                 open_words(f, at, open)?;
-                write!(f, " but no agent available: {}", passed_words(passed))
+                write!(
+                    f,
+                    " but no agent available: {}",
+                    passed_words(passed, *passed_count)
+                )
             }
             Detail::OverflowNotFor { from, when } => {
                 let when: Vec<&str> = when.iter().map(|c| c.as_str()).collect();

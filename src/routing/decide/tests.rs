@@ -621,3 +621,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_large_group_is_explained_with_its_first_agents_and_a_count() {
+    let agents: Vec<String> = (0..100)
+        .map(|a| format!("{{ extension = \"{}\" }}", 7000 + a))
+        .collect();
+    let g = groups(&format!(
+        "[[groups]]\nname = \"big\"\nqueues = [\"7\"]\nagents = [{}]\n",
+        agents.join(", ")
+    ));
+    let presence = states(&[("7000", AgentState::Away), ("7001", AgentState::Busy)]);
+    let d = decide(&g, &call("7", MONDAY_10), &presence, &no_cursors());
+    assert_eq!(d.offers.len(), 98);
+    let detail = d.explanation[1].detail.to_string();
+    assert!(
+        detail.ends_with("; ring 7002, 7003, 7004, 7005, 7006, 7007, 7008, 7009 and 90 more (round-robin from the top of the list); skipped 7000 away, 7001 busy"),
+        "{detail}"
+    );
+}
