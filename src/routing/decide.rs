@@ -397,7 +397,12 @@ impl Route {
                 },
             )),
             Availability::OutOfHours => Err((Condition::OutOfHours, Detail::Closed { at: local })),
-            Availability::Open(open) => self.open_group(groups, id, local, open, presence, cursors),
+            Availability::Open(open) => {
+                match self.open_group(groups, id, local, open, presence, cursors) {
+                    None => Ok(()),
+                    Some(why) => Err(why),
+                }
+            }
         };
         let condition = match &outcome {
             Ok(_) => Condition::NoAgents,
@@ -427,7 +432,7 @@ impl Route {
     }
 
     /// Makes an open group the one being rung when any of its agents can take the call, noting
-    /// the first few in round-robin order; otherwise says why nobody can.
+    /// the first few in round-robin order; otherwise returns why nobody can.
     fn open_group(
         &mut self,
         groups: &Groups,
@@ -436,7 +441,7 @@ impl Route {
         open: Option<(jiff::civil::Weekday, super::schedule::Interval)>,
         presence: &impl Presence,
         cursors: &impl Cursors,
-    ) -> Result<(), (Condition, Detail)> {
+    ) -> Option<(Condition, Detail)> {
         let group = groups.get(id);
         let agents = &group.agents;
         let last = cursors.last_offered(&group.name);
@@ -482,7 +487,7 @@ impl Route {
                 passed,
                 passed_count,
             };
-            return Err((Condition::NoAgents, detail));
+            return Some((Condition::NoAgents, detail));
         }
         let detail = Detail::Ring {
             at,
@@ -499,7 +504,7 @@ impl Route {
             start,
             next: 0,
         });
-        Ok(())
+        None
     }
 }
 
