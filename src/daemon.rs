@@ -187,15 +187,32 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let mut status = tokio::time::interval(STATUS_EVERY);
     let mut config = config;
     let mut draining_until: Option<tokio::time::Instant> = None;
+    let primary = sockets.primary_udp();
+    let mut datagram = vec![0u8; 65_536];
     loop {
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
+            readable = udp_readable(primary.as_deref()) => {
+                if readable.is_ok() {
+                    if let Some(socket) = &primary {
+                        // Everything waiting is handled in one go, then the outputs go out.
+                        for _ in 0..UDP_BURST {
+                            match socket.try_recv_from(&mut datagram) {
+                                Ok((n, from)) => {
+                                    trace_datagram(&datagram[..n], from);
+                                    core.on_datagram(Now::system(), &datagram[..n], from);
+                                }
+                                // WouldBlock ends the burst; ICMP errors from earlier sends
+                                // surface here on Linux and are not fatal.
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            },
             Some(event) = received.recv() => match event {
                 Received::Datagram { bytes, from } => {
-                    if tracing::enabled!(tracing::Level::TRACE) {
-                        let first = bytes.split(|b| *b == b'\r').next().unwrap_or_default();
-                        tracing::trace!(%from, first_line = %String::from_utf8_lossy(first), "received");
-                    }
+                    trace_datagram(&bytes, from);
                     core.on_datagram(Now::system(), &bytes, from)
                 }
                 Received::Stream { item, peer } => core.on_stream(Now::system(), item, peer),
@@ -270,6 +287,23 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     }
     tracing::info!("sipdesk stopped");
     Ok(())
+}
+
+/// Most datagrams handled per wake-up before outputs are flushed.
+const UDP_BURST: usize = 64;
+
+async fn udp_readable(socket: Option<&tokio::net::UdpSocket>) -> std::io::Result<()> {
+    match socket {
+        Some(socket) => socket.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn trace_datagram(bytes: &[u8], from: SocketAddr) {
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let first = bytes.split(|b| *b == b'\r').next().unwrap_or_default();
+        tracing::trace!(%from, first_line = %String::from_utf8_lossy(first), "received");
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

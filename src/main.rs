@@ -147,9 +147,10 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// The daemon runs on one thread: the proxy loop owns all call state, so more threads would only
+/// add wake-ups between them (SQLite and the kernel do their work on their own threads).
 fn run(path: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(sipdesk::daemon::run(

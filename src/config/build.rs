@@ -469,6 +469,7 @@ fn build_groups(
                 inactive_caller_group,
                 final_action: group.final_action,
                 allow_transfer: group.allow_transfer,
+                positions: Default::default(),
             });
         }
     }

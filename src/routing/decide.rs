@@ -9,7 +9,9 @@
 //! checks an agent's state again just before ringing; [`decide`] plans the whole walk at once,
 //! as if nobody answered, for `sipdesk route` and the tests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::FxHashSet;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -126,7 +128,7 @@ pub struct Route {
     /// Groups whose overflow targets are still to be tried, innermost last.
     stack: Vec<Frame>,
     /// Extensions offered so far in this call.
-    offered: HashSet<Extension>,
+    offered: FxHashSet<Extension>,
     /// The group being rung and where its round-robin order stands.
     ring: Option<Ring>,
     started: bool,
@@ -157,7 +159,7 @@ impl Route {
             reason: None,
             visited: vec![false; groups.len()],
             stack: Vec::new(),
-            offered: HashSet::new(),
+            offered: FxHashSet::default(),
             ring: None,
             started: false,
             steps: Vec::new(),
@@ -446,7 +448,7 @@ impl Route {
         let agents = &group.agents;
         let last = cursors.last_offered(&group.name);
         let start = last
-            .and_then(|ext| agents.iter().position(|a| &a.extension == ext))
+            .and_then(|ext| group.position(ext))
             .map_or(0, |i| i + 1);
         let mut order: Vec<Extension> = Vec::new();
         let mut available = 0;

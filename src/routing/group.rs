@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::Schedule;
@@ -136,6 +137,15 @@ pub struct Group {
     pub inactive_caller_group: Option<GroupId>,
     pub final_action: FinalAction,
     pub allow_transfer: bool,
+    /// Where each extension is in `agents` (filled by [`Groups::new`]).
+    pub positions: FxHashMap<Extension, usize>,
+}
+
+impl Group {
+    /// The position of an agent in the distribution order.
+    pub fn position(&self, extension: &Extension) -> Option<usize> {
+        self.positions.get(extension).copied()
+    }
 }
 
 /// Every group, indexed by queue ID and by name.
@@ -148,9 +158,17 @@ pub struct Groups {
 
 impl Groups {
     /// Indexes groups whose names and queues were already checked to be unique.
-    pub fn new(groups: Vec<Group>) -> Groups {
+    pub fn new(mut groups: Vec<Group>) -> Groups {
         let mut by_queue = HashMap::new();
         let mut by_name = HashMap::new();
+        for group in &mut groups {
+            group.positions = group
+                .agents
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.extension.clone(), i))
+                .collect();
+        }
         for (id, group) in groups.iter().enumerate() {
             by_name.insert(group.name.clone(), id);
             for queue in &group.queues {

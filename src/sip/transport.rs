@@ -1,7 +1,8 @@
 //! The sockets: UDP datagrams and TCP connections, as tokio tasks around the sans-io layers.
 //!
-//! UDP: one receive task per socket hands datagrams to the daemon loop; sends go straight out of
-//! the first UDP socket. TCP: each accepted or opened connection has a reader task (framing with
+//! UDP: the daemon loop reads the first UDP socket itself ([`Sockets::primary_udp`]), with no
+//! hop through a channel; any other UDP socket has a receive task. Sends go straight out of the
+//! UDP socket of the right address family. TCP: each accepted or opened connection has a reader task (framing with
 //! [`StreamDecoder`], answering CRLF keep-alive pings, closing on broken framing) and a writer
 //! task fed by a channel, so the daemon loop never waits on a slow peer. Connections from
 //! untrusted addresses are closed at once.
@@ -135,6 +136,11 @@ impl Sockets {
             cancel,
         };
         Ok((sockets, inbound, bound))
+    }
+
+    /// The UDP socket the daemon loop reads itself.
+    pub fn primary_udp(&self) -> Option<Arc<UdpSocket>> {
+        self.udp.first().cloned()
     }
 
     /// Sends a message; TCP messages without a connection open one to the peer.

@@ -208,27 +208,50 @@ impl Store {
         Ok(())
     }
 
-    /// Commits a batch of changes in one transaction.
+    /// Commits a batch of changes in one transaction, with one multi-row statement per kind of
+    /// change (a round trip per statement is what costs, not a row).
     pub async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+        let mut starts = Vec::new();
+        let mut events = Vec::new();
+        let mut ends = Vec::new();
+        let mut cursors: Vec<(&str, &str)> = Vec::new();
         for change in changes {
             match change {
-                Change::CallStarted(start) => insert_start(&mut tx, start).await?,
-                Change::Event(event) => insert_event(&mut tx, event).await?,
-                Change::CallEnded(record) => upsert_record(&mut tx, record).await?,
+                Change::CallStarted(start) => starts.push(start),
+                Change::Event(event) => events.push(event),
+                Change::CallEnded(record) => ends.push(record.as_ref()),
                 Change::Cursor { group, extension } => {
-                    sqlx::query(
-                        "INSERT INTO cursors (group_name, extension, updated_at) VALUES ($1, $2, $3)
-                         ON CONFLICT (group_name) DO UPDATE SET extension = excluded.extension, updated_at = excluded.updated_at",
-                    )
-                    .bind(group.as_str())
-                    .bind(extension.as_str())
-                    .bind(millis(Timestamp::now()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_error("save cursor"))?;
+                    // The last position of each group wins; one row per group per statement.
+                    cursors.retain(|(g, _)| g != group);
+                    cursors.push((group, extension));
                 }
             }
+        }
+        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+        for chunk in starts.chunks(ROWS) {
+            insert_starts(&mut tx, chunk).await?;
+        }
+        for chunk in events.chunks(ROWS) {
+            insert_events(&mut tx, chunk).await?;
+        }
+        for chunk in ends.chunks(ROWS) {
+            upsert_records(&mut tx, chunk).await?;
+        }
+        if !cursors.is_empty() {
+            let now = millis(Timestamp::now());
+            let sql = format!(
+                "INSERT INTO cursors (group_name, extension, updated_at) VALUES {}
+                 ON CONFLICT (group_name) DO UPDATE SET extension = excluded.extension, updated_at = excluded.updated_at",
+                placeholders(cursors.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for (group, extension) in &cursors {
+                query = query.bind(*group).bind(*extension).bind(now);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("save cursors"))?;
         }
         tx.commit().await.map_err(query_error("commit"))
     }
@@ -369,46 +392,80 @@ fn redact(url: &str) -> String {
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-async fn insert_start(tx: &mut Tx<'_>, start: &CallStart) -> Result<(), StoreError> {
-    sqlx::query(
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind limits.
+const ROWS: usize = 100;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+async fn insert_starts(tx: &mut Tx<'_>, starts: &[&CallStart]) -> Result<(), StoreError> {
+    let sql = format!(
         "INSERT INTO calls (id, sip_call_id, direction, queue, caller, callee, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(start.id.as_str())
-    .bind(start.sip_call_id.as_str())
-    .bind(name(&start.direction))
-    .bind(start.queue.clone())
-    .bind(start.caller.as_str())
-    .bind(start.callee.as_str())
-    .bind(millis(start.started_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(query_error("save call start"))?;
+         VALUES {} ON CONFLICT (id) DO NOTHING",
+        placeholders(starts.len(), 7)
+    );
+    let mut query = sqlx::query(&sql);
+    for start in starts {
+        query = query
+            .bind(start.id.as_str())
+            .bind(start.sip_call_id.as_str())
+            .bind(name(&start.direction))
+            .bind(start.queue.clone())
+            .bind(start.caller.as_str())
+            .bind(start.callee.as_str())
+            .bind(millis(start.started_at));
+    }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(query_error("save call starts"))?;
     Ok(())
 }
 
-async fn insert_event(tx: &mut Tx<'_>, event: &CallEvent) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO call_events (call_id, seq, at, kind, detail) VALUES ($1, $2, $3, $4, $5)
+async fn insert_events(tx: &mut Tx<'_>, events: &[&CallEvent]) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO call_events (call_id, seq, at, kind, detail) VALUES {}
          ON CONFLICT (call_id, seq) DO NOTHING",
-    )
-    .bind(event.call_id.as_str())
-    .bind(event.seq as i64)
-    .bind(millis(event.at))
-    .bind(event.kind.as_str())
-    .bind(event.detail.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(query_error("save call event"))?;
+        placeholders(events.len(), 5)
+    );
+    let mut query = sqlx::query(&sql);
+    for event in events {
+        query = query
+            .bind(event.call_id.as_str())
+            .bind(event.seq as i64)
+            .bind(millis(event.at))
+            .bind(event.kind.as_str())
+            .bind(event.detail.as_str());
+    }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(query_error("save call events"))?;
     Ok(())
 }
 
-async fn upsert_record(tx: &mut Tx<'_>, r: &CallRecord) -> Result<(), StoreError> {
-    sqlx::query(
+async fn upsert_records(tx: &mut Tx<'_>, records: &[&CallRecord]) -> Result<(), StoreError> {
+    let sql = format!(
         "INSERT INTO calls (id, sip_call_id, direction, queue, group_name, groups_json, caller, callee,
              agent, agent_email, started_at, answered_at, ended_at, outcome, reason, ended_by,
              out_of_hours, recording_url, explanation_json, tags_json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         VALUES {}
          ON CONFLICT (id) DO UPDATE SET
              group_name = excluded.group_name, groups_json = excluded.groups_json,
              agent = excluded.agent, agent_email = excluded.agent_email,
@@ -416,30 +473,36 @@ async fn upsert_record(tx: &mut Tx<'_>, r: &CallRecord) -> Result<(), StoreError
              outcome = excluded.outcome, reason = excluded.reason, ended_by = excluded.ended_by,
              out_of_hours = excluded.out_of_hours, recording_url = excluded.recording_url,
              explanation_json = excluded.explanation_json, tags_json = excluded.tags_json",
-    )
-    .bind(r.id.as_str())
-    .bind(r.sip_call_id.as_str())
-    .bind(name(&r.direction))
-    .bind(r.queue.clone())
-    .bind(r.group.clone())
-    .bind(json(&r.groups))
-    .bind(r.caller.as_str())
-    .bind(r.callee.as_str())
-    .bind(r.agent.clone())
-    .bind(r.agent_email.clone())
-    .bind(millis(r.started_at))
-    .bind(r.answered_at.map(millis))
-    .bind(millis(r.ended_at))
-    .bind(name(&r.outcome))
-    .bind(r.reason.map(|x| name(&x)))
-    .bind(r.ended_by.map(|x| name(&x)))
-    .bind(i32::from(r.out_of_hours))
-    .bind(r.recording_url.clone())
-    .bind(json(&r.explanation))
-    .bind(json(&r.tags))
-    .execute(&mut **tx)
-    .await
-    .map_err(query_error("save call record"))?;
+        placeholders(records.len(), 20)
+    );
+    let mut query = sqlx::query(&sql);
+    for r in records {
+        query = query
+            .bind(r.id.as_str())
+            .bind(r.sip_call_id.as_str())
+            .bind(name(&r.direction))
+            .bind(r.queue.clone())
+            .bind(r.group.clone())
+            .bind(json(&r.groups))
+            .bind(r.caller.as_str())
+            .bind(r.callee.as_str())
+            .bind(r.agent.clone())
+            .bind(r.agent_email.clone())
+            .bind(millis(r.started_at))
+            .bind(r.answered_at.map(millis))
+            .bind(millis(r.ended_at))
+            .bind(name(&r.outcome))
+            .bind(r.reason.map(|x| name(&x)))
+            .bind(r.ended_by.map(|x| name(&x)))
+            .bind(i32::from(r.out_of_hours))
+            .bind(r.recording_url.clone())
+            .bind(json(&r.explanation))
+            .bind(json(&r.tags));
+    }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(query_error("save call records"))?;
     Ok(())
 }
 

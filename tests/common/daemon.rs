@@ -252,6 +252,9 @@ impl SippRun<'_> {
                 self.rate.to_string(),
                 "-l".into(),
                 "1".into(),
+                // How long an answered call lasts (the caller scenarios' <pause/>).
+                "-d".into(),
+                "300".into(),
             ]);
             args.push(target.clone());
         }
