@@ -42,6 +42,8 @@ pub enum DaemonError {
     Bind(#[source] std::io::Error),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("cannot start the database writer thread")]
+    Writer(#[source] std::io::Error),
 }
 
 /// How often agent states set with `sipdesk agents` are picked up from the store.
@@ -163,7 +165,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let mut core = Core::new(settings, config.clone(), cursors, &away);
 
     let (changes, changes_rx) = mpsc::unbounded_channel::<Change>();
-    let writer = tokio::spawn(store::writer::run(store.clone(), changes_rx));
+    let writer = store::writer::spawn(config.database.url.clone(), changes_rx)
+        .map_err(DaemonError::Writer)?;
 
     let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
@@ -201,6 +204,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                                 Ok((n, from)) => {
                                     trace_datagram(&datagram[..n], from);
                                     core.on_datagram(Now::system(), &datagram[..n], from);
+                                    // Out at once: a burst must not hold the first answers back.
+                                    flush(&mut core, &mut sockets, &changes);
                                 }
                                 // WouldBlock ends the burst; ICMP errors from earlier sends
                                 // surface here on Linux and are not fatal.
@@ -250,20 +255,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 draining_until = Some(tokio::time::Instant::now() + grace);
             }
         }
-        for output in core.outputs() {
-            match output {
-                Output::Send { peer, bytes } => {
-                    if tracing::enabled!(tracing::Level::TRACE) {
-                        let first = bytes.split(|b| *b == b'\r').next().unwrap_or_default();
-                        tracing::trace!(%peer, first_line = %String::from_utf8_lossy(first), "send");
-                    }
-                    sockets.send(peer, bytes)
-                }
-                Output::Store(change) => {
-                    let _ = changes.send(change);
-                }
-            }
-        }
+        flush(&mut core, &mut sockets, &changes);
         if let Some(until) = draining_until {
             let active = core.active_calls();
             if active == 0 || tokio::time::Instant::now() >= until {
@@ -279,7 +271,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     }
     sockets_cancel.cancel();
     drop(changes);
-    if tokio::time::timeout(Duration::from_secs(10), writer)
+    let joined = tokio::task::spawn_blocking(move || writer.join());
+    if tokio::time::timeout(Duration::from_secs(10), joined)
         .await
         .is_err()
     {
@@ -289,7 +282,25 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-/// Most datagrams handled per wake-up before outputs are flushed.
+/// Sends what the proxy produced and hands its records to the store writer.
+fn flush(core: &mut Core, sockets: &mut Sockets, changes: &mpsc::UnboundedSender<Change>) {
+    for output in core.outputs() {
+        match output {
+            Output::Send { peer, bytes } => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let first = bytes.split(|b| *b == b'\r').next().unwrap_or_default();
+                    tracing::trace!(%peer, first_line = %String::from_utf8_lossy(first), "send");
+                }
+                sockets.send(peer, bytes)
+            }
+            Output::Store(change) => {
+                let _ = changes.send(change);
+            }
+        }
+    }
+}
+
+/// Most datagrams handled per wake-up before the loop looks at its other sources.
 const UDP_BURST: usize = 64;
 
 async fn udp_readable(socket: Option<&tokio::net::UdpSocket>) -> std::io::Result<()> {

@@ -40,7 +40,7 @@ use crate::phone::Region;
 use crate::routing::Extension;
 use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
-use crate::sip::transaction::{Event, TimerSettings, Transactions, TxKey};
+use crate::sip::transaction::{Event, INITIAL_CAPACITY, TimerSettings, Transactions, TxKey};
 use crate::sip::wire::{self, Datagram, Inbound, Limits, Refusal};
 
 /// The time, as the proxy needs it: monotonic for timers, wall-clock for routing and records.
@@ -223,14 +223,15 @@ impl Core {
             },
             settings,
             config,
-            calls: HashMap::new(),
-            by_invite: HashMap::new(),
-            by_branch: HashMap::new(),
-            by_call_id: HashMap::new(),
-            forwarded: HashMap::new(),
+            // Calls linger 64*T1 after they end; sized like the transaction tables.
+            calls: HashMap::with_capacity(INITIAL_CAPACITY),
+            by_invite: HashMap::with_capacity(INITIAL_CAPACITY),
+            by_branch: HashMap::with_capacity(INITIAL_CAPACITY),
+            by_call_id: HashMap::with_capacity(INITIAL_CAPACITY),
+            forwarded: HashMap::with_capacity(INITIAL_CAPACITY),
             agents,
             cursors,
-            timers: BinaryHeap::new(),
+            timers: BinaryHeap::with_capacity(4 * INITIAL_CAPACITY),
             out: Vec::new(),
             counter: 0,
             draining: false,

@@ -37,6 +37,9 @@ impl Default for TimerSettings {
     }
 }
 
+/// Room for this many transactions of each kind before a table grows (and pauses to rehash).
+pub const INITIAL_CAPACITY: usize = 32 * 1024;
+
 /// Identifies a transaction: the branch, the method (ACK counts as INVITE), and for server
 /// transactions the top Via's sent-by, the Call-ID and the CSeq number. RFC 3261 §17.2.3 matches
 /// on the first three only; requiring the same Call-ID and CSeq number too (which every genuine
@@ -226,11 +229,13 @@ fn which_client(key: &TxKey) -> Which {
 
 impl Transactions {
     pub fn new(timers: TimerSettings) -> Transactions {
+        // Sized for a busy site from the start: growing a table rehashes all of it at once, a
+        // pause every SIP message waiting behind it would feel.
         Transactions {
             timers,
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            queue: BinaryHeap::new(),
+            servers: HashMap::with_capacity(INITIAL_CAPACITY),
+            clients: HashMap::with_capacity(INITIAL_CAPACITY),
+            queue: BinaryHeap::with_capacity(4 * INITIAL_CAPACITY),
             events: Vec::new(),
         }
     }

@@ -3,6 +3,7 @@
 //! transaction (a burst of calls costs a few statements, not a few per call). A failed commit is
 //! retried with back-off, keeping the batch; nothing is dropped.
 
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -44,5 +45,47 @@ pub async fn run(store: Store, mut changes: UnboundedReceiver<Change>) {
             delay = (delay * 2).min(Duration::from_secs(10));
         }
         batch.clear();
+    }
+}
+
+/// Runs the writer on its own thread, with its own connection pool, so database work never
+/// takes the proxy's thread. The thread ends once the channel closes and everything is written.
+pub fn spawn(url: String, changes: UnboundedReceiver<Change>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("sipdesk-store".to_owned()).spawn(move || {
+        lower_priority();
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the database writer; call records are not saved");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let mut delay = Duration::from_millis(200);
+            let store = loop {
+                match Store::open(&url).await {
+                    Ok(store) => break store,
+                    Err(error) => {
+                        tracing::error!(error = %format!("{error:#}"), "cannot open the database for writing; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            };
+            run(store, changes).await;
+        });
+    })
+}
+
+/// Lowers this thread's scheduling priority (nice 10), so under CPU pressure the SIP path wins;
+/// threads started from here (SQLite's) inherit it. Records only wait a little longer.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers; on failure nothing changes.
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+    };
+    if result != 0 {
+        tracing::debug!("cannot lower the database writer's priority");
     }
 }
