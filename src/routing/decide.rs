@@ -454,7 +454,13 @@ impl Route {
         let mut available = 0;
         let mut passed: Vec<Passed> = Vec::new();
         let mut passed_count = 0;
+        let mut more = false;
         for k in 0..agents.len() {
+            if order.len() > SHOWN {
+                // Enough to name: a large group is not read to its end on every call.
+                more = true;
+                break;
+            }
             let extension = &agents[(start + k) % agents.len()].extension;
             let state = presence.state(extension);
             let unavailable = if state != AgentState::Available {
@@ -476,12 +482,11 @@ impl Route {
                 }
                 None => {
                     available += 1;
-                    if order.len() < SHOWN {
-                        order.push(extension.clone());
-                    }
+                    order.push(extension.clone());
                 }
             }
         }
+        order.truncate(SHOWN);
         if available == 0 {
             let detail = Detail::NoAgents {
                 at,
@@ -496,6 +501,7 @@ impl Route {
             open,
             order,
             available,
+            more,
             after: last.filter(|_| start > 0).cloned(),
             passed,
             passed_count,

@@ -139,12 +139,14 @@ pub enum Detail {
     Closed {
         at: LocalTime,
     },
-    /// Open, with agents to ring in this order (the first few named, `available` in all).
+    /// Open, with agents to ring in this order: the first few named, `available` counted, and
+    /// `more` when the count stopped there (large groups are not read to their end).
     Ring {
         at: LocalTime,
         open: Option<(Weekday, Interval)>,
         order: Vec<Extension>,
         available: usize,
+        more: bool,
         /// Who was offered the group's previous call, when the order starts after them.
         after: Option<Extension>,
         /// Agents passed over (the first few named, `passed_count` in all).
@@ -262,12 +264,17 @@ impl fmt::Display for Detail {
                 open,
                 order,
                 available,
+                more,
                 after,
                 passed,
                 passed_count,
             } => {
                 open_words(f, at, open)?;
-                write!(f, "; ring {}", list(order, *available))?;
+                if *more {
+                    write!(f, "; ring {} and more", list(order, order.len()))?;
+                } else {
+                    write!(f, "; ring {}", list(order, *available))?;
+                }
                 match after {
                     Some(last) => {
                         write!(f, " (round-robin: {last} was offered the previous call)")?
