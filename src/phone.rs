@@ -90,6 +90,13 @@ pub fn warm_up() {
 }
 
 /// Normalises a calling number to E.164, or recognises it as withheld.
+///
+/// Numbers are read the way people and PBXs write them: national (`0911 23 96 13`, `(442)
+/// 249-7851`), international with `+` or the `00` prefix, or with the country code but no `+`
+/// (`34911239613`). When the plain reading is not a valid number, two more are tried, in order:
+/// the digits as an international number (`33762043575`), and the digits without one or two
+/// extra leading zeros that PBXs prepend for an outside line (`00762043575`, `0(442)249-7851`).
+/// The first reading that is a valid number wins; none is guessed beyond that.
 pub fn normalize(text: &str, region: Region) -> Result<Caller, PhoneError> {
     let trimmed = text.trim();
     let bare = trimmed
@@ -101,18 +108,41 @@ pub fn normalize(text: &str, region: Region) -> Result<Caller, PhoneError> {
     if WITHHELD.iter().any(|w| bare.eq_ignore_ascii_case(w)) {
         return Ok(Caller::Anonymous);
     }
-    let number = phonenumber::parse(Some(region.0), bare).map_err(|_| PhoneError::Unparsable {
-        text: text.to_owned(),
-    })?;
-    if !number.is_valid() {
-        return Err(PhoneError::Invalid {
+    if !bare
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-.()/".contains(c))
+        || !bare.chars().any(|c| c.is_ascii_digit())
+    {
+        return Err(PhoneError::Unparsable {
             text: text.to_owned(),
-            region: region.to_string(),
         });
     }
-    Ok(Caller::Number(E164(
-        number.format().mode(Mode::E164).to_string(),
-    )))
+    let valid = |candidate: &str, region: Option<Id>| {
+        phonenumber::parse(region, candidate)
+            .ok()
+            .filter(|n| n.is_valid())
+            .map(|n| Caller::Number(E164(n.format().mode(Mode::E164).to_string())))
+    };
+    if let Some(caller) = valid(bare, Some(region.0)) {
+        return Ok(caller);
+    }
+    let digits: String = bare.chars().filter(char::is_ascii_digit).collect();
+    if !bare.starts_with('+') {
+        if let Some(caller) = valid(&format!("+{digits}"), None) {
+            return Ok(caller);
+        }
+        for zeros in 1..=2 {
+            if digits.len() > zeros && digits[..zeros].bytes().all(|b| b == b'0') {
+                if let Some(caller) = valid(&digits[zeros..], Some(region.0)) {
+                    return Ok(caller);
+                }
+            }
+        }
+    }
+    Err(PhoneError::Invalid {
+        text: text.to_owned(),
+        region: region.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -138,6 +168,131 @@ mod tests {
         );
     }
 
+    /// Every format the Intercom seed lists as accepted, per country, with that country as the
+    /// default region.
+    #[test]
+    fn every_national_format_in_the_seed_becomes_e164() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "FR",
+                "+33762043575",
+                &[
+                    "+33762043575",
+                    "33762043575",
+                    "07 62 04 35 75",
+                    "+33 7 62 04 35 75",
+                    "00762043575",
+                    "0762043575",
+                    "07.62.04.35.75",
+                    "07-62-04-35-75",
+                ],
+            ),
+            (
+                "US",
+                "+14422497851",
+                &[
+                    "+14422497851",
+                    "14422497851",
+                    "(442) 249-7851",
+                    "+1 442 249 7851",
+                    "0(442)249-7851",
+                    "1 (442) 249-7851",
+                    "442-249-7851",
+                    "442 249 7851",
+                    "4422497851",
+                    "+1 442-249-7851",
+                    "+1 (442) 249-7851",
+                ],
+            ),
+            (
+                "GB",
+                "+442087653456",
+                &[
+                    "+442087653456",
+                    "442087653456",
+                    "020 8765 3456",
+                    "+44 20 8765 3456",
+                    "002087653456",
+                    "(2087) 653 456",
+                    "02087653456",
+                    "(20876) 53456",
+                    "(2087 65) 3456",
+                ],
+            ),
+            (
+                "BR",
+                "+551146803559",
+                &[
+                    "+551146803559",
+                    "551146803559",
+                    "(11) 4680-3559",
+                    "+55 11 4680 3559",
+                    "0(11)4680-3559",
+                    "11 4680-3559",
+                    "11 46803559",
+                    "11-4680-3559",
+                    "11-46803559",
+                    "+55 11 4680-3559",
+                ],
+            ),
+            (
+                "ES",
+                "+34911239613",
+                &[
+                    "+34911239613",
+                    "34911239613",
+                    "911 23 96 13",
+                    "+34 911 23 96 13",
+                    "0911239613",
+                    "911239613",
+                    "911 239 613",
+                    "34 9112 39613",
+                    "34 911 239 613",
+                ],
+            ),
+            (
+                "DE",
+                "+4917667402970",
+                &[
+                    "+4917667402970",
+                    "4917667402970",
+                    "0176 67402970",
+                    "+49 176 67402970",
+                    "0017667402970",
+                    "01766/7402970",
+                    "17667402970",
+                    "017667402970",
+                    "017 667 402970",
+                    "+49176 67402970",
+                    "004917667402970",
+                ],
+            ),
+            (
+                "AU",
+                "+61281032081",
+                &[
+                    "+61281032081",
+                    "61281032081",
+                    "(02) 8103 2081",
+                    "+61 2 8103 2081",
+                    "0(02)81032081",
+                    "(02)81032081",
+                    "0281032081",
+                ],
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (region, expected, formats) in cases {
+            for format in *formats {
+                let got = normalize(format, region.parse().unwrap());
+                if got != Ok(Caller::Number(E164((*expected).to_owned()))) {
+                    wrong.push(format!("{region} {format:?}: {got:?}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
     #[test]
     fn withheld_numbers_are_anonymous() {
         for text in [
@@ -157,8 +312,9 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_not_guessed() {
-        assert!(normalize("hello", "ES".parse().unwrap()).is_err());
-        assert!(normalize("+34 1", "ES".parse().unwrap()).is_err());
+        for text in ["hello", "+34 1", "2001", "911x239613", "+", "123"] {
+            assert!(normalize(text, "ES".parse().unwrap()).is_err(), "{text}");
+        }
     }
 
     #[test]
