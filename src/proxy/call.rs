@@ -166,11 +166,11 @@ impl Core {
         }
     }
 
-    fn take(&mut self, key: u64) -> Option<Call> {
+    fn take(&mut self, key: u64) -> Option<Box<Call>> {
         self.calls.remove(&key)
     }
 
-    fn put(&mut self, call: Call) {
+    fn put(&mut self, call: Box<Call>) {
         self.calls.insert(call.key, call);
     }
 
@@ -194,7 +194,7 @@ impl Core {
         source: Peer,
         direction: Direction,
         callee: String,
-    ) -> Call {
+    ) -> Box<Call> {
         let counter = self.next_counter();
         let id = format!(
             "{:x}-{:x}-{counter:x}",
@@ -202,7 +202,7 @@ impl Core {
             std::process::id()
         );
         let caller = self.caller_number(&request);
-        Call {
+        Box::new(Call {
             key: counter,
             id,
             direction,
@@ -228,12 +228,12 @@ impl Core {
             dialler: None,
             recording_url: None,
             invite: request,
-        }
+        })
     }
 
     fn register(&mut self, now: Now, call: &Call) {
         self.stats.calls_started += 1;
-        self.by_invite.insert(call.server_tx.clone(), call.key);
+        self.by_invite.insert(call.server_tx, call.key);
         self.by_call_id
             .insert(call.invite.call_id.clone(), call.key);
         self.store(Change::CallStarted(CallStart {
@@ -458,7 +458,7 @@ impl Core {
             true,
         );
         let tx = self.tx.request(now.mono, forwarded, pbx, &branch);
-        self.by_branch.insert(tx.clone(), call.key);
+        self.by_branch.insert(tx, call.key);
         call.branches += 1;
         call.branch = Some(Branch {
             tx,
@@ -498,7 +498,7 @@ impl Core {
             (_, false, Some(Reason::Holiday)) => MissedReason::Holiday,
             (_, false, _) => MissedReason::NoAgents,
         };
-        let server_tx = call.server_tx.clone();
+        let server_tx = call.server_tx;
         let invite = call.invite.clone();
         self.reply(
             now,
@@ -641,7 +641,7 @@ impl Core {
             return;
         };
         let current = call.branch.as_ref().is_some_and(|b| b.tx == tx);
-        let server_tx = call.server_tx.clone();
+        let server_tx = call.server_tx;
         match response.status {
             101..=199 => {
                 if current && call.state == State::Offering {
@@ -793,7 +793,7 @@ impl Core {
 
     /// The caller's CANCEL.
     pub(super) fn on_cancel(&mut self, now: Now, key: TxKey, request: Request) {
-        let invite_key = key.invite_of_cancel();
+        let invite_key = self.tx.server_key_as(&request, "INVITE");
         if !self.tx.has_server(&invite_key) {
             self.reply(
                 now,

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ipnet::IpNet;
 use jiff::Timestamp;
+use rustc_hash::FxHashMap;
 
 pub use agents::Agents;
 use call::Call;
@@ -40,7 +41,7 @@ use crate::phone::Region;
 use crate::routing::Extension;
 use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
-use crate::sip::transaction::{Event, INITIAL_CAPACITY, TimerSettings, Transactions, TxKey};
+use crate::sip::transaction::{Event, TimerSettings, Transactions, TxKey};
 use crate::sip::wire::{self, Datagram, Inbound, Limits, Refusal};
 
 /// The time, as the proxy needs it: monotonic for timers, wall-clock for routing and records.
@@ -182,16 +183,17 @@ pub struct Core {
     settings: ProxySettings,
     config: Arc<Config>,
     tx: Transactions,
-    calls: HashMap<u64, Call>,
+    /// Boxed, so the table stays small and quick to grow.
+    calls: FxHashMap<u64, Box<Call>>,
     /// Caller INVITE server transaction → call.
-    by_invite: HashMap<TxKey, u64>,
+    by_invite: FxHashMap<TxKey, u64>,
     /// INVITE client transaction to an agent → call.
-    by_branch: HashMap<TxKey, u64>,
+    by_branch: FxHashMap<TxKey, u64>,
     /// SIP Call-ID → call, for requests inside the dialog.
     by_call_id: HashMap<String, u64>,
     /// Requests forwarded inside dialogs: client transaction → the server transaction and the
     /// request it answers.
-    forwarded: HashMap<TxKey, (TxKey, Box<Request>)>,
+    forwarded: FxHashMap<TxKey, (TxKey, Box<Request>)>,
     agents: Agents,
     cursors: HashMap<String, Extension>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -223,15 +225,14 @@ impl Core {
             },
             settings,
             config,
-            // Calls linger 64*T1 after they end; sized like the transaction tables.
-            calls: HashMap::with_capacity(INITIAL_CAPACITY),
-            by_invite: HashMap::with_capacity(INITIAL_CAPACITY),
-            by_branch: HashMap::with_capacity(INITIAL_CAPACITY),
-            by_call_id: HashMap::with_capacity(INITIAL_CAPACITY),
-            forwarded: HashMap::with_capacity(INITIAL_CAPACITY),
+            calls: FxHashMap::default(),
+            by_invite: FxHashMap::default(),
+            by_branch: FxHashMap::default(),
+            by_call_id: HashMap::new(),
+            forwarded: FxHashMap::default(),
             agents,
             cursors,
-            timers: BinaryHeap::with_capacity(4 * INITIAL_CAPACITY),
+            timers: BinaryHeap::new(),
             out: Vec::new(),
             counter: 0,
             draining: false,
@@ -438,8 +439,8 @@ impl Core {
                     Event::Response { tx, response } => self.on_response(now, tx, *response),
                     Event::Stray { response } => self.on_stray(*response),
                     Event::Timeout { tx } => self.on_timeout(now, tx),
-                    Event::NoAck { tx } => {
-                        tracing::debug!(branch = tx.branch, "final response never acknowledged")
+                    Event::NoAck { .. } => {
+                        tracing::debug!("a final response was never acknowledged")
                     }
                 }
             }
@@ -590,7 +591,7 @@ impl Core {
         if let Some(call) = self.by_branch.get(&tx).copied() {
             self.on_branch_response(now, call, tx, response);
         } else if let Some((server, _)) = self.forwarded.get(&tx) {
-            let server = server.clone();
+            let server = *server;
             if response.status >= 200 {
                 self.forwarded.remove(&tx);
             }

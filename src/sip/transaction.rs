@@ -7,8 +7,12 @@
 //! [`Transactions::next_deadline`] and then calls [`Transactions::poll`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use bytes::Bytes;
 use rsip::Header;
@@ -37,82 +41,58 @@ impl Default for TimerSettings {
     }
 }
 
-/// Room for this many transactions of each kind before a table grows (and pauses to rehash).
-pub const INITIAL_CAPACITY: usize = 32 * 1024;
-
-/// Identifies a transaction: the branch, the method (ACK counts as INVITE), and for server
-/// transactions the top Via's sent-by, the Call-ID and the CSeq number. RFC 3261 §17.2.3 matches
-/// on the first three only; requiring the same Call-ID and CSeq number too (which every genuine
-/// retransmission has) keeps a client that reuses branches (RFC 4475's test set does) from having
-/// distinct requests taken for retransmissions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Identifies a transaction. A server transaction is matched on its top Via's branch and
+/// sent-by, the method (ACK counts as INVITE), the Call-ID and the CSeq number; RFC 3261 §17.2.3
+/// matches on the first three only, and requiring the same Call-ID and CSeq number too (which
+/// every genuine retransmission has) keeps a client that reuses branches (RFC 4475's test set
+/// does) from having distinct requests taken for retransmissions. RFC 2543 requests without a
+/// magic-cookie branch are matched on Call-ID, CSeq number, From tag and top Via. A client
+/// transaction is matched on its branch and method.
+///
+/// The key is a 128-bit digest of those fields, made with per-process random hash keys (so it
+/// cannot be steered from outside): it is copied freely, and tables of transactions stay small
+/// and quick to grow, which keeps pauses out of the SIP path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxKey {
-    pub branch: String,
-    pub method: String,
-    pub sent_by: String,
-    pub call_id: String,
-    pub seq: u32,
+    digest: u128,
+    invite: bool,
 }
 
 impl TxKey {
-    /// The server transaction a request belongs to (RFC 3261 §17.2.3; RFC 2543 requests without
-    /// a magic-cookie branch are matched on Call-ID, CSeq number, From tag and top Via).
-    pub fn server(request: &Request) -> TxKey {
-        let method = match request.method() {
-            rsip::Method::Ack => "INVITE".to_owned(),
-            m => m.to_string(),
-        };
-        let via = request.top_via();
-        let branch = match via.branch() {
-            Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
-            _ => format!(
-                "2543|{}|{}|{}|{}",
-                request.call_id,
-                request.cseq.seq,
-                request.from.tag().unwrap_or_default(),
-                via.branch().unwrap_or_default()
-            ),
-        };
-        TxKey {
-            branch,
-            method,
-            sent_by: via.sent_by(),
-            call_id: request.call_id.clone(),
-            seq: request.cseq.seq,
+    fn is_invite(self) -> bool {
+        self.invite
+    }
+}
+
+/// Makes [`TxKey`]s.
+#[derive(Clone, Debug)]
+struct KeyMaker {
+    first: RandomState,
+    second: RandomState,
+}
+
+impl KeyMaker {
+    fn new() -> KeyMaker {
+        KeyMaker {
+            first: RandomState::new(),
+            second: RandomState::new(),
         }
     }
 
-    /// The client transaction a response belongs to.
-    pub fn client(response: &Response) -> TxKey {
-        TxKey {
-            branch: response.top_via().branch().unwrap_or_default().to_owned(),
-            method: response.cseq.method.clone(),
-            sent_by: String::new(),
-            call_id: String::new(),
-            seq: 0,
+    fn key(&self, parts: &[&[u8]], invite: bool) -> TxKey {
+        let mut first = self.first.build_hasher();
+        let mut second = self.second.build_hasher();
+        for part in parts {
+            first.write(part);
+            second.write(part);
+            // 0xff never occurs in UTF-8 text: fields cannot run into each other.
+            first.write_u8(0xff);
+            second.write_u8(0xff);
         }
-    }
-
-    fn of_request(branch: &str, method: rsip::Method) -> TxKey {
         TxKey {
-            branch: branch.to_owned(),
-            method: method.to_string(),
-            sent_by: String::new(),
-            call_id: String::new(),
-            seq: 0,
+            digest: (u128::from(first.finish()) << 64) | u128::from(second.finish()),
+            invite,
         }
-    }
-
-    /// The INVITE transaction a CANCEL (with this key) cancels.
-    pub fn invite_of_cancel(&self) -> TxKey {
-        TxKey {
-            method: "INVITE".to_owned(),
-            ..self.clone()
-        }
-    }
-
-    fn is_invite(&self) -> bool {
-        self.method == "INVITE"
     }
 }
 
@@ -192,6 +172,8 @@ struct ServerTx {
 #[derive(Debug)]
 struct ClientTx {
     state: State,
+    /// The branch of the request's top Via (a CANCEL reuses it).
+    branch: String,
     peer: Peer,
     request: rsip::Request,
     bytes: Bytes,
@@ -213,29 +195,29 @@ enum Which {
 #[derive(Debug)]
 pub struct Transactions {
     timers: TimerSettings,
-    servers: HashMap<TxKey, ServerTx>,
-    clients: HashMap<TxKey, ClientTx>,
+    keys: KeyMaker,
+    servers: FxHashMap<TxKey, Box<ServerTx>>,
+    clients: FxHashMap<TxKey, Box<ClientTx>>,
     queue: BinaryHeap<Reverse<(Instant, Which)>>,
     events: Vec<Event>,
 }
 
 fn which_server(key: &TxKey) -> Which {
-    Which::Server(key.clone())
+    Which::Server(*key)
 }
 
 fn which_client(key: &TxKey) -> Which {
-    Which::Client(key.clone())
+    Which::Client(*key)
 }
 
 impl Transactions {
     pub fn new(timers: TimerSettings) -> Transactions {
-        // Sized for a busy site from the start: growing a table rehashes all of it at once, a
-        // pause every SIP message waiting behind it would feel.
         Transactions {
             timers,
-            servers: HashMap::with_capacity(INITIAL_CAPACITY),
-            clients: HashMap::with_capacity(INITIAL_CAPACITY),
-            queue: BinaryHeap::with_capacity(4 * INITIAL_CAPACITY),
+            keys: KeyMaker::new(),
+            servers: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            queue: BinaryHeap::new(),
             events: Vec::new(),
         }
     }
@@ -243,6 +225,55 @@ impl Transactions {
     /// The events produced so far, oldest first.
     pub fn events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
+    }
+
+    /// The server transaction a request belongs to.
+    pub fn server_key(&self, request: &Request) -> TxKey {
+        let method = match request.method() {
+            rsip::Method::Ack => "INVITE".to_owned(),
+            m => m.to_string(),
+        };
+        self.server_key_as(request, &method)
+    }
+
+    /// The server transaction a request would belong to with another method: the INVITE a
+    /// CANCEL cancels.
+    pub fn server_key_as(&self, request: &Request, method: &str) -> TxKey {
+        let via = request.top_via();
+        let seq = request.cseq.seq.to_string();
+        let sent_by = via.sent_by();
+        let invite = method == "INVITE";
+        match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") => self.keys.key(
+                &[
+                    b.as_bytes(),
+                    method.as_bytes(),
+                    sent_by.as_bytes(),
+                    request.call_id.as_bytes(),
+                    seq.as_bytes(),
+                ],
+                invite,
+            ),
+            other => self.keys.key(
+                &[
+                    b"2543",
+                    other.unwrap_or_default().as_bytes(),
+                    request.from.tag().unwrap_or_default().as_bytes(),
+                    method.as_bytes(),
+                    sent_by.as_bytes(),
+                    request.call_id.as_bytes(),
+                    seq.as_bytes(),
+                ],
+                invite,
+            ),
+        }
+    }
+
+    fn client_key(&self, branch: &str, method: &str) -> TxKey {
+        self.keys.key(
+            &[b"client", branch.as_bytes(), method.as_bytes()],
+            method == "INVITE",
+        )
     }
 
     /// When [`Transactions::poll`] next has work.
@@ -267,7 +298,7 @@ impl Transactions {
 
     /// A request from the network.
     pub fn receive_request(&mut self, now: Instant, request: Request, peer: Peer) {
-        let key = TxKey::server(&request);
+        let key = self.server_key(&request);
         if request.method() == rsip::Method::Ack {
             let linger = if peer.transport.reliable() {
                 Duration::ZERO
@@ -307,14 +338,14 @@ impl Transactions {
             return;
         }
         self.servers.insert(
-            key.clone(),
-            ServerTx {
+            key,
+            Box::new(ServerTx {
                 state: State::Initial,
                 peer,
                 last: None,
                 interval: self.timers.t1,
                 at: Deadlines::none(),
-            },
+            }),
         );
         self.events.push(Event::Request {
             tx: Some(key),
@@ -379,7 +410,7 @@ impl Transactions {
         peer: Peer,
         branch: &str,
     ) -> TxKey {
-        let key = TxKey::of_request(branch, request.method);
+        let key = self.client_key(branch, &request.method.to_string());
         let bytes = Bytes::from(message::encode_request(&request));
         let mut at = Deadlines::none();
         if !peer.transport.reliable() {
@@ -388,9 +419,10 @@ impl Transactions {
         at.timeout = Some(now + 64 * self.timers.t1);
         let next = at.earliest();
         self.clients.insert(
-            key.clone(),
-            ClientTx {
+            key,
+            Box::new(ClientTx {
                 state: State::Initial,
+                branch: branch.to_owned(),
                 peer,
                 request,
                 bytes: bytes.clone(),
@@ -398,7 +430,7 @@ impl Transactions {
                 interval: self.timers.t1,
                 at,
                 cancel_pending: false,
-            },
+            }),
         );
         self.schedule(next, which_client(&key));
         self.send(peer, bytes);
@@ -416,7 +448,7 @@ impl Transactions {
             State::Proceeding => {
                 let cancel = cancel_for(&tx.request);
                 let peer = tx.peer;
-                let branch = key.branch.clone();
+                let branch = tx.branch.clone();
                 self.request(now, cancel, peer, &branch);
             }
             _ => {}
@@ -425,7 +457,8 @@ impl Transactions {
 
     /// A response from the network.
     pub fn receive_response(&mut self, now: Instant, response: Response) {
-        let key = TxKey::client(&response);
+        let branch = response.top_via().branch().unwrap_or_default();
+        let key = self.client_key(branch, &response.cseq.method);
         let timers = self.timers;
         let Some(tx) = self.clients.get_mut(&key) else {
             self.events.push(Event::Stray {
@@ -446,19 +479,19 @@ impl Transactions {
                 } else if tx.at.retransmit.is_some() {
                     tx.interval = timers.t2;
                 }
-                let cancel =
-                    (first && tx.cancel_pending).then(|| (cancel_for(&tx.request), tx.peer));
+                let cancel = (first && tx.cancel_pending)
+                    .then(|| (cancel_for(&tx.request), tx.peer, tx.branch.clone()));
                 if status > 100 || !invite {
                     self.events.push(Event::Response {
-                        tx: key.clone(),
+                        tx: key,
                         response: Box::new(response),
                     });
                 }
-                if let Some((cancel, peer)) = cancel {
+                if let Some((cancel, peer, branch)) = cancel {
                     if let Some(tx) = self.clients.get_mut(&key) {
                         tx.cancel_pending = false;
                     }
-                    self.request(now, cancel, peer, &key.branch.clone());
+                    self.request(now, cancel, peer, &branch);
                 }
             }
             (State::Initial | State::Proceeding, 200..=299) if invite => {
@@ -520,7 +553,7 @@ impl Transactions {
             .filter(|(_, tx)| {
                 tx.peer.addr == peer.addr && matches!(tx.state, State::Initial | State::Proceeding)
             })
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for key in failed {
             self.clients.remove(&key);

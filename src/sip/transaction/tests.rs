@@ -113,7 +113,7 @@ fn server_invite_absorbs_retransmissions_and_resends_the_last_provisional() {
         (vec![], vec![]),
         "absorbed before any response"
     );
-    let key = TxKey::server(&invite);
+    let key = tx.server_key(&invite);
     assert!(tx.respond(now, &key, &ok_180(&invite)));
     assert_eq!(drain(&mut tx).0, vec!["SIP/2.0 180 Ringing"]);
     tx.receive_request(now, invite.clone(), pbx());
@@ -130,7 +130,7 @@ fn server_invite_retransmits_a_failure_with_timer_g_until_the_ack() {
     let invite = request("INVITE", "z9hG4bK2", "");
     tx.receive_request(now, invite.clone(), pbx());
     drain(&mut tx);
-    let key = TxKey::server(&invite);
+    let key = tx.server_key(&invite);
     tx.respond(
         now,
         &key,
@@ -161,7 +161,7 @@ fn server_invite_without_ack_reports_timer_h() {
     tx.receive_request(now, invite.clone(), pbx());
     tx.respond(
         now,
-        &TxKey::server(&invite),
+        &tx.server_key(&invite),
         &invite.response(486, "Busy Here", "sd"),
     );
     drain(&mut tx);
@@ -176,7 +176,7 @@ fn server_invite_accepted_absorbs_retransmissions_for_timer_l() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
     let invite = request("INVITE", "z9hG4bK4", "");
-    let key = TxKey::server(&invite);
+    let key = tx.server_key(&invite);
     tx.receive_request(now, invite.clone(), pbx());
     tx.respond(now, &key, &invite.response(200, "OK", "sd"));
     drain(&mut tx);
@@ -191,7 +191,7 @@ fn server_non_invite_answers_retransmissions_until_timer_j() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
     let options = request("OPTIONS", "z9hG4bK5", "");
-    let key = TxKey::server(&options);
+    let key = tx.server_key(&options);
     tx.receive_request(now, options.clone(), pbx());
     tx.respond(now, &key, &options.response(200, "OK", "sd"));
     drain(&mut tx);
@@ -213,7 +213,7 @@ fn over_tcp_nothing_is_retransmitted_and_nothing_lingers() {
     tx.receive_request(now, options.clone(), tcp);
     tx.respond(
         now,
-        &TxKey::server(&options),
+        &tx.server_key(&options),
         &options.response(200, "OK", "sd"),
     );
     drain(&mut tx);
