@@ -47,6 +47,12 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         &holidays,
         src,
     );
+    let helpdesks = super::helpdesk::build(
+        &raw.helpdesks,
+        groups.as_ref(),
+        defaults.as_ref().map(|d| &d.timezone),
+        src,
+    );
     if src.has_errors() {
         return None;
     }
@@ -56,6 +62,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         defaults: defaults?,
         global_holidays: holidays.len(),
         groups: groups?,
+        helpdesks: helpdesks?,
     })
 }
 
@@ -196,6 +203,8 @@ fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
         shutdown_grace: shutdown_grace?,
         recording_url: sip.recording_url.clone(),
         recording_header: sip.recording_header.clone(),
+        tags_header: (!sip.tags_header.trim().is_empty())
+            .then(|| sip.tags_header.trim().to_owned()),
     })
 }
 
@@ -322,7 +331,7 @@ fn clock_time(
     }
 }
 
-fn duration(
+pub(super) fn duration(
     text: &str,
     at: &[Seg],
     range: (Duration, Duration),
@@ -637,7 +646,7 @@ fn agents(
     ok.then_some(agents)
 }
 
-fn looks_like_email(text: &str) -> bool {
+pub(super) fn looks_like_email(text: &str) -> bool {
     match text.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()

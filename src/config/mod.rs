@@ -8,6 +8,7 @@
 
 mod build;
 pub(crate) mod diagnostic;
+mod helpdesk;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -26,7 +27,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use diagnostic::Diagnostic;
 use diagnostic::Source;
-use raw::{RawDatabase, RawDefaults, RawGroup, RawHoliday, RawSip};
+pub use helpdesk::{Auth, HelpdeskSettings, Kind, Secret, SecretSource};
+use raw::{RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
 
 use crate::phone::Region;
 use crate::routing::Groups;
@@ -46,6 +48,8 @@ pub struct Config {
     /// How many global holidays are defined (each group holds its own copy).
     pub global_holidays: usize,
     pub groups: Groups,
+    /// The helpdesk integrations calls are reported to.
+    pub helpdesks: Vec<HelpdeskSettings>,
 }
 
 /// `[sip]`, checked.
@@ -66,6 +70,8 @@ pub struct SipSettings {
     pub shutdown_grace: Duration,
     pub recording_url: Option<String>,
     pub recording_header: Option<String>,
+    /// The INVITE header carrying call tags; `None`: off.
+    pub tags_header: Option<String>,
 }
 
 /// A socket to listen on.
@@ -183,10 +189,18 @@ pub(crate) struct RawConfig {
     /// The name of each `[[groups]]` entry, also for entries that failed to deserialize, so
     /// references to them are not reported as unknown groups.
     group_names: Vec<Option<String>>,
+    helpdesks: Vec<Option<RawHelpdesk>>,
 }
 
 /// The top-level keys, in the order the example file uses.
-const SECTIONS: [&str; 5] = ["sip", "database", "defaults", "holidays", "groups"];
+const SECTIONS: [&str; 6] = [
+    "sip",
+    "database",
+    "defaults",
+    "holidays",
+    "groups",
+    "helpdesks",
+];
 
 impl RawConfig {
     fn read(root: &Spanned<DeTable<'_>>, src: &mut Source<'_>) -> RawConfig {
@@ -197,6 +211,7 @@ impl RawConfig {
             holidays: Vec::new(),
             groups: Vec::new(),
             group_names: Vec::new(),
+            helpdesks: Vec::new(),
         };
         for (key, value) in root.get_ref().iter() {
             match key.get_ref().as_ref() {
@@ -216,6 +231,7 @@ impl RawConfig {
                         _ => Vec::new(),
                     };
                 }
+                "helpdesks" => raw.helpdesks = entries(value, "helpdesks", src),
                 other => src.error_at(
                     key.span(),
                     format!(

@@ -58,6 +58,14 @@ pub(crate) struct RawSip {
     pub(crate) recording_url: Option<String>,
     /// A header of the answering 200 OK that carries the recording URL (wins over the template).
     pub(crate) recording_header: Option<String>,
+    /// A header of the PBX's INVITE listing call tags, comma separated (`"vip, billing"`); tag
+    /// rules of helpdesks turn them into ticket tags, type and priority. `""` turns it off.
+    #[serde(default = "default_tags_header")]
+    pub(crate) tags_header: String,
+}
+
+fn default_tags_header() -> String {
+    "X-Sipdesk-Tags".to_owned()
 }
 
 fn default_pbx_transport() -> String {
@@ -274,4 +282,178 @@ fn default_max_wait() -> String {
 
 fn default_final_action() -> FinalAction {
     FinalAction::Reject
+}
+
+/// One `[[helpdesks]]` entry: a helpdesk integration calls are logged to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHelpdesk {
+    /// Unique name, shown in `sipdesk deliveries` and logs.
+    pub(crate) name: String,
+    /// `"zendesk"` (Help Scout, Intercom and webhooks come later).
+    pub(crate) kind: String,
+    /// The Zendesk subdomain: `example` for https://example.zendesk.com.
+    pub(crate) subdomain: Option<String>,
+    /// The API's base URL, instead of the one `subdomain` gives (a proxy, a test server).
+    pub(crate) base_url: Option<String>,
+    /// `"token"` (API token, with `email`) or `"oauth"` (a bearer access token).
+    #[serde(default = "default_auth")]
+    pub(crate) auth: String,
+    /// The Zendesk user the API token belongs to (token authentication).
+    pub(crate) email: Option<String>,
+    /// A file holding the secret (relative paths are under systemd's $CREDENTIALS_DIRECTORY when
+    /// set). Never put the secret itself in this file.
+    pub(crate) token_file: Option<String>,
+    /// An environment variable holding the secret.
+    pub(crate) token_env: Option<String>,
+    /// The groups whose calls are logged here; calls elsewhere are not.
+    pub(crate) groups: Vec<String>,
+    /// What to do with answered inbound calls.
+    #[serde(default = "default_answered")]
+    pub(crate) inbound_answered: RawCallTypeRule,
+    /// What to do with missed inbound calls.
+    #[serde(default = "default_missed")]
+    pub(crate) missed: RawCallTypeRule,
+    /// What to do with voicemails.
+    #[serde(default = "default_missed")]
+    pub(crate) voicemail: RawCallTypeRule,
+    /// What to do with answered outbound calls.
+    #[serde(default = "default_outbound_answered")]
+    pub(crate) outbound_answered: RawCallTypeRule,
+    /// What to do with unanswered outbound calls.
+    #[serde(default = "default_not_logged")]
+    pub(crate) outbound_unanswered: RawCallTypeRule,
+    /// Whether calls that came while the group was closed (out of hours, holiday) are logged.
+    #[serde(default = "default_true")]
+    pub(crate) create_out_of_hours: bool,
+    /// Whether a caller with no matching contact gets a new one; if not, their calls are not
+    /// logged.
+    #[serde(default = "default_true")]
+    pub(crate) create_unknown_contacts: bool,
+    /// Who missed calls and voicemails are assigned to: a user's e-mail, or `"group:<id>"`.
+    /// Default: unassigned.
+    pub(crate) missed_assignee: Option<String>,
+    /// Who answered calls are assigned to when the agent has no helpdesk user with their e-mail.
+    pub(crate) default_assignee: Option<String>,
+    /// The call details written on the ticket, in order.
+    #[serde(default = "default_fields")]
+    pub(crate) fields: Vec<String>,
+    /// Whether a ticket's title follows its latest call.
+    #[serde(default = "default_true")]
+    pub(crate) update_title: bool,
+    /// Whether the call goes on the ticket as a voice comment (with its recording) rather than
+    /// an internal note.
+    #[serde(default)]
+    pub(crate) voice_comments: bool,
+    /// Call tags that set ticket tags, type and priority.
+    #[serde(default)]
+    pub(crate) tag_rules: Vec<RawTagRule>,
+    /// The helpdesk's request limit per minute (Zendesk: 200 Team, 400 Growth/Professional,
+    /// 700 Enterprise); sipdesk paces itself below it.
+    #[serde(default = "default_requests_per_minute")]
+    pub(crate) requests_per_minute: u32,
+    /// How many calls are delivered at the same time.
+    #[serde(default = "default_concurrency")]
+    pub(crate) concurrency: u32,
+    /// After this long without success a delivery is marked failed (it can be retried).
+    #[serde(default = "default_give_up_after")]
+    pub(crate) give_up_after: String,
+    /// How long one request may take.
+    #[serde(default = "default_request_timeout")]
+    pub(crate) request_timeout: String,
+}
+
+/// Where and how one type of call is logged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCallTypeRule {
+    /// `"new"` ticket, `"previous"` ticket of the contact, or `"none"`.
+    pub(crate) log: String,
+    /// The ticket status to set: `"new"`, `"open"`, `"pending"`, `"hold"`, `"solved"`, `"closed"`.
+    pub(crate) status: String,
+}
+
+/// A call tag and what it sets on the ticket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTagRule {
+    /// The call tag (from the PBX or the admin API).
+    pub(crate) tag: String,
+    /// Ticket tags to add.
+    #[serde(default)]
+    pub(crate) ticket_tags: Vec<String>,
+    /// Ticket type: `"problem"`, `"incident"`, `"question"` or `"task"`.
+    #[serde(rename = "type")]
+    pub(crate) ticket_type: Option<String>,
+    /// Ticket priority: `"urgent"`, `"high"`, `"normal"` or `"low"`.
+    pub(crate) priority: Option<String>,
+}
+
+fn default_auth() -> String {
+    "token".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_answered() -> RawCallTypeRule {
+    RawCallTypeRule {
+        log: "new".to_owned(),
+        status: "solved".to_owned(),
+    }
+}
+
+fn default_missed() -> RawCallTypeRule {
+    RawCallTypeRule {
+        log: "new".to_owned(),
+        status: "open".to_owned(),
+    }
+}
+
+fn default_outbound_answered() -> RawCallTypeRule {
+    RawCallTypeRule {
+        log: "previous".to_owned(),
+        status: "solved".to_owned(),
+    }
+}
+
+fn default_not_logged() -> RawCallTypeRule {
+    RawCallTypeRule {
+        log: "none".to_owned(),
+        status: "open".to_owned(),
+    }
+}
+
+fn default_fields() -> Vec<String> {
+    [
+        "call_type",
+        "agent",
+        "start",
+        "end",
+        "duration",
+        "wait_time",
+        "queue",
+        "group",
+        "recording_url",
+    ]
+    .iter()
+    .map(|f| (*f).to_owned())
+    .collect()
+}
+
+fn default_requests_per_minute() -> u32 {
+    400
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+
+fn default_give_up_after() -> String {
+    "24h".to_owned()
+}
+
+fn default_request_timeout() -> String {
+    "30s".to_owned()
 }

@@ -28,19 +28,21 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
-/// `test.toml:LINE:COL` of the first occurrence of `needle`; with `"before|needle"`, of the first
-/// occurrence after `before`.
+/// `test.toml:LINE:COL` of the first occurrence of `needle`; with `"before|needle"` (or more
+/// parts), of the first occurrence after the parts before it, in order.
 fn at(text: &str, needle: &str) -> String {
-    let (skip, needle) = match needle.split_once('|') {
-        Some((before, needle)) => (
-            text.find(before).expect("prefix in text") + before.len(),
-            needle,
-        ),
-        None => (0, needle),
-    };
+    let parts: Vec<&str> = needle.split('|').collect();
+    let (last, before) = parts.split_last().expect("a needle");
+    let mut skip = 0;
+    for part in before {
+        skip += text[skip..]
+            .find(part)
+            .unwrap_or_else(|| panic!("{part:?} not in text"))
+            + part.len();
+    }
     let offset = skip
         + text[skip..]
-            .find(needle)
+            .find(last)
             .unwrap_or_else(|| panic!("{needle:?} not in text"));
     let d = diagnostic::locate("test.toml", text, offset, String::new());
     format!("test.toml:{}:{}", d.line, d.column)
@@ -411,4 +413,199 @@ fn defaults_fill_what_a_group_leaves_out() {
     assert_eq!(config.sip.listen.len(), 2);
     assert_eq!(config.sip.pbx.to_string(), "10.0.0.10:5060");
     assert_eq!(config.database.url, "sqlite://sipdesk.db");
+}
+
+const ZENDESK: &str = r#"
+[[helpdesks]]
+name = "zd"
+kind = "zendesk"
+subdomain = "acme"
+email = "bot@acme.example"
+token_env = "ZD_TOKEN"
+groups = ["support"]
+"#;
+
+#[test]
+fn the_example_helpdesks_are_read_with_their_rules() {
+    use crate::tickets::{Assignee, Field, Log, Priority, Status, TicketType};
+    let text = include_str!("../../config.example.toml");
+    let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.helpdesks.len(), 2);
+    let madrid = &config.helpdesks[0];
+    assert_eq!(madrid.name, "zendesk-madrid");
+    assert_eq!(madrid.kind, Kind::Zendesk);
+    assert_eq!(madrid.base_url, "https://iberiahogar.zendesk.com");
+    assert_eq!(
+        madrid.auth,
+        Auth::Token {
+            email: "integraciones@iberiahogar.es".to_owned(),
+            token: SecretSource::File("zendesk-madrid.token".into())
+        }
+    );
+    let rules = &madrid.rules;
+    assert_eq!(rules.groups, ["soporte-madrid", "ventas-madrid"]);
+    assert_eq!(
+        (rules.missed.log, rules.missed.status),
+        (Log::Previous, Status::Open)
+    );
+    assert_eq!(rules.outbound_unanswered.log, Log::Nothing);
+    assert_eq!(rules.missed_assignee, Some(Assignee::Group(360001234567)));
+    assert_eq!(
+        rules.default_assignee.as_deref(),
+        Some("coordinacion@iberiahogar.es")
+    );
+    assert_eq!(rules.fields.last(), Some(&Field::Explanation));
+    assert_eq!(rules.tag_rules[0].priority, Some(Priority::High));
+    assert_eq!(rules.tag_rules[1].ticket_type, Some(TicketType::Incident));
+    assert_eq!(madrid.requests_per_minute, 400);
+    let brasil = &config.helpdesks[1];
+    assert_eq!(
+        brasil.auth,
+        Auth::Bearer(SecretSource::Env("SIPDESK_ZENDESK_BR_TOKEN".to_owned()))
+    );
+    assert_eq!(brasil.base_url, "https://iberiahogar-br.zendesk.com");
+    // The defaults.
+    let r = &brasil.rules;
+    assert_eq!(
+        (r.inbound_answered.log, r.inbound_answered.status),
+        (Log::New, Status::Solved)
+    );
+    assert_eq!((r.missed.log, r.missed.status), (Log::New, Status::Open));
+    assert_eq!(
+        (r.voicemail.log, r.voicemail.status),
+        (Log::New, Status::Open)
+    );
+    assert_eq!(
+        (r.outbound_answered.log, r.outbound_answered.status),
+        (Log::Previous, Status::Solved)
+    );
+    assert_eq!(r.outbound_unanswered.log, Log::Nothing);
+    assert!(
+        r.create_out_of_hours && r.create_unknown_contacts && r.update_title && !r.voice_comments
+    );
+    assert_eq!(r.missed_assignee, None);
+    assert_eq!(r.fields.len(), 9);
+    assert_eq!(brasil.concurrency, 4);
+    assert_eq!(brasil.give_up_after, Duration::from_secs(24 * 3600));
+    assert_eq!(brasil.request_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn a_helpdesk_secret_is_never_in_the_file_and_never_printed() {
+    let text =
+        format!("{MINIMAL}{ZENDESK}").replace("token_env = \"ZD_TOKEN\"", "token = \"s3cret\"");
+    assert_error(&text, "token = ", "unknown field `token`");
+    let both = format!("{MINIMAL}{ZENDESK}").replace(
+        "token_env = \"ZD_TOKEN\"",
+        "token_env = \"ZD_TOKEN\"\ntoken_file = \"x\"",
+    );
+    assert_error(&both, "[[helpdesks]]|\"zd\"", "exactly one of token_file");
+    let neither = format!("{MINIMAL}{ZENDESK}").replace("token_env = \"ZD_TOKEN\"\n", "");
+    assert_error(
+        &neither,
+        "[[helpdesks]]|\"zd\"",
+        "exactly one of token_file",
+    );
+    assert_eq!(format!("{:?}", Secret::new("s3cret".to_owned())), "***");
+}
+
+#[test]
+fn a_secret_is_read_when_used_and_says_where_it_was_looked_for() {
+    let dir = std::env::temp_dir().join(format!("sipdesk-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "abc123\n").unwrap();
+    assert_eq!(
+        SecretSource::File(file.clone()).read().unwrap().expose(),
+        "abc123"
+    );
+    std::fs::write(&file, "  \n").unwrap();
+    assert!(
+        SecretSource::File(file.clone())
+            .read()
+            .unwrap_err()
+            .contains("is empty")
+    );
+    let missing = SecretSource::File(dir.join("missing")).read().unwrap_err();
+    assert!(
+        missing.contains("cannot read the token file") && missing.contains("missing"),
+        "{missing}"
+    );
+    let unset = SecretSource::Env("SIPDESK_TEST_UNSET_VARIABLE_X".to_owned())
+        .read()
+        .unwrap_err();
+    assert!(unset.contains("SIPDESK_TEST_UNSET_VARIABLE_X"), "{unset}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn helpdesk_values_are_checked_where_written() {
+    let broken = ZENDESK
+        .replace("kind = \"zendesk\"", "kind = \"freshdesk\"")
+        .replace("subdomain = \"acme\"", "subdomain = \"acme.zendesk.com\"")
+        .replace("email = \"bot@acme.example\"", "email = \"bot\"")
+        .replace(
+            "groups = [\"support\"]",
+            "groups = [\"support\", \"nowhere\"]\nmissed = { log = \"later\", status = \"done\" }\nmissed_assignee = \"team 5\"\n\
+             default_assignee = \"lead\"\nfields = [\"agent\", \"mood\"]\ntag_rules = [{ tag = \"vip\", type = \"bug\", priority = \"p1\" }]\n\
+             give_up_after = \"5s\"\nrequests_per_minute = 0\nconcurrency = 100",
+        );
+    let text = format!("{MINIMAL}{broken}");
+    assert_error(&text, "\"freshdesk\"", "not a helpdesk sipdesk knows yet");
+    assert_error(&text, "\"acme.zendesk.com\"", "is not a subdomain");
+    assert_error(&text, "\"bot\"", "is not an e-mail address");
+    assert_error(&text, "\"nowhere\"", "no group is named \"nowhere\"");
+    assert_error(&text, "\"later\"", "is not a place to log");
+    assert_error(&text, "\"done\"", "is not a ticket status");
+    assert_error(
+        &text,
+        "\"team 5\"",
+        "neither a user's e-mail nor \"group:<id>\"",
+    );
+    assert_error(&text, "\"lead\"", "is not an e-mail address");
+    assert_error(&text, "\"mood\"", "is not a call field");
+    assert_error(&text, "\"bug\"", "is not a ticket type");
+    assert_error(&text, "\"p1\"", "is not a priority");
+    assert_error(&text, "\"5s\"", "is not a duration from 1m");
+    assert_error(
+        &text,
+        "requests_per_minute = |0",
+        "requests_per_minute must be from 1 to 100000",
+    );
+    assert_error(
+        &text,
+        "concurrency = |100",
+        "concurrency must be from 1 to 64",
+    );
+    let twice = format!("{MINIMAL}{ZENDESK}{ZENDESK}");
+    assert_error(
+        &twice,
+        "[[helpdesks]]|[[helpdesks]]|\"zd\"",
+        "a helpdesk named \"zd\" is already defined above",
+    );
+    let no_groups = format!(
+        "{MINIMAL}{}",
+        ZENDESK.replace("groups = [\"support\"]", "groups = []")
+    );
+    assert_error(&no_groups, "groups = |[]", "no groups");
+    let no_email = format!(
+        "{MINIMAL}{}",
+        ZENDESK.replace("email = \"bot@acme.example\"\n", "")
+    );
+    assert_error(&no_email, "[[helpdesks]]|\"zd\"", "needs `email`");
+    let no_place = format!("{MINIMAL}{}", ZENDESK.replace("subdomain = \"acme\"\n", ""));
+    assert_error(
+        &no_place,
+        "[[helpdesks]]|\"zd\"",
+        "give the helpdesk's subdomain (or base_url)",
+    );
+    let base_url = format!(
+        "{MINIMAL}{}",
+        ZENDESK.replace(
+            "subdomain = \"acme\"",
+            "base_url = \"http://127.0.0.1:9000/\""
+        )
+    );
+    let config = Config::from_toml(&base_url, "test.toml").unwrap();
+    assert_eq!(config.helpdesks[0].base_url, "http://127.0.0.1:9000");
 }

@@ -558,6 +558,16 @@ impl Core {
                 }
             }
         }
+        if let Some(dialler) = &call.dialler {
+            // An outbound call belongs to the groups of the agent who dialled.
+            groups.extend(
+                call.config
+                    .groups
+                    .iter()
+                    .filter(|g| g.agents.iter().any(|a| &a.extension == dialler))
+                    .map(|g| g.name.to_string()),
+            );
+        }
         let owner = call
             .route
             .as_ref()
@@ -587,7 +597,7 @@ impl Core {
             sip_call_id: call.invite.call_id.clone(),
             direction: call.direction,
             queue: call.queue.clone(),
-            group: answered_group.or(owner),
+            group: answered_group.or(owner).or_else(|| groups.first().cloned()),
             groups,
             caller: call.caller.clone(),
             callee: call.callee.clone(),
@@ -608,8 +618,28 @@ impl Core {
                     None => s.detail.to_string(),
                 })
                 .collect(),
-            tags: Vec::new(),
+            tags: self.call_tags(call),
         }
+    }
+
+    /// The call tags the PBX sent in the configured header: trimmed, lower case, each once.
+    fn call_tags(&self, call: &Call) -> Vec<String> {
+        let Some(name) = &self.settings.tags_header else {
+            return Vec::new();
+        };
+        let mut tags: Vec<String> = Vec::new();
+        for value in message::header_values(&call.invite.message.headers, name) {
+            for tag in value
+                .split(',')
+                .map(|t| t.trim().to_lowercase())
+                .filter(|t| !t.is_empty())
+            {
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+        }
+        tags
     }
 
     fn recording_url(&self, call: &Call, response: &Response) -> Option<String> {

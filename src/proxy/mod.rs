@@ -88,6 +88,7 @@ pub struct ProxySettings {
     pub max_call_duration: Duration,
     pub recording_url: Option<String>,
     pub recording_header: Option<String>,
+    pub tags_header: Option<String>,
     pub region: Region,
 }
 
@@ -117,6 +118,7 @@ impl ProxySettings {
             max_call_duration: sip.max_call_duration,
             recording_url: sip.recording_url.clone(),
             recording_header: sip.recording_header.clone(),
+            tags_header: sip.tags_header.clone(),
             region: config.defaults.region,
         }
     }

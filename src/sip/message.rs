@@ -157,7 +157,12 @@ fn encode(start: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
 
 /// The value of the first header with this name (case-insensitive).
 pub fn header_value(headers: &Headers, name: &str) -> Option<String> {
-    headers.iter().find_map(|h| {
+    header_values(headers, name).next()
+}
+
+/// The values of every header of this name, in order.
+pub fn header_values<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    headers.iter().filter_map(move |h| {
         let (n, v) = header_pair(h);
         n.eq_ignore_ascii_case(name).then_some(v)
     })
