@@ -7,18 +7,23 @@
 //!   configuration stays. Listen addresses and the database need a restart (logged).
 //! - SIGTERM or SIGINT: new calls get 503, calls in progress may finish until `shutdown_grace`,
 //!   then the loop stops, the store writer flushes and the process exits.
-//! - At start, calls a previous run left open (crash, `kill -9`) are closed as interrupted.
+//! - At start, calls a previous run left open (crash, `kill -9`) are closed as interrupted, with
+//!   their helpdesk deliveries.
+//! - Three threads: the proxy loop (this one), the store writer and the delivery worker, each
+//!   with its own runtime, so neither a slow disk nor a slow helpdesk delays a SIP answer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::Change;
 use crate::config::{Config, ConfigError};
+use crate::delivery;
+use crate::directory::Directory;
 use crate::proxy::{Core, Local, Now, Output, ProxySettings};
 use crate::routing::Extension;
 use crate::sip::peer::Transport;
@@ -44,6 +49,8 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the database writer thread")]
     Writer(#[source] std::io::Error),
+    #[error("cannot start the delivery worker thread")]
+    Worker(#[source] std::io::Error),
 }
 
 /// How often agent states set with `sipdesk agents` are picked up from the store.
@@ -123,7 +130,11 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(&config_path)?);
     let store = Store::open(&config.database.url).await?;
-    let closed = store.close_interrupted(jiff::Timestamp::now()).await?;
+    let closed = store
+        .close_interrupted(jiff::Timestamp::now(), &|record| {
+            delivery::outbox_entries(&config, record)
+        })
+        .await?;
     if closed > 0 {
         tracing::warn!(
             calls = closed,
@@ -163,10 +174,28 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let listening: Vec<SocketAddr> = bound.iter().map(|(_, a)| *a).collect();
     let settings = ProxySettings::new(&config, local.clone(), listening, pbx);
     let mut core = Core::new(settings, config.clone(), cursors, &away);
+    let directory = Arc::new(Directory::from_entries(&store.contacts().await?));
+    core.set_directory(directory.clone());
 
+    // The running configuration, for the writer (which integrations a call is delivered to)
+    // and the delivery worker; a reload reaches both.
+    let (config_tx, config_rx) = watch::channel(config.clone());
     let (changes, changes_rx) = mpsc::unbounded_channel::<Change>();
-    let writer = store::writer::spawn(config.database.url.clone(), changes_rx)
-        .map_err(DaemonError::Writer)?;
+    let outbox_config = config_rx.clone();
+    let writer = store::writer::spawn(
+        config.database.url.clone(),
+        changes_rx,
+        Box::new(move |record| delivery::outbox_entries(&outbox_config.borrow(), record)),
+    )
+    .map_err(DaemonError::Writer)?;
+    let worker_stop = CancellationToken::new();
+    let worker = delivery::spawn(
+        config.database.url.clone(),
+        config_rx,
+        directory,
+        worker_stop.clone(),
+    )
+    .map_err(DaemonError::Worker)?;
 
     let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
@@ -231,6 +260,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                         let (hosts, nets) = trust_list(&reloaded, pbx);
                         trust.set(hosts, nets);
                         core.reload(reloaded.clone());
+                        let _ = config_tx.send(reloaded.clone());
                         config = reloaded;
                     }
                 }
@@ -277,6 +307,16 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         .is_err()
     {
         tracing::error!("the database writer did not finish in 10 s; some records may be missing");
+    }
+    worker_stop.cancel();
+    let joined = tokio::task::spawn_blocking(move || worker.join());
+    if tokio::time::timeout(Duration::from_secs(15), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the delivery worker did not stop in 15 s; its deliveries resume at the next start"
+        );
     }
     tracing::info!("sipdesk stopped");
     Ok(())

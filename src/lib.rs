@@ -15,6 +15,9 @@
 pub mod call;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
+pub mod directory;
+pub mod helpdesk;
 pub mod phone;
 pub mod proxy;
 pub mod routing;

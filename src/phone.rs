@@ -145,6 +145,13 @@ pub fn normalize(text: &str, region: Region) -> Result<Caller, PhoneError> {
     })
 }
 
+/// An E.164 number written for people, with the country's grouping: `+34 911 23 96 13`.
+/// `None` when it is not a valid number.
+pub fn international(e164: &str) -> Option<String> {
+    let number = phonenumber::parse(None, e164).ok()?;
+    phonenumber::is_valid(&number).then(|| number.format().mode(Mode::International).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use sipdesk::call::{
     CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
 };
 use sipdesk::routing::Extension;
-use sipdesk::store::{CallFilter, Store};
+use sipdesk::store::{CallFilter, ContactEntry, DeliveryFilter, DeliveryState, NewDelivery, Store};
 
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -59,28 +59,31 @@ async fn calls_events_cursors_and_agent_states_round_trip() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e:#}", db.label));
         store
-            .apply(&[
-                Change::CallStarted(start("a", "2026-11-23T09:00:00Z")),
-                Change::Event(CallEvent {
-                    call_id: "a".into(),
-                    seq: 1,
-                    at: at("2026-11-23T09:00:00Z"),
-                    kind: "offered".into(),
-                    detail: "ringing 2001".into(),
-                }),
-                Change::Event(CallEvent {
-                    call_id: "a".into(),
-                    seq: 2,
-                    at: at("2026-11-23T09:00:05Z"),
-                    kind: "answered".into(),
-                    detail: "2001 answered".into(),
-                }),
-                Change::Cursor {
-                    group: "support".into(),
-                    extension: "2001".into(),
-                },
-                Change::CallStarted(start("b", "2026-11-23T09:01:00Z")),
-            ])
+            .apply(
+                &[
+                    Change::CallStarted(start("a", "2026-11-23T09:00:00Z")),
+                    Change::Event(CallEvent {
+                        call_id: "a".into(),
+                        seq: 1,
+                        at: at("2026-11-23T09:00:00Z"),
+                        kind: "offered".into(),
+                        detail: "ringing 2001".into(),
+                    }),
+                    Change::Event(CallEvent {
+                        call_id: "a".into(),
+                        seq: 2,
+                        at: at("2026-11-23T09:00:05Z"),
+                        kind: "answered".into(),
+                        detail: "2001 answered".into(),
+                    }),
+                    Change::Cursor {
+                        group: "support".into(),
+                        extension: "2001".into(),
+                    },
+                    Change::CallStarted(start("b", "2026-11-23T09:01:00Z")),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         let active = store
@@ -97,7 +100,7 @@ async fn calls_events_cursors_and_agent_states_round_trip() {
             db.label
         );
         store
-            .apply(&[Change::CallEnded(Box::new(record("a")))])
+            .apply(&[Change::CallEnded(Box::new(record("a")))], &[])
             .await
             .unwrap();
         let active = store
@@ -128,10 +131,13 @@ async fn calls_events_cursors_and_agent_states_round_trip() {
         );
 
         store
-            .apply(&[Change::Cursor {
-                group: "support".into(),
-                extension: "2002".into(),
-            }])
+            .apply(
+                &[Change::Cursor {
+                    group: "support".into(),
+                    extension: "2002".into(),
+                }],
+                &[],
+            )
             .await
             .unwrap();
         let cursors = store.cursors().await.unwrap();
@@ -170,8 +176,8 @@ async fn applying_the_same_changes_twice_changes_nothing() {
             }),
             Change::CallEnded(Box::new(record("x"))),
         ];
-        store.apply(&batch).await.unwrap();
-        store.apply(&batch).await.unwrap();
+        store.apply(&batch, &[]).await.unwrap();
+        store.apply(&batch, &[]).await.unwrap();
         assert_eq!(
             store
                 .calls(CallFilter {
@@ -198,15 +204,18 @@ async fn calls_left_in_progress_by_a_crash_are_closed_as_interrupted() {
         let mut answered = record("answered");
         answered.outcome = Outcome::Answered;
         store
-            .apply(&[
-                Change::CallStarted(start("ringing", "2026-11-23T09:00:00Z")),
-                Change::CallStarted(start("done", "2026-11-23T09:00:00Z")),
-                Change::CallEnded(Box::new(record("done"))),
-            ])
+            .apply(
+                &[
+                    Change::CallStarted(start("ringing", "2026-11-23T09:00:00Z")),
+                    Change::CallStarted(start("done", "2026-11-23T09:00:00Z")),
+                    Change::CallEnded(Box::new(record("done"))),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         let closed = store
-            .close_interrupted(at("2026-11-23T10:00:00Z"))
+            .close_interrupted(at("2026-11-23T10:00:00Z"), &|_| Vec::new())
             .await
             .unwrap();
         assert_eq!(closed, 1, "{}", db.label);
@@ -243,10 +252,13 @@ async fn reopening_a_database_keeps_its_data_and_does_not_migrate_twice() {
         {
             let store = Store::open(&db.url).await.unwrap();
             store
-                .apply(&[Change::Cursor {
-                    group: "g".into(),
-                    extension: "1".into(),
-                }])
+                .apply(
+                    &[Change::Cursor {
+                        group: "g".into(),
+                        extension: "1".into(),
+                    }],
+                    &[],
+                )
                 .await
                 .unwrap();
         }
@@ -268,4 +280,345 @@ async fn an_unreachable_database_is_a_clear_error_without_the_password() {
         "{text}"
     );
     assert!(!format!("{error:?}").contains("secret"), "{error:?}");
+}
+
+fn delivery(call: &str, contact: &str, started: &str) -> NewDelivery {
+    NewDelivery {
+        call_id: call.into(),
+        integration: "zd".into(),
+        contact_key: contact.into(),
+        call_started_at: at(started),
+        skipped: None,
+    }
+}
+
+fn ids(deliveries: &[sipdesk::store::Delivery]) -> Vec<String> {
+    let mut ids: Vec<String> = deliveries.iter().map(|d| d.call_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_calls_record_and_its_deliveries_are_written_together_and_once() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let mut skipped = delivery("a", "+34600123456", "2026-11-23T09:00:00Z");
+        skipped.integration = "other".into();
+        skipped.skipped = Some("missed calls are not logged".into());
+        let batch = [Change::CallEnded(Box::new(record("a")))];
+        let deliveries = [
+            delivery("a", "+34600123456", "2026-11-23T09:00:00Z"),
+            skipped,
+        ];
+        store.apply(&batch, &deliveries).await.unwrap();
+        store.apply(&batch, &deliveries).await.unwrap();
+        let all = store.deliveries_of("a").await.unwrap();
+        assert_eq!(all.len(), 2, "{}", db.label);
+        assert_eq!(all[0].id, "a:other");
+        assert_eq!(all[0].state, DeliveryState::Skipped);
+        assert_eq!(
+            all[0].detail.as_deref(),
+            Some("missed calls are not logged")
+        );
+        assert_eq!(all[1].id, "a:zd");
+        assert_eq!(all[1].state, DeliveryState::Pending);
+        assert_eq!(
+            store.call_record("a").await.unwrap(),
+            Some(record("a")),
+            "{}",
+            db.label
+        );
+        drop(store);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn deliveries_of_one_contact_are_claimed_one_at_a_time_in_call_order() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let deliveries = [
+            delivery("ana-2", "+34600000001", "2026-11-23T09:05:00Z"),
+            delivery("ana-1", "+34600000001", "2026-11-23T09:00:00Z"),
+            delivery("bea-1", "+34600000002", "2026-11-23T09:01:00Z"),
+            delivery("anon-1", "anonymous", "2026-11-23T09:02:00Z"),
+            delivery("anon-2", "anonymous", "2026-11-23T09:03:00Z"),
+        ];
+        store.apply(&[], &deliveries).await.unwrap();
+        let now = Timestamp::now();
+        let lease = now
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        let first = store.claim_deliveries("zd", 10, now, lease).await.unwrap();
+        assert_eq!(ids(&first), ["ana-1", "anon-1", "bea-1"], "{}", db.label);
+        assert!(
+            first
+                .iter()
+                .all(|d| d.attempts == 1 && d.state == DeliveryState::InProgress)
+        );
+        // Nothing more while the first ones are in progress.
+        assert!(
+            store
+                .claim_deliveries("zd", 10, now, lease)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Another integration's deliveries are apart.
+        assert!(
+            store
+                .claim_deliveries("other", 10, now, lease)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .delivery_done("ana-1:zd", "101", "created ticket #101")
+            .await
+            .unwrap();
+        // A failed delivery no longer holds its contact's next one back.
+        store.delivery_failed("anon-1:zd", "refused").await.unwrap();
+        // A retried one does, until it is due.
+        let later = now
+            .checked_add(jiff::SignedDuration::from_secs(60))
+            .unwrap();
+        store
+            .delivery_retry_later("bea-1:zd", "500", later)
+            .await
+            .unwrap();
+        let long_lease = later
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        let second = store
+            .claim_deliveries("zd", 10, now, long_lease)
+            .await
+            .unwrap();
+        assert_eq!(ids(&second), ["ana-2", "anon-2"], "{}", db.label);
+        let due = store
+            .claim_deliveries("zd", 10, later, lease)
+            .await
+            .unwrap();
+        assert_eq!(ids(&due), ["bea-1"], "{}", db.label);
+        assert_eq!(due[0].attempts, 2);
+        assert_eq!(due[0].last_error.as_deref(), Some("500"));
+        let done = store.delivery("ana-1:zd").await.unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.ticket_id.as_deref()),
+            (DeliveryState::Done, Some("101"))
+        );
+        let failed = store
+            .deliveries(DeliveryFilter {
+                failed_only: true,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&failed), ["anon-1"]);
+        assert_eq!(failed[0].last_error.as_deref(), Some("refused"));
+        drop(store);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_whose_worker_died_is_taken_up_when_its_lease_runs_out() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        store
+            .apply(
+                &[],
+                &[delivery("a", "+34600000001", "2026-11-23T09:00:00Z")],
+            )
+            .await
+            .unwrap();
+        let now = Timestamp::now();
+        let lease = now
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_deliveries("zd", 10, now, lease)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        store.delivery_contact("a:zd", "77").await.unwrap();
+        store
+            .delivery_request("a:zd", Some("{\"kind\":\"create\"}"))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_deliveries("zd", 10, now, lease)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let after = lease
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap();
+        let again = store
+            .claim_deliveries("zd", 10, after, after)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{}", db.label);
+        // What the first attempt learnt is there for the second.
+        assert_eq!(again[0].contact_id.as_deref(), Some("77"));
+        assert_eq!(again[0].request.as_deref(), Some("{\"kind\":\"create\"}"));
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(store.release_all_leases().await.unwrap(), 1);
+        assert_eq!(
+            store.delivery("a:zd").await.unwrap().unwrap().state,
+            DeliveryState::Pending
+        );
+        drop(store);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn failed_deliveries_can_be_retried_one_or_all() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let deliveries = [
+            delivery("a", "+34600000001", "2026-11-23T09:00:00Z"),
+            delivery("b", "+34600000002", "2026-11-23T09:00:00Z"),
+            delivery("c", "+34600000003", "2026-11-23T09:00:00Z"),
+        ];
+        store.apply(&[], &deliveries).await.unwrap();
+        let now = Timestamp::now();
+        let lease = now
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        store.claim_deliveries("zd", 10, now, lease).await.unwrap();
+        for id in ["a:zd", "b:zd", "c:zd"] {
+            store.delivery_failed(id, "401").await.unwrap();
+        }
+        // Times are kept to the millisecond.
+        let later = Timestamp::from_millisecond(now.as_millisecond() + 5000).unwrap();
+        assert!(store.retry_delivery("a:zd", later).await.unwrap());
+        assert!(!store.retry_delivery("nope:zd", later).await.unwrap());
+        let a = store.delivery("a:zd").await.unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.attempts, a.pending_since),
+            (DeliveryState::Pending, 0, later)
+        );
+        assert_eq!(store.retry_failed_deliveries(later).await.unwrap(), 2);
+        let backlog = store.backlog().await.unwrap();
+        assert_eq!(backlog.len(), 1);
+        assert_eq!(
+            (backlog[0].pending, backlog[0].failed),
+            (3, 0),
+            "{}",
+            db.label
+        );
+        drop(store);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn two_workers_sharing_a_database_never_claim_the_same_delivery() {
+    for db in TestDb::all().await {
+        let first = Store::open(&db.url).await.unwrap();
+        let second = Store::open(&db.url).await.unwrap();
+        let deliveries: Vec<NewDelivery> = (0..200)
+            .map(|i| {
+                delivery(
+                    &format!("c{i:03}"),
+                    &format!("+346000{i:05}"),
+                    "2026-11-23T09:00:00Z",
+                )
+            })
+            .collect();
+        first.apply(&[], &deliveries).await.unwrap();
+        let now = Timestamp::now();
+        let lease = now
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        let mut claimed: Vec<String> = Vec::new();
+        loop {
+            let (a, b) = tokio::join!(
+                first.claim_deliveries("zd", 7, now, lease),
+                second.claim_deliveries("zd", 7, now, lease)
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            if a.is_empty() && b.is_empty() {
+                break;
+            }
+            claimed.extend(a.into_iter().chain(b).map(|d| d.call_id));
+        }
+        let total = claimed.len();
+        claimed.sort();
+        claimed.dedup();
+        assert_eq!((total, claimed.len()), (200, 200), "{}", db.label);
+        drop((first, second));
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn the_contact_directory_keeps_what_the_helpdesk_said() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let mut entry = ContactEntry {
+            integration: "zd".into(),
+            phone: "+34600000001".into(),
+            contact_id: None,
+            name: None,
+            inactive: false,
+            checked_at: at("2026-11-23T09:00:00Z"),
+        };
+        store.save_contact(&entry).await.unwrap();
+        assert_eq!(
+            store.contact("zd", "+34600000001").await.unwrap(),
+            Some(entry.clone())
+        );
+        entry.contact_id = Some("42".into());
+        entry.name = Some("Ana".into());
+        entry.inactive = true;
+        store.save_contact(&entry).await.unwrap();
+        assert_eq!(
+            store.contacts().await.unwrap(),
+            vec![entry.clone()],
+            "{}",
+            db.label
+        );
+        assert_eq!(store.contact("other", "+34600000001").await.unwrap(), None);
+        store.forget_contact("zd", "+34600000001").await.unwrap();
+        assert!(store.contacts().await.unwrap().is_empty());
+        drop(store);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn calls_interrupted_by_a_crash_get_their_deliveries() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        store
+            .apply(
+                &[Change::CallStarted(start(
+                    "ringing",
+                    "2026-11-23T09:00:00Z",
+                ))],
+                &[],
+            )
+            .await
+            .unwrap();
+        let closed = store
+            .close_interrupted(at("2026-11-23T10:00:00Z"), &|r| {
+                assert_eq!(r.reason, Some(MissedReason::Interrupted));
+                vec![delivery(&r.id, &r.caller, "2026-11-23T09:00:00Z")]
+            })
+            .await
+            .unwrap();
+        assert_eq!(closed, 1);
+        let deliveries = store.deliveries_of("ringing").await.unwrap();
+        assert_eq!(deliveries.len(), 1, "{}", db.label);
+        assert_eq!(deliveries[0].contact_key, "+34600123456");
+        drop(store);
+        db.drop_db().await;
+    }
 }

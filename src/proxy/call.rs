@@ -14,7 +14,7 @@ use crate::call::{
 };
 use crate::config::Config;
 use crate::phone::{self, Caller};
-use crate::routing::{self, CallerStatus, Extension, Reason, Route, Verdict};
+use crate::routing::{self, Extension, Reason, Route, Verdict};
 use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
 use crate::sip::syntax::SipUri;
@@ -322,7 +322,7 @@ impl Core {
         call.queue = Some(queue.clone());
         let query = routing::Call {
             queue: &queue,
-            caller: CallerStatus::Unchecked,
+            caller: self.directory.status(&call.caller),
             at: now.wall,
         };
         let route = match Route::start(&call.config.groups, &query) {

@@ -37,6 +37,7 @@ pub use forward::Local;
 
 use crate::call::Change;
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::phone::Region;
 use crate::routing::Extension;
 use crate::sip::message::{self, Request, Response};
@@ -204,6 +205,8 @@ pub struct Core {
     draining: bool,
     untrusted: TokenBucket,
     stats: Stats,
+    /// What the helpdesks said about calling numbers (known, unknown, inactive).
+    directory: Arc<Directory>,
 }
 
 impl Core {
@@ -239,7 +242,13 @@ impl Core {
             counter: 0,
             draining: false,
             stats: Stats::default(),
+            directory: Arc::default(),
         }
+    }
+
+    /// The contact directory routing consults; without one every caller is unchecked.
+    pub fn set_directory(&mut self, directory: Arc<Directory>) {
+        self.directory = directory;
     }
 
     /// A new configuration for calls that start from now on; calls in progress keep theirs.

@@ -1,10 +1,14 @@
-//! Where sipdesk keeps what must survive a restart: calls and their events, round-robin cursors
-//! and agent states. SQLite is the embedded default; PostgreSQL serves several instances. Both
-//! run the same SQL through sqlx's `Any` driver; [`schema`] holds the migrations.
+//! Where sipdesk keeps what must survive a restart: calls and their events, round-robin cursors,
+//! agent states, the outbox of helpdesk deliveries ([`outbox`]) and the contact directory
+//! ([`contacts`]). SQLite is the embedded default; PostgreSQL serves several instances. Both run
+//! the same SQL through sqlx's `Any` driver; [`schema`] holds the migrations.
 //!
 //! The proxy never waits on the database: its changes go through a channel to
-//! [`writer::run`], which commits them in batches in the background.
+//! [`writer::run`], which commits them in batches in the background, each call's final record
+//! together with its deliveries.
 
+pub mod contacts;
+pub mod outbox;
 mod schema;
 pub mod writer;
 
@@ -15,8 +19,12 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::call::{CallEvent, CallRecord, CallStart, Change};
+use crate::call::{
+    CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
+};
 use crate::routing::Extension;
+pub use contacts::ContactEntry;
+pub use outbox::{Backlog, Delivery, DeliveryFilter, DeliveryState, NewDelivery};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -208,9 +216,14 @@ impl Store {
         Ok(())
     }
 
-    /// Commits a batch of changes in one transaction, with one multi-row statement per kind of
-    /// change (a round trip per statement is what costs, not a row).
-    pub async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    /// Commits a batch of changes, and the deliveries of the calls it ends, in one transaction,
+    /// with one multi-row statement per kind of change (a round trip per statement is what
+    /// costs, not a row).
+    pub async fn apply(
+        &self,
+        changes: &[Change],
+        deliveries: &[NewDelivery],
+    ) -> Result<(), StoreError> {
         let mut starts = Vec::new();
         let mut events = Vec::new();
         let mut ends = Vec::new();
@@ -236,6 +249,10 @@ impl Store {
         }
         for chunk in ends.chunks(ROWS) {
             upsert_records(&mut tx, chunk).await?;
+        }
+        let now = Timestamp::now();
+        for chunk in deliveries.chunks(ROWS) {
+            outbox::insert(&mut tx, chunk, now).await?;
         }
         if !cursors.is_empty() {
             let now = millis(Timestamp::now());
@@ -318,25 +335,52 @@ impl Store {
     }
 
     /// Closes calls a previous run left in progress (crash, kill -9): answered ones as ended
-    /// when sipdesk stopped, unanswered ones as missed (interrupted). Returns how many.
-    pub async fn close_interrupted(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let answered = sqlx::query(
-            "UPDATE calls SET ended_at = $1, outcome = 'answered', ended_by = 'interrupted'
-             WHERE ended_at IS NULL AND answered_at IS NOT NULL",
-        )
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("close interrupted calls"))?;
-        let missed = sqlx::query(
-            "UPDATE calls SET ended_at = $1, outcome = 'missed', reason = 'interrupted'
-             WHERE ended_at IS NULL",
-        )
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("close interrupted calls"))?;
-        Ok(answered.rows_affected() + missed.rows_affected())
+    /// when sipdesk stopped, unanswered ones as missed (interrupted), each with the deliveries
+    /// `outbox` gives it, in one transaction. Returns how many.
+    pub async fn close_interrupted(
+        &self,
+        now: Timestamp,
+        outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+        let rows = sqlx::query("SELECT * FROM calls WHERE ended_at IS NULL")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_error("read interrupted calls"))?;
+        let mut records = Vec::new();
+        for row in &rows {
+            let mut record = call_record(row)?;
+            record.ended_at = now;
+            if record.answered_at.is_some() {
+                record.outcome = Outcome::Answered;
+                record.ended_by = Some(EndedBy::Interrupted);
+            } else {
+                record.outcome = Outcome::Missed;
+                record.reason = Some(MissedReason::Interrupted);
+            }
+            records.push(record);
+        }
+        let deliveries: Vec<NewDelivery> = records.iter().flat_map(outbox).collect();
+        let refs: Vec<&CallRecord> = records.iter().collect();
+        for chunk in refs.chunks(ROWS) {
+            upsert_records(&mut tx, chunk).await?;
+        }
+        for chunk in deliveries.chunks(ROWS) {
+            outbox::insert(&mut tx, chunk, now).await?;
+        }
+        tx.commit().await.map_err(query_error("commit"))?;
+        Ok(records.len() as u64)
+    }
+
+    /// A call's record as ticket rules read it; `None` for an unknown id. A call still in
+    /// progress reads as missed at its start.
+    pub async fn call_record(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read call"))?;
+        row.as_ref().map(call_record).transpose()
     }
 
     /// Recent calls, newest first.
@@ -504,6 +548,52 @@ async fn upsert_records(tx: &mut Tx<'_>, records: &[&CallRecord]) -> Result<(), 
         .await
         .map_err(query_error("save call records"))?;
     Ok(())
+}
+
+/// An enum stored by its snake_case name.
+fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
+fn call_record(row: &AnyRow) -> Result<CallRecord, StoreError> {
+    let e = || query_error("read call");
+    let text = |name: &str| row.try_get::<Option<String>, _>(name).map_err(e());
+    let list = |name: &str| -> Result<Vec<String>, StoreError> {
+        Ok(serde_json::from_str(&row.try_get::<String, _>(name).map_err(e())?).unwrap_or_default())
+    };
+    let started_at = from_millis(row.try_get("started_at").map_err(e())?);
+    Ok(CallRecord {
+        id: row.try_get("id").map_err(e())?,
+        sip_call_id: row.try_get("sip_call_id").map_err(e())?,
+        direction: text("direction")?
+            .and_then(|d| parse_name(&d))
+            .unwrap_or(Direction::Inbound),
+        queue: text("queue")?,
+        group: text("group_name")?,
+        groups: list("groups_json")?,
+        caller: row.try_get("caller").map_err(e())?,
+        callee: row.try_get("callee").map_err(e())?,
+        agent: text("agent")?,
+        agent_email: text("agent_email")?,
+        started_at,
+        answered_at: row
+            .try_get::<Option<i64>, _>("answered_at")
+            .map_err(e())?
+            .map(from_millis),
+        ended_at: row
+            .try_get::<Option<i64>, _>("ended_at")
+            .map_err(e())?
+            .map_or(started_at, from_millis),
+        outcome: text("outcome")?
+            .and_then(|o| parse_name(&o))
+            .unwrap_or(Outcome::Missed),
+        reason: text("reason")?.and_then(|r| parse_name(&r)),
+        ended_by: text("ended_by")?.and_then(|b| parse_name(&b)),
+        out_of_hours: row.try_get::<i32, _>("out_of_hours").map_err(e())? != 0,
+        recording_url: text("recording_url")?,
+        explanation: list("explanation_json")?,
+        tags: list("tags_json")?,
+    })
 }
 
 fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {

@@ -3,7 +3,8 @@
 //! flags are INTEGER 0/1, lists are JSON text), so one set of queries serves both.
 
 /// Migrations in order; a migration is never edited once released, only followed by another.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
     1,
     "
     CREATE TABLE calls (
@@ -49,4 +50,41 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
         updated_at BIGINT NOT NULL
     );
     ",
-)];
+),
+    (
+        2,
+        "
+        CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            call_id TEXT NOT NULL,
+            integration TEXT NOT NULL,
+            contact_key TEXT NOT NULL,
+            call_started_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            pending_since BIGINT NOT NULL,
+            next_attempt_at BIGINT NOT NULL,
+            lease_until BIGINT,
+            last_error TEXT,
+            detail TEXT,
+            contact_id TEXT,
+            request TEXT,
+            ticket_id TEXT,
+            updated_at BIGINT NOT NULL
+        );
+        CREATE INDEX deliveries_due ON deliveries (integration, state, next_attempt_at);
+        CREATE INDEX deliveries_by_contact ON deliveries (integration, contact_key, call_started_at);
+        CREATE INDEX deliveries_by_call ON deliveries (call_id);
+        CREATE TABLE contacts (
+            integration TEXT NOT NULL,
+            phone TEXT NOT NULL,
+            contact_id TEXT,
+            name TEXT,
+            inactive INTEGER NOT NULL DEFAULT 0,
+            checked_at BIGINT NOT NULL,
+            PRIMARY KEY (integration, phone)
+        )
+        ",
+    ),
+];

@@ -1,6 +1,7 @@
 //! The background writer: takes the proxy's changes from a channel and commits them in batches,
 //! so a slow disk never slows call routing. Changes arriving within a short window share one
-//! transaction (a burst of calls costs a few statements, not a few per call). A failed commit is
+//! transaction (a burst of calls costs a few statements, not a few per call); a call's final
+//! record goes in with its helpdesk deliveries (the transactional outbox). A failed commit is
 //! retried with back-off, keeping the batch; nothing is dropped.
 
 use std::thread::JoinHandle;
@@ -8,8 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::Store;
-use crate::call::Change;
+use super::{NewDelivery, Store};
+use crate::call::{CallRecord, Change};
+
+/// The deliveries a finished call needs, one per linked helpdesk integration.
+pub type Outbox = Box<dyn Fn(&CallRecord) -> Vec<NewDelivery> + Send + Sync>;
 
 /// Most changes in one transaction.
 const BATCH: usize = 2048;
@@ -19,7 +23,7 @@ const WINDOW: Duration = Duration::from_millis(20);
 
 /// Commits changes until the channel closes (every sender dropped), then returns once all are
 /// written.
-pub async fn run(store: Store, mut changes: UnboundedReceiver<Change>) {
+pub async fn run(store: Store, mut changes: UnboundedReceiver<Change>, outbox: Outbox) {
     let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
     let mut open = true;
     while open {
@@ -38,8 +42,16 @@ pub async fn run(store: Store, mut changes: UnboundedReceiver<Change>) {
                 Err(_) => break,
             }
         }
+        let deliveries: Vec<NewDelivery> = batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::CallEnded(record) => Some(outbox(record)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
         let mut delay = Duration::from_millis(100);
-        while let Err(error) = store.apply(&batch).await {
+        while let Err(error) = store.apply(&batch, &deliveries).await {
             tracing::error!(error = %format!("{error:#}"), changes = batch.len(), "cannot write to the database; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
@@ -50,7 +62,11 @@ pub async fn run(store: Store, mut changes: UnboundedReceiver<Change>) {
 
 /// Runs the writer on its own thread, with its own connection pool, so database work never
 /// takes the proxy's thread. The thread ends once the channel closes and everything is written.
-pub fn spawn(url: String, changes: UnboundedReceiver<Change>) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(
+    url: String,
+    changes: UnboundedReceiver<Change>,
+    outbox: Outbox,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("sipdesk-store".to_owned()).spawn(move || {
         lower_priority();
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -72,7 +88,7 @@ pub fn spawn(url: String, changes: UnboundedReceiver<Change>) -> std::io::Result
                     }
                 }
             };
-            run(store, changes).await;
+            run(store, changes, outbox).await;
         });
     })
 }

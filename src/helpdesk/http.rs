@@ -1,0 +1,426 @@
+//! HTTPS to a helpdesk: one client per integration, paced under the account's request limit,
+//! with every answer classified the same way for all connectors.
+//!
+//! - Pacing: requests leave evenly spaced at 98% of `requests_per_minute` (or of the limit the
+//!   helpdesk announces in `X-Rate-Limit`, when lower), so a backlog keeps the limit busy
+//!   without ever crossing it; a 429 (or a 503 with `Retry-After`) pauses every request of the
+//!   integration until the time the helpdesk gave, so retries never storm.
+//! - Classification: 2xx is success; 400, 404, 409 and 422 go back to the connector, which knows
+//!   what they mean for its request; 401 and 403 fail the delivery at once with the helpdesk's
+//!   message (a token or permission that is wrong stays wrong); 429, 5xx, timeouts, refused
+//!   connections and answers that are not JSON are retried.
+//! - Certificates are verified against the system's trust store (rustls platform verifier), so
+//!   a company CA installed on the machine works; plain `http://` is for tests and local proxies.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::HelpdeskError;
+use crate::config::{Auth, Secret};
+
+/// Requests leave at this share of the limit: under it even when the helpdesk counts a window
+/// that does not line up with ours.
+const SHARE_OF_LIMIT: f64 = 0.98;
+
+/// Spaces an integration's requests and holds them all while the helpdesk asks to wait.
+#[derive(Debug)]
+pub struct Pacer {
+    state: Mutex<PacerState>,
+}
+
+#[derive(Debug)]
+struct PacerState {
+    interval: Duration,
+    configured_per_minute: u32,
+    next: Instant,
+    paused_until: Instant,
+}
+
+impl Pacer {
+    pub fn new(per_minute: u32) -> Pacer {
+        let now = Instant::now();
+        Pacer {
+            state: Mutex::new(PacerState {
+                interval: interval(per_minute),
+                configured_per_minute: per_minute,
+                next: now,
+                paused_until: now,
+            }),
+        }
+    }
+
+    /// Waits for this request's turn.
+    pub async fn turn(&self) {
+        let at = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let at = now.max(state.next).max(state.paused_until);
+            state.next = at + state.interval;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+
+    /// Holds every request until `for_` has passed.
+    pub fn pause(&self, for_: Duration) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let until = Instant::now() + for_;
+        if until > state.paused_until {
+            state.paused_until = until;
+        }
+    }
+
+    /// The helpdesk announced its limit: pace under it when it is lower than configured.
+    pub fn announced_limit(&self, per_minute: u32) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = per_minute.min(state.configured_per_minute).max(1);
+        state.interval = interval(limit);
+    }
+
+    /// The current spacing of requests.
+    pub fn interval(&self) -> Duration {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .interval
+    }
+}
+
+fn interval(per_minute: u32) -> Duration {
+    Duration::from_secs_f64(60.0 / (f64::from(per_minute.max(1)) * SHARE_OF_LIMIT))
+}
+
+/// An answer the connector looks at: a success, or a 400/404/409/422.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The JSON body (`Null` when empty).
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        self.status.is_success()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The credentials sent with every request.
+#[derive(Clone, Debug)]
+enum Credentials {
+    /// Zendesk's API token: `{email}/token` and the token, as basic authentication.
+    Basic {
+        user: String,
+        password: Secret,
+    },
+    Bearer(Secret),
+}
+
+/// A client for one integration.
+#[derive(Clone, Debug)]
+pub struct Http {
+    client: reqwest::Client,
+    credentials: Credentials,
+    base: String,
+    /// Who is talking, for messages: the integration's name.
+    name: Arc<str>,
+    pacer: Arc<Pacer>,
+}
+
+/// Installs the TLS crypto provider (once per process).
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Http {
+    pub fn new(
+        name: &str,
+        base: &str,
+        auth: &Auth,
+        secret: &Secret,
+        per_minute: u32,
+        timeout: Duration,
+    ) -> Result<Http, String> {
+        install_crypto();
+        if secret
+            .expose()
+            .chars()
+            .any(|c| c.is_control() || !c.is_ascii())
+        {
+            return Err("the token holds characters an HTTP header cannot carry".to_owned());
+        }
+        let credentials = match auth {
+            Auth::Token { email, .. } => Credentials::Basic {
+                user: format!("{email}/token"),
+                password: secret.clone(),
+            },
+            Auth::Bearer(_) => Credentials::Bearer(secret.clone()),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("sipdesk/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .tls_backend_rustls()
+            .build()
+            .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+        Ok(Http {
+            client,
+            credentials,
+            base: base.to_owned(),
+            name: Arc::from(name),
+            pacer: Arc::new(Pacer::new(per_minute)),
+        })
+    }
+
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    /// The full URL of an API path (`/api/v2/...`), with query parameters encoded.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::Url, HelpdeskError> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base)).map_err(|e| {
+            HelpdeskError::Permanent(format!("{}{path} is not a URL: {e}", self.base))
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// Sends one request in its turn and classifies the answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, HelpdeskError> {
+        self.pacer.turn().await;
+        let what = format!("{method} {}", url.path());
+        let mut request = match &self.credentials {
+            Credentials::Basic { user, password } => self
+                .client
+                .request(method, url)
+                .basic_auth(user, Some(password.expose())),
+            Credentials::Bearer(token) => {
+                self.client.request(method, url).bearer_auth(token.expose())
+            }
+        };
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    format!("{what}: no answer from {} in time", self.name)
+                } else {
+                    format!("{what}: cannot reach {}: {}", self.name, error_chain(&e))
+                };
+                return Err(HelpdeskError::Retry {
+                    reason,
+                    after: None,
+                });
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(limit) = headers
+            .get("x-rate-limit")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            self.pacer.announced_limit(limit);
+        }
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => {
+                return Err(HelpdeskError::Retry {
+                    reason: format!("{what}: the answer was cut off: {}", error_chain(&e)),
+                    after: None,
+                });
+            }
+        };
+        let json: Option<Value> = if text.trim().is_empty() {
+            Some(Value::Null)
+        } else {
+            serde_json::from_str(&text).ok()
+        };
+        let message = || match &json {
+            Some(value) => error_message(value),
+            None => excerpt(&text),
+        };
+        match status.as_u16() {
+            200..=299 => match json {
+                Some(body) => Ok(Reply {
+                    status,
+                    headers,
+                    body,
+                }),
+                None => Err(HelpdeskError::Retry {
+                    reason: format!(
+                        "{what}: {status} with {} instead of JSON (is base_url the helpdesk's API?): {}",
+                        if content_type.is_empty() {
+                            "no content type"
+                        } else {
+                            content_type.as_str()
+                        },
+                        excerpt(&text)
+                    ),
+                    after: None,
+                }),
+            },
+            400 | 404 | 409 | 422 => Ok(Reply {
+                status,
+                headers,
+                body: json.unwrap_or_else(|| Value::String(excerpt(&text))),
+            }),
+            401 => Err(HelpdeskError::Permanent(format!(
+                "{what}: {} refused the credentials (401 {}); check the e-mail and token (token_file/token_env)",
+                self.name,
+                message()
+            ))),
+            403 => Err(HelpdeskError::Permanent(format!(
+                "{what}: {} refused the request (403 {}); check the user's role and permissions",
+                self.name,
+                message()
+            ))),
+            429 => {
+                let after = retry_after.unwrap_or(Duration::from_secs(60));
+                self.pacer.pause(after);
+                Err(HelpdeskError::Retry {
+                    reason: format!(
+                        "{what}: rate limited (429), asked to wait {}s",
+                        after.as_secs_f64().ceil()
+                    ),
+                    after: Some(after),
+                })
+            }
+            _ => {
+                if let Some(after) = retry_after {
+                    self.pacer.pause(after);
+                }
+                Err(HelpdeskError::Retry {
+                    reason: format!("{what}: {status} {}", message()),
+                    after: retry_after,
+                })
+            }
+        }
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The first 200 characters of a body, on one line.
+fn excerpt(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None if flat.is_empty() => "(empty body)".to_owned(),
+        None => flat,
+    }
+}
+
+/// What a helpdesk's JSON error says: `error`, `description` and the first details, whatever
+/// the nesting.
+pub fn error_message(value: &Value) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    match value.get("error") {
+        Some(Value::String(error)) => parts.push(error.clone()),
+        Some(Value::Object(error)) => {
+            for key in ["title", "message"] {
+                if let Some(Value::String(text)) = error.get(key) {
+                    parts.push(text.clone());
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(Value::String(description)) = value.get("description") {
+        parts.push(description.clone());
+    }
+    if let Some(Value::Object(details)) = value.get("details") {
+        for items in details.values() {
+            for item in items.as_array().into_iter().flatten() {
+                if let Some(Value::String(description)) = item.get("description") {
+                    parts.push(description.clone());
+                }
+            }
+        }
+    }
+    if parts.is_empty() {
+        excerpt(&value.to_string())
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_spaces_requests_under_the_limit_and_follows_a_lower_announced_one() {
+        let pacer = Pacer::new(600);
+        assert_eq!(pacer.interval(), Duration::from_secs_f64(0.1 / 0.98));
+        pacer.announced_limit(300);
+        assert_eq!(pacer.interval(), Duration::from_secs_f64(0.2 / 0.98));
+        // A higher announced limit does not raise the configured one.
+        pacer.announced_limit(2500);
+        assert_eq!(pacer.interval(), Duration::from_secs_f64(0.1 / 0.98));
+    }
+
+    #[test]
+    fn error_messages_are_read_from_every_shape_zendesk_uses() {
+        let flat = serde_json::json!({"error": "Couldn't authenticate you"});
+        assert_eq!(error_message(&flat), "Couldn't authenticate you");
+        let nested = serde_json::json!({"error": {"title": "Forbidden", "message": "You do not have access to this page."}});
+        assert_eq!(
+            error_message(&nested),
+            "Forbidden: You do not have access to this page."
+        );
+        let invalid = serde_json::json!({"error": "RecordInvalid", "description": "Record validation errors",
+            "details": {"status": [{"description": "Status: closed prevents ticket update"}]}});
+        assert_eq!(
+            error_message(&invalid),
+            "RecordInvalid: Record validation errors: Status: closed prevents ticket update"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Connectors: how a call reaches a given helpdesk over HTTPS. The delivery worker
+//! ([`crate::delivery`]) hands each connector a [`Job`] — the delivery, its call, and the means to
+//! save progress — and gets back what was written or why nothing was; the ticket rules
+//! themselves are pure ([`crate::tickets`]). A connector knows nothing of SIP.
+//!
+//! [`http`] is shared by all connectors: pacing under the helpdesk's rate limit and one
+//! classification of answers into success, retry (with the time the helpdesk asked for) and
+//! failure (with the helpdesk's own message).
+
+pub mod http;
+pub mod zendesk;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::call::{CallRecord, Direction};
+use crate::config::{HelpdeskSettings, Kind};
+use crate::directory::{Directory, Said};
+use crate::phone::{self, Caller, Region};
+use crate::store::{ContactEntry, Delivery, Store, StoreError};
+
+/// Why a delivery attempt did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelpdeskError {
+    /// Worth trying again (rate limit, 5xx, timeout, unreachable, a database hiccup); `after`
+    /// is the wait the helpdesk asked for, if it did.
+    #[error("{reason}")]
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Will not succeed by trying again (refused credentials, a request the helpdesk rejects):
+    /// the delivery fails at once with this reason, until an admin retries it.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for HelpdeskError {
+    fn from(error: StoreError) -> HelpdeskError {
+        HelpdeskError::Retry {
+            reason: format!("{:#}", anyhow::Error::from(error)),
+            after: None,
+        }
+    }
+}
+
+/// How a delivery ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// A ticket was created or updated; `detail` says which and how.
+    Ticket { id: String, detail: String },
+    /// The rules log nothing for this call, for this reason.
+    Skipped(String),
+}
+
+/// Who a call is about, as a helpdesk contact: the other party of the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Party {
+    Number(String),
+    /// Withheld, or a number that cannot be read: logged under the shared anonymous contact,
+    /// with what the PBX sent (if anything) for the note.
+    Anonymous {
+        sent: Option<String>,
+    },
+}
+
+impl Party {
+    /// The caller of an inbound call, the dialled number of an outbound one.
+    pub fn of(call: &CallRecord, region: Region) -> Party {
+        let number = match call.direction {
+            Direction::Inbound => &call.caller,
+            Direction::Outbound => &call.callee,
+        };
+        match phone::normalize(number, region) {
+            Ok(Caller::Number(e164)) => Party::Number(e164.to_string()),
+            Ok(Caller::Anonymous) => Party::Anonymous { sent: None },
+            Err(_) => Party::Anonymous {
+                sent: Some(number.clone()),
+            },
+        }
+    }
+
+    /// The directory key and the outbox's ordering key: the E.164 number, or `anonymous`.
+    pub fn key(&self) -> &str {
+        match self {
+            Party::Number(number) => number,
+            Party::Anonymous { .. } => ANONYMOUS,
+        }
+    }
+}
+
+/// The directory key of the shared anonymous contact.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// One delivery attempt, with what a connector may use and save.
+pub struct Job<'a> {
+    pub delivery: &'a Delivery,
+    pub call: &'a CallRecord,
+    pub party: Party,
+    pub store: &'a Store,
+    pub directory: &'a Directory,
+}
+
+impl Job<'_> {
+    /// Saves the contact the delivery goes to, so a retry does not look for it again.
+    pub async fn remember_contact(&self, contact_id: &str) -> Result<(), HelpdeskError> {
+        Ok(self
+            .store
+            .delivery_contact(&self.delivery.id, contact_id)
+            .await?)
+    }
+
+    /// Saves the request about to be sent (`None`: none outstanding), so a retry sends the very
+    /// same one (same idempotency key, same body) or sees that it already went through.
+    pub async fn remember_request(&self, request: Option<&str>) -> Result<(), HelpdeskError> {
+        Ok(self
+            .store
+            .delivery_request(&self.delivery.id, request)
+            .await?)
+    }
+
+    /// What the directory knows of the party on this integration.
+    pub async fn directory_entry(&self) -> Result<Option<ContactEntry>, HelpdeskError> {
+        Ok(self
+            .store
+            .contact(&self.delivery.integration, self.party.key())
+            .await?)
+    }
+
+    /// Records what the helpdesk said about the party: `None` when it has no contact.
+    pub async fn learn(
+        &self,
+        contact_id: Option<String>,
+        name: Option<String>,
+        inactive: bool,
+    ) -> Result<(), HelpdeskError> {
+        let entry = ContactEntry {
+            integration: self.delivery.integration.clone(),
+            phone: self.party.key().to_owned(),
+            contact_id,
+            name,
+            inactive,
+            checked_at: Timestamp::now(),
+        };
+        self.store.save_contact(&entry).await?;
+        self.directory
+            .learn(&entry.integration, &entry.phone, Said::of(&entry));
+        Ok(())
+    }
+
+    /// Forgets the party's contact (the helpdesk no longer has it).
+    pub async fn forget(&self) -> Result<(), HelpdeskError> {
+        self.store
+            .forget_contact(&self.delivery.integration, self.party.key())
+            .await?;
+        self.directory
+            .forget(&self.delivery.integration, self.party.key());
+        Ok(())
+    }
+}
+
+/// A helpdesk integration, ready to deliver.
+pub enum Connector {
+    Zendesk(zendesk::Zendesk),
+}
+
+impl Connector {
+    /// A connector for the settings, with the secret read now; `Err` says why it cannot work
+    /// (the secret is missing, say), and holds the deliveries back until it can.
+    pub fn new(settings: &HelpdeskSettings, region: Region) -> Result<Connector, String> {
+        let secret = settings.auth.secret().read()?;
+        match settings.kind {
+            Kind::Zendesk => Ok(Connector::Zendesk(zendesk::Zendesk::new(
+                settings, &secret, region,
+            )?)),
+        }
+    }
+
+    pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
+        match self {
+            Connector::Zendesk(zendesk) => zendesk.deliver(job).await,
+        }
+    }
+}

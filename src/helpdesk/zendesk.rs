@@ -1,0 +1,671 @@
+//! The Zendesk connector (Support API v2), following Zendesk's own recipe for telephony
+//! integrations: find the caller's user by phone, create one when allowed, read their tickets
+//! for the previous-ticket rule, then create or update a ticket with the call as an internal
+//! note.
+//!
+//! - Users are searched with `phone:<digits>` (`/api/v2/users/search`, Zendesk's documented form,
+//!   without `+`), and a result counts only if its phone is the same E.164 number. New users are
+//!   made with `create_or_update` and the external id `sipdesk:<E.164>`, so an attempt repeated
+//!   after a crash finds the user it made instead of making a second one, whatever the search
+//!   index says. Withheld numbers share the user `sipdesk:anonymous` ("Anonymous caller").
+//! - Agents are matched by e-mail (users search, role agent or admin, active); answers are
+//!   cached for ten minutes.
+//! - Tickets are created with `Idempotency-Key: sipdesk-<integration>-<call id>` and
+//!   `external_id: <call id>`; the body is saved before it is sent, so a retry sends the same
+//!   body (Zendesk replays its answer) and, past Zendesk's two-hour key lifetime, first looks the
+//!   ticket up by external id. An update is recognised on retry by the call's marker in the
+//!   ticket's comments.
+//! - A ticket found closed (422 "closed prevents ticket update") or deleted (404) when updating
+//!   gets a follow-up ticket instead (`via_followup_source_id`), as Zendesk itself does.
+//! - With `voice_comments`, an answered call with a recording also gets a `voice_comment`
+//!   (Zendesk shows a player); the internal note with the fields and the marker is always there.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::http::{Http, Reply, error_message};
+use super::{Delivered, HelpdeskError, Job, Party};
+use crate::call::Outcome;
+use crate::config::{HelpdeskSettings, Secret};
+use crate::phone::{self, Caller, Region};
+use crate::tickets::{
+    self, Assignee, AssigneeId, Log, Plan, Rules, Status, TicketSummary, TicketWrite,
+};
+
+/// How long an agent's e-mail → user answer is trusted.
+const AGENT_CACHE: Duration = Duration::from_secs(600);
+/// How long a contact from the directory is used before Zendesk is asked again whether it still
+/// exists and is active.
+const CONTACT_FRESH: Duration = Duration::from_secs(24 * 3600);
+
+/// A Zendesk integration.
+pub struct Zendesk {
+    http: Http,
+    name: String,
+    rules: Rules,
+    region: Region,
+    agents: Mutex<HashMap<String, (Option<u64>, Instant)>>,
+}
+
+/// The request a delivery is about to send, saved before it is sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Pending {
+    Create {
+        body: Value,
+    },
+    /// `fallback`: the ticket to create if this one turns out closed or deleted.
+    Update {
+        ticket: u64,
+        body: Value,
+        fallback: Value,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    id: u64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default)]
+    suspended: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl User {
+    fn inactive(&self) -> bool {
+        !self.active || self.suspended
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Ticket {
+    id: u64,
+    status: String,
+    created_at: Timestamp,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    reply: &Reply,
+    key: &str,
+    what: &str,
+) -> Result<T, HelpdeskError> {
+    let value = reply.body.get(key).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(value).map_err(|e| HelpdeskError::Retry {
+        reason: format!(
+            "{what}: unexpected answer ({e}): {}",
+            error_message(&reply.body)
+        ),
+        after: None,
+    })
+}
+
+fn rejected(what: &str, reply: &Reply) -> HelpdeskError {
+    HelpdeskError::Permanent(format!(
+        "{what}: Zendesk refused it ({} {})",
+        reply.status.as_u16(),
+        error_message(&reply.body)
+    ))
+}
+
+/// A 409 (simultaneous writes to one record) is worth another try.
+fn conflict_or_rejected(what: &str, reply: &Reply) -> HelpdeskError {
+    if reply.status.as_u16() == 409 {
+        HelpdeskError::Retry {
+            reason: format!("{what}: conflict (409 {})", error_message(&reply.body)),
+            after: None,
+        }
+    } else {
+        rejected(what, reply)
+    }
+}
+
+/// The request JSON for a ticket write.
+fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<u64>) -> Value {
+    let mut ticket = serde_json::Map::new();
+    if let Some(subject) = &write.subject {
+        ticket.insert("subject".into(), json!(subject));
+    }
+    ticket.insert(
+        "comment".into(),
+        json!({ "body": write.note, "public": false }),
+    );
+    ticket.insert("status".into(), json!(write.status.as_str()));
+    ticket.insert("tags".into(), json!(write.tags));
+    if let Some(requester) = requester {
+        ticket.insert("requester_id".into(), json!(requester));
+        ticket.insert("external_id".into(), json!(write.external_id));
+    }
+    match write.assignee {
+        Some(AssigneeId::User(id)) => {
+            ticket.insert("assignee_id".into(), json!(id));
+        }
+        Some(AssigneeId::Group(id)) => {
+            ticket.insert("group_id".into(), json!(id));
+        }
+        None => {}
+    }
+    if let Some(t) = write.ticket_type {
+        ticket.insert("type".into(), json!(t.as_str()));
+    }
+    if let Some(p) = write.priority {
+        ticket.insert("priority".into(), json!(p.as_str()));
+    }
+    if let Some(voice) = &write.voice {
+        let mut comment = json!({
+            "from": voice.from,
+            "to": voice.to,
+            "recording_url": voice.recording_url,
+            "started_at": voice.started_at.to_string(),
+            "call_duration": voice.call_duration,
+        });
+        if let Some(agent) = answered_by {
+            comment["answered_by_id"] = json!(agent);
+        }
+        ticket.insert("voice_comment".into(), comment);
+    }
+    json!({ "ticket": ticket })
+}
+
+impl Zendesk {
+    pub fn new(
+        settings: &HelpdeskSettings,
+        secret: &Secret,
+        region: Region,
+    ) -> Result<Zendesk, String> {
+        let http = Http::new(
+            &settings.name,
+            &settings.base_url,
+            &settings.auth,
+            secret,
+            settings.requests_per_minute,
+            settings.request_timeout,
+        )?;
+        Ok(Zendesk {
+            http,
+            name: settings.name.clone(),
+            rules: settings.rules.clone(),
+            region,
+            agents: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, HelpdeskError> {
+        let url = self.http.url(path, query)?;
+        self.http.send(Method::GET, url, None, &[]).await
+    }
+
+    /// Carries out one delivery.
+    pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
+        let call = job.call;
+        if let Some(text) = &job.delivery.request {
+            match serde_json::from_str::<Pending>(text) {
+                Ok(Pending::Create { body }) => {
+                    if let Some(id) = self.ticket_by_external_id(&call.id).await? {
+                        return Ok(Delivered::Ticket {
+                            id: id.to_string(),
+                            detail: format!("created ticket #{id}"),
+                        });
+                    }
+                    return self.create(job, &body).await;
+                }
+                Ok(Pending::Update {
+                    ticket,
+                    body,
+                    fallback,
+                }) => {
+                    if self.has_note(ticket, &tickets::marker(&call.id)).await? {
+                        return Ok(Delivered::Ticket {
+                            id: ticket.to_string(),
+                            detail: format!("added the call to ticket #{ticket}"),
+                        });
+                    }
+                    return self.update(job, ticket, &body, fallback).await;
+                }
+                Err(e) => {
+                    tracing::warn!(delivery = %job.delivery.id, error = %e, "ignoring an unreadable saved request")
+                }
+            }
+        }
+        let Some(requester) = self.contact(job).await? else {
+            return Ok(Delivered::Skipped(
+                tickets::Skip::UnknownContact.to_string(),
+            ));
+        };
+        let rule = self.rules.rule(call.call_type());
+        let previous = if rule.log == Log::Previous {
+            let tickets = self.requested_tickets(requester).await?;
+            tickets::previous_ticket(&tickets).cloned()
+        } else {
+            None
+        };
+        let assignee = self
+            .assignee(&tickets::assignee_candidates(&self.rules, call))
+            .await?;
+        let answered_by = match (call.outcome, assignee) {
+            (Outcome::Answered, Some(AssigneeId::User(id))) => Some(id),
+            _ => None,
+        };
+        let mut note_call = call.clone();
+        if let Party::Anonymous { sent: Some(sent) } = &job.party {
+            // The note says what the PBX sent when it was not a number.
+            note_call.caller = format!("{sent} (not a phone number)");
+        }
+        match tickets::plan(&self.rules, &note_call, previous.as_ref(), assignee) {
+            Plan::Create(write) => {
+                let body = ticket_body(&write, Some(requester), answered_by);
+                self.save(job, &Pending::Create { body: body.clone() })
+                    .await?;
+                self.create(job, &body).await
+            }
+            Plan::Update { ticket, write } => {
+                let body = ticket_body(&write, None, answered_by);
+                let fallback = match tickets::plan(&self.rules, &note_call, None, assignee) {
+                    Plan::Create(write) => ticket_body(&write, Some(requester), answered_by),
+                    Plan::Update { .. } => unreachable!("no previous ticket, no update"),
+                };
+                self.save(
+                    job,
+                    &Pending::Update {
+                        ticket,
+                        body: body.clone(),
+                        fallback: fallback.clone(),
+                    },
+                )
+                .await?;
+                self.update(job, ticket, &body, fallback).await
+            }
+        }
+    }
+
+    async fn save(&self, job: &Job<'_>, pending: &Pending) -> Result<(), HelpdeskError> {
+        let text = serde_json::to_string(pending)
+            .map_err(|e| HelpdeskError::Permanent(format!("cannot write the request: {e}")))?;
+        job.remember_request(Some(&text)).await
+    }
+
+    /// The idempotency key of a call's ticket on this integration.
+    fn idempotency_key(&self, call_id: &str) -> String {
+        format!("sipdesk-{}-{call_id}", self.name)
+    }
+
+    async fn create(&self, job: &Job<'_>, body: &Value) -> Result<Delivered, HelpdeskError> {
+        let url = self.http.url("/api/v2/tickets.json", &[])?;
+        let key = self.idempotency_key(&job.call.id);
+        let reply = self
+            .http
+            .send(Method::POST, url, Some(body), &[("Idempotency-Key", &key)])
+            .await?;
+        if reply.is_success() {
+            let ticket: Ticket = parse(&reply, "ticket", "POST /api/v2/tickets")?;
+            let replayed = reply.header("x-idempotency-lookup") == Some("hit");
+            let detail = match body["ticket"].get("via_followup_source_id") {
+                Some(closed) => format!(
+                    "ticket #{closed} was closed: created follow-up ticket #{}",
+                    ticket.id
+                ),
+                None => format!("created ticket #{}", ticket.id),
+            };
+            tracing::debug!(ticket = ticket.id, replayed, "ticket created");
+            return Ok(Delivered::Ticket {
+                id: ticket.id.to_string(),
+                detail,
+            });
+        }
+        if reply.status.as_u16() == 400
+            && reply.body.get("error").and_then(Value::as_str) == Some("IdempotentRequestError")
+        {
+            // The key was used with another body: the ticket exists if the first request made it.
+            if let Some(id) = self.ticket_by_external_id(&job.call.id).await? {
+                return Ok(Delivered::Ticket {
+                    id: id.to_string(),
+                    detail: format!("created ticket #{id}"),
+                });
+            }
+        }
+        Err(conflict_or_rejected("POST /api/v2/tickets", &reply))
+    }
+
+    async fn update(
+        &self,
+        job: &Job<'_>,
+        ticket: u64,
+        body: &Value,
+        fallback: Value,
+    ) -> Result<Delivered, HelpdeskError> {
+        let path = format!("/api/v2/tickets/{ticket}.json");
+        let url = self.http.url(&path, &[])?;
+        let reply = self.http.send(Method::PUT, url, Some(body), &[]).await?;
+        if reply.is_success() {
+            let status = body["ticket"]["status"].as_str().unwrap_or("updated");
+            return Ok(Delivered::Ticket {
+                id: ticket.to_string(),
+                detail: format!("added the call to ticket #{ticket} ({status})"),
+            });
+        }
+        let closed = reply.status.as_u16() == 422
+            && error_message(&reply.body).to_lowercase().contains("closed");
+        if closed || reply.status.as_u16() == 404 {
+            // A closed ticket takes no more comments: the call starts a follow-up ticket.
+            let mut body = fallback;
+            if closed {
+                body["ticket"]["via_followup_source_id"] = json!(ticket);
+            }
+            self.save(job, &Pending::Create { body: body.clone() })
+                .await?;
+            return self.create(job, &body).await;
+        }
+        Err(conflict_or_rejected(&format!("PUT {path}"), &reply))
+    }
+
+    /// The ticket created for a call, found by its external id.
+    async fn ticket_by_external_id(&self, call_id: &str) -> Result<Option<u64>, HelpdeskError> {
+        let reply = self
+            .get("/api/v2/tickets.json", &[("external_id", call_id)])
+            .await?;
+        if !reply.is_success() {
+            return Err(rejected("GET /api/v2/tickets?external_id", &reply));
+        }
+        let tickets: Vec<Value> = parse(&reply, "tickets", "GET /api/v2/tickets?external_id")?;
+        Ok(tickets
+            .iter()
+            .filter(|t| t.get("external_id").and_then(Value::as_str) == Some(call_id))
+            .filter_map(|t| t.get("id").and_then(Value::as_u64))
+            .min())
+    }
+
+    /// Whether a ticket has the note marked `marker` (its most recent 100 comments).
+    async fn has_note(&self, ticket: u64, marker: &str) -> Result<bool, HelpdeskError> {
+        let path = format!("/api/v2/tickets/{ticket}/comments.json");
+        let reply = self
+            .get(&path, &[("sort_order", "desc"), ("per_page", "100")])
+            .await?;
+        if reply.status.as_u16() == 404 {
+            return Ok(false);
+        }
+        if !reply.is_success() {
+            return Err(rejected(&format!("GET {path}"), &reply));
+        }
+        let comments: Vec<Value> = parse(&reply, "comments", &format!("GET {path}"))?;
+        Ok(comments.iter().any(|c| {
+            c.get("body")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b.contains(marker))
+        }))
+    }
+
+    /// The party's Zendesk user, found or (when the rules allow) created; `None` when there is
+    /// none and none may be made.
+    async fn contact(&self, job: &Job<'_>) -> Result<Option<u64>, HelpdeskError> {
+        if let Some(id) = job
+            .delivery
+            .contact_id
+            .as_ref()
+            .and_then(|id| id.parse().ok())
+        {
+            return Ok(Some(id));
+        }
+        if let Some(entry) = job.directory_entry().await? {
+            if let Some(id) = entry
+                .contact_id
+                .as_ref()
+                .and_then(|id| id.parse::<u64>().ok())
+            {
+                let age = Timestamp::now().duration_since(entry.checked_at);
+                if age.as_secs() < CONTACT_FRESH.as_secs() as i64 {
+                    job.remember_contact(&id.to_string()).await?;
+                    return Ok(Some(id));
+                }
+                if let Some(user) = self.user(id).await? {
+                    job.learn(Some(id.to_string()), user.name.clone(), user.inactive())
+                        .await?;
+                    job.remember_contact(&id.to_string()).await?;
+                    return Ok(Some(id));
+                }
+                job.forget().await?;
+            }
+        }
+        let found = match &job.party {
+            Party::Number(number) => self.user_by_phone(number).await?,
+            Party::Anonymous { .. } => None,
+        };
+        let user = match found {
+            Some(user) => user,
+            None => {
+                let anonymous = matches!(job.party, Party::Anonymous { .. });
+                if tickets::may_create_contact(&self.rules, anonymous).is_err() {
+                    job.learn(None, None, false).await?;
+                    return Ok(None);
+                }
+                self.create_user(&job.party).await?
+            }
+        };
+        job.learn(
+            Some(user.id.to_string()),
+            user.name.clone(),
+            user.inactive(),
+        )
+        .await?;
+        job.remember_contact(&user.id.to_string()).await?;
+        Ok(Some(user.id))
+    }
+
+    async fn user(&self, id: u64) -> Result<Option<User>, HelpdeskError> {
+        let path = format!("/api/v2/users/{id}.json");
+        let reply = self.get(&path, &[]).await?;
+        match reply.status.as_u16() {
+            404 => Ok(None),
+            _ if reply.is_success() => Ok(Some(parse(&reply, "user", &format!("GET {path}"))?)),
+            _ => Err(rejected(&format!("GET {path}"), &reply)),
+        }
+    }
+
+    /// The user whose phone is this number: an active end user first, the oldest among equals.
+    async fn user_by_phone(&self, number: &str) -> Result<Option<User>, HelpdeskError> {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let query = format!("phone:{digits}");
+        let reply = self
+            .get("/api/v2/users/search.json", &[("query", &query)])
+            .await?;
+        if !reply.is_success() {
+            return Err(rejected("GET /api/v2/users/search", &reply));
+        }
+        let users: Vec<User> = parse(&reply, "users", "GET /api/v2/users/search")?;
+        let same = |user: &User| {
+            user.phone
+                .as_deref()
+                .is_some_and(|p| matches!(phone::normalize(p, self.region), Ok(Caller::Number(n)) if n.to_string() == number))
+        };
+        Ok(users
+            .into_iter()
+            .filter(same)
+            .min_by_key(|u| (u.inactive(), u.role.as_deref() != Some("end-user"), u.id)))
+    }
+
+    async fn create_user(&self, party: &Party) -> Result<User, HelpdeskError> {
+        let user = match party {
+            Party::Number(number) => {
+                let shown = phone::international(number).unwrap_or_else(|| number.clone());
+                json!({ "user": { "name": format!("Caller {shown}"), "phone": number, "external_id": format!("sipdesk:{number}") } })
+            }
+            Party::Anonymous { .. } => {
+                json!({ "user": { "name": "Anonymous caller", "external_id": "sipdesk:anonymous" } })
+            }
+        };
+        let url = self.http.url("/api/v2/users/create_or_update.json", &[])?;
+        let reply = self.http.send(Method::POST, url, Some(&user), &[]).await?;
+        if !reply.is_success() {
+            return Err(conflict_or_rejected(
+                "POST /api/v2/users/create_or_update",
+                &reply,
+            ));
+        }
+        parse(&reply, "user", "POST /api/v2/users/create_or_update")
+    }
+
+    /// The contact's tickets, most recent first (the latest 100).
+    async fn requested_tickets(&self, user: u64) -> Result<Vec<TicketSummary>, HelpdeskError> {
+        let path = format!("/api/v2/users/{user}/tickets/requested.json");
+        let reply = self
+            .get(
+                &path,
+                &[
+                    ("sort_by", "created_at"),
+                    ("sort_order", "desc"),
+                    ("per_page", "100"),
+                ],
+            )
+            .await?;
+        if !reply.is_success() {
+            return Err(rejected(&format!("GET {path}"), &reply));
+        }
+        let tickets: Vec<Ticket> = parse(&reply, "tickets", &format!("GET {path}"))?;
+        Ok(tickets
+            .into_iter()
+            .filter_map(|t| {
+                Some(TicketSummary {
+                    id: t.id,
+                    status: Status::parse(&t.status)?,
+                    created_at: t.created_at,
+                    tags: t.tags,
+                })
+            })
+            .collect())
+    }
+
+    /// The first candidate Zendesk knows: an agent by e-mail, or a group as is.
+    async fn assignee(&self, candidates: &[Assignee]) -> Result<Option<AssigneeId>, HelpdeskError> {
+        for candidate in candidates {
+            match candidate {
+                Assignee::Group(id) => return Ok(Some(AssigneeId::Group(*id))),
+                Assignee::User(email) => {
+                    if let Some(id) = self.agent(email).await? {
+                        return Ok(Some(AssigneeId::User(id)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The active agent (or admin) with this e-mail.
+    async fn agent(&self, email: &str) -> Result<Option<u64>, HelpdeskError> {
+        let key = email.to_lowercase();
+        if let Some((id, at)) = self
+            .agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < AGENT_CACHE {
+                return Ok(*id);
+            }
+        }
+        let query = format!("email:{email}");
+        let reply = self
+            .get("/api/v2/users/search.json", &[("query", &query)])
+            .await?;
+        if !reply.is_success() {
+            return Err(rejected("GET /api/v2/users/search", &reply));
+        }
+        let users: Vec<User> = parse(&reply, "users", "GET /api/v2/users/search")?;
+        let id = users
+            .iter()
+            .filter(|u| {
+                u.email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .filter(|u| matches!(u.role.as_deref(), Some("agent" | "admin")) && !u.inactive())
+            .map(|u| u.id)
+            .min();
+        if id.is_none() {
+            tracing::info!(integration = %self.name, %email, "no active Zendesk agent has this e-mail");
+        }
+        self.agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (id, Instant::now()));
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tickets::{Priority, TicketType, VoiceComment};
+
+    fn write() -> TicketWrite {
+        TicketWrite {
+            subject: Some("Call from +34911239613".to_owned()),
+            note: "Call from +34911239613\n[sipdesk:c1]".to_owned(),
+            status: Status::Solved,
+            assignee: Some(AssigneeId::User(7)),
+            tags: vec!["sipdesk".to_owned()],
+            ticket_type: Some(TicketType::Question),
+            priority: Some(Priority::High),
+            voice: None,
+            external_id: "c1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_new_ticket_names_its_requester_and_call_and_an_update_does_not() {
+        let created = ticket_body(&write(), Some(42), None);
+        assert_eq!(
+            created,
+            json!({"ticket": {
+                "subject": "Call from +34911239613",
+                "comment": {"body": "Call from +34911239613\n[sipdesk:c1]", "public": false},
+                "status": "solved", "tags": ["sipdesk"], "requester_id": 42, "external_id": "c1",
+                "assignee_id": 7, "type": "question", "priority": "high"
+            }})
+        );
+        let mut update = write();
+        update.subject = None;
+        update.assignee = Some(AssigneeId::Group(5));
+        let updated = ticket_body(&update, None, None);
+        assert!(updated["ticket"].get("requester_id").is_none());
+        assert!(updated["ticket"].get("external_id").is_none());
+        assert!(updated["ticket"].get("subject").is_none());
+        assert_eq!(updated["ticket"]["group_id"], json!(5));
+    }
+
+    #[test]
+    fn a_voice_comment_goes_with_the_note() {
+        let mut w = write();
+        w.voice = Some(VoiceComment {
+            from: "+34911239613".to_owned(),
+            to: "900".to_owned(),
+            recording_url: "https://pbx/r.wav".to_owned(),
+            started_at: "2026-03-02T09:00:00Z".parse().unwrap(),
+            call_duration: 195,
+        });
+        let body = ticket_body(&w, Some(42), Some(7));
+        assert_eq!(
+            body["ticket"]["voice_comment"],
+            json!({"from": "+34911239613", "to": "900", "recording_url": "https://pbx/r.wav",
+                   "started_at": "2026-03-02T09:00:00Z", "call_duration": 195, "answered_by_id": 7})
+        );
+        assert_eq!(body["ticket"]["comment"]["public"], json!(false));
+    }
+}

@@ -1,0 +1,470 @@
+//! The outbox: one delivery per call and linked helpdesk integration, written in the same
+//! transaction as the call's final record, then carried out by the delivery worker.
+//!
+//! A delivery moves `pending` → `in_progress` (claimed, with a lease) → `done`, `skipped` (the
+//! rules log nothing, with the reason) or `failed` (a helpdesk answer that will never succeed, or
+//! still failing after `give_up_after`); a retryable failure puts it back to `pending` with a
+//! later `next_attempt_at`. What each step learnt (the helpdesk contact, the request about to be
+//! sent) is saved as it happens, so a retry — or a restart after `kill -9` — resumes there.
+//!
+//! Deliveries for one contact on one integration are claimed in call order: a delivery waits
+//! while an earlier one of the same contact is pending or in progress (a failed one no longer
+//! holds the others back). Claims take a lease, renewed while the work goes on, so a delivery
+//! whose worker died is taken up again once its lease runs out; on PostgreSQL the claim uses
+//! `FOR UPDATE SKIP LOCKED`, so instances sharing the database never take the same delivery.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Store, StoreError, Tx, from_millis, millis, placeholders, query_error};
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    InProgress,
+    Done,
+    Skipped,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::InProgress => "in_progress",
+            DeliveryState::Done => "done",
+            DeliveryState::Skipped => "skipped",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> DeliveryState {
+        match text {
+            "in_progress" => DeliveryState::InProgress,
+            "done" => DeliveryState::Done,
+            "skipped" => DeliveryState::Skipped,
+            "failed" => DeliveryState::Failed,
+            _ => DeliveryState::Pending,
+        }
+    }
+}
+
+/// A delivery to write with its call's final record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub call_id: String,
+    pub integration: String,
+    /// Orders the deliveries of one contact: the caller's E.164 number, or `anonymous`.
+    pub contact_key: String,
+    pub call_started_at: Timestamp,
+    /// `Some(reason)`: the integration's rules log nothing for this call; kept as `skipped` so
+    /// `sipdesk deliveries` can say why a call has no ticket.
+    pub skipped: Option<String>,
+}
+
+impl NewDelivery {
+    /// The id of the delivery of a call to an integration.
+    pub fn id_of(call_id: &str, integration: &str) -> String {
+        format!("{call_id}:{integration}")
+    }
+}
+
+/// A delivery as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub call_id: String,
+    pub integration: String,
+    pub contact_key: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    /// Since when the delivery has been waiting to succeed (reset by a manual retry); it fails
+    /// after `give_up_after` from here.
+    pub pending_since: Timestamp,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    /// What was done (the ticket), or why nothing was.
+    pub detail: Option<String>,
+    /// The helpdesk contact, once found or created.
+    pub contact_id: Option<String>,
+    /// The request about to be sent (helpdesk-specific), kept so a retry sends the same one.
+    pub request: Option<String>,
+    pub ticket_id: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub failed_only: bool,
+    pub limit: u32,
+}
+
+/// Pending and failed deliveries, per integration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub integration: String,
+    pub pending: u64,
+    pub in_progress: u64,
+    pub failed: u64,
+    pub done: u64,
+}
+
+const COLUMNS: usize = 11;
+
+/// Inserts deliveries inside the transaction that ends their calls. A delivery that exists
+/// already (the same call ended twice in the store's eyes) is left as it is.
+pub(super) async fn insert(
+    tx: &mut Tx<'_>,
+    deliveries: &[NewDelivery],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO deliveries (id, call_id, integration, contact_key, call_started_at, created_at, state,
+             pending_since, next_attempt_at, detail, updated_at)
+         VALUES {} ON CONFLICT (id) DO NOTHING",
+        placeholders(deliveries.len(), COLUMNS)
+    );
+    let now = millis(now);
+    let mut query = sqlx::query(&sql);
+    for d in deliveries {
+        let state = if d.skipped.is_some() {
+            DeliveryState::Skipped
+        } else {
+            DeliveryState::Pending
+        };
+        query = query
+            .bind(NewDelivery::id_of(&d.call_id, &d.integration))
+            .bind(d.call_id.as_str())
+            .bind(d.integration.as_str())
+            .bind(d.contact_key.as_str())
+            .bind(millis(d.call_started_at))
+            .bind(now)
+            .bind(state.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(d.skipped.clone())
+            .bind(now);
+    }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(query_error("save deliveries"))?;
+    Ok(())
+}
+
+fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
+    let e = || query_error("read delivery");
+    Ok(Delivery {
+        id: row.try_get("id").map_err(e())?,
+        call_id: row.try_get("call_id").map_err(e())?,
+        integration: row.try_get("integration").map_err(e())?,
+        contact_key: row.try_get("contact_key").map_err(e())?,
+        state: DeliveryState::parse(&row.try_get::<String, _>("state").map_err(e())?),
+        attempts: u32::try_from(row.try_get::<i32, _>("attempts").map_err(e())?).unwrap_or(0),
+        created_at: from_millis(row.try_get("created_at").map_err(e())?),
+        pending_since: from_millis(row.try_get("pending_since").map_err(e())?),
+        next_attempt_at: from_millis(row.try_get("next_attempt_at").map_err(e())?),
+        last_error: row.try_get("last_error").map_err(e())?,
+        detail: row.try_get("detail").map_err(e())?,
+        contact_id: row.try_get("contact_id").map_err(e())?,
+        request: row.try_get("request").map_err(e())?,
+        ticket_id: row.try_get("ticket_id").map_err(e())?,
+        updated_at: from_millis(row.try_get("updated_at").map_err(e())?),
+    })
+}
+
+const SELECT: &str = "SELECT id, call_id, integration, contact_key, state, attempts, created_at, pending_since,
+    next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at FROM deliveries";
+
+impl Store {
+    /// Takes up to `limit` due deliveries of `integration` for this worker until `lease_until`:
+    /// pending ones whose time has come, and in-progress ones whose lease ran out, oldest call
+    /// first, never one whose contact has an earlier delivery still pending or in progress.
+    pub async fn claim_deliveries(
+        &self,
+        integration: &str,
+        limit: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        // The outer state check is evaluated again on the locked row (PostgreSQL), so a row
+        // another instance claimed meanwhile is not claimed twice.
+        let sql = format!(
+            "UPDATE deliveries SET state = 'in_progress', attempts = attempts + 1, lease_until = $1, updated_at = $2
+             WHERE id IN (
+                 SELECT d.id FROM deliveries d
+                 WHERE d.integration = $3
+                   AND ((d.state = 'pending' AND d.next_attempt_at <= $2)
+                        OR (d.state = 'in_progress' AND d.lease_until < $2))
+                   AND NOT EXISTS (
+                       SELECT 1 FROM deliveries e
+                       WHERE e.integration = d.integration AND e.contact_key = d.contact_key
+                         AND e.state IN ('pending', 'in_progress')
+                         AND (e.call_started_at < d.call_started_at
+                              OR (e.call_started_at = d.call_started_at AND e.id < d.id)))
+                 ORDER BY d.call_started_at, d.id
+                 LIMIT $4 {lock})
+               AND ((state = 'pending' AND next_attempt_at <= $2)
+                    OR (state = 'in_progress' AND lease_until < $2))
+             RETURNING id, call_id, integration, contact_key, state, attempts, created_at, pending_since,
+                 next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(millis(lease_until))
+            .bind(millis(now))
+            .bind(integration)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("claim deliveries"))?;
+        rows.iter().map(delivery).collect()
+    }
+
+    /// Extends the lease of deliveries still being worked on.
+    pub async fn renew_leases(
+        &self,
+        ids: &[String],
+        lease_until: Timestamp,
+    ) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE deliveries SET lease_until = $1 WHERE id = $2 AND state = 'in_progress'",
+            )
+            .bind(millis(lease_until))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("renew delivery lease"))?;
+        }
+        Ok(())
+    }
+
+    /// Gives every in-progress delivery back (at start, when this is the only instance: SQLite).
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE deliveries SET state = 'pending', lease_until = NULL WHERE state = 'in_progress'")
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("release delivery leases"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Saves the helpdesk contact a delivery found or created.
+    pub async fn delivery_contact(&self, id: &str, contact_id: &str) -> Result<(), StoreError> {
+        self.update_delivery(
+            "save delivery contact",
+            "contact_id = $1",
+            id,
+            Some(contact_id),
+        )
+        .await
+    }
+
+    /// Saves the request a delivery is about to send (`None`: none is outstanding).
+    pub async fn delivery_request(
+        &self,
+        id: &str,
+        request: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.update_delivery("save delivery request", "request = $1", id, request)
+            .await
+    }
+
+    async fn update_delivery(
+        &self,
+        what: &'static str,
+        set: &str,
+        id: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let sql = format!("UPDATE deliveries SET {set}, updated_at = $2 WHERE id = $3");
+        sqlx::query(&sql)
+            .bind(value)
+            .bind(millis(Timestamp::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error(what))?;
+        Ok(())
+    }
+
+    /// Marks a delivery done, with the ticket it wrote.
+    pub async fn delivery_done(
+        &self,
+        id: &str,
+        ticket_id: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'done', ticket_id = $1, detail = $2, last_error = NULL, request = NULL,
+                 lease_until = NULL, updated_at = $3 WHERE id = $4",
+        )
+        .bind(ticket_id)
+        .bind(detail)
+        .bind(millis(Timestamp::now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("finish delivery"))?;
+        Ok(())
+    }
+
+    /// Marks a delivery skipped: the rules log nothing, for this reason.
+    pub async fn delivery_skipped(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        self.end_delivery(id, DeliveryState::Skipped, None, Some(reason))
+            .await
+    }
+
+    /// Marks a delivery failed for good (until an admin retries it).
+    pub async fn delivery_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        self.end_delivery(id, DeliveryState::Failed, Some(error), None)
+            .await
+    }
+
+    async fn end_delivery(
+        &self,
+        id: &str,
+        state: DeliveryState,
+        error: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = $1, last_error = COALESCE($2, last_error), detail = COALESCE($3, detail),
+                 lease_until = NULL, updated_at = $4 WHERE id = $5",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(detail)
+        .bind(millis(Timestamp::now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("end delivery"))?;
+        Ok(())
+    }
+
+    /// Puts a delivery back to wait until `next_attempt_at`, with the reason it failed this time.
+    pub async fn delivery_retry_later(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET state = 'pending', last_error = $1, next_attempt_at = $2, lease_until = NULL,
+                 updated_at = $3 WHERE id = $4",
+        )
+        .bind(error)
+        .bind(millis(next_attempt_at))
+        .bind(millis(Timestamp::now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("reschedule delivery"))?;
+        Ok(())
+    }
+
+    /// Sends a failed (or skipped, or done) delivery again now, as if new: `give_up_after`
+    /// counts from now. Returns whether it exists.
+    pub async fn retry_delivery(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, pending_since = $1, attempts = 0,
+                 lease_until = NULL, updated_at = $1 WHERE id = $2 AND state <> 'in_progress'",
+        )
+        .bind(millis(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("retry delivery"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Sends every failed delivery again now. Returns how many.
+    pub async fn retry_failed_deliveries(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, pending_since = $1, attempts = 0,
+                 lease_until = NULL, updated_at = $1 WHERE state = 'failed'",
+        )
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("retry failed deliveries"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// One delivery.
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!("{SELECT} WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read delivery"))?;
+        row.as_ref().map(delivery).transpose()
+    }
+
+    /// Recent deliveries, newest call first.
+    pub async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let sql = if filter.failed_only {
+            format!("{SELECT} WHERE state = 'failed' ORDER BY call_started_at DESC, id LIMIT $1")
+        } else {
+            format!("{SELECT} ORDER BY call_started_at DESC, id LIMIT $1")
+        };
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list deliveries"))?;
+        rows.iter().map(delivery).collect()
+    }
+
+    /// The deliveries of one call.
+    pub async fn deliveries_of(&self, call_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!("{SELECT} WHERE call_id = $1 ORDER BY integration");
+        let rows = sqlx::query(&sql)
+            .bind(call_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list deliveries"))?;
+        rows.iter().map(delivery).collect()
+    }
+
+    /// How many deliveries each integration has in each state.
+    pub async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        let rows = sqlx::query("SELECT integration, state, COUNT(*) AS n FROM deliveries GROUP BY integration, state ORDER BY integration")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("count deliveries"))?;
+        let mut out: Vec<Backlog> = Vec::new();
+        for row in rows {
+            let e = || query_error("count deliveries");
+            let integration: String = row.try_get("integration").map_err(e())?;
+            let state: String = row.try_get("state").map_err(e())?;
+            let n = u64::try_from(row.try_get::<i64, _>("n").map_err(e())?).unwrap_or(0);
+            if out.last().is_none_or(|b| b.integration != integration) {
+                out.push(Backlog {
+                    integration,
+                    ..Backlog::default()
+                });
+            }
+            let entry = out.last_mut().expect("pushed above");
+            match DeliveryState::parse(&state) {
+                DeliveryState::Pending => entry.pending += n,
+                DeliveryState::InProgress => entry.in_progress += n,
+                DeliveryState::Failed => entry.failed += n,
+                DeliveryState::Done => entry.done += n,
+                DeliveryState::Skipped => {}
+            }
+        }
+        Ok(out)
+    }
+}
