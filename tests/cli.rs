@@ -59,8 +59,15 @@ fn check_config_accepts_the_example_with_a_one_line_summary() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout
-            .contains(": ok: 4 groups, 4 queues, 10 agents, 4 global holidays, PBX 127.0.0.1:5080"),
+            .contains(": ok: 4 groups, 4 queues, 10 agents, 4 global holidays, 2 helpdesks, PBX 127.0.0.1:5080"),
         "{stdout}"
+    );
+    // The example's helpdesk secrets are not on this machine: said, but not an error.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: helpdesk \"zendesk-madrid\": cannot read the token file zendesk-madrid.token")
+            && stderr.contains("warning: helpdesk \"zendesk-brasil\": the environment variable SIPDESK_ZENDESK_BR_TOKEN (token_env) is not set"),
+        "{stderr}"
     );
 }
 

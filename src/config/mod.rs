@@ -168,11 +168,12 @@ impl Config {
         extensions.sort_unstable();
         extensions.dedup();
         format!(
-            "{} groups, {} queues, {} agents, {} global holidays, PBX {}",
+            "{} groups, {} queues, {} agents, {} global holidays, {} helpdesks, PBX {}",
             self.groups.len(),
             queues,
             extensions.len(),
             self.global_holidays,
+            self.helpdesks.len(),
             self.sip.pbx
         )
     }

@@ -80,6 +80,7 @@ pub struct Delivery {
     pub call_id: String,
     pub integration: String,
     pub contact_key: String,
+    pub call_started_at: Timestamp,
     pub state: DeliveryState,
     pub attempts: u32,
     pub created_at: Timestamp,
@@ -165,6 +166,7 @@ fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
         call_id: row.try_get("call_id").map_err(e())?,
         integration: row.try_get("integration").map_err(e())?,
         contact_key: row.try_get("contact_key").map_err(e())?,
+        call_started_at: from_millis(row.try_get("call_started_at").map_err(e())?),
         state: DeliveryState::parse(&row.try_get::<String, _>("state").map_err(e())?),
         attempts: u32::try_from(row.try_get::<i32, _>("attempts").map_err(e())?).unwrap_or(0),
         created_at: from_millis(row.try_get("created_at").map_err(e())?),
@@ -179,7 +181,7 @@ fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
     })
 }
 
-const SELECT: &str = "SELECT id, call_id, integration, contact_key, state, attempts, created_at, pending_since,
+const SELECT: &str = "SELECT id, call_id, integration, contact_key, call_started_at, state, attempts, created_at, pending_since,
     next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at FROM deliveries";
 
 impl Store {
@@ -216,7 +218,7 @@ impl Store {
                  LIMIT $4 {lock})
                AND ((state = 'pending' AND next_attempt_at <= $2)
                     OR (state = 'in_progress' AND lease_until < $2))
-             RETURNING id, call_id, integration, contact_key, state, attempts, created_at, pending_since,
+             RETURNING id, call_id, integration, contact_key, call_started_at, state, attempts, created_at, pending_since,
                  next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at"
         );
         let rows = sqlx::query(&sql)
