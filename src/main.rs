@@ -114,4 +114,3 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

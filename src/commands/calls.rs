@@ -73,4 +73,3 @@ pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<(
     }
     Ok(())
 }
-

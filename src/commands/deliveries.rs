@@ -68,7 +68,10 @@ pub(crate) async fn deliveries(config: &Config, args: &DeliveriesArgs) -> anyhow
         return Ok(());
     }
     for backlog in store.backlog().await? {
-        let configured = config.helpdesks.iter().any(|h| h.name == backlog.integration);
+        let configured = config
+            .helpdesks
+            .iter()
+            .any(|h| h.name == backlog.integration);
         println!(
             "{}: {} pending, {} in progress, {} failed, {} done{}",
             backlog.integration,

@@ -86,4 +86,3 @@ pub(crate) fn route(path: &Path, args: &RouteArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -31,7 +31,11 @@ pub(crate) fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A scenario of `tests/sipp` by name, or a scenario file by absolute path.
 pub(crate) fn scenario(name: &str) -> String {
+    if name.starts_with('/') {
+        return name.to_owned();
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sipp")
         .join(name)
@@ -57,13 +61,36 @@ impl Daemon {
         Daemon::start_with_database(name, sip_extra, body, None)
     }
 
+    /// Like [`Daemon::start`], with files (helpdesk tokens) written in its directory, which is
+    /// also its working directory.
+    pub(crate) fn start_with_files(
+        name: &str,
+        sip_extra: &str,
+        body: &str,
+        files: &[(&str, &str)],
+    ) -> Daemon {
+        Daemon::start_in(test_dir(name), sip_extra, body, None, files)
+    }
+
     pub(crate) fn start_with_database(
         name: &str,
         sip_extra: &str,
         body: &str,
         database: Option<&str>,
     ) -> Daemon {
-        let dir = test_dir(name);
+        Daemon::start_in(test_dir(name), sip_extra, body, database, &[])
+    }
+
+    pub(crate) fn start_in(
+        dir: PathBuf,
+        sip_extra: &str,
+        body: &str,
+        database: Option<&str>,
+        files: &[(&str, &str)],
+    ) -> Daemon {
+        for (file, contents) in files {
+            std::fs::write(dir.join(file), contents).unwrap();
+        }
         let port = free_port();
         let pbx_port = free_port();
         let database = database.map_or_else(
@@ -90,6 +117,7 @@ impl Daemon {
     fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
             .args(["run", "--config", self.config.to_str().unwrap()])
+            .current_dir(&self.dir)
             .env("SIPDESK_LOG", "info,sipdesk=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -110,6 +138,61 @@ impl Daemon {
         self.child = Some(child);
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
             panic!("sipdesk did not become ready:\n{}", self.log());
+        }
+    }
+
+    /// `sipdesk deliveries --json`: every delivery, newest call first.
+    pub(crate) fn deliveries(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+            .args([
+                "deliveries",
+                "--json",
+                "--limit",
+                "100000",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sipdesk deliveries: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `sipdesk <args> --config <this daemon's>`; returns the exit code and stdout+stderr.
+    pub(crate) fn command(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+            .args(args)
+            .args(["--config", self.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Waits until `n` deliveries exist and none is pending or in progress (or `wait` passes),
+    /// and returns them all.
+    pub(crate) fn settled_deliveries(&self, n: usize, wait: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let all = self.deliveries();
+            let open = all
+                .iter()
+                .filter(|d| d["state"] == "pending" || d["state"] == "in_progress")
+                .count();
+            if (all.len() >= n && open == 0) || Instant::now() > deadline {
+                return all;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -217,9 +300,27 @@ pub(crate) struct SippRun<'a> {
     pub(crate) tcp: bool,
 }
 
+/// More options of a SIPp run.
+#[derive(Default)]
+pub(crate) struct SippMore {
+    /// An injection file (`-inf`): the scenario's `[field0]`… per call.
+    pub(crate) inf: Option<PathBuf>,
+    /// Most calls at once (`-l`); default 1.
+    pub(crate) limit: Option<u32>,
+}
+
 impl SippRun<'_> {
     pub(crate) fn spawn(&self, dir: &Path) -> Sipp {
-        let name = format!("{}-{}", self.scenario.trim_end_matches(".xml"), self.port);
+        self.spawn_with(dir, &SippMore::default())
+    }
+
+    pub(crate) fn spawn_with(&self, dir: &Path, more: &SippMore) -> Sipp {
+        let base = Path::new(self.scenario)
+            .file_name()
+            .map_or(self.scenario.to_owned(), |f| {
+                f.to_string_lossy().into_owned()
+            });
+        let name = format!("{}-{}", base.trim_end_matches(".xml"), self.port);
         let mut args: Vec<String> = vec![
             "-sf".into(),
             scenario(self.scenario),
@@ -244,6 +345,9 @@ impl SippRun<'_> {
         if self.tcp {
             args.extend(["-t".into(), "t1".into()]);
         }
+        if let Some(inf) = &more.inf {
+            args.extend(["-inf".into(), inf.display().to_string()]);
+        }
         if let Some(target) = &self.target {
             args.extend([
                 "-s".into(),
@@ -251,7 +355,7 @@ impl SippRun<'_> {
                 "-r".into(),
                 self.rate.to_string(),
                 "-l".into(),
-                "1".into(),
+                more.limit.unwrap_or(1).to_string(),
                 // How long an answered call lasts (the caller scenarios' <pause/>).
                 "-d".into(),
                 "300".into(),

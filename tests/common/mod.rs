@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod daemon;
+pub(crate) mod zendesk;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,1286 @@
+//! A fake Zendesk Support API v2 for the tests and the delivery benchmark: the endpoints sipdesk
+//! uses, with Zendesk's published behaviour (developer.zendesk.com API reference and OpenAPI
+//! file). Marked [observed] where Zendesk does not document a body and the fake answers what
+//! real responses quoted by client libraries show.
+//!
+//! - Authentication on every request: `{email}/token:{token}` basic or a bearer token; anything
+//!   else is 401 `{"error":"Couldn't authenticate you"}` [observed].
+//! - Rate limit: at most `rate_limit` requests in any 60 s; beyond, 429 with `Retry-After`
+//!   (seconds until a slot frees). Every answer carries `X-Rate-Limit` and
+//!   `X-Rate-Limit-Remaining`. Ticket updates are also limited per ticket (30 in 10 minutes).
+//! - Users: search (`query` in Zendesk's search syntax: `phone:<digits>` with an optional leading
+//!   `*`, `email:`, `role:`, free text; or `external_id`), `create_or_update` (matched by
+//!   external id, case-insensitive, or e-mail; 201 with `Location` when created, 200 when
+//!   updated), show. Search lags behind writes by `search_lag`, as Zendesk's index does.
+//! - Tickets: create (with `Idempotency-Key`: a replay of the same body answers the first
+//!   response with `x-idempotency-lookup: hit`; another body under the key is 400
+//!   `IdempotentRequestError`; keys last two hours), update (a closed ticket is 422 "Status:
+//!   closed prevents ticket update" [observed]), show, list by `external_id`, a user's requested
+//!   tickets (sorted as asked), comments. Validation as documented: a comment is required on
+//!   create (422 "Description: cannot be blank" [observed]), status, priority and type take
+//!   their listed values, the requester, assignee (an agent) and group must exist, a voice
+//!   comment needs its fields; tags are lower-cased with spaces as underscores. A new ticket
+//!   that gets an assignee is open; a ticket solved without one is assigned to the API user.
+//!   Keys the API does not know are ignored, as Zendesk does, and recorded for the tests.
+//! - Faults on demand: 500, 503 with `Retry-After`, 429 with `Retry-After`, an HTML page with
+//!   200, or no answer at all — for the next N requests or for a while.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+/// How the fake account is set up.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// The API user: its e-mail (basic authentication) and API token.
+    pub(crate) email: String,
+    pub(crate) token: String,
+    /// An OAuth access token also accepted, if any.
+    pub(crate) bearer: Option<String>,
+    /// How long a new user takes to show up in search.
+    pub(crate) search_lag: Duration,
+    /// How long every answer takes.
+    pub(crate) latency: Duration,
+    /// Requests per minute (Zendesk Enterprise: 700).
+    pub(crate) rate_limit: u32,
+    /// The account's group ids.
+    pub(crate) groups: Vec<u64>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            email: "bot@example.com".to_owned(),
+            token: "t0ken".to_owned(),
+            bearer: None,
+            search_lag: Duration::from_secs(30),
+            latency: Duration::ZERO,
+            rate_limit: 100_000,
+            groups: vec![5],
+        }
+    }
+}
+
+/// A failure the fake can be told to answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// That status with a JSON error body.
+    Status(u16),
+    /// 503 with `Retry-After`, Zendesk's answer to a database timeout.
+    Unavailable { retry_after: u64 },
+    /// 429 with `Retry-After`.
+    RateLimited { retry_after: u64 },
+    /// 200 with an HTML page (a proxy or a wrong base URL).
+    Html,
+    /// No answer for two minutes.
+    Hang,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct User {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) email: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) role: String,
+    pub(crate) external_id: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) suspended: bool,
+    indexed_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Comment {
+    pub(crate) id: u64,
+    /// `Comment` or `VoiceComment`.
+    pub(crate) kind: String,
+    pub(crate) body: String,
+    pub(crate) public: bool,
+    pub(crate) author_id: u64,
+    pub(crate) data: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Ticket {
+    pub(crate) id: u64,
+    pub(crate) subject: Option<String>,
+    pub(crate) status: String,
+    pub(crate) priority: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) requester_id: u64,
+    pub(crate) assignee_id: Option<u64>,
+    pub(crate) group_id: Option<u64>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) external_id: Option<String>,
+    pub(crate) followup_source_id: Option<u64>,
+    pub(crate) created_at: Timestamp,
+    pub(crate) comments: Vec<Comment>,
+}
+
+/// What the fake saw.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stats {
+    /// Requests that reached the account (authenticated, within the limit).
+    pub(crate) requests: u64,
+    /// When each of them arrived.
+    pub(crate) arrivals: Vec<Instant>,
+    /// 429 answers sent for the account limit.
+    pub(crate) rate_limited: u64,
+    pub(crate) unauthenticated: u64,
+    pub(crate) faults_served: u64,
+    /// `METHOD /path` → how many.
+    pub(crate) endpoints: HashMap<String, u64>,
+    pub(crate) idempotent_hits: u64,
+    /// Ticket or user keys Zendesk does not know, as sent (a client bug the real API would hide).
+    pub(crate) unknown_keys: Vec<String>,
+    /// 4xx answers with their bodies, for the tests to read.
+    pub(crate) rejections: Vec<(u16, String)>,
+}
+
+#[derive(Default)]
+struct Faults {
+    next: Vec<Fault>,
+    until: Option<(Instant, Fault)>,
+}
+
+struct Account {
+    settings: Settings,
+    base: String,
+    users: Vec<User>,
+    tickets: Vec<Ticket>,
+    next_id: u64,
+    api_user: u64,
+    idempotency: HashMap<String, (Value, Value, Instant)>,
+    window: Vec<Instant>,
+    updates: HashMap<u64, Vec<Instant>>,
+    faults: Faults,
+    stats: Stats,
+}
+
+/// The fake, serving on 127.0.0.1 from its own thread.
+pub(crate) struct FakeZendesk {
+    pub(crate) url: String,
+    account: Arc<Mutex<Account>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+const TICKET_KEYS: &[&str] = &[
+    "subject",
+    "comment",
+    "requester_id",
+    "requester",
+    "submitter_id",
+    "assignee_id",
+    "assignee_email",
+    "group_id",
+    "organization_id",
+    "status",
+    "custom_status_id",
+    "priority",
+    "type",
+    "tags",
+    "external_id",
+    "custom_fields",
+    "due_at",
+    "problem_id",
+    "collaborator_ids",
+    "email_ccs",
+    "followers",
+    "metadata",
+    "via_id",
+    "voice_comment",
+    "safe_update",
+    "updated_stamp",
+    "via_followup_source_id",
+    "brand_id",
+    "ticket_form_id",
+    "additional_tags",
+    "remove_tags",
+];
+const USER_KEYS: &[&str] = &[
+    "name",
+    "email",
+    "phone",
+    "shared_phone_number",
+    "role",
+    "external_id",
+    "verified",
+    "tags",
+    "user_fields",
+    "organization_id",
+    "time_zone",
+    "locale",
+    "notes",
+    "details",
+    "skip_verify_email",
+    "alias",
+    "signature",
+];
+const STATUSES: &[&str] = &["new", "open", "pending", "hold", "solved", "closed"];
+const PRIORITIES: &[&str] = &["urgent", "high", "normal", "low"];
+const TYPES: &[&str] = &["problem", "incident", "question", "task"];
+
+impl FakeZendesk {
+    pub(crate) fn start(settings: Settings) -> FakeZendesk {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Zendesk");
+        listener.set_nonblocking(true).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let api_user = 1;
+        let account = Arc::new(Mutex::new(Account {
+            users: vec![User {
+                id: api_user,
+                name: "Integration".to_owned(),
+                email: Some(settings.email.clone()),
+                phone: None,
+                role: "admin".to_owned(),
+                external_id: None,
+                active: true,
+                suspended: false,
+                indexed_at: Instant::now(),
+            }],
+            settings,
+            base: base.clone(),
+            tickets: Vec::new(),
+            next_id: 100,
+            api_user,
+            idempotency: HashMap::new(),
+            window: Vec::new(),
+            updates: HashMap::new(),
+            faults: Faults::default(),
+            stats: Stats::default(),
+        }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = account.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = Router::new().fallback(handle).with_state(shared);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        FakeZendesk {
+            url: base,
+            account,
+            stop: Some(stop),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Account) -> T) -> T {
+        f(&mut self.account.lock().unwrap())
+    }
+
+    /// An agent, found by e-mail.
+    pub(crate) fn add_agent(&self, name: &str, email: &str) -> u64 {
+        self.add_user(name, Some(email), None, "agent")
+    }
+
+    /// An end user with a phone, already in the search index.
+    pub(crate) fn add_customer(&self, name: &str, phone: &str) -> u64 {
+        self.add_user(name, None, Some(phone), "end-user")
+    }
+
+    fn add_user(&self, name: &str, email: Option<&str>, phone: Option<&str>, role: &str) -> u64 {
+        self.with(|a| {
+            let id = a.new_id();
+            // Made long ago: in the search index already.
+            let long_ago = Instant::now()
+                .checked_sub(a.settings.search_lag)
+                .unwrap_or_else(Instant::now);
+            a.users.push(User {
+                id,
+                name: name.to_owned(),
+                email: email.map(str::to_owned),
+                phone: phone.map(str::to_owned),
+                role: role.to_owned(),
+                external_id: None,
+                active: true,
+                suspended: false,
+                indexed_at: long_ago,
+            });
+            id
+        })
+    }
+
+    /// Sets a ticket's status, as an agent would.
+    pub(crate) fn set_status(&self, ticket: u64, status: &str) {
+        self.with(|a| {
+            a.tickets
+                .iter_mut()
+                .find(|t| t.id == ticket)
+                .expect("a ticket")
+                .status = status.to_owned()
+        });
+    }
+
+    /// The next `n` requests get `fault`.
+    pub(crate) fn fail_next(&self, n: usize, fault: Fault) {
+        self.with(|a| a.faults.next.extend(std::iter::repeat_n(fault, n)));
+    }
+
+    /// Every request gets `fault` for this long.
+    pub(crate) fn fail_for(&self, how_long: Duration, fault: Fault) {
+        self.with(|a| a.faults.until = Some((Instant::now() + how_long, fault)));
+    }
+
+    pub(crate) fn heal(&self) {
+        self.with(|a| a.faults = Faults::default());
+    }
+
+    pub(crate) fn users(&self) -> Vec<User> {
+        self.with(|a| a.users.clone())
+    }
+
+    pub(crate) fn tickets(&self) -> Vec<Ticket> {
+        self.with(|a| a.tickets.clone())
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.with(|a| a.stats.clone())
+    }
+
+    /// Waits until `n` tickets exist (or `wait` passes) and returns them all.
+    pub(crate) fn wait_for_tickets(&self, n: usize, wait: Duration) -> Vec<Ticket> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let tickets = self.tickets();
+            if tickets.len() >= n || Instant::now() > deadline {
+                return tickets;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for FakeZendesk {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn json_response(status: u16, body: Value) -> (StatusCode, HeaderMap, Value) {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        HeaderMap::new(),
+        body,
+    )
+}
+
+fn record_invalid(field: &str, description: &str, error: &str) -> (StatusCode, HeaderMap, Value) {
+    json_response(
+        422,
+        json!({"error": "RecordInvalid", "description": "Record validation errors",
+               "details": {field: [{"description": description, "error": error}]}}),
+    )
+}
+
+/// A 422, boxed for `Result`.
+fn invalid(field: &str, description: &str, error: &str) -> Box<Answer> {
+    Box::new(record_invalid(field, description, error))
+}
+
+/// An answer: status, headers, JSON body.
+type Answer = (StatusCode, HeaderMap, Value);
+
+fn not_found() -> (StatusCode, HeaderMap, Value) {
+    json_response(
+        404,
+        json!({"error": "RecordNotFound", "description": "Not found"}),
+    )
+}
+
+async fn handle(
+    State(account): State<Arc<Mutex<Account>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (next, latency) = {
+        let mut a = account.lock().unwrap();
+        let latency = a.settings.latency;
+        (a.serve(&method, &uri, &headers, &body), latency)
+    };
+    match next {
+        Next::Hang => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Next::Answer(response) => {
+            tokio::time::sleep(latency).await;
+            response
+        }
+    }
+}
+
+/// What a request gets: an answer, or nothing at all.
+enum Next {
+    Answer(Response),
+    Hang,
+}
+
+impl Account {
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn authenticated(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if let Some(encoded) = value.strip_prefix("Basic ") {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
+            else {
+                return false;
+            };
+            return decoded
+                == format!("{}/token:{}", self.settings.email, self.settings.token).as_bytes();
+        }
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return self.settings.bearer.as_deref() == Some(token.trim());
+        }
+        false
+    }
+
+    fn fault(&mut self) -> Option<Fault> {
+        if !self.faults.next.is_empty() {
+            return Some(self.faults.next.remove(0));
+        }
+        match self.faults.until {
+            Some((until, fault)) if Instant::now() < until => Some(fault),
+            _ => None,
+        }
+    }
+
+    fn serve(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Next {
+        if let Some(fault) = self.fault() {
+            self.stats.faults_served += 1;
+            let response = match fault {
+                Fault::Hang => return Next::Hang,
+                Fault::Html => (
+                    StatusCode::OK,
+                    [("content-type", "text/html; charset=utf-8")],
+                    "<!DOCTYPE html><html><head><title>Help Center</title></head><body>Sign in</body></html>",
+                )
+                    .into_response(),
+                Fault::Status(status) => (
+                    StatusCode::from_u16(status).unwrap(),
+                    axum::Json(json!({"error": "InternalError", "description": "Something went wrong"})),
+                )
+                    .into_response(),
+                Fault::Unavailable { retry_after } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", retry_after.to_string())],
+                    axum::Json(json!({"error": "DatabaseTimeout", "description": "Please retry"})),
+                )
+                    .into_response(),
+                Fault::RateLimited { retry_after } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", retry_after.to_string())],
+                    "Too Many Requests",
+                )
+                    .into_response(),
+            };
+            return Next::Answer(response);
+        }
+        if !self.authenticated(headers) {
+            self.stats.unauthenticated += 1;
+            return Next::Answer(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "Couldn't authenticate you"})),
+                )
+                    .into_response(),
+            );
+        }
+        let now = Instant::now();
+        self.window
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        let limit = self.settings.rate_limit as usize;
+        if self.window.len() >= limit {
+            self.stats.rate_limited += 1;
+            let frees = self.window[0] + Duration::from_secs(60);
+            let wait = frees
+                .saturating_duration_since(now)
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64;
+            return Next::Answer(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [
+                        ("retry-after", wait.to_string()),
+                        ("x-rate-limit", limit.to_string()),
+                        ("x-rate-limit-remaining", "0".to_owned()),
+                    ],
+                    "Too Many Requests",
+                )
+                    .into_response(),
+            );
+        }
+        self.window.push(now);
+        self.stats.requests += 1;
+        self.stats.arrivals.push(now);
+        let path = uri.path().trim_end_matches(".json").to_owned();
+        *self
+            .stats
+            .endpoints
+            .entry(format!("{method} {}", endpoint_name(&path)))
+            .or_default() += 1;
+        let query: HashMap<String, String> = uri.query().map(url_pairs).unwrap_or_default();
+        let (status, mut extra, body) = self.route(method, &path, &query, headers, body);
+        if status.is_client_error() {
+            self.stats
+                .rejections
+                .push((status.as_u16(), body.to_string()));
+        }
+        extra.insert("x-rate-limit", HeaderValue::from(limit));
+        extra.insert(
+            "x-rate-limit-remaining",
+            HeaderValue::from(limit - self.window.len()),
+        );
+        Next::Answer((status, extra, axum::Json(body)).into_response())
+    }
+
+    fn route(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let id = |i: usize| parts.get(i).and_then(|p| p.parse::<u64>().ok());
+        let parsed = || serde_json::from_slice::<Value>(body);
+        match (method.as_str(), parts.as_slice()) {
+            ("GET", ["api", "v2", "users", "search"]) => self.search_users(query),
+            ("POST", ["api", "v2", "users", "create_or_update"]) => match parsed() {
+                Ok(body) => self.create_or_update_user(&body),
+                Err(_) => bad_json(),
+            },
+            ("GET", ["api", "v2", "users", _]) => {
+                match id(3).and_then(|id| self.users.iter().find(|u| u.id == id)) {
+                    Some(user) => json_response(200, json!({"user": self.user_json(user)})),
+                    None => not_found(),
+                }
+            }
+            ("GET", ["api", "v2", "users", _, "tickets", "requested"]) => match id(3) {
+                Some(user) if self.users.iter().any(|u| u.id == user) => {
+                    self.requested(user, query)
+                }
+                _ => not_found(),
+            },
+            ("GET", ["api", "v2", "tickets"]) => {
+                let list: Vec<Value> = self
+                    .tickets
+                    .iter()
+                    .filter(|t| {
+                        query
+                            .get("external_id")
+                            .is_none_or(|e| t.external_id.as_ref() == Some(e))
+                    })
+                    .map(|t| self.ticket_json(t))
+                    .collect();
+                json_response(
+                    200,
+                    json!({"tickets": list, "next_page": null, "previous_page": null, "count": list.len()}),
+                )
+            }
+            ("POST", ["api", "v2", "tickets"]) => match parsed() {
+                Ok(body) => self.create_ticket_idempotent(headers, body),
+                Err(_) => bad_json(),
+            },
+            ("GET", ["api", "v2", "tickets", _]) => {
+                match id(3).and_then(|id| self.tickets.iter().find(|t| t.id == id)) {
+                    Some(ticket) => json_response(200, json!({"ticket": self.ticket_json(ticket)})),
+                    None => not_found(),
+                }
+            }
+            ("PUT", ["api", "v2", "tickets", _]) => match (id(3), parsed()) {
+                (Some(id), Ok(body)) => self.update_ticket(id, &body),
+                (None, _) => not_found(),
+                (_, Err(_)) => bad_json(),
+            },
+            ("GET", ["api", "v2", "tickets", _, "comments"]) => {
+                match id(3).and_then(|id| self.tickets.iter().find(|t| t.id == id)) {
+                    Some(ticket) => {
+                        let mut comments: Vec<Value> =
+                            ticket.comments.iter().map(comment_json).collect();
+                        if query.get("sort_order").map(String::as_str) == Some("desc") {
+                            comments.reverse();
+                        }
+                        json_response(
+                            200,
+                            json!({"comments": comments, "next_page": null, "previous_page": null, "count": comments.len()}),
+                        )
+                    }
+                    None => not_found(),
+                }
+            }
+            _ => json_response(
+                404,
+                json!({"error": "InvalidEndpoint", "description": "Not found"}),
+            ),
+        }
+    }
+
+    fn user_json(&self, u: &User) -> Value {
+        json!({
+            "id": u.id, "url": format!("{}/api/v2/users/{}.json", self.base, u.id), "name": u.name,
+            "email": u.email, "phone": u.phone, "shared_phone_number": false, "role": u.role,
+            "external_id": u.external_id, "active": u.active, "suspended": u.suspended, "verified": false,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        })
+    }
+
+    fn ticket_json(&self, t: &Ticket) -> Value {
+        json!({
+            "id": t.id, "url": format!("{}/api/v2/tickets/{}.json", self.base, t.id), "subject": t.subject,
+            "raw_subject": t.subject, "description": t.comments.first().map(|c| c.body.clone()),
+            "status": t.status, "priority": t.priority, "type": t.kind, "requester_id": t.requester_id,
+            "submitter_id": self.api_user, "assignee_id": t.assignee_id, "group_id": t.group_id, "tags": t.tags,
+            "external_id": t.external_id, "followup_source_id": t.followup_source_id,
+            "created_at": t.created_at.to_string(), "updated_at": t.created_at.to_string(), "via": {"channel": "api"},
+        })
+    }
+
+    fn search_users(&self, query: &HashMap<String, String>) -> (StatusCode, HeaderMap, Value) {
+        let now = Instant::now();
+        let indexed = |u: &&User| now.duration_since(u.indexed_at) >= self.settings.search_lag;
+        let found: Vec<Value> = if let Some(external_id) = query.get("external_id") {
+            self.users
+                .iter()
+                .filter(indexed)
+                .filter(|u| {
+                    u.external_id
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(external_id))
+                })
+                .map(|u| self.user_json(u))
+                .collect()
+        } else if let Some(q) = query.get("query") {
+            self.users
+                .iter()
+                .filter(indexed)
+                .filter(|u| matches_query(u, q))
+                .map(|u| self.user_json(u))
+                .collect()
+        } else {
+            return json_response(
+                400,
+                json!({"error": "InvalidSearch", "description": "Specify either a query or an external_id"}),
+            );
+        };
+        json_response(
+            200,
+            json!({"users": found, "next_page": null, "previous_page": null, "count": found.len()}),
+        )
+    }
+
+    fn create_or_update_user(&mut self, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        let Some(user) = body.get("user").and_then(Value::as_object) else {
+            return json_response(
+                400,
+                json!({"error": "InvalidValue", "description": "Parameter user is required"}),
+            );
+        };
+        for key in user.keys().filter(|k| !USER_KEYS.contains(&k.as_str())) {
+            self.stats.unknown_keys.push(format!("user.{key}"));
+        }
+        if let Some(role) = user.get("role") {
+            if !role
+                .as_str()
+                .is_some_and(|r| ["end-user", "agent", "admin"].contains(&r))
+            {
+                return record_invalid(
+                    "role",
+                    &format!("Role: {role} is not a valid role"),
+                    "InvalidValue",
+                );
+            }
+        }
+        for key in ["name", "email", "phone", "external_id"] {
+            if user
+                .get(key)
+                .is_some_and(|v| !v.is_string() && !v.is_null())
+            {
+                return record_invalid(key, &format!("{key}: is invalid"), "InvalidValue");
+            }
+        }
+        let text = |key: &str| user.get(key).and_then(Value::as_str).map(str::to_owned);
+        let external_id = text("external_id");
+        let email = text("email");
+        let existing = self.users.iter().position(|u| {
+            external_id.as_ref().is_some_and(|e| {
+                u.external_id
+                    .as_ref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(e))
+            }) || email
+                .as_ref()
+                .is_some_and(|e| u.email.as_ref().is_some_and(|x| x.eq_ignore_ascii_case(e)))
+        });
+        match existing {
+            Some(i) => {
+                let u = &mut self.users[i];
+                if let Some(name) = text("name").filter(|n| !n.trim().is_empty()) {
+                    u.name = name;
+                }
+                if let Some(phone) = text("phone") {
+                    u.phone = Some(phone);
+                }
+                if let Some(external_id) = external_id {
+                    u.external_id = Some(external_id);
+                }
+                let user = self.users[i].clone();
+                json_response(200, json!({"user": self.user_json(&user)}))
+            }
+            None => {
+                let Some(name) = text("name").filter(|n| !n.trim().is_empty()) else {
+                    return record_invalid(
+                        "name",
+                        "Name:  is too short (minimum is 1 character)",
+                        "TooShort",
+                    );
+                };
+                let id = self.new_id();
+                let user = User {
+                    id,
+                    name,
+                    email,
+                    phone: text("phone"),
+                    role: text("role").unwrap_or_else(|| "end-user".to_owned()),
+                    external_id,
+                    active: true,
+                    suspended: false,
+                    indexed_at: Instant::now(),
+                };
+                self.users.push(user.clone());
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    "location",
+                    HeaderValue::from_str(&format!("{}/api/v2/users/{id}.json", self.base))
+                        .unwrap(),
+                );
+                (
+                    StatusCode::CREATED,
+                    headers,
+                    json!({"user": self.user_json(&user)}),
+                )
+            }
+        }
+    }
+
+    fn requested(
+        &self,
+        user: u64,
+        query: &HashMap<String, String>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut tickets: Vec<&Ticket> = self
+            .tickets
+            .iter()
+            .filter(|t| t.requester_id == user)
+            .collect();
+        match query.get("sort_by").map(String::as_str) {
+            Some("created_at") => tickets.sort_by_key(|t| (t.created_at, t.id)),
+            Some("status") => tickets.sort_by_key(|t| t.status.clone()),
+            None | Some("id") => tickets.sort_by_key(|t| t.id),
+            Some(other) => {
+                return json_response(
+                    400,
+                    json!({"error": "InvalidValue", "description": format!("sort_by {other} is not supported")}),
+                );
+            }
+        }
+        if query.get("sort_order").map(String::as_str) == Some("desc") {
+            tickets.reverse();
+        }
+        let per_page = query
+            .get("per_page")
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(100)
+            .clamp(1, 100);
+        let page: Vec<Value> = tickets
+            .iter()
+            .take(per_page)
+            .map(|t| self.ticket_json(t))
+            .collect();
+        let next = (tickets.len() > per_page).then(|| {
+            format!(
+                "{}/api/v2/users/{user}/tickets/requested.json?page=2",
+                self.base
+            )
+        });
+        json_response(
+            200,
+            json!({"tickets": page, "next_page": next, "previous_page": null, "count": tickets.len()}),
+        )
+    }
+
+    fn create_ticket_idempotent(
+        &mut self,
+        headers: &HeaderMap,
+        body: Value,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(key) = &key {
+            self.idempotency
+                .retain(|_, (_, _, at)| at.elapsed() < Duration::from_secs(2 * 3600));
+            if let Some((sent, answer, _)) = self.idempotency.get(key) {
+                if *sent != body {
+                    return json_response(
+                        400,
+                        json!({"error": "IdempotentRequestError", "description": "Request parameters don't match the given idempotency key"}),
+                    );
+                }
+                self.stats.idempotent_hits += 1;
+                let mut headers = HeaderMap::new();
+                headers.insert("x-idempotency-lookup", HeaderValue::from_static("hit"));
+                return (StatusCode::CREATED, headers, answer.clone());
+            }
+        }
+        let (status, mut out, answer) = self.create_ticket(&body);
+        if let Some(key) = key {
+            if status == StatusCode::CREATED {
+                self.idempotency
+                    .insert(key, (body, answer.clone(), Instant::now()));
+            }
+            out.insert("x-idempotency-lookup", HeaderValue::from_static("miss"));
+        }
+        (status, out, answer)
+    }
+
+    /// Checks the ticket fields both create and update accept; `Err` is the 422 to answer.
+    fn check_ticket(&mut self, ticket: &serde_json::Map<String, Value>) -> Result<(), Box<Answer>> {
+        for key in ticket.keys().filter(|k| !TICKET_KEYS.contains(&k.as_str())) {
+            self.stats.unknown_keys.push(format!("ticket.{key}"));
+        }
+        let one_of = |key: &str, values: &[&str], name: &str| -> Result<(), Box<Answer>> {
+            match ticket.get(key) {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(v)) if values.contains(&v.as_str()) => Ok(()),
+                Some(v) => Err(invalid(
+                    key,
+                    &format!("{name}: {v} is not valid"),
+                    "InvalidValue",
+                )),
+            }
+        };
+        one_of("status", STATUSES, "Status")?;
+        one_of("priority", PRIORITIES, "Priority")?;
+        one_of("type", TYPES, "Type")?;
+        if let Some(subject) = ticket.get("subject") {
+            if !subject.is_string() {
+                return Err(invalid("subject", "Subject: is invalid", "InvalidValue"));
+            }
+        }
+        if let Some(tags) = ticket.get("tags") {
+            if !tags
+                .as_array()
+                .is_some_and(|t| t.iter().all(Value::is_string))
+            {
+                return Err(invalid(
+                    "tags",
+                    "Tags: must be a list of strings",
+                    "InvalidValue",
+                ));
+            }
+        }
+        if let Some(comment) = ticket.get("comment") {
+            let Some(comment) = comment.as_object() else {
+                return Err(invalid("comment", "Comment: is invalid", "InvalidValue"));
+            };
+            if comment.get("public").is_some_and(|p| !p.is_boolean()) {
+                return Err(invalid(
+                    "comment",
+                    "Comment: public must be true or false",
+                    "InvalidValue",
+                ));
+            }
+        }
+        if let Some(assignee) = ticket.get("assignee_id").filter(|v| !v.is_null()) {
+            let agent = assignee
+                .as_u64()
+                .and_then(|id| self.users.iter().find(|u| u.id == id));
+            if !agent.is_some_and(|u| u.role != "end-user" && u.active && !u.suspended) {
+                return Err(invalid(
+                    "assignee",
+                    "Assignee: is not permitted to be an assignee",
+                    "InvalidValue",
+                ));
+            }
+        }
+        if let Some(group) = ticket.get("group_id").filter(|v| !v.is_null()) {
+            if !group
+                .as_u64()
+                .is_some_and(|g| self.settings.groups.contains(&g))
+            {
+                return Err(invalid("group", "Group: is invalid", "InvalidValue"));
+            }
+        }
+        if let Some(voice) = ticket.get("voice_comment") {
+            let Some(voice) = voice.as_object() else {
+                return Err(invalid(
+                    "voice_comment",
+                    "Voice comment: is invalid",
+                    "InvalidValue",
+                ));
+            };
+            for key in ["from", "to", "recording_url", "started_at"] {
+                if !voice.get(key).is_some_and(Value::is_string) {
+                    return Err(invalid(
+                        "voice_comment",
+                        &format!("Voice comment: {key} is required"),
+                        "BlankValue",
+                    ));
+                }
+            }
+            if voice["started_at"]
+                .as_str()
+                .and_then(|s| s.parse::<Timestamp>().ok())
+                .is_none()
+            {
+                return Err(invalid(
+                    "voice_comment",
+                    "Voice comment: started_at is not an ISO 8601 time",
+                    "InvalidValue",
+                ));
+            }
+            if !voice.get("call_duration").is_some_and(Value::is_u64) {
+                return Err(invalid(
+                    "voice_comment",
+                    "Voice comment: call_duration must be a number of seconds",
+                    "InvalidValue",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn comments_of(&mut self, ticket: &serde_json::Map<String, Value>) -> Vec<Comment> {
+        let mut comments = Vec::new();
+        if let Some(comment) = ticket.get("comment").and_then(Value::as_object) {
+            let body = comment
+                .get("body")
+                .or_else(|| comment.get("html_body"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let id = self.new_id();
+            comments.push(Comment {
+                id,
+                kind: "Comment".to_owned(),
+                body: body.to_owned(),
+                public: comment
+                    .get("public")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+                author_id: comment
+                    .get("author_id")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(self.api_user),
+                data: None,
+            });
+        }
+        if let Some(voice) = ticket.get("voice_comment") {
+            let id = self.new_id();
+            comments.push(Comment {
+                id,
+                kind: "VoiceComment".to_owned(),
+                body: format!(
+                    "Call from: {}\nRecording: {}",
+                    voice["from"].as_str().unwrap_or(""),
+                    voice["recording_url"].as_str().unwrap_or("")
+                ),
+                public: false,
+                author_id: self.api_user,
+                data: Some(voice.clone()),
+            });
+        }
+        comments
+    }
+
+    fn create_ticket(&mut self, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        let Some(ticket) = body.get("ticket").and_then(Value::as_object) else {
+            return json_response(
+                400,
+                json!({"error": "InvalidValue", "description": "Parameter ticket is required"}),
+            );
+        };
+        if let Err(answer) = self.check_ticket(ticket) {
+            return *answer;
+        }
+        let has_comment = ticket
+            .get("comment")
+            .and_then(|c| c.get("body").or_else(|| c.get("html_body")))
+            .and_then(Value::as_str)
+            .is_some_and(|b| !b.trim().is_empty());
+        if !has_comment {
+            return record_invalid("base", "Description: cannot be blank", "BlankValue");
+        }
+        let requester_id = match ticket.get("requester_id").and_then(Value::as_u64) {
+            Some(id) if self.users.iter().any(|u| u.id == id) => id,
+            Some(_) => return record_invalid("requester", "Requester: is invalid", "InvalidValue"),
+            None => self.api_user,
+        };
+        let followup_source_id = match ticket.get("via_followup_source_id") {
+            None => None,
+            Some(source) => match source
+                .as_u64()
+                .and_then(|id| self.tickets.iter().find(|t| t.id == id))
+            {
+                Some(t) if t.status == "closed" => Some(t.id),
+                _ => {
+                    return record_invalid(
+                        "via_followup_source_id",
+                        "Follow-up source: must be a closed ticket",
+                        "InvalidValue",
+                    );
+                }
+            },
+        };
+        let comments = self.comments_of(ticket);
+        let id = self.new_id();
+        let text = |key: &str| ticket.get(key).and_then(Value::as_str).map(str::to_owned);
+        let mut new = Ticket {
+            id,
+            subject: text("subject"),
+            status: text("status").unwrap_or_else(|| "new".to_owned()),
+            priority: text("priority"),
+            kind: text("type"),
+            requester_id,
+            assignee_id: ticket.get("assignee_id").and_then(Value::as_u64),
+            group_id: ticket.get("group_id").and_then(Value::as_u64),
+            tags: tags(ticket.get("tags")),
+            external_id: text("external_id"),
+            followup_source_id,
+            created_at: Timestamp::now(),
+            comments,
+        };
+        settle_status(&mut new, self.api_user);
+        let answer = json!({"ticket": self.ticket_json(&new), "audit": {"id": self.next_id + 1, "ticket_id": id, "events": []}});
+        self.tickets.push(new);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "location",
+            HeaderValue::from_str(&format!("{}/api/v2/tickets/{id}.json", self.base)).unwrap(),
+        );
+        (StatusCode::CREATED, headers, answer)
+    }
+
+    fn update_ticket(&mut self, id: u64, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        let Some(index) = self.tickets.iter().position(|t| t.id == id) else {
+            return not_found();
+        };
+        let Some(ticket) = body.get("ticket").and_then(Value::as_object) else {
+            return json_response(
+                400,
+                json!({"error": "InvalidValue", "description": "Parameter ticket is required"}),
+            );
+        };
+        let recent = self.updates.entry(id).or_default();
+        recent.retain(|t| t.elapsed() < Duration::from_secs(600));
+        if recent.len() >= 30 {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("60"),
+                )]
+                .into_iter()
+                .collect(),
+                json!({"error": "TooManyRequests", "description": "You have exceeded the rate limit for updating this ticket"}),
+            );
+        }
+        recent.push(Instant::now());
+        if self.tickets[index].status == "closed" {
+            return record_invalid(
+                "status",
+                "Status: closed prevents ticket update",
+                "ClosedTicket",
+            );
+        }
+        if let Err(answer) = self.check_ticket(ticket) {
+            return *answer;
+        }
+        let comments = self.comments_of(ticket);
+        let t = &mut self.tickets[index];
+        let text = |key: &str| ticket.get(key).and_then(Value::as_str).map(str::to_owned);
+        if let Some(subject) = text("subject") {
+            t.subject = Some(subject);
+        }
+        if let Some(status) = text("status") {
+            t.status = status;
+        }
+        if let Some(priority) = text("priority") {
+            t.priority = Some(priority);
+        }
+        if let Some(kind) = text("type") {
+            t.kind = Some(kind);
+        }
+        if let Some(assignee) = ticket.get("assignee_id").and_then(Value::as_u64) {
+            t.assignee_id = Some(assignee);
+        }
+        if let Some(group) = ticket.get("group_id").and_then(Value::as_u64) {
+            t.group_id = Some(group);
+        }
+        if ticket.contains_key("tags") {
+            t.tags = tags(ticket.get("tags"));
+        }
+        if let Some(external_id) = text("external_id") {
+            t.external_id = Some(external_id);
+        }
+        t.comments.extend(comments);
+        let api_user = self.api_user;
+        settle_status(&mut self.tickets[index], api_user);
+        let updated = self.tickets[index].clone();
+        json_response(
+            200,
+            json!({"ticket": self.ticket_json(&updated), "audit": {"ticket_id": id, "events": []}}),
+        )
+    }
+}
+
+/// Zendesk's own status rules: an assigned new ticket is open; solving assigns the ticket to
+/// the agent who solves it when it has no assignee.
+fn settle_status(ticket: &mut Ticket, api_user: u64) {
+    if ticket.status == "new" && ticket.assignee_id.is_some() {
+        ticket.status = "open".to_owned();
+    }
+    if matches!(ticket.status.as_str(), "solved" | "closed") && ticket.assignee_id.is_none() {
+        ticket.assignee_id = Some(api_user);
+    }
+}
+
+/// Tags as Zendesk keeps them: lower case, spaces as underscores, each once.
+fn tags(value: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for tag in value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let tag = tag.trim().to_lowercase().replace(' ', "_");
+        if !tag.is_empty() && !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    out
+}
+
+fn comment_json(c: &Comment) -> Value {
+    json!({"id": c.id, "type": c.kind, "body": c.body, "public": c.public, "author_id": c.author_id, "data": c.data,
+           "created_at": "2026-01-01T00:00:00Z"})
+}
+
+fn bad_json() -> (StatusCode, HeaderMap, Value) {
+    json_response(
+        400,
+        json!({"error": "Unprocessable Entity", "description": "The request body is not valid JSON"}),
+    )
+}
+
+/// `/api/v2/users/123/tickets/requested` → `/api/v2/users/{id}/tickets/requested`.
+fn endpoint_name(path: &str) -> String {
+    path.split('/')
+        .map(|p| if p.parse::<u64>().is_ok() { "{id}" } else { p })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn url_pairs(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+/// Percent-decoding, with `+` as a space.
+fn decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Zendesk's search syntax, as far as users go: `key:value` terms and free text, all of which
+/// must match.
+fn matches_query(user: &User, query: &str) -> bool {
+    query
+        .split_whitespace()
+        .all(|term| match term.split_once(':') {
+            Some(("phone", value)) => {
+                let wildcard = value.starts_with('*');
+                let wanted: String = value.chars().filter(char::is_ascii_digit).collect();
+                let have: String = user
+                    .phone
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
+                !wanted.is_empty()
+                    && if wildcard {
+                        have.ends_with(&wanted)
+                    } else {
+                        have == wanted
+                    }
+            }
+            Some(("email", value)) => user
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(value.trim_matches('"'))),
+            Some(("role", value)) => user.role == value,
+            Some(("name", value)) => user.name.to_lowercase().contains(&value.to_lowercase()),
+            _ => {
+                let term = term.to_lowercase();
+                user.name.to_lowercase().contains(&term)
+                    || user
+                        .email
+                        .as_deref()
+                        .is_some_and(|e| e.to_lowercase().contains(&term))
+                    || user.phone.as_deref().is_some_and(|p| p.contains(&term))
+            }
+        })
+}
