@@ -282,14 +282,27 @@ impl Integration {
         let name = &self.settings.name;
         let result = match (self.store.call_record(&delivery.call_id).await, connector) {
             (Ok(Some(call)), Ok(connector)) => {
+                let party = Party::of(&call, self.region);
+                let unreadable = match &party {
+                    Party::Anonymous { sent: Some(sent) } => Some(sent.clone()),
+                    _ => None,
+                };
                 let job = Job {
                     delivery,
-                    party: Party::of(&call, self.region),
+                    party,
                     call: &call,
                     store: &self.store,
                     directory: &self.directory,
                 };
-                connector.deliver(&job).await
+                match (connector.deliver(&job).await, unreadable) {
+                    (Ok(Delivered::Ticket { id, detail }), Some(sent)) => Ok(Delivered::Ticket {
+                        id,
+                        detail: format!(
+                            "{detail}; \"{sent}\" is not a phone number: logged under the anonymous contact"
+                        ),
+                    }),
+                    (result, _) => result,
+                }
             }
             (Ok(None), _) => Err(HelpdeskError::Permanent(format!(
                 "the call {} is not in the database",

@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use common::calls::caller_scenario;
 use common::daemon::{Daemon, SippRun, free_port};
 use common::zendesk::{FakeZendesk, Settings, Ticket};
 use serde_json::Value;
@@ -119,39 +119,6 @@ enum Goes {
     NoAnswer,
     /// Refused without ringing anyone (closed group).
     Refused,
-}
-
-/// A copy of a caller scenario with another From user (and an extra header).
-fn caller_scenario(
-    dir: &std::path::Path,
-    base: &str,
-    from: &str,
-    extra_header: Option<&str>,
-) -> PathBuf {
-    let text = std::fs::read_to_string(common::daemon::scenario(base)).unwrap();
-    let uri = if from.contains('@') {
-        from.to_owned()
-    } else {
-        format!("{from}@[local_ip]:[local_port]")
-    };
-    let mut text = text.replace(
-        "sip:600123456@[local_ip]:[local_port]>;tag",
-        &format!("sip:{uri}>;tag"),
-    );
-    if let Some(header) = extra_header {
-        text = text.replacen(
-            "Subject: sipdesk test",
-            &format!("Subject: sipdesk test\n      {header}"),
-            1,
-        );
-    }
-    let path = dir.join(format!(
-        "caller-{}-{}.xml",
-        from.replace(['@', '.'], "_"),
-        free_port()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// Places one call and waits until its record and deliveries are settled.

@@ -2,6 +2,7 @@
 //! real binary and SIPp.
 #![allow(dead_code)]
 
+pub(crate) mod calls;
 pub(crate) mod daemon;
 pub(crate) mod zendesk;
 
