@@ -7,10 +7,22 @@
 //! - [`config`]: the TOML file admins edit, checked into settings with located errors;
 //! - [`routing`]: pure decision of where a call goes (schedules, holidays, round-robin, overflow)
 //!   with an explanation;
-//! - [`phone`]: phone numbers to E.164.
+//! - [`phone`]: phone numbers to E.164;
+//! - [`sip`]: SIP messages (parsing around rsip), transactions (sans-io) and transports;
+//! - [`proxy`]: call control (sans-io): forking to agents one at a time, outcomes, agent states;
+//! - [`call`]: the call record and events the proxy produces;
+//! - [`store`]: SQLite/PostgreSQL: calls, cursors, agent states, the outbox, the contact
+//!   directory; a background writer;
+//! - [`tickets`]: pure ticket rules: whether a call is logged, which ticket, what is written;
+//! - [`directory`]: routing's in-memory view of what helpdesks said about callers;
+//! - [`helpdesk`]: connectors over HTTPS (Zendesk), with pacing and error classification;
+//! - [`delivery`]: the outbox worker that carries deliveries out;
+//! - [`daemon`]: the wiring: threads, signals, systemd notifications.
 //!
-//! Dependency direction: `routing` and `phone` do no I/O; `config` reads one file and builds
-//! `routing`'s types.
+//! Dependency direction: `routing`, `phone`, `tickets` and the sans-io parts of `sip` and
+//! `proxy` do no I/O; `sip` and `proxy` know nothing of helpdesks or the store (the proxy emits
+//! changes, the daemon hands them to the store); `helpdesk` knows nothing of SIP; only `daemon`
+//! (and `main`) see everything.
 
 pub mod call;
 pub mod config;

@@ -383,3 +383,40 @@ fn bad_answers_and_bad_numbers_give_a_reason_and_lose_nothing() {
     assert_eq!(daemon.calls().len(), 1, "the call record stays");
     assert!(!daemon.log().contains("panicked"));
 }
+
+#[test]
+fn a_contact_deleted_in_zendesk_is_looked_up_again() {
+    let fake = FakeZendesk::start(Settings::default());
+    fake.add_agent("Ana", "ana@example.com");
+    let body = format!("{}{}", groups(1), zendesk("zd", &fake.url, ""));
+    let daemon = Daemon::start_with_files(
+        "deleted",
+        "trusted = [\"127.0.0.1\"]",
+        &body,
+        &[("zd.token", "t0ken")],
+    );
+    let caller = numbers(1, 500);
+    answered_calls(&daemon, &caller, 1, 1);
+    let first = fake.wait_for_tickets(1, Duration::from_secs(20));
+    assert_eq!(first.len(), 1, "{}", daemon.log());
+    let old = first[0].requester_id;
+    // An admin deletes the user sipdesk made; sipdesk's directory still has it.
+    fake.delete_user(old);
+    answered_calls(&daemon, &caller, 1, 1);
+    let deliveries = daemon.settled_deliveries(2, Duration::from_secs(30));
+    assert!(
+        deliveries.iter().all(|d| d["state"] == "done"),
+        "{deliveries:#?}\n{}",
+        daemon.log()
+    );
+    let tickets = fake.tickets();
+    assert_eq!(tickets.len(), 2);
+    let new = tickets[1].requester_id;
+    assert_ne!(new, old, "a new contact for the number");
+    let user = fake.users().into_iter().find(|u| u.id == new).unwrap();
+    assert_eq!(user.phone.as_deref(), Some("+34610000500"));
+    assert_eq!(
+        deliveries[0]["attempts"], 2,
+        "one attempt with the old contact, one with the new: {deliveries:#?}"
+    );
+}

@@ -443,7 +443,7 @@ async fn a_delivery_whose_worker_died_is_taken_up_when_its_lease_runs_out() {
                 .len(),
             1
         );
-        store.delivery_contact("a:zd", "77").await.unwrap();
+        store.delivery_contact("a:zd", Some("77")).await.unwrap();
         store
             .delivery_request("a:zd", Some("{\"kind\":\"create\"}"))
             .await

@@ -3,8 +3,9 @@
 //!
 //! - Pacing: requests leave evenly spaced at 98% of `requests_per_minute` (or of the limit the
 //!   helpdesk announces in `X-Rate-Limit`, when lower), so a backlog keeps the limit busy
-//!   without ever crossing it; a 429 (or a 503 with `Retry-After`) pauses every request of the
-//!   integration until the time the helpdesk gave, so retries never storm.
+//!   without ever crossing it; a 429 (or a 503 with `Retry-After`), or `X-Rate-Limit-Remaining:
+//!   0` with `ratelimit-reset`, pauses every request of the integration until the time the
+//!   helpdesk gave, so retries never storm.
 //! - Classification: 2xx is success; 400, 404, 409 and 422 go back to the connector, which knows
 //!   what they mean for its request; 401 and 403 fail the delivery at once with the helpdesk's
 //!   message (a token or permission that is wrong stays wrong); 429, 5xx, timeouts, refused
@@ -241,12 +242,21 @@ impl Http {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        if let Some(limit) = headers
-            .get("x-rate-limit")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        if let Some(limit) = number("x-rate-limit") {
             self.pacer.announced_limit(limit);
+        }
+        // The window is used up: wait for it to reset, when the helpdesk says when.
+        if number("x-rate-limit-remaining") == Some(0) {
+            if let Some(reset) = number("ratelimit-reset") {
+                self.pacer
+                    .pause(Duration::from_secs(u64::from(reset.min(3600))));
+            }
         }
         let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)

@@ -107,8 +107,16 @@ impl Job<'_> {
     pub async fn remember_contact(&self, contact_id: &str) -> Result<(), HelpdeskError> {
         Ok(self
             .store
-            .delivery_contact(&self.delivery.id, contact_id)
+            .delivery_contact(&self.delivery.id, Some(contact_id))
             .await?)
+    }
+
+    /// The contact turned out gone from the helpdesk (merged, deleted): forgets it everywhere
+    /// and drops the request made for it, so the next attempt looks the caller up again.
+    pub async fn contact_gone(&self) -> Result<(), HelpdeskError> {
+        self.forget().await?;
+        self.store.delivery_contact(&self.delivery.id, None).await?;
+        self.remember_request(None).await
     }
 
     /// Saves the request about to be sent (`None`: none outstanding), so a retry sends the very

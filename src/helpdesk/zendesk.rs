@@ -342,6 +342,17 @@ impl Zendesk {
                 });
             }
         }
+        if reply.status.as_u16() == 422 && reply.body.pointer("/details/requester").is_some() {
+            // The user the directory gave was merged or deleted since.
+            job.contact_gone().await?;
+            return Err(HelpdeskError::Retry {
+                reason: format!(
+                    "POST /api/v2/tickets: the contact is no longer in Zendesk ({}); looking the caller up again",
+                    error_message(&reply.body)
+                ),
+                after: None,
+            });
+        }
         Err(conflict_or_rejected("POST /api/v2/tickets", &reply))
     }
 

@@ -260,15 +260,14 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Saves the helpdesk contact a delivery found or created.
-    pub async fn delivery_contact(&self, id: &str, contact_id: &str) -> Result<(), StoreError> {
-        self.update_delivery(
-            "save delivery contact",
-            "contact_id = $1",
-            id,
-            Some(contact_id),
-        )
-        .await
+    /// Saves the helpdesk contact a delivery found or created (`None`: look for it again).
+    pub async fn delivery_contact(
+        &self,
+        id: &str,
+        contact_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.update_delivery("save delivery contact", "contact_id = $1", id, contact_id)
+            .await
     }
 
     /// Saves the request a delivery is about to send (`None`: none is outstanding).

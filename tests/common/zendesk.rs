@@ -322,6 +322,18 @@ impl FakeZendesk {
         })
     }
 
+    /// Deletes a user, as an admin would: Zendesk keeps it as inactive, out of search, and no
+    /// longer takes it as a requester.
+    pub(crate) fn delete_user(&self, id: u64) {
+        self.with(|a| {
+            a.users
+                .iter_mut()
+                .find(|u| u.id == id)
+                .expect("a user")
+                .active = false
+        });
+    }
+
     /// Sets a ticket's status, as an agent would.
     pub(crate) fn set_status(&self, ticket: u64, status: &str) {
         self.with(|a| {
@@ -670,7 +682,8 @@ impl Account {
 
     fn search_users(&self, query: &HashMap<String, String>) -> (StatusCode, HeaderMap, Value) {
         let now = Instant::now();
-        let indexed = |u: &&User| now.duration_since(u.indexed_at) >= self.settings.search_lag;
+        let indexed =
+            |u: &&User| u.active && now.duration_since(u.indexed_at) >= self.settings.search_lag;
         let found: Vec<Value> = if let Some(external_id) = query.get("external_id") {
             self.users
                 .iter()
@@ -735,13 +748,14 @@ impl Account {
         let external_id = text("external_id");
         let email = text("email");
         let existing = self.users.iter().position(|u| {
-            external_id.as_ref().is_some_and(|e| {
-                u.external_id
+            u.active
+                && (external_id.as_ref().is_some_and(|e| {
+                    u.external_id
+                        .as_ref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(e))
+                }) || email
                     .as_ref()
-                    .is_some_and(|x| x.eq_ignore_ascii_case(e))
-            }) || email
-                .as_ref()
-                .is_some_and(|e| u.email.as_ref().is_some_and(|x| x.eq_ignore_ascii_case(e)))
+                    .is_some_and(|e| u.email.as_ref().is_some_and(|x| x.eq_ignore_ascii_case(e))))
         });
         match existing {
             Some(i) => {
@@ -1044,7 +1058,7 @@ impl Account {
             return record_invalid("base", "Description: cannot be blank", "BlankValue");
         }
         let requester_id = match ticket.get("requester_id").and_then(Value::as_u64) {
-            Some(id) if self.users.iter().any(|u| u.id == id) => id,
+            Some(id) if self.users.iter().any(|u| u.id == id && u.active) => id,
             Some(_) => return record_invalid("requester", "Requester: is invalid", "InvalidValue"),
             None => self.api_user,
         };
