@@ -4,8 +4,9 @@
 //! limit, the busiest minute, and how many 429s it drew.
 //!
 //! `cargo bench --bench delivery` runs the full measure (2,000 calls from 500 callers, about
-//! five minutes); options after `--`: `--calls N`, `--callers N`, `--limit RPM`,
-//! `--latency-ms MS`, `--concurrency N`. Under `cargo test` it runs a small smoke version
+//! five minutes); options after `--`: `--calls N`, `--callers N`, `--limit RPM` (the fake's),
+//! `--configured RPM` (sipdesk's `requests_per_minute`, default the limit: a higher one shows
+//! sipdesk following the limit Zendesk announces), `--latency-ms MS`, `--concurrency N`. Under `cargo test` it runs a small smoke version
 //! that only checks every call gets its ticket.
 
 #[path = "../tests/common/zendesk.rs"]
@@ -26,6 +27,8 @@ struct Options {
     calls: usize,
     callers: usize,
     limit: u32,
+    /// `requests_per_minute` in sipdesk's configuration (default: the limit).
+    configured: Option<u32>,
     latency: Duration,
     concurrency: u32,
 }
@@ -38,6 +41,7 @@ fn options() -> (Options, bool) {
             calls: 2000,
             callers: 500,
             limit: 700,
+            configured: None,
             latency: Duration::from_millis(100),
             concurrency: 4,
         }
@@ -46,6 +50,7 @@ fn options() -> (Options, bool) {
             calls: 40,
             callers: 10,
             limit: 100_000,
+            configured: None,
             latency: Duration::ZERO,
             concurrency: 4,
         }
@@ -64,6 +69,9 @@ fn options() -> (Options, bool) {
     }
     if let Some(v) = value("--limit") {
         o.limit = v as u32;
+    }
+    if let Some(v) = value("--configured") {
+        o.configured = Some(v as u32);
     }
     if let Some(v) = value("--latency-ms") {
         o.latency = Duration::from_millis(v);
@@ -138,7 +146,7 @@ concurrency = {concurrency}
 "#,
         base = fake.url,
         token = token.display(),
-        limit = o.limit,
+        limit = o.configured.unwrap_or(o.limit),
         concurrency = o.concurrency,
     );
     let config = Arc::new(Config::from_toml(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}")));
@@ -214,11 +222,13 @@ concurrency = {concurrency}
     };
     let per_minute = stats.requests as f64 / span.as_secs_f64().max(1e-9) * 60.0;
     println!(
-        "delivery benchmark: {} calls from {} callers, fake Zendesk with {} ms latency, limit {} requests/minute, concurrency {}",
+        "delivery benchmark: {} calls from {} callers, fake Zendesk with {} ms latency, limit {} requests/minute \
+         (sipdesk configured for {}), concurrency {}",
         o.calls,
         o.callers,
         o.latency.as_millis(),
         o.limit,
+        o.configured.unwrap_or(o.limit),
         o.concurrency
     );
     println!(

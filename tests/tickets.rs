@@ -333,12 +333,26 @@ fn calls_become_the_tickets_the_rules_say() {
     );
 
     // 6. Out of hours, from the same (now known) number, right after: Zendesk's search has not
-    //    indexed the new user yet, so only the directory knows it — still no second contact.
-    //    The latest ticket is solved: a new open one, saying why the call was missed.
+    //    indexed the new user yet, so only the directory knows it — no search, no second
+    //    contact. The latest ticket is solved: a new open one, saying why the call was missed.
+    let user_requests = |fake: &FakeZendesk| {
+        let endpoints = fake.stats().endpoints;
+        [
+            "GET /api/v2/users/search",
+            "POST /api/v2/users/create_or_update",
+        ]
+        .map(|e| endpoints.get(e).copied().unwrap_or(0))
+    };
+    let before_c6 = user_requests(&w.zd);
     let c6 = call(&w, "611222333", "300", Goes::Refused, None);
     let t6 = ticket_of(&w.zd, &c6);
     assert_eq!(t6.requester_id, t5.requester_id);
     assert_eq!(w.zd.users().len(), users_before + 1, "no duplicate contact");
+    assert_eq!(
+        user_requests(&w.zd),
+        before_c6,
+        "the directory answered, not Zendesk"
+    );
     assert_eq!(t6.status, "open");
     assert!(note_of(&t6, &c6).contains("Call type: missed (out_of_hours)"));
     let skipped = delivery(&w, &c6, "strict");
