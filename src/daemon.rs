@@ -6,7 +6,8 @@
 //! - SIGHUP re-reads the configuration: an invalid file is logged with its errors and the running
 //!   configuration stays. Listen addresses and the database need a restart (logged).
 //! - SIGTERM or SIGINT: new calls get 503, calls in progress may finish until `shutdown_grace`,
-//!   then the loop stops, the store writer flushes and the process exits.
+//!   then the loop stops, the store writer commits everything it holds (systemd is asked to
+//!   wait, `EXTEND_TIMEOUT_USEC`, while it does) and the process exits.
 //! - At start, calls a previous run left open (crash, `kill -9`) are closed as interrupted, with
 //!   their helpdesk deliveries.
 //! - Three threads: the proxy loop (this one), the store writer and the delivery worker, each
@@ -57,6 +58,8 @@ pub enum DaemonError {
 const AGENT_REFRESH: Duration = Duration::from_secs(2);
 /// How often the systemd status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// On stop, the longest sipdesk waits for the store writer to commit what it holds.
+const WRITER_LIMIT: Duration = Duration::from_secs(600);
 
 enum Control {
     Reload,
@@ -301,14 +304,30 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     }
     sockets_cancel.cancel();
     drop(changes);
-    let joined = tokio::task::spawn_blocking(move || writer.join());
-    if tokio::time::timeout(Duration::from_secs(10), joined)
-        .await
-        .is_err()
-    {
-        tracing::error!("the database writer did not finish in 10 s; some records may be missing");
-    }
     worker_stop.cancel();
+    // Every record the proxy produced reaches the database, however long a backlog takes:
+    // systemd is asked to wait while the writer makes progress.
+    let mut writing = tokio::task::spawn_blocking(move || writer.join());
+    let since = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), &mut writing).await {
+            Ok(_) => break,
+            Err(_) if since.elapsed() < WRITER_LIMIT => {
+                notify(&[
+                    sd_notify::NotifyState::ExtendTimeoutUsec(15_000_000),
+                    sd_notify::NotifyState::Status("stopping: writing the last call records"),
+                ]);
+                tracing::info!("stopping: still writing call records to the database");
+            }
+            Err(_) => {
+                tracing::error!(
+                    "the database writer did not finish in {}; the last call records may be missing",
+                    humantime::format_duration(WRITER_LIMIT)
+                );
+                break;
+            }
+        }
+    }
     let joined = tokio::task::spawn_blocking(move || worker.join());
     if tokio::time::timeout(Duration::from_secs(15), joined)
         .await
