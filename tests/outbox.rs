@@ -420,3 +420,86 @@ fn a_contact_deleted_in_zendesk_is_looked_up_again() {
         "one attempt with the old contact, one with the new: {deliveries:#?}"
     );
 }
+
+#[test]
+fn routing_redirects_a_caller_the_helpdesk_said_it_does_not_know() {
+    let fake = FakeZendesk::start(Settings::default());
+    fake.add_agent("Ana", "ana@example.com");
+    let known = fake.add_customer("Known", "+34610000701");
+    let body = format!(
+        "{}unknown_caller_group = \"sales\"\n\n[[groups]]\nname = \"sales\"\nqueues = [\"200\"]\nagents = [{{ extension = \"3001\" }}]\nwrap_up = \"0s\"\n{}",
+        groups(1),
+        zendesk(
+            "zd",
+            &fake.url,
+            "groups = [\"support\", \"sales\"]\ncreate_unknown_contacts = false"
+        )
+        .replace("groups = [\"support\"]\n", "")
+    );
+    let daemon = Daemon::start_with_files(
+        "redirect",
+        "trusted = [\"127.0.0.1\"]",
+        &body,
+        &[("zd.token", "t0ken")],
+    );
+    // First calls: nobody asked Zendesk about these numbers yet, so both go to support.
+    answered_calls(
+        &daemon,
+        &["610000700".to_owned(), "610000701".to_owned()],
+        1,
+        1,
+    );
+    let deliveries = daemon.settled_deliveries(2, Duration::from_secs(20));
+    let states: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["done", "skipped"],
+        "the known caller's call is logged, the stranger's is not: {deliveries:#?}"
+    );
+    // Now the directory knows: the stranger is redirected to sales, the customer is not.
+    answered_calls(
+        &daemon,
+        &["610000700".to_owned(), "610000701".to_owned()],
+        1,
+        1,
+    );
+    let calls = daemon.ended_calls(4);
+    let group_of = |caller: &str| -> Vec<String> {
+        let mut groups: Vec<(String, String)> = calls
+            .iter()
+            .filter(|c| c["caller"] == caller)
+            .map(|c| {
+                (
+                    c["started_at"].as_str().unwrap().to_owned(),
+                    c["group"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect();
+        groups.sort();
+        groups.into_iter().map(|(_, g)| g).collect()
+    };
+    assert_eq!(group_of("+34610000700"), ["support", "sales"], "{calls:#?}");
+    assert_eq!(
+        group_of("+34610000701"),
+        ["support", "support"],
+        "{calls:#?}"
+    );
+    let redirected = calls
+        .iter()
+        .find(|c| c["caller"] == "+34610000700" && c["group"] == "sales")
+        .unwrap();
+    let explanation = redirected["explanation"].to_string();
+    assert!(explanation.contains("unknown"), "{explanation}");
+    daemon.settled_deliveries(4, Duration::from_secs(20));
+    assert_eq!(
+        fake.tickets()
+            .iter()
+            .filter(|t| t.requester_id == known)
+            .count(),
+        2
+    );
+    assert_eq!(fake.tickets().len(), 2, "nothing for the stranger");
+}
