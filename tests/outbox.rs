@@ -372,6 +372,10 @@ fn bad_answers_and_bad_numbers_give_a_reason_and_lose_nothing() {
     let fixed = wait_for("wrong", &|d| d["state"] == "done");
     assert_eq!(fixed["state"], "done", "{fixed:#?}\n{}", daemon.log());
     assert_eq!(wrong_token.tickets().len(), 1);
+    // Once done, a delivery is not sent again: that would log the call twice.
+    let (code, out) = daemon.command(&["deliveries", "retry", &format!("{id}:wrong")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("was delivered already"), "{out}");
     let again = wait_for("rejects", &|d| {
         d["state"] == "failed" && d["attempts"] == 1 && d["updated_at"] != rejected["updated_at"]
     });
@@ -386,9 +390,23 @@ fn bad_answers_and_bad_numbers_give_a_reason_and_lose_nothing() {
 
 #[test]
 fn a_contact_deleted_in_zendesk_is_looked_up_again() {
+    contact_removed_in_zendesk("", |fake, id| fake.delete_user(id));
+}
+
+/// With the previous-ticket rule sipdesk first reads the contact's tickets; for a user purged
+/// for good that list answers 404.
+#[test]
+fn a_contact_purged_from_zendesk_is_looked_up_again_before_reading_its_tickets() {
+    contact_removed_in_zendesk(
+        "inbound_answered = { log = \"previous\", status = \"open\" }",
+        |fake, id| fake.purge_user(id),
+    );
+}
+
+fn contact_removed_in_zendesk(rules: &str, remove: fn(&FakeZendesk, u64)) {
     let fake = FakeZendesk::start(Settings::default());
     fake.add_agent("Ana", "ana@example.com");
-    let body = format!("{}{}", groups(1), zendesk("zd", &fake.url, ""));
+    let body = format!("{}{}", groups(1), zendesk("zd", &fake.url, rules));
     let daemon = Daemon::start_with_files(
         "deleted",
         "trusted = [\"127.0.0.1\"]",
@@ -401,7 +419,7 @@ fn a_contact_deleted_in_zendesk_is_looked_up_again() {
     assert_eq!(first.len(), 1, "{}", daemon.log());
     let old = first[0].requester_id;
     // An admin deletes the user sipdesk made; sipdesk's directory still has it.
-    fake.delete_user(old);
+    remove(&fake, old);
     answered_calls(&daemon, &caller, 1, 1);
     let deliveries = daemon.settled_deliveries(2, Duration::from_secs(30));
     assert!(

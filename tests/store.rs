@@ -485,6 +485,8 @@ async fn failed_deliveries_can_be_retried_one_or_all() {
             delivery("a", "+34600000001", "2026-11-23T09:00:00Z"),
             delivery("b", "+34600000002", "2026-11-23T09:00:00Z"),
             delivery("c", "+34600000003", "2026-11-23T09:00:00Z"),
+            delivery("d", "+34600000004", "2026-11-23T09:00:00Z"),
+            delivery("e", "+34600000005", "2026-11-23T09:00:00Z"),
         ];
         store.apply(&[], &deliveries).await.unwrap();
         let now = Timestamp::now();
@@ -495,10 +497,28 @@ async fn failed_deliveries_can_be_retried_one_or_all() {
         for id in ["a:zd", "b:zd", "c:zd"] {
             store.delivery_failed(id, "401").await.unwrap();
         }
+        store
+            .delivery_done("d:zd", "7", "ticket 7 created")
+            .await
+            .unwrap();
+        store
+            .delivery_skipped("e:zd", "out of hours")
+            .await
+            .unwrap();
         // Times are kept to the millisecond.
         let later = Timestamp::from_millisecond(now.as_millisecond() + 5000).unwrap();
         assert!(store.retry_delivery("a:zd", later).await.unwrap());
         assert!(!store.retry_delivery("nope:zd", later).await.unwrap());
+        // A done or skipped delivery is never sent again: that would log the call twice, or
+        // where the rules said not to.
+        assert!(!store.retry_delivery("d:zd", later).await.unwrap());
+        assert!(!store.retry_delivery("e:zd", later).await.unwrap());
+        for (id, state) in [
+            ("d:zd", DeliveryState::Done),
+            ("e:zd", DeliveryState::Skipped),
+        ] {
+            assert_eq!(store.delivery(id).await.unwrap().unwrap().state, state);
+        }
         let a = store.delivery("a:zd").await.unwrap().unwrap();
         assert_eq!(
             (a.state, a.attempts, a.pending_since),
@@ -508,8 +528,8 @@ async fn failed_deliveries_can_be_retried_one_or_all() {
         let backlog = store.backlog().await.unwrap();
         assert_eq!(backlog.len(), 1);
         assert_eq!(
-            (backlog[0].pending, backlog[0].failed),
-            (3, 0),
+            (backlog[0].pending, backlog[0].failed, backlog[0].done),
+            (3, 0, 1),
             "{}",
             db.label
         );

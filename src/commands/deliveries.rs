@@ -50,6 +50,14 @@ pub(crate) async fn deliveries(config: &Config, args: &DeliveriesArgs) -> anyhow
             Some(d) if d.state == DeliveryState::InProgress => {
                 anyhow::bail!("{id} is being delivered right now")
             }
+            Some(d) if d.state == DeliveryState::Done => anyhow::bail!(
+                "{id} was delivered already ({}); sipdesk does not log a call twice",
+                d.detail.as_deref().unwrap_or("done")
+            ),
+            Some(d) if d.state == DeliveryState::Skipped => anyhow::bail!(
+                "{id} was skipped by the integration's rules ({}); change the rules for later calls",
+                d.detail.as_deref().unwrap_or("skipped")
+            ),
             Some(_) => {
                 store.retry_delivery(id, now).await?;
                 println!("{id}: will be sent again");

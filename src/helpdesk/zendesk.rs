@@ -10,11 +10,14 @@
 //!   index says. Withheld numbers share the user `sipdesk:anonymous` ("Anonymous caller").
 //! - Agents are matched by e-mail (users search, role agent or admin, active); answers are
 //!   cached for ten minutes.
-//! - Tickets are created with `Idempotency-Key: sipdesk-<integration>-<call id>` and
-//!   `external_id: <call id>`; the body is saved before it is sent, so a retry sends the same
+//! - Tickets are created with `Idempotency-Key: sipdesk-<integration>-<call id>-<requester id>`
+//!   and `external_id: <call id>`; the body is saved before it is sent, so a retry sends the same
 //!   body (Zendesk replays its answer) and, past Zendesk's two-hour key lifetime, first looks the
 //!   ticket up by external id. An update is recognised on retry by the call's marker in the
-//!   ticket's comments.
+//!   ticket's comments. The requester is part of the key because it is the one part of the body
+//!   that may change between attempts: when Zendesk says the contact is gone (merged or deleted:
+//!   a 422 naming the requester on create, a 404 on their ticket list), the saved request is
+//!   dropped, the caller looked up again, and the new body goes out under a new key.
 //! - A ticket found closed (422 "closed prevents ticket update") or deleted (404) when updating
 //!   gets a follow-up ticket instead (`via_followup_source_id`), as Zendesk itself does.
 //! - With `voice_comments`, an answered call with a recording also gets a `voice_comment`
@@ -253,7 +256,7 @@ impl Zendesk {
         };
         let rule = self.rules.rule(call.call_type());
         let previous = if rule.log == Log::Previous {
-            let tickets = self.requested_tickets(requester).await?;
+            let tickets = self.requested_tickets(job, requester).await?;
             tickets::previous_ticket(&tickets).cloned()
         } else {
             None
@@ -303,14 +306,32 @@ impl Zendesk {
         job.remember_request(Some(&text)).await
     }
 
-    /// The idempotency key of a call's ticket on this integration.
-    fn idempotency_key(&self, call_id: &str) -> String {
-        format!("sipdesk-{}-{call_id}", self.name)
+    /// The idempotency key of a call's ticket on this integration, for this requester.
+    fn idempotency_key(&self, call_id: &str, body: &Value) -> String {
+        match body["ticket"]["requester_id"].as_u64() {
+            Some(requester) => format!("sipdesk-{}-{call_id}-{requester}", self.name),
+            None => format!("sipdesk-{}-{call_id}", self.name),
+        }
+    }
+
+    /// The requester Zendesk no longer has: forgotten, so the next attempt looks the caller up
+    /// again (and sends its ticket under a new idempotency key).
+    async fn requester_gone(&self, job: &Job<'_>, what: &str, reply: &Reply) -> HelpdeskError {
+        if let Err(e) = job.contact_gone().await {
+            return e;
+        }
+        HelpdeskError::Retry {
+            reason: format!(
+                "{what}: the contact is no longer in Zendesk ({}); looking the caller up again",
+                error_message(&reply.body)
+            ),
+            after: None,
+        }
     }
 
     async fn create(&self, job: &Job<'_>, body: &Value) -> Result<Delivered, HelpdeskError> {
         let url = self.http.url("/api/v2/tickets.json", &[])?;
-        let key = self.idempotency_key(&job.call.id);
+        let key = self.idempotency_key(&job.call.id, body);
         let reply = self
             .http
             .send(Method::POST, url, Some(body), &[("Idempotency-Key", &key)])
@@ -344,14 +365,9 @@ impl Zendesk {
         }
         if reply.status.as_u16() == 422 && reply.body.pointer("/details/requester").is_some() {
             // The user the directory gave was merged or deleted since.
-            job.contact_gone().await?;
-            return Err(HelpdeskError::Retry {
-                reason: format!(
-                    "POST /api/v2/tickets: the contact is no longer in Zendesk ({}); looking the caller up again",
-                    error_message(&reply.body)
-                ),
-                after: None,
-            });
+            return Err(self
+                .requester_gone(job, "POST /api/v2/tickets", &reply)
+                .await);
         }
         Err(conflict_or_rejected("POST /api/v2/tickets", &reply))
     }
@@ -534,7 +550,11 @@ impl Zendesk {
     }
 
     /// The contact's tickets, most recent first (the latest 100).
-    async fn requested_tickets(&self, user: u64) -> Result<Vec<TicketSummary>, HelpdeskError> {
+    async fn requested_tickets(
+        &self,
+        job: &Job<'_>,
+        user: u64,
+    ) -> Result<Vec<TicketSummary>, HelpdeskError> {
         let path = format!("/api/v2/users/{user}/tickets/requested.json");
         let reply = self
             .get(
@@ -546,6 +566,12 @@ impl Zendesk {
                 ],
             )
             .await?;
+        if reply.status.as_u16() == 404 {
+            // The user the directory gave was merged or deleted since.
+            return Err(self
+                .requester_gone(job, &format!("GET {path}"), &reply)
+                .await);
+        }
         if !reply.is_success() {
             return Err(rejected(&format!("GET {path}"), &reply));
         }

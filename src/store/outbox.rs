@@ -374,12 +374,14 @@ impl Store {
         Ok(())
     }
 
-    /// Sends a failed (or skipped, or done) delivery again now, as if new: `give_up_after`
-    /// counts from now. Returns whether it exists.
+    /// Sends a failed delivery again now, as if new: `give_up_after` counts from now. A pending
+    /// one is sent now instead of at its next attempt. Done and skipped deliveries are left as
+    /// they are: sending them again would log the call twice, or where the rules said not to.
+    /// Returns whether a delivery was changed.
     pub async fn retry_delivery(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, pending_since = $1, attempts = 0,
-                 lease_until = NULL, updated_at = $1 WHERE id = $2 AND state <> 'in_progress'",
+                 lease_until = NULL, updated_at = $1 WHERE id = $2 AND state IN ('failed', 'pending')",
         )
         .bind(millis(now))
         .bind(id)

@@ -334,6 +334,12 @@ impl FakeZendesk {
         });
     }
 
+    /// Deletes a user for good (GDPR permanent deletion, or a merge's loser once purged): the
+    /// user and everything under `/users/{id}` answer 404 from then on.
+    pub(crate) fn purge_user(&self, id: u64) {
+        self.with(|a| a.users.retain(|u| u.id != id));
+    }
+
     /// Sets a ticket's status, as an agent would.
     pub(crate) fn set_status(&self, ticket: u64, status: &str) {
         self.with(|a| {
