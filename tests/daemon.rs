@@ -208,11 +208,19 @@ fn while_stopping_new_calls_are_refused_503_and_calls_in_progress_finish() {
     socket
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
-    let mut answered = false;
-    while !answered {
+    let ok = loop {
         let n = socket.recv(&mut buf).expect("answer from sipdesk");
-        answered = String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200");
-    }
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 200") {
+            break text;
+        }
+    };
+    // The BYE belongs to the dialog the agent's answer made: its To tag.
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+        .expect("a To header")
+        .to_owned();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &daemon.pid().to_string()])
         .status();
@@ -244,7 +252,7 @@ fn while_stopping_new_calls_are_refused_503_and_calls_in_progress_finish() {
     );
     // The call in progress ends normally, then the daemon exits on its own.
     uas.kill();
-    let bye = "BYE sip:agent@127.0.0.1:PBX SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bK-d1bye\r\nFrom: <sip:600123456@127.0.0.1>;tag=a\r\nTo: <sip:500@127.0.0.1>;tag=b\r\nCall-ID: drain-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".replace("PORT", &port.to_string()).replace("PBX", &daemon.pbx_port.to_string());
+    let bye = "BYE sip:agent@127.0.0.1:PBX SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:PORT;branch=z9hG4bK-d1bye\r\nFrom: <sip:600123456@127.0.0.1>;tag=a\r\nTO\r\nCall-ID: drain-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".replace("PORT", &port.to_string()).replace("PBX", &daemon.pbx_port.to_string()).replace("TO", &to);
     socket
         .send_to(bye.as_bytes(), ("127.0.0.1", daemon.port))
         .unwrap();

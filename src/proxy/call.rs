@@ -62,6 +62,9 @@ pub(super) struct Call {
     /// route leads back to sipdesk (a peer that ignored Record-Route).
     caller_contact: Option<SipUri>,
     agent_contact: Option<SipUri>,
+    /// The To tag of the answer that made the call's dialog: a late answer from another branch
+    /// makes a second dialog with the same Call-ID, whose BYE must not end this call.
+    agent_tag: Option<String>,
     caller: String,
     callee: String,
     queue: Option<String>,
@@ -88,6 +91,20 @@ pub(super) struct Call {
 impl Call {
     pub(super) fn is_ended(&self) -> bool {
         self.state == State::Ended
+    }
+
+    /// Whether a request inside a dialog belongs to the dialog of the call's answer (rather
+    /// than to a second dialog made by a late answer from another branch).
+    fn in_answered_dialog(&self, request: &Request) -> bool {
+        let Some(agent_tag) = self.agent_tag.as_deref() else {
+            return true;
+        };
+        let far = if request.from.tag() == self.invite.from.tag() {
+            request.to.tag()
+        } else {
+            request.from.tag()
+        };
+        far == Some(agent_tag)
     }
 }
 
@@ -210,6 +227,7 @@ impl Core {
             source,
             caller_contact: contact(&request.message.headers),
             agent_contact: None,
+            agent_tag: None,
             caller,
             callee,
             queue: None,
@@ -715,8 +733,13 @@ impl Core {
                         self.answered(now, &mut call, branch, &response);
                     }
                 }
-                self.tx
-                    .respond(now.mono, &server_tx, &forward::relay_response(&response));
+                let relayed = forward::relay_response(&response);
+                if !self.tx.respond(now.mono, &server_tx, &relayed) {
+                    // The caller's transaction already has its final answer (487 after a
+                    // CANCEL, 480 at max wait): every 2xx is still forwarded (RFC 3261 §16.7
+                    // step 10) so the caller can acknowledge it and hang up with BYE.
+                    self.relay_stateless(&response);
+                }
             }
             _ => {
                 if current && call.state == State::Offering {
@@ -780,6 +803,7 @@ impl Core {
     fn answered(&mut self, now: Now, call: &mut Call, branch: Branch, response: &Response) {
         call.state = State::Answered;
         call.agent_contact = contact(&response.message.headers);
+        call.agent_tag = response.to.tag().map(str::to_owned);
         call.answer = Some(Answer {
             at: now.wall,
             extension: branch.extension.clone(),
@@ -868,7 +892,7 @@ impl Core {
         let Some(mut call) = self.take(key) else {
             return;
         };
-        if call.state == State::Answered {
+        if call.state == State::Answered && call.in_answered_dialog(request) {
             let by = if request.from.tag() == call.invite.from.tag() {
                 EndedBy::Caller
             } else {

@@ -496,9 +496,18 @@ impl Core {
             return;
         }
         // sipdesk answers OPTIONS and queue INVITEs itself, so it honours Require there; as a
-        // proxy it honours Proxy-Require everywhere (RFC 3261 §16.3 step 5).
+        // proxy (an agent's outbound call, requests inside a dialog) it honours Proxy-Require
+        // only (RFC 3261 §16.3 step 5): Require is for the far end.
         let in_dialog = request.to.tag().is_some();
-        let endpoint = !in_dialog && matches!(method, rsip::Method::Options | rsip::Method::Invite);
+        let endpoint = !in_dialog
+            && match method {
+                rsip::Method::Options => true,
+                rsip::Method::Invite => {
+                    let user = request.uri.user_unescaped().unwrap_or_default();
+                    self.config.groups.by_queue(&user).is_some()
+                }
+                _ => false,
+            };
         let unsupported = unsupported_options(&request, endpoint);
         if !unsupported.is_empty() {
             let list = unsupported.join(", ");
@@ -578,8 +587,17 @@ impl Core {
         self.forwarded.insert(client, (key, Box::new(request)));
     }
 
-    /// An ACK to a 2xx: forwarded statelessly along the route.
+    /// An ACK to a 2xx: forwarded statelessly along the route, unless it has run out of hops
+    /// (an ACK gets no response, so it is dropped: RFC 3261 §16.3 step 3).
     fn on_ack(&mut self, _now: Now, request: Request, source: Peer) {
+        if request.max_forwards == Some(0) {
+            tracing::debug!(call_id = request.call_id, "ACK with Max-Forwards 0 dropped");
+            return;
+        }
+        if forward::is_loop(&request, &self.settings.local) {
+            tracing::debug!(call_id = request.call_id, "ACK in a loop dropped");
+            return;
+        }
         let Some((uri, peer)) = self.in_dialog_hop(&request) else {
             tracing::debug!(call_id = request.call_id, "ACK with no next hop dropped");
             return;
@@ -608,6 +626,10 @@ impl Core {
             }
             self.tx
                 .respond(now.mono, &server, &forward::relay_response(&response));
+        } else {
+            // A 2xx retransmitted while its client transaction waits in Accepted, after the
+            // first one was relayed (RFC 6026 §8).
+            self.relay_stateless(&response);
         }
     }
 
@@ -619,13 +641,21 @@ impl Core {
                 self.settings.local.host.to_ascii_lowercase(),
                 self.settings.local.port
             );
-        if !ours || !(200..300).contains(&response.status) {
+        if ours {
+            self.relay_stateless(&response);
+        }
+    }
+
+    /// A 2xx to an INVITE that no server transaction can carry any more, sent to the previous
+    /// hop by its Via (RFC 3261 §16.7 step 10). Other responses are not relayed this way.
+    fn relay_stateless(&mut self, response: &Response) {
+        if !(200..300).contains(&response.status) || response.cseq.method != "INVITE" {
             return;
         }
-        if let Some(peer) = forward::response_peer(&response) {
+        if let Some(peer) = forward::response_peer(response) {
             self.send(
                 peer,
-                message::encode_response(&forward::relay_response(&response)),
+                message::encode_response(&forward::relay_response(response)),
             );
         }
     }

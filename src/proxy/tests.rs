@@ -601,3 +601,178 @@ fn unsupported_extensions_are_refused_420() {
     assert_eq!(lines(&sent), vec!["SIP/2.0 420 Bad Extension -> 5070"]);
     assert!(sent[0].1.contains("Unsupported: 100rel, timer\r\n"));
 }
+
+fn cancel_from_caller(call_id: &str, branch: &str) -> String {
+    format!(
+        "CANCEL sip:100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A request from the caller inside the dialog with the agent whose To tag is `agent_tag`.
+fn from_caller_in_dialog(method: &str, call_id: &str, agent_tag: &str, extra: &str) -> String {
+    format!(
+        "{method} sip:2001@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{method}{agent_tag}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>;tag={agent_tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn an_answer_after_the_callers_cancel_is_still_forwarded_so_the_caller_can_hang_it_up() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "late", "z9hG4bKlate"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 180, "Ringing", "a1"));
+    h.receive(caller(), &cancel_from_caller("late", "z9hG4bKlate"));
+    let sent = lines(&h.take_sent());
+    assert!(
+        sent.contains(&"SIP/2.0 487 Request Terminated -> 5070".to_owned()),
+        "{sent:?}"
+    );
+    // The agent picked up as the CANCEL crossed: the caller gets that 2xx (RFC 3261 §16.7
+    // step 10), acknowledges it and sends BYE, both through sipdesk.
+    let ok = respond(&first, 200, "OK", "a1");
+    h.receive(pbx(), &ok);
+    assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 200 OK -> 5070"]);
+    h.advance(Duration::from_millis(500));
+    h.take_sent();
+    h.receive(pbx(), &ok);
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["SIP/2.0 200 OK -> 5070"],
+        "a retransmission too"
+    );
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("ACK", "late", "a1", "Max-Forwards: 70\r\n")
+            .replace("CSeq: 2 ACK", "CSeq: 1 ACK"),
+    );
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("BYE", "late", "a1", "Max-Forwards: 70\r\n"),
+    );
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec![
+            "ACK sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080",
+            "BYE sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"
+        ]
+    );
+    let records = h.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].outcome,
+        Outcome::Missed,
+        "the caller had hung up"
+    );
+}
+
+#[test]
+fn a_second_dialog_from_a_late_answer_ends_without_ending_the_call() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "two", "z9hG4bKtwo"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 180, "Ringing", "a1"));
+    // 2001 does not answer in 15 s: cancelled, and 2002 rings.
+    h.advance(Duration::from_secs(16));
+    let sent = h.take_sent();
+    let second = sent_to_pbx(&sent, "INVITE sip:2002@").to_owned();
+    h.receive(pbx(), &respond(&second, 200, "OK", "a2"));
+    // 2001's phone answered anyway before the CANCEL reached it: a second dialog.
+    h.receive(pbx(), &respond(&first, 200, "OK", "a1"));
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["SIP/2.0 200 OK -> 5070", "SIP/2.0 200 OK -> 5070"],
+        "both answers reach the caller (RFC 3261 §16.7 step 10)"
+    );
+    // The caller hangs up the dialog it did not want: the call with 2002 goes on.
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("BYE", "two", "a1", "Max-Forwards: 70\r\n"),
+    );
+    assert!(h.records().is_empty(), "{:?}", h.records());
+    assert_eq!(h.core.active_calls(), 1);
+    let ext = Extension::parse("2002").unwrap();
+    assert_eq!(h.core.agents.state(&ext, h.now.mono), AgentState::Busy);
+    // Its own BYE ends it.
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("BYE", "two", "a2", "Max-Forwards: 70\r\n"),
+    );
+    let records = h.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].agent.as_deref(), records[0].ended_by),
+        (Some("2002"), Some(EndedBy::Caller))
+    );
+}
+
+#[test]
+fn a_retransmitted_answer_to_a_reinvite_is_relayed_again() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "re", "z9hG4bKre"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 200, "OK", "a1"));
+    h.take_sent();
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("INVITE", "re", "a1", "Max-Forwards: 70\r\n"),
+    );
+    let sent = h.take_sent();
+    let out = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    let ok = respond(&out, 200, "OK", "a1");
+    h.receive(pbx(), &ok);
+    assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 200 OK -> 5070"]);
+    // The first 200 was lost on the way to the caller; the agent's phone sends it again.
+    h.advance(Duration::from_millis(500));
+    h.take_sent();
+    h.receive(pbx(), &ok);
+    assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 200 OK -> 5070"]);
+}
+
+#[test]
+fn an_ack_out_of_hops_is_dropped() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "hop", "z9hG4bKhop"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 200, "OK", "a1"));
+    h.take_sent();
+    let ack = from_caller_in_dialog("ACK", "hop", "a1", "Max-Forwards: 0\r\n")
+        .replace("CSeq: 2 ACK", "CSeq: 1 ACK");
+    h.receive(caller(), &ack);
+    assert!(h.take_sent().is_empty());
+    h.receive(caller(), &ack.replace("Max-Forwards: 0", "Max-Forwards: 1"));
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["ACK sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"]
+    );
+}
+
+#[test]
+fn require_on_an_agents_outbound_call_is_for_the_far_end() {
+    let mut h = Harness::new(OPEN);
+    let text = invite("+34911239613", "o10", "z9hG4bKo10")
+        .replace(
+            "<sip:600123456@127.0.0.1>;tag=caller",
+            "<sip:2002@127.0.0.1>;tag=caller",
+        )
+        .replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRequire: 100rel\r\n",
+        );
+    h.receive(pbx(), &text);
+    let sent = h.take_sent();
+    let out = sent_to_pbx(&sent, "INVITE sip:+34911239613@127.0.0.1:5080");
+    assert!(out.contains("Require: 100rel\r\n"), "{out}");
+    // Proxy-Require is for sipdesk, and it has no extensions.
+    let text = text
+        .replace("o10", "o11")
+        .replace("Require: 100rel", "Proxy-Require: sec-agree");
+    h.receive(pbx(), &text);
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["SIP/2.0 420 Bad Extension -> 5080"]
+    );
+}

@@ -5,6 +5,10 @@
 //! over UDP, acknowledges non-2xx final responses hop by hop, builds CANCEL requests and tells the
 //! transaction user what it must act on. Time is always passed in; the I/O loop sleeps until
 //! [`Transactions::next_deadline`] and then calls [`Transactions::poll`].
+//!
+//! A client INVITE that has a provisional response never waits forever: Timer C (3 minutes,
+//! restarted by every provisional response, RFC 3261 §16.8) cancels it, and a cancelled one gets
+//! 64·T1 for its final response before it ends as a timeout (§9.1).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,6 +23,10 @@ use rsip::Header;
 
 use super::message::{self, Request, Response};
 use super::peer::Peer;
+
+/// Timer C: how long a proxied INVITE may ring without a final response (more than three
+/// minutes, RFC 3261 §16.6 step 11).
+pub const TIMER_C: Duration = Duration::from_secs(181);
 
 /// RFC 3261 timer base values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +191,8 @@ struct ClientTx {
     at: Deadlines,
     /// A CANCEL waits for a provisional response (RFC 3261 §9.1).
     cancel_pending: bool,
+    /// A CANCEL was sent: the final response is waited for 64·T1 at most.
+    cancelled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -430,6 +440,7 @@ impl Transactions {
                 interval: self.timers.t1,
                 at,
                 cancel_pending: false,
+                cancelled: false,
             }),
         );
         self.schedule(next, which_client(&key));
@@ -445,14 +456,25 @@ impl Transactions {
         };
         match tx.state {
             State::Initial => tx.cancel_pending = true,
-            State::Proceeding => {
-                let cancel = cancel_for(&tx.request);
-                let peer = tx.peer;
-                let branch = tx.branch.clone();
-                self.request(now, cancel, peer, &branch);
-            }
+            State::Proceeding if !tx.cancelled => self.send_cancel(now, key),
             _ => {}
         }
+    }
+
+    /// Sends the CANCEL of a client INVITE transaction in Proceeding and gives its final
+    /// response 64·T1 to arrive.
+    fn send_cancel(&mut self, now: Instant, key: &TxKey) {
+        let t1 = self.timers.t1;
+        let Some(tx) = self.clients.get_mut(key) else {
+            return;
+        };
+        tx.cancel_pending = false;
+        tx.cancelled = true;
+        tx.at.timeout = Some(now + 64 * t1);
+        let (cancel, peer, branch) = (cancel_for(&tx.request), tx.peer, tx.branch.clone());
+        let at = tx.at.earliest();
+        self.schedule(at, which_client(key));
+        self.request(now, cancel, peer, &branch);
     }
 
     /// A response from the network.
@@ -475,23 +497,28 @@ impl Transactions {
                 tx.state = State::Proceeding;
                 if invite {
                     tx.at.retransmit = None;
-                    tx.at.timeout = None;
+                    if !tx.cancelled {
+                        // Timer C, restarted by every provisional response. Not queued here:
+                        // the timer A or B entry already queued finds it when it comes due
+                        // (`poll_client`), so a call that rings and is answered at once adds
+                        // nothing to the queue.
+                        tx.at.timeout = Some(now + TIMER_C);
+                    }
                 } else if tx.at.retransmit.is_some() {
                     tx.interval = timers.t2;
                 }
-                let cancel = (first && tx.cancel_pending)
-                    .then(|| (cancel_for(&tx.request), tx.peer, tx.branch.clone()));
+                let Some(tx) = self.clients.get(&key) else {
+                    return;
+                };
+                let cancel = first && tx.cancel_pending;
                 if status > 100 || !invite {
                     self.events.push(Event::Response {
                         tx: key,
                         response: Box::new(response),
                     });
                 }
-                if let Some((cancel, peer, branch)) = cancel {
-                    if let Some(tx) = self.clients.get_mut(&key) {
-                        tx.cancel_pending = false;
-                    }
-                    self.request(now, cancel, peer, &branch);
+                if cancel {
+                    self.send_cancel(now, &key);
                 }
             }
             (State::Initial | State::Proceeding, 200..=299) if invite => {
@@ -617,6 +644,11 @@ impl Transactions {
             return;
         }
         if tx.at.timeout.is_some_and(|t| t <= now) {
+            if key.is_invite() && tx.state == State::Proceeding && !tx.cancelled {
+                // Timer C: the INVITE rang too long; cancel it (RFC 3261 §16.8).
+                self.send_cancel(now, &key);
+                return;
+            }
             let timed_out = matches!(tx.state, State::Initial | State::Proceeding);
             self.clients.remove(&key);
             if timed_out {
@@ -624,19 +656,23 @@ impl Transactions {
             }
             return;
         }
-        if tx.at.retransmit.is_some_and(|t| t <= now) {
-            // Timer A doubles without bound (INVITE); timer E doubles up to T2.
-            tx.interval = if key.is_invite() {
-                tx.interval * 2
-            } else {
-                (tx.interval * 2).min(timers.t2)
-            };
-            tx.at.retransmit = Some(now + tx.interval);
-            let (peer, bytes) = (tx.peer, tx.bytes.clone());
+        if tx.at.retransmit.is_none_or(|t| t > now) {
+            // Nothing due yet (a deadline moved later): queue the next one.
             let next = tx.at.earliest();
             self.schedule(next, which_client(&key));
-            self.send(peer, bytes);
+            return;
         }
+        // Timer A doubles without bound (INVITE); timer E doubles up to T2.
+        tx.interval = if key.is_invite() {
+            tx.interval * 2
+        } else {
+            (tx.interval * 2).min(timers.t2)
+        };
+        tx.at.retransmit = Some(now + tx.interval);
+        let (peer, bytes) = (tx.peer, tx.bytes.clone());
+        let next = tx.at.earliest();
+        self.schedule(next, which_client(&key));
+        self.send(peer, bytes);
     }
 }
 

@@ -485,7 +485,8 @@ impl StreamDecoder {
             Err(_) => None,
         };
         let length = length.unwrap_or(0);
-        let total = end + 4 + length;
+        // Saturating: a Content-Length near usize::MAX is simply too large, never an overflow.
+        let total = (end + 4).saturating_add(length);
         if total > self.limits.max_message_size {
             let answer = match head {
                 Ok(head) => match head.refuse(513, "Message Too Large", "too large") {

@@ -410,3 +410,49 @@ fn a_transport_failure_fails_the_client_transactions_to_that_peer() {
     assert_eq!(drain(&mut tx).1, vec!["timeout"]);
     assert_eq!(tx.len(), (0, 0));
 }
+
+#[test]
+fn a_ringing_invite_is_cancelled_by_timer_c_and_ends_64_t1_after_its_cancel() {
+    let start = Instant::now();
+    let mut tx = Transactions::new(TimerSettings::default());
+    tx.request(start, invite_request_for_client(), pbx(), "z9hG4bKsd1");
+    tx.receive_response(start, response(180, "z9hG4bKsd1", "INVITE"));
+    drain(&mut tx);
+    let (sent, other) = run_until(&mut tx, start, Duration::from_secs(60));
+    assert_eq!((sent, other), (vec![], vec![]));
+    // Another provisional response restarts Timer C.
+    let again = start + Duration::from_secs(60);
+    tx.receive_response(again, response(183, "z9hG4bKsd1", "INVITE"));
+    drain(&mut tx);
+    let (sent, _) = run_until(&mut tx, start, Duration::from_secs(60) + TIMER_C);
+    let first = sent.first().expect("a CANCEL when Timer C fires");
+    assert_eq!(
+        first,
+        &(
+            Duration::from_secs(60) + TIMER_C,
+            "CANCEL sip:100@127.0.0.1 SIP/2.0".to_owned()
+        )
+    );
+    assert_eq!(tx.len(), (0, 2), "the INVITE and its CANCEL");
+    // No 487 ever comes: 64·T1 later the INVITE ends as a timeout (and the CANCEL with it).
+    let (_, other) = run_until(&mut tx, start, Duration::from_secs(60) + TIMER_C + 64 * T1);
+    assert_eq!(other, vec!["timeout", "timeout"]);
+    assert_eq!(tx.len(), (0, 0));
+}
+
+#[test]
+fn a_cancelled_invite_without_a_final_response_ends_64_t1_after_the_cancel() {
+    let start = Instant::now();
+    let mut tx = Transactions::new(TimerSettings::default());
+    let key = tx.request(start, invite_request_for_client(), pbx(), "z9hG4bKsd1");
+    tx.receive_response(start, response(180, "z9hG4bKsd1", "INVITE"));
+    let at = start + Duration::from_secs(15);
+    tx.cancel(at, &key);
+    drain(&mut tx);
+    let (_, other) = run_until(&mut tx, start, Duration::from_secs(15) + 64 * T1 - T1);
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(tx.len(), (0, 2));
+    let (_, other) = run_until(&mut tx, start, Duration::from_secs(15) + 64 * T1);
+    assert_eq!(other, vec!["timeout", "timeout"]);
+    assert_eq!(tx.len(), (0, 0));
+}

@@ -364,6 +364,27 @@ fn a_stream_waits_for_a_body_that_content_length_announces() {
 }
 
 #[test]
+fn a_content_length_near_the_largest_number_is_too_large_not_a_panic() {
+    for length in [u64::MAX, u64::MAX - 3, u64::MAX / 2] {
+        let mut decoder = StreamDecoder::new(Limits::default());
+        decoder.push(
+            format!(
+                "OPTIONS sip:sipdesk@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:sipdesk@127.0.0.1>\r\n\
+                 Call-ID: cl@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: {length}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let close = decoder.next_item().unwrap_err();
+        let answer = String::from_utf8(close.answer.expect("an answer before closing")).unwrap();
+        assert!(
+            answer.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+            "{length}: {answer}"
+        );
+    }
+}
+
+#[test]
 fn a_stream_without_end_of_headers_is_closed_at_the_size_limit() {
     let mut decoder = StreamDecoder::new(Limits {
         max_message_size: 100,
