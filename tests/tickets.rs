@@ -285,12 +285,19 @@ fn calls_become_the_tickets_the_rules_say() {
     assert_eq!(t2.subject.as_deref(), Some("Missed call from +34600123456"));
     assert!(note_of(&t2, &c2).contains("Call type: missed (no_answer)"));
 
-    // 3. Missed again while that ticket is open: the same ticket, one more note.
+    // 3. Missed again while that ticket is open: the same ticket, one more note. A tag an
+    //    agent put on the ticket meanwhile stays.
+    w.zd.add_tag(t2.id, "callback_promised");
     let c3 = call(&w, "600123456", "100", Goes::NoAnswer, None);
     let t3 = ticket_of(&w.zd, &c3);
     assert_eq!(t3.id, t2.id, "the open ticket takes the call");
     assert_eq!(t3.comments.len(), 2);
     assert_eq!(t3.status, "open");
+    assert_eq!(
+        t3.tags,
+        ["sipdesk", "sipdesk_missed", "callback_promised"],
+        "the agent's tag kept, the call's added once"
+    );
     assert_eq!(
         delivery(&w, &c3, "zd")["detail"],
         format!("added the call to ticket #{} (open)", t2.id)

@@ -103,8 +103,6 @@ struct Ticket {
     id: u64,
     status: String,
     created_at: Timestamp,
-    #[serde(default)]
-    tags: Vec<String>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -142,7 +140,9 @@ fn conflict_or_rejected(what: &str, reply: &Reply) -> HelpdeskError {
     }
 }
 
-/// The request JSON for a ticket write.
+/// The request JSON for a ticket write: a new ticket when `requester` is given, else an update
+/// (whose tags are added to the ticket's with `additional_tags`, where `tags` would replace
+/// them).
 fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<u64>) -> Value {
     let mut ticket = serde_json::Map::new();
     if let Some(subject) = &write.subject {
@@ -152,8 +152,15 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
         "comment".into(),
         json!({ "body": write.note, "public": false }),
     );
-    ticket.insert("status".into(), json!(write.status.as_str()));
-    ticket.insert("tags".into(), json!(write.tags));
+    if let Some(status) = write.status {
+        ticket.insert("status".into(), json!(status.as_str()));
+    }
+    let tags = if requester.is_some() {
+        "tags"
+    } else {
+        "additional_tags"
+    };
+    ticket.insert(tags.into(), json!(write.tags));
     if let Some(requester) = requester {
         ticket.insert("requester_id".into(), json!(requester));
         ticket.insert("external_id".into(), json!(write.external_id));
@@ -583,7 +590,6 @@ impl Zendesk {
                     id: t.id,
                     status: Status::parse(&t.status)?,
                     created_at: t.created_at,
-                    tags: t.tags,
                 })
             })
             .collect())
@@ -655,7 +661,7 @@ mod tests {
         TicketWrite {
             subject: Some("Call from +34911239613".to_owned()),
             note: "Call from +34911239613\n[sipdesk:c1]".to_owned(),
-            status: Status::Solved,
+            status: Some(Status::Solved),
             assignee: Some(AssigneeId::User(7)),
             tags: vec!["sipdesk".to_owned()],
             ticket_type: Some(TicketType::Question),
@@ -685,6 +691,13 @@ mod tests {
         assert!(updated["ticket"].get("external_id").is_none());
         assert!(updated["ticket"].get("subject").is_none());
         assert_eq!(updated["ticket"]["group_id"], json!(5));
+        // An update adds its tags to the ticket's instead of replacing them.
+        assert!(updated["ticket"].get("tags").is_none());
+        assert_eq!(updated["ticket"]["additional_tags"], json!(["sipdesk"]));
+        // No status: the ticket keeps its own.
+        update.status = None;
+        let updated = ticket_body(&update, None, None);
+        assert!(updated["ticket"].get("status").is_none());
     }
 
     #[test]

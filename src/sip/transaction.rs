@@ -572,13 +572,16 @@ impl Transactions {
         }
     }
 
-    /// The transport could not deliver to `peer`: its client transactions fail at once.
+    /// The transport could not deliver to `peer`: its client transactions on that transport
+    /// fail at once (a failed TCP connection says nothing of UDP to the same address).
     pub fn transport_failed(&mut self, peer: Peer) {
         let failed: Vec<TxKey> = self
             .clients
             .iter()
             .filter(|(_, tx)| {
-                tx.peer.addr == peer.addr && matches!(tx.state, State::Initial | State::Proceeding)
+                tx.peer.addr == peer.addr
+                    && tx.peer.transport == peer.transport
+                    && matches!(tx.state, State::Initial | State::Proceeding)
             })
             .map(|(k, _)| *k)
             .collect();

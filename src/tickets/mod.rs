@@ -8,10 +8,16 @@
 //!   if the most recent ticket is Solved or Closed, a new ticket ([`previous_ticket`]). A ticket
 //!   found closed when updating starts a new ticket (the SMS seed's lifecycle).
 //! - Assignment: an answered call goes to the agent's helpdesk user (matched by e-mail), else to
-//!   `default_assignee`; a missed call or voicemail to `missed_assignee`, else unassigned
+//!   `default_assignee`; a missed call or voicemail to `missed_assignee`, else unassigned; an
+//!   outbound call, answered or not, to the agent who dialled, else `default_assignee`
+//!   (`missed_assignee` is the follow-up of customers who could not reach the company)
 //!   ([`assignee_candidates`]).
 //! - Every ticket carries the tags `sipdesk` and `sipdesk_<call type>`, plus those of the tag
-//!   rules whose call tag the call has; tag rules also set type and priority.
+//!   rules whose call tag the call has; tag rules also set type and priority. An update adds the
+//!   call's tags to the ticket's (Zendesk's `additional_tags`), so tags agents set meanwhile
+//!   stay.
+//! - An update never sets the status back to New (Zendesk forbids it once a ticket left New):
+//!   with `status = "new"` an updated ticket keeps its status.
 //! - The note written is an internal note (`public: false`) listing the configured fields, ending
 //!   with a marker (`[sipdesk:<call id>]`) by which a retried delivery recognises its own note.
 
@@ -315,7 +321,6 @@ pub struct TicketSummary {
     pub id: u64,
     pub status: Status,
     pub created_at: Timestamp,
-    pub tags: Vec<String>,
 }
 
 /// Zendesk's previous-ticket rule: when the most recent ticket is Solved or Closed, none (a new
@@ -341,19 +346,16 @@ pub fn previous_ticket(tickets: &[TicketSummary]) -> Option<&TicketSummary> {
 
 /// Who the ticket should go to, in order of preference: the first that the helpdesk knows wins.
 pub fn assignee_candidates(rules: &Rules, call: &CallRecord) -> Vec<Assignee> {
-    match call.outcome {
-        Outcome::Answered => {
-            let mut candidates = Vec::new();
-            if let Some(email) = &call.agent_email {
-                candidates.push(Assignee::User(email.clone()));
-            }
-            if let Some(email) = &rules.default_assignee {
-                candidates.push(Assignee::User(email.clone()));
-            }
-            candidates
-        }
-        Outcome::Missed | Outcome::Voicemail => rules.missed_assignee.iter().cloned().collect(),
+    let handled_by_an_agent =
+        call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
+    if !handled_by_an_agent {
+        return rules.missed_assignee.iter().cloned().collect();
     }
+    call.agent_email
+        .iter()
+        .chain(&rules.default_assignee)
+        .map(|email| Assignee::User(email.clone()))
+        .collect()
 }
 
 /// A voice comment: the call with its recording, shown as a call on the ticket.
@@ -373,9 +375,10 @@ pub struct TicketWrite {
     pub subject: Option<String>,
     /// The internal note, ending with the call's marker.
     pub note: String,
-    pub status: Status,
+    /// `None`: the ticket keeps its status (an update whose rule says New).
+    pub status: Option<Status>,
     pub assignee: Option<AssigneeId>,
-    /// The whole tag list (the ticket's own tags kept on updates).
+    /// The call's tags: the ticket's tag list when created, added to its tags when updated.
     pub tags: Vec<String>,
     pub ticket_type: Option<TicketType>,
     pub priority: Option<Priority>,
@@ -432,7 +435,7 @@ pub fn plan(
     let mut write = TicketWrite {
         subject: Some(subject(call)),
         note: note(rules, call),
-        status: rule.status,
+        status: Some(rule.status),
         assignee,
         tags,
         ticket_type,
@@ -445,13 +448,9 @@ pub fn plan(
             if !rules.update_title {
                 write.subject = None;
             }
-            let mut tags = ticket.tags.clone();
-            for tag in write.tags.drain(..) {
-                if !tags.contains(&tag) {
-                    tags.push(tag);
-                }
+            if rule.status == Status::New {
+                write.status = None;
             }
-            write.tags = tags;
             Plan::Update {
                 ticket: ticket.id,
                 write,

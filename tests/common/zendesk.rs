@@ -15,7 +15,9 @@
 //! - Tickets: create (with `Idempotency-Key`: a replay of the same body answers the first
 //!   response with `x-idempotency-lookup: hit`; another body under the key is 400
 //!   `IdempotentRequestError`; keys last two hours), update (a closed ticket is 422 "Status:
-//!   closed prevents ticket update" [observed]), show, list by `external_id`, a user's requested
+//!   closed prevents ticket update" [observed]; `tags` replaces the list, `additional_tags` and
+//!   `remove_tags` add and remove; a ticket that left New cannot be set back to New, 422
+//!   [wording assumed]), show, list by `external_id`, a user's requested
 //!   tickets (sorted as asked), comments. Validation as documented: a comment is required on
 //!   create (422 "Description: cannot be blank" [observed]), status, priority and type take
 //!   their listed values, the requester, assignee (an agent) and group must exist, a voice
@@ -338,6 +340,18 @@ impl FakeZendesk {
     /// user and everything under `/users/{id}` answer 404 from then on.
     pub(crate) fn purge_user(&self, id: u64) {
         self.with(|a| a.users.retain(|u| u.id != id));
+    }
+
+    /// Adds a tag to a ticket, as an agent would.
+    pub(crate) fn add_tag(&self, ticket: u64, tag: &str) {
+        self.with(|a| {
+            a.tickets
+                .iter_mut()
+                .find(|t| t.id == ticket)
+                .expect("a ticket")
+                .tags
+                .push(tag.to_owned())
+        });
     }
 
     /// Sets a ticket's status, as an agent would.
@@ -920,16 +934,18 @@ impl Account {
                 return Err(invalid("subject", "Subject: is invalid", "InvalidValue"));
             }
         }
-        if let Some(tags) = ticket.get("tags") {
-            if !tags
-                .as_array()
-                .is_some_and(|t| t.iter().all(Value::is_string))
-            {
-                return Err(invalid(
-                    "tags",
-                    "Tags: must be a list of strings",
-                    "InvalidValue",
-                ));
+        for key in ["tags", "additional_tags", "remove_tags"] {
+            if let Some(tags) = ticket.get(key) {
+                if !tags
+                    .as_array()
+                    .is_some_and(|t| t.iter().all(Value::is_string))
+                {
+                    return Err(invalid(
+                        key,
+                        "Tags: must be a list of strings",
+                        "InvalidValue",
+                    ));
+                }
             }
         }
         if let Some(comment) = ticket.get("comment") {
@@ -1148,6 +1164,15 @@ impl Account {
         if let Err(answer) = self.check_ticket(ticket) {
             return *answer;
         }
+        if ticket.get("status").and_then(Value::as_str) == Some("new")
+            && self.tickets[index].status != "new"
+        {
+            return record_invalid(
+                "status",
+                "Status: new is not valid for a ticket that is no longer new",
+                "InvalidValue",
+            );
+        }
         let comments = self.comments_of(ticket);
         let t = &mut self.tickets[index];
         let text = |key: &str| ticket.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -1172,6 +1197,13 @@ impl Account {
         if ticket.contains_key("tags") {
             t.tags = tags(ticket.get("tags"));
         }
+        for tag in tags(ticket.get("additional_tags")) {
+            if !t.tags.contains(&tag) {
+                t.tags.push(tag);
+            }
+        }
+        let removed = tags(ticket.get("remove_tags"));
+        t.tags.retain(|tag| !removed.contains(tag));
         if let Some(external_id) = text("external_id") {
             t.external_id = Some(external_id);
         }

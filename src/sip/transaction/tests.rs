@@ -406,6 +406,13 @@ fn a_transport_failure_fails_the_client_transactions_to_that_peer() {
     let mut tx = Transactions::new(TimerSettings::default());
     tx.request(now, invite_request_for_client(), pbx(), "z9hG4bKsd1");
     drain(&mut tx);
+    // A failed TCP connection to the same address leaves UDP transactions alone.
+    let tcp = Peer {
+        transport: crate::sip::peer::Transport::Tcp,
+        ..pbx()
+    };
+    tx.transport_failed(tcp);
+    assert_eq!(drain(&mut tx).1, Vec::<String>::new());
     tx.transport_failed(pbx());
     assert_eq!(drain(&mut tx).1, vec!["timeout"]);
     assert_eq!(tx.len(), (0, 0));
