@@ -15,7 +15,8 @@
 //!   `sipdesk deliveries retry` sends it again.
 //! - The secret is read again for each batch of claims: a corrected token file or environment
 //!   works without a reload. A configuration reload restarts the loops with the new settings;
-//!   deliveries being worked on finish with the old ones.
+//!   deliveries being worked on finish with the old ones, their leases renewed until they do,
+//!   so the new loops never take one of them up a second time.
 //! - Leases (30 s, renewed every 10 s) bring back the deliveries of a worker that died; on
 //!   SQLite, where one sipdesk owns the database, they are released at start straight away.
 
@@ -157,7 +158,7 @@ async fn run(
                     store: store.clone(),
                     directory: directory.clone(),
                 };
-                tokio::spawn(integration.run(round.clone()))
+                tokio::spawn(integration.run(round.clone(), stop.clone()))
             })
             .collect();
         let changed = tokio::select! {
@@ -186,7 +187,8 @@ struct Integration {
 type Built = Option<(Secret, Arc<Connector>)>;
 
 impl Integration {
-    async fn run(self, cancel: CancellationToken) {
+    /// Claims and delivers until `cancel` fires (a reload, or `stop`).
+    async fn run(self, cancel: CancellationToken, stop: CancellationToken) {
         let this = Arc::new(self);
         let concurrency = this.settings.concurrency as usize;
         let slots = Arc::new(Semaphore::new(concurrency));
@@ -252,8 +254,17 @@ impl Integration {
                 });
             }
         }
-        // Let the deliveries in progress finish, for a while.
         let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        if !stop.is_cancelled() {
+            // A reload: the deliveries in progress finish in the background, their leases
+            // renewed until then, while the new loop starts.
+            tokio::spawn(async move {
+                let _ = slots.acquire_many(all).await;
+                renewal.abort();
+            });
+            return;
+        }
+        // Stopping: let the deliveries in progress finish, for a while.
         if tokio::time::timeout(STOP_GRACE, slots.acquire_many(all))
             .await
             .is_err()

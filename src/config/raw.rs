@@ -117,7 +117,8 @@ fn default_listen() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDatabase {
     /// `sqlite://PATH` (a relative path is under the working directory, which is
-    /// `/var/lib/sipdesk` under systemd) or `postgres://user@host/db` for several instances.
+    /// `/var/lib/sipdesk` under systemd) or `postgres://user@host/db`. One instance per
+    /// database: sharing one between instances (DESIGN.md "Scale") is not built yet.
     #[serde(default = "default_database_url")]
     pub(crate) url: String,
 }

@@ -336,7 +336,9 @@ impl Store {
 
     /// Closes calls a previous run left in progress (crash, kill -9): answered ones as ended
     /// when sipdesk stopped, unanswered ones as missed (interrupted), each with the deliveries
-    /// `outbox` gives it, in one transaction. Returns how many.
+    /// `outbox` gives it, in one transaction. Returns how many. Every open call is taken as this
+    /// instance's: one instance per database (calls carry no owner yet, which sharing a
+    /// database between instances will need).
     pub async fn close_interrupted(
         &self,
         now: Timestamp,
