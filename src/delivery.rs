@@ -34,7 +34,7 @@ use crate::config::{Config, HelpdeskSettings, Secret};
 use crate::directory::Directory;
 use crate::helpdesk::{Connector, Delivered, HelpdeskError, Job, Party};
 use crate::phone::Region;
-use crate::store::{Backend, Delivery, NewDelivery, Store};
+use crate::store::{Backend, Delivery, NewDelivery, Store, StoreError};
 use crate::tickets::{self, Skip};
 
 /// How long a claimed delivery is held before another worker may take it.
@@ -328,15 +328,19 @@ impl Integration {
         let saved = match result {
             Ok(Delivered::Ticket { id, detail }) => {
                 tracing::info!(integration = %name, call = %delivery.call_id, ticket = %id, attempts = delivery.attempts, "{detail}");
-                self.store.delivery_done(&delivery.id, &id, &detail).await
+                self.store.delivery_done(delivery, &id, &detail).await
             }
             Ok(Delivered::Skipped(reason)) => {
                 tracing::info!(integration = %name, call = %delivery.call_id, "not logged: {reason}");
-                self.store.delivery_skipped(&delivery.id, &reason).await
+                self.store.delivery_skipped(delivery, &reason).await
+            }
+            Err(HelpdeskError::TakenOver(reason)) => {
+                tracing::warn!(integration = %name, call = %delivery.call_id, "attempt stopped: {reason}");
+                return;
             }
             Err(HelpdeskError::Permanent(reason)) => {
                 tracing::error!(integration = %name, call = %delivery.call_id, delivery = %delivery.id, "delivery failed: {reason}");
-                self.store.delivery_failed(&delivery.id, &reason).await
+                self.store.delivery_failed(delivery, &reason).await
             }
             Err(HelpdeskError::Retry { reason, after }) => {
                 let now = Timestamp::now();
@@ -348,18 +352,20 @@ impl Integration {
                         delivery.attempts
                     );
                     tracing::error!(integration = %name, call = %delivery.call_id, delivery = %delivery.id, "delivery failed: {reason}");
-                    self.store.delivery_failed(&delivery.id, &reason).await
+                    self.store.delivery_failed(delivery, &reason).await
                 } else {
                     let wait = backoff(delivery.attempts, after);
                     tracing::warn!(integration = %name, call = %delivery.call_id, attempts = delivery.attempts, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), "delivery will be retried: {reason}");
                     let next = now.checked_add(wait).unwrap_or(now);
                     self.store
-                        .delivery_retry_later(&delivery.id, &reason, next)
+                        .delivery_retry_later(delivery, &reason, next)
                         .await
                 }
             }
         };
-        if let Err(error) = saved {
+        if let Err(error @ StoreError::TakenOver { .. }) = &saved {
+            tracing::warn!(integration = %name, call = %delivery.call_id, "attempt result not saved: {error}");
+        } else if let Err(error) = saved {
             tracing::error!(integration = %name, delivery = %delivery.id, error = %format!("{error:#}"), "cannot save the delivery's result; it is retried when its lease runs out");
         }
     }

@@ -9,7 +9,9 @@ use sipdesk::call::{
     CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
 };
 use sipdesk::routing::Extension;
-use sipdesk::store::{CallFilter, ContactEntry, DeliveryFilter, DeliveryState, NewDelivery, Store};
+use sipdesk::store::{
+    CallFilter, ContactEntry, DeliveryFilter, DeliveryState, NewDelivery, Store, StoreError,
+};
 
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -372,18 +374,22 @@ async fn deliveries_of_one_contact_are_claimed_one_at_a_time_in_call_order() {
                 .unwrap()
                 .is_empty()
         );
+        let claim = |id: &str| first.iter().find(|d| d.call_id == id).unwrap();
         store
-            .delivery_done("ana-1:zd", "101", "created ticket #101")
+            .delivery_done(claim("ana-1"), "101", "created ticket #101")
             .await
             .unwrap();
         // A failed delivery no longer holds its contact's next one back.
-        store.delivery_failed("anon-1:zd", "refused").await.unwrap();
+        store
+            .delivery_failed(claim("anon-1"), "refused")
+            .await
+            .unwrap();
         // A retried one does, until it is due.
         let later = now
             .checked_add(jiff::SignedDuration::from_secs(60))
             .unwrap();
         store
-            .delivery_retry_later("bea-1:zd", "500", later)
+            .delivery_retry_later(claim("bea-1"), "500", later)
             .await
             .unwrap();
         let long_lease = later
@@ -435,17 +441,12 @@ async fn a_delivery_whose_worker_died_is_taken_up_when_its_lease_runs_out() {
         let lease = now
             .checked_add(jiff::SignedDuration::from_secs(30))
             .unwrap();
-        assert_eq!(
-            store
-                .claim_deliveries("zd", 10, now, lease)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        store.delivery_contact("a:zd", Some("77")).await.unwrap();
+        let first = store.claim_deliveries("zd", 10, now, lease).await.unwrap();
+        assert_eq!(first.len(), 1);
+        let first = &first[0];
+        store.delivery_contact(first, Some("77")).await.unwrap();
         store
-            .delivery_request("a:zd", Some("{\"kind\":\"create\"}"))
+            .delivery_request(first, Some("{\"kind\":\"create\"}"))
             .await
             .unwrap();
         assert!(
@@ -467,9 +468,48 @@ async fn a_delivery_whose_worker_died_is_taken_up_when_its_lease_runs_out() {
         assert_eq!(again[0].contact_id.as_deref(), Some("77"));
         assert_eq!(again[0].request.as_deref(), Some("{\"kind\":\"create\"}"));
         assert_eq!(again[0].attempts, 2);
+        // The first worker, back from its stall, can no longer write about the delivery: not
+        // the request it was about to send, not a result.
+        for write in [
+            store.delivery_request(first, Some("{}")).await,
+            store.delivery_done(first, "9", "created ticket #9").await,
+            store.delivery_failed(first, "late").await,
+        ] {
+            assert!(
+                matches!(write, Err(StoreError::TakenOver { .. })),
+                "{write:?} {}",
+                db.label
+            );
+        }
+        let current = store.delivery("a:zd").await.unwrap().unwrap();
+        assert_eq!(
+            (current.state, current.request.as_deref()),
+            (DeliveryState::InProgress, Some("{\"kind\":\"create\"}"))
+        );
+        // The second one can.
+        store
+            .delivery_done(&again[0], "10", "created ticket #10")
+            .await
+            .unwrap();
+        store
+            .apply(
+                &[],
+                &[delivery("b", "+34600000002", "2026-11-23T09:00:00Z")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim_deliveries("zd", 10, after, after)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // At start on SQLite, in-progress deliveries are given back at once.
         assert_eq!(store.release_all_leases().await.unwrap(), 1);
         assert_eq!(
-            store.delivery("a:zd").await.unwrap().unwrap().state,
+            store.delivery("b:zd").await.unwrap().unwrap().state,
             DeliveryState::Pending
         );
         drop(store);
@@ -493,16 +533,17 @@ async fn failed_deliveries_can_be_retried_one_or_all() {
         let lease = now
             .checked_add(jiff::SignedDuration::from_secs(30))
             .unwrap();
-        store.claim_deliveries("zd", 10, now, lease).await.unwrap();
-        for id in ["a:zd", "b:zd", "c:zd"] {
-            store.delivery_failed(id, "401").await.unwrap();
+        let claimed = store.claim_deliveries("zd", 10, now, lease).await.unwrap();
+        assert_eq!(claimed.len(), 5);
+        for claim in &claimed[..3] {
+            store.delivery_failed(claim, "401").await.unwrap();
         }
         store
-            .delivery_done("d:zd", "7", "ticket 7 created")
+            .delivery_done(&claimed[3], "7", "ticket 7 created")
             .await
             .unwrap();
         store
-            .delivery_skipped("e:zd", "out of hours")
+            .delivery_skipped(&claimed[4], "out of hours")
             .await
             .unwrap();
         // Times are kept to the millisecond.

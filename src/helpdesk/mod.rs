@@ -34,10 +34,17 @@ pub enum HelpdeskError {
     /// the delivery fails at once with this reason, until an admin retries it.
     #[error("{0}")]
     Permanent(String),
+    /// The delivery is no longer this worker's (its lease ran out and it was claimed again):
+    /// the attempt stops without sending or saving anything more.
+    #[error("{0}")]
+    TakenOver(String),
 }
 
 impl From<StoreError> for HelpdeskError {
     fn from(error: StoreError) -> HelpdeskError {
+        if let StoreError::TakenOver { .. } = error {
+            return HelpdeskError::TakenOver(error.to_string());
+        }
         HelpdeskError::Retry {
             reason: format!("{:#}", anyhow::Error::from(error)),
             after: None,
@@ -107,7 +114,7 @@ impl Job<'_> {
     pub async fn remember_contact(&self, contact_id: &str) -> Result<(), HelpdeskError> {
         Ok(self
             .store
-            .delivery_contact(&self.delivery.id, Some(contact_id))
+            .delivery_contact(self.delivery, Some(contact_id))
             .await?)
     }
 
@@ -115,17 +122,14 @@ impl Job<'_> {
     /// and drops the request made for it, so the next attempt looks the caller up again.
     pub async fn contact_gone(&self) -> Result<(), HelpdeskError> {
         self.forget().await?;
-        self.store.delivery_contact(&self.delivery.id, None).await?;
+        self.store.delivery_contact(self.delivery, None).await?;
         self.remember_request(None).await
     }
 
     /// Saves the request about to be sent (`None`: none outstanding), so a retry sends the very
     /// same one (same idempotency key, same body) or sees that it already went through.
     pub async fn remember_request(&self, request: Option<&str>) -> Result<(), HelpdeskError> {
-        Ok(self
-            .store
-            .delivery_request(&self.delivery.id, request)
-            .await?)
+        Ok(self.store.delivery_request(self.delivery, request).await?)
     }
 
     /// What the directory knows of the party on this integration.

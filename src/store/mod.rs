@@ -51,6 +51,10 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "delivery {id} was taken over: its lease ran out and another worker claimed it (or an admin changed it)"
+    )]
+    TakenOver { id: String },
 }
 
 fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

@@ -12,6 +12,12 @@
 //! holds the others back). Claims take a lease, renewed while the work goes on, so a delivery
 //! whose worker died is taken up again once its lease runs out; on PostgreSQL the claim uses
 //! `FOR UPDATE SKIP LOCKED`, so instances sharing the database never take the same delivery.
+//!
+//! Every write a worker makes about a delivery it claimed names that claim (the delivery as
+//! claimed: its id and attempt number) and only lands while the claim holds. A worker whose
+//! lease ran out (a stalled process, a lost database connection) gets
+//! [`StoreError::TakenOver`] and stops, instead of overwriting what the new claimant does —
+//! in particular it cannot save, and so cannot send, a request after losing the delivery.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -184,6 +190,20 @@ fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
 const SELECT: &str = "SELECT id, call_id, integration, contact_key, call_started_at, state, attempts, created_at, pending_since,
     next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at FROM deliveries";
 
+/// The condition under which a claim still holds, compared with the claim's attempt number:
+/// the delivery is in progress and nobody claimed it since (each claim counts an attempt).
+const CLAIM_HOLDS: &str = "state = 'in_progress' AND attempts";
+
+/// `Ok` when a write about `claim` landed, [`StoreError::TakenOver`] when it matched nothing.
+fn claim_held(claim: &Delivery, rows: u64) -> Result<(), StoreError> {
+    if rows == 0 {
+        return Err(StoreError::TakenOver {
+            id: claim.id.clone(),
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Takes up to `limit` due deliveries of `integration` for this worker until `lease_until`:
     /// pending ones whose time has come, and in-progress ones whose lease ran out, oldest call
@@ -260,23 +280,29 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Saves the helpdesk contact a delivery found or created (`None`: look for it again).
+    /// Saves the helpdesk contact a claimed delivery found or created (`None`: look for it
+    /// again).
     pub async fn delivery_contact(
         &self,
-        id: &str,
+        claim: &Delivery,
         contact_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.update_delivery("save delivery contact", "contact_id = $1", id, contact_id)
-            .await
+        self.update_delivery(
+            "save delivery contact",
+            "contact_id = $1",
+            claim,
+            contact_id,
+        )
+        .await
     }
 
-    /// Saves the request a delivery is about to send (`None`: none is outstanding).
+    /// Saves the request a claimed delivery is about to send (`None`: none is outstanding).
     pub async fn delivery_request(
         &self,
-        id: &str,
+        claim: &Delivery,
         request: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.update_delivery("save delivery request", "request = $1", id, request)
+        self.update_delivery("save delivery request", "request = $1", claim, request)
             .await
     }
 
@@ -284,94 +310,104 @@ impl Store {
         &self,
         what: &'static str,
         set: &str,
-        id: &str,
+        claim: &Delivery,
         value: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sql = format!("UPDATE deliveries SET {set}, updated_at = $2 WHERE id = $3");
-        sqlx::query(&sql)
+        let sql = format!(
+            "UPDATE deliveries SET {set}, updated_at = $2 WHERE id = $3 AND {CLAIM_HOLDS} = $4"
+        );
+        let done = sqlx::query(&sql)
             .bind(value)
             .bind(millis(Timestamp::now()))
-            .bind(id)
+            .bind(claim.id.as_str())
+            .bind(i64::from(claim.attempts))
             .execute(&self.pool)
             .await
             .map_err(query_error(what))?;
-        Ok(())
+        claim_held(claim, done.rows_affected())
     }
 
-    /// Marks a delivery done, with the ticket it wrote.
+    /// Marks a claimed delivery done, with the ticket it wrote.
     pub async fn delivery_done(
         &self,
-        id: &str,
+        claim: &Delivery,
         ticket_id: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let sql = format!(
             "UPDATE deliveries SET state = 'done', ticket_id = $1, detail = $2, last_error = NULL, request = NULL,
-                 lease_until = NULL, updated_at = $3 WHERE id = $4",
-        )
-        .bind(ticket_id)
-        .bind(detail)
-        .bind(millis(Timestamp::now()))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("finish delivery"))?;
-        Ok(())
+                 lease_until = NULL, updated_at = $3 WHERE id = $4 AND {CLAIM_HOLDS} = $5"
+        );
+        let done = sqlx::query(&sql)
+            .bind(ticket_id)
+            .bind(detail)
+            .bind(millis(Timestamp::now()))
+            .bind(claim.id.as_str())
+            .bind(i64::from(claim.attempts))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("finish delivery"))?;
+        claim_held(claim, done.rows_affected())
     }
 
-    /// Marks a delivery skipped: the rules log nothing, for this reason.
-    pub async fn delivery_skipped(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        self.end_delivery(id, DeliveryState::Skipped, None, Some(reason))
+    /// Marks a claimed delivery skipped: the rules log nothing, for this reason.
+    pub async fn delivery_skipped(&self, claim: &Delivery, reason: &str) -> Result<(), StoreError> {
+        self.end_delivery(claim, DeliveryState::Skipped, None, Some(reason))
             .await
     }
 
-    /// Marks a delivery failed for good (until an admin retries it).
-    pub async fn delivery_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
-        self.end_delivery(id, DeliveryState::Failed, Some(error), None)
+    /// Marks a claimed delivery failed for good (until an admin retries it).
+    pub async fn delivery_failed(&self, claim: &Delivery, error: &str) -> Result<(), StoreError> {
+        self.end_delivery(claim, DeliveryState::Failed, Some(error), None)
             .await
     }
 
     async fn end_delivery(
         &self,
-        id: &str,
+        claim: &Delivery,
         state: DeliveryState,
         error: Option<&str>,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let sql = format!(
             "UPDATE deliveries SET state = $1, last_error = COALESCE($2, last_error), detail = COALESCE($3, detail),
-                 lease_until = NULL, updated_at = $4 WHERE id = $5",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(detail)
-        .bind(millis(Timestamp::now()))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("end delivery"))?;
-        Ok(())
+                 lease_until = NULL, updated_at = $4 WHERE id = $5 AND {CLAIM_HOLDS} = $6"
+        );
+        let done = sqlx::query(&sql)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(detail)
+            .bind(millis(Timestamp::now()))
+            .bind(claim.id.as_str())
+            .bind(i64::from(claim.attempts))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("end delivery"))?;
+        claim_held(claim, done.rows_affected())
     }
 
-    /// Puts a delivery back to wait until `next_attempt_at`, with the reason it failed this time.
+    /// Puts a claimed delivery back to wait until `next_attempt_at`, with the reason it failed
+    /// this time.
     pub async fn delivery_retry_later(
         &self,
-        id: &str,
+        claim: &Delivery,
         error: &str,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let sql = format!(
             "UPDATE deliveries SET state = 'pending', last_error = $1, next_attempt_at = $2, lease_until = NULL,
-                 updated_at = $3 WHERE id = $4",
-        )
-        .bind(error)
-        .bind(millis(next_attempt_at))
-        .bind(millis(Timestamp::now()))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("reschedule delivery"))?;
-        Ok(())
+                 updated_at = $3 WHERE id = $4 AND {CLAIM_HOLDS} = $5"
+        );
+        let done = sqlx::query(&sql)
+            .bind(error)
+            .bind(millis(next_attempt_at))
+            .bind(millis(Timestamp::now()))
+            .bind(claim.id.as_str())
+            .bind(i64::from(claim.attempts))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("reschedule delivery"))?;
+        claim_held(claim, done.rows_affected())
     }
 
     /// Sends a failed delivery again now, as if new: `give_up_after` counts from now. A pending
