@@ -128,6 +128,7 @@ const COLUMNS: usize = 11;
 /// already (the same call ended twice in the store's eyes) is left as it is.
 pub(super) async fn insert(
     tx: &mut Tx<'_>,
+    backend: Backend,
     deliveries: &[NewDelivery],
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -135,7 +136,7 @@ pub(super) async fn insert(
         "INSERT INTO deliveries (id, call_id, integration, contact_key, call_started_at, created_at, state,
              pending_since, next_attempt_at, detail, updated_at)
          VALUES {} ON CONFLICT (id) DO NOTHING",
-        placeholders(deliveries.len(), COLUMNS)
+        placeholders(backend, deliveries.len(), COLUMNS)
     );
     let now = millis(now);
     let mut query = sqlx::query(&sql);
