@@ -6,6 +6,11 @@
 //! [`StreamDecoder`], answering CRLF keep-alive pings, closing on broken framing) and a writer
 //! task fed by a channel, so the daemon loop never waits on a slow peer. Connections from
 //! untrusted addresses are closed at once.
+//!
+//! Each UDP socket asks for a 4 MiB receive buffer ([`UDP_RECEIVE_BUFFER`]): the kernel's
+//! default (about 208 KiB) overflowed in bursts at a few thousand calls per second, and a
+//! dropped INVITE, ACK or BYE costs a retransmission at best and a call left open at worst.
+//! The kernel grants at most `net.core.rmem_max`; sipdesk logs what it got when that is less.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +27,28 @@ use tokio_util::sync::CancellationToken;
 
 use super::peer::{Peer, Transport};
 use super::wire::{Inbound, Limits, Refusal, StreamDecoder, StreamItem};
+
+/// The receive buffer asked for on each UDP socket.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Asks for [`UDP_RECEIVE_BUFFER`] and says so when the kernel grants less.
+fn grow_receive_buffer(socket: &UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    if let Err(error) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(%error, "cannot enlarge the UDP receive buffer");
+        return;
+    }
+    // Linux reports twice the size it accounts for (bookkeeping overhead included).
+    match socket.recv_buffer_size() {
+        Ok(granted) if granted < UDP_RECEIVE_BUFFER => tracing::warn!(
+            granted_kib = granted / 1024,
+            wanted_kib = UDP_RECEIVE_BUFFER / 1024,
+            "the kernel limits the UDP receive buffer; bursts of calls may be dropped (raise sysctl net.core.rmem_max)"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, "cannot read the UDP receive buffer size"),
+    }
+}
 
 /// What the sockets tell the daemon loop.
 #[derive(Debug)]
@@ -100,7 +127,9 @@ impl Sockets {
         for (transport, addr) in listen {
             match transport {
                 Transport::Udp => {
-                    let socket = Arc::new(UdpSocket::bind(addr).await?);
+                    let socket = UdpSocket::bind(addr).await?;
+                    grow_receive_buffer(&socket);
+                    let socket = Arc::new(socket);
                     bound.push((Transport::Udp, socket.local_addr()?));
                     tokio::spawn(receive_datagrams(
                         socket.clone(),
