@@ -563,16 +563,17 @@ impl Core {
         }
     }
 
-    /// A request inside a dialog sipdesk record-routed: sent on statefully to the next hop.
-    fn forward_in_dialog(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
-        let Some((uri, peer)) = self.in_dialog_hop(&request) else {
-            self.reply(now, &key, &request, 404, "Not Found", &[]);
-            return;
-        };
-        let counter = self.next_counter();
-        let branch = forward::branch(&request, counter);
+    /// A request inside a dialog, as sent on to its next hop (`None`: there is none), with the
+    /// peer and the branch of its new Via.
+    fn in_dialog_forward(
+        &mut self,
+        request: &Request,
+        source: Peer,
+    ) -> Option<(rsip::Request, Peer, String)> {
+        let (uri, peer) = self.in_dialog_hop(request)?;
+        let branch = forward::branch(request, self.next_counter());
         let forwarded = forward::forward_request(
-            &request,
+            request,
             source,
             uri,
             &self.settings.local,
@@ -580,6 +581,15 @@ impl Core {
             &branch,
             false,
         );
+        Some((forwarded, peer, branch))
+    }
+
+    /// A request inside a dialog sipdesk record-routed: sent on statefully to the next hop.
+    fn forward_in_dialog(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
+        let Some((forwarded, peer, branch)) = self.in_dialog_forward(&request, source) else {
+            self.reply(now, &key, &request, 404, "Not Found", &[]);
+            return;
+        };
         if request.method() == rsip::Method::Bye {
             self.on_bye(now, &request);
         }
@@ -598,21 +608,10 @@ impl Core {
             tracing::debug!(call_id = request.call_id, "ACK in a loop dropped");
             return;
         }
-        let Some((uri, peer)) = self.in_dialog_hop(&request) else {
+        let Some((forwarded, peer, _)) = self.in_dialog_forward(&request, source) else {
             tracing::debug!(call_id = request.call_id, "ACK with no next hop dropped");
             return;
         };
-        let counter = self.next_counter();
-        let branch = forward::branch(&request, counter);
-        let forwarded = forward::forward_request(
-            &request,
-            source,
-            uri,
-            &self.settings.local,
-            peer.transport,
-            &branch,
-            false,
-        );
         self.send(peer, message::encode_request(&forwarded));
     }
 

@@ -195,6 +195,12 @@ const SELECT: &str = "SELECT id, call_id, integration, contact_key, call_started
 /// the delivery is in progress and nobody claimed it since (each claim counts an attempt).
 const CLAIM_HOLDS: &str = "state = 'in_progress' AND attempts";
 
+/// A parameter of [`Store::write_claimed`].
+enum Param<'v> {
+    Text(Option<&'v str>),
+    Int(i64),
+}
+
 /// `Ok` when a write about `claim` landed, [`StoreError::TakenOver`] when it matched nothing.
 fn claim_held(claim: &Delivery, rows: u64) -> Result<(), StoreError> {
     if rows == 0 {
@@ -314,18 +320,8 @@ impl Store {
         claim: &Delivery,
         value: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE deliveries SET {set}, updated_at = $2 WHERE id = $3 AND {CLAIM_HOLDS} = $4"
-        );
-        let done = sqlx::query(&sql)
-            .bind(value)
-            .bind(millis(Timestamp::now()))
-            .bind(claim.id.as_str())
-            .bind(i64::from(claim.attempts))
-            .execute(&self.pool)
+        self.write_claimed(what, set, &[Param::Text(value)], claim)
             .await
-            .map_err(query_error(what))?;
-        claim_held(claim, done.rows_affected())
     }
 
     /// Marks a claimed delivery done, with the ticket it wrote.
@@ -335,20 +331,13 @@ impl Store {
         ticket_id: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE deliveries SET state = 'done', ticket_id = $1, detail = $2, last_error = NULL, request = NULL,
-                 lease_until = NULL, updated_at = $3 WHERE id = $4 AND {CLAIM_HOLDS} = $5"
-        );
-        let done = sqlx::query(&sql)
-            .bind(ticket_id)
-            .bind(detail)
-            .bind(millis(Timestamp::now()))
-            .bind(claim.id.as_str())
-            .bind(i64::from(claim.attempts))
-            .execute(&self.pool)
-            .await
-            .map_err(query_error("finish delivery"))?;
-        claim_held(claim, done.rows_affected())
+        self.write_claimed(
+            "finish delivery",
+            "state = 'done', ticket_id = $1, detail = $2, last_error = NULL, request = NULL, lease_until = NULL",
+            &[Param::Text(Some(ticket_id)), Param::Text(Some(detail))],
+            claim,
+        )
+        .await
     }
 
     /// Marks a claimed delivery skipped: the rules log nothing, for this reason.
@@ -370,21 +359,17 @@ impl Store {
         error: Option<&str>,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE deliveries SET state = $1, last_error = COALESCE($2, last_error), detail = COALESCE($3, detail),
-                 lease_until = NULL, updated_at = $4 WHERE id = $5 AND {CLAIM_HOLDS} = $6"
-        );
-        let done = sqlx::query(&sql)
-            .bind(state.as_str())
-            .bind(error)
-            .bind(detail)
-            .bind(millis(Timestamp::now()))
-            .bind(claim.id.as_str())
-            .bind(i64::from(claim.attempts))
-            .execute(&self.pool)
-            .await
-            .map_err(query_error("end delivery"))?;
-        claim_held(claim, done.rows_affected())
+        self.write_claimed(
+            "end delivery",
+            "state = $1, last_error = COALESCE($2, last_error), detail = COALESCE($3, detail), lease_until = NULL",
+            &[
+                Param::Text(Some(state.as_str())),
+                Param::Text(error),
+                Param::Text(detail),
+            ],
+            claim,
+        )
+        .await
     }
 
     /// Puts a claimed delivery back to wait until `next_attempt_at`, with the reason it failed
@@ -395,19 +380,48 @@ impl Store {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
+        self.write_claimed(
+            "reschedule delivery",
+            "state = 'pending', last_error = $1, next_attempt_at = $2, lease_until = NULL",
+            &[
+                Param::Text(Some(error)),
+                Param::Int(millis(next_attempt_at)),
+            ],
+            claim,
+        )
+        .await
+    }
+
+    /// `UPDATE deliveries SET <set>` (whose parameters are `params`, `$1`…), stamped with the
+    /// time, for as long as `claim` holds.
+    async fn write_claimed(
+        &self,
+        what: &'static str,
+        set: &str,
+        params: &[Param<'_>],
+        claim: &Delivery,
+    ) -> Result<(), StoreError> {
+        let n = params.len();
         let sql = format!(
-            "UPDATE deliveries SET state = 'pending', last_error = $1, next_attempt_at = $2, lease_until = NULL,
-                 updated_at = $3 WHERE id = $4 AND {CLAIM_HOLDS} = $5"
+            "UPDATE deliveries SET {set}, updated_at = ${} WHERE id = ${} AND {CLAIM_HOLDS} = ${}",
+            n + 1,
+            n + 2,
+            n + 3
         );
-        let done = sqlx::query(&sql)
-            .bind(error)
-            .bind(millis(next_attempt_at))
+        let mut query = sqlx::query(&sql);
+        for param in params {
+            query = match *param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(number) => query.bind(number),
+            };
+        }
+        let done = query
             .bind(millis(Timestamp::now()))
             .bind(claim.id.as_str())
             .bind(i64::from(claim.attempts))
             .execute(&self.pool)
             .await
-            .map_err(query_error("reschedule delivery"))?;
+            .map_err(query_error(what))?;
         claim_held(claim, done.rows_affected())
     }
 
