@@ -861,6 +861,17 @@ impl Core {
         }
         self.reply(now, &key, &request, 200, "OK", &[]);
         let Some(call_key) = self.by_invite.get(&invite_key).copied() else {
+            // A re-INVITE forwarded inside a dialog: its branch is cancelled, and the final
+            // answer (487) comes back through it (RFC 3261 §16.10).
+            let pending: Vec<TxKey> = self
+                .forwarded
+                .iter()
+                .filter(|(_, (server, _))| *server == invite_key)
+                .map(|(client, _)| *client)
+                .collect();
+            for client in pending {
+                self.tx.cancel(now.mono, &client);
+            }
             return;
         };
         let Some(mut call) = self.take(call_key) else {

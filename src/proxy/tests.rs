@@ -776,3 +776,38 @@ fn require_on_an_agents_outbound_call_is_for_the_far_end() {
         vec!["SIP/2.0 420 Bad Extension -> 5080"]
     );
 }
+
+#[test]
+fn a_cancelled_reinvite_is_cancelled_downstream_too() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "rec", "z9hG4bKrec"));
+    let sent = h.take_sent();
+    let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&first, 200, "OK", "a1"));
+    h.take_sent();
+    let reinvite = from_caller_in_dialog("INVITE", "rec", "a1", "Max-Forwards: 70\r\n");
+    h.receive(caller(), &reinvite);
+    let sent = h.take_sent();
+    let out = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&out, 180, "Ringing", "a1"));
+    h.take_sent();
+    let cancel = reinvite
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 2 INVITE", "CSeq: 2 CANCEL");
+    h.receive(caller(), &cancel);
+    let sent = h.take_sent();
+    assert_eq!(
+        lines(&sent),
+        vec![
+            "SIP/2.0 200 OK -> 5070",
+            "CANCEL sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"
+        ]
+    );
+    h.receive(pbx(), &respond(&out, 487, "Request Terminated", "a1"));
+    let sent = lines(&h.take_sent());
+    assert!(
+        sent.contains(&"SIP/2.0 487 Request Terminated -> 5070".to_owned()),
+        "{sent:?}"
+    );
+    assert_eq!(h.core.active_calls(), 1, "the call itself goes on");
+}
