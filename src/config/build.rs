@@ -408,10 +408,11 @@ fn build_groups(
         let resolve = |name: &str| ids.get(name).copied();
         let schedule = schedule(group, i, defaults, global_holidays, src);
         let agents = agents(&group.agents, i, &group.name, &mut emails, src);
+        // At most three minutes: past that, a ringing INVITE is cancelled anyway (Timer C).
         let ring_timeout = duration(
             &group.ring_timeout,
             keys!["groups", i, "ring_timeout"],
-            (Duration::from_secs(1), Duration::from_secs(600)),
+            (Duration::from_secs(1), Duration::from_secs(180)),
             src,
         );
         let wrap_up = duration(

@@ -386,6 +386,9 @@ fn durations_sip_and_database_values_are_checked() {
     assert_error(&text, "\"10.0.0.0/33\"", "is not an address or CIDR block");
     assert_error(&text, "\"mysql://x\"", "is not a database URL");
     assert_error(&text, "\"soon\"", "\"soon\" is not a duration");
+    // Past three minutes a ringing INVITE is cancelled anyway (RFC 3261 Timer C).
+    let text = MINIMAL.replace("agents", "ring_timeout = \"5m\"\nagents");
+    assert_error(&text, "\"5m\"", "is not a duration from 1s to 3m");
 }
 
 #[test]
