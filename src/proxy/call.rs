@@ -268,6 +268,13 @@ impl Core {
 
     /// An INVITE outside a dialog: a queue call, an agent's outbound call, or neither (404).
     pub(super) fn on_invite(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
+        let user = request.uri.user_unescaped().unwrap_or_default();
+        let config = self.config.clone();
+        let queue_call = config.groups.by_queue(&user).is_some();
+        // sipdesk answers queue calls itself, so it honours their Require.
+        if queue_call && self.refuse_unsupported(now, &key, &request, &["Require"]) {
+            return;
+        }
         if self.draining {
             self.reply(
                 now,
@@ -279,9 +286,7 @@ impl Core {
             );
             return;
         }
-        let user = request.uri.user_unescaped().unwrap_or_default();
-        let config = self.config.clone();
-        if config.groups.by_queue(&user).is_some() {
+        if queue_call {
             if !content_type_ok(&request) {
                 self.reply(
                     now,

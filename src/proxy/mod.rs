@@ -495,30 +495,17 @@ impl Core {
             self.on_cancel(now, key, request);
             return;
         }
-        // sipdesk answers OPTIONS and queue INVITEs itself, so it honours Require there; as a
-        // proxy (an agent's outbound call, requests inside a dialog) it honours Proxy-Require
-        // only (RFC 3261 §16.3 step 5): Require is for the far end.
+        // As a proxy sipdesk honours Proxy-Require only (RFC 3261 §16.3 step 5): Require is for
+        // the far end. Where sipdesk answers itself it honours Require too: OPTIONS here, queue
+        // INVITEs once `on_invite` knows the queue.
         let in_dialog = request.to.tag().is_some();
-        let endpoint = !in_dialog
-            && match method {
-                rsip::Method::Options => true,
-                rsip::Method::Invite => {
-                    let user = request.uri.user_unescaped().unwrap_or_default();
-                    self.config.groups.by_queue(&user).is_some()
-                }
-                _ => false,
-            };
-        let unsupported = unsupported_options(&request, endpoint);
-        if !unsupported.is_empty() {
-            let list = unsupported.join(", ");
-            self.reply(
-                now,
-                &key,
-                &request,
-                420,
-                "Bad Extension",
-                &[("Unsupported", &list)],
-            );
+        let options = !in_dialog && method == rsip::Method::Options;
+        let names: &[&str] = if options {
+            &["Proxy-Require", "Require"]
+        } else {
+            &["Proxy-Require"]
+        };
+        if self.refuse_unsupported(now, &key, &request, names) {
             return;
         }
         if in_dialog {
@@ -561,6 +548,31 @@ impl Core {
                 &[],
             ),
         }
+    }
+
+    /// Answers 420 listing the option tags the request demands in the headers `names`, if any.
+    /// Returns whether it did.
+    fn refuse_unsupported(
+        &mut self,
+        now: Now,
+        key: &TxKey,
+        request: &Request,
+        names: &[&str],
+    ) -> bool {
+        let unsupported = unsupported_options(request, names);
+        if unsupported.is_empty() {
+            return false;
+        }
+        let list = unsupported.join(", ");
+        self.reply(
+            now,
+            key,
+            request,
+            420,
+            "Bad Extension",
+            &[("Unsupported", &list)],
+        );
+        true
     }
 
     /// A request inside a dialog, as sent on to its next hop (`None`: there is none), with the
@@ -678,11 +690,9 @@ fn reply_peer(_request: &Request, source: Peer) -> Peer {
 
 /// Option tags in Proxy-Require (and, where sipdesk is the endpoint, Require): sipdesk
 /// supports none.
-fn unsupported_options(request: &Request, endpoint: bool) -> Vec<String> {
-    let mut names = vec!["Proxy-Require"];
-    if endpoint {
-        names.push("Require");
-    }
+/// The option tags a request demands in the headers `names` (all unsupported: sipdesk knows
+/// no SIP extension).
+fn unsupported_options(request: &Request, names: &[&str]) -> Vec<String> {
     let mut tags = Vec::new();
     for header in request.message.headers.iter() {
         let (name, value) = message::header_pair(header);

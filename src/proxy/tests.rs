@@ -368,8 +368,7 @@ fn the_caller_hanging_up_while_ringing_is_an_abandoned_call() {
     let first = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
     h.receive(pbx(), &respond(&first, 180, "Ringing", "a1"));
     h.take_sent();
-    let cancel = "CANCEL sip:100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKc4\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: c4\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
-    h.receive(caller(), cancel);
+    h.receive(caller(), &cancel_from_caller("c4", "z9hG4bKc4"));
     let mut got = lines(&h.take_sent());
     got.sort();
     assert_eq!(
