@@ -181,7 +181,9 @@ pub struct CallEvent {
 }
 
 /// What the proxy asks the store to keep. Written in the background: the SIP path never waits.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serialized (JSON lines) only in the spill file of records that could not be written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     CallStarted(CallStart),
     Event(CallEvent),
@@ -191,4 +193,16 @@ pub enum Change {
         group: String,
         extension: String,
     },
+}
+
+impl Change {
+    /// What kind of change this is, and the call it belongs to (the group for a cursor).
+    pub fn describe(&self) -> (&'static str, &str) {
+        match self {
+            Change::CallStarted(start) => ("call_started", &start.id),
+            Change::Event(event) => ("event", &event.call_id),
+            Change::CallEnded(record) => ("call_ended", &record.id),
+            Change::Cursor { group, .. } => ("cursor", group),
+        }
+    }
 }

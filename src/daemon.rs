@@ -29,6 +29,8 @@ use crate::proxy::{Core, Local, Now, Output, ProxySettings};
 use crate::routing::Extension;
 use crate::sip::peer::Transport;
 use crate::sip::transport::{Received, Sockets, Trust};
+use crate::store::spill::Spill;
+use crate::store::writer::WriterSettings;
 use crate::store::{self, Store, StoreError};
 
 /// Why the daemon could not start or had to stop.
@@ -52,14 +54,30 @@ pub enum DaemonError {
     Writer(#[source] std::io::Error),
     #[error("cannot start the delivery worker thread")]
     Worker(#[source] std::io::Error),
+    #[error("cannot create the state directory {path}")]
+    StateDirectory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write to the database {database} as user {user}; sipdesk would lose every call record"
+    )]
+    NotWritable {
+        database: String,
+        user: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 /// How often agent states set with `sipdesk agents` are picked up from the store.
 const AGENT_REFRESH: Duration = Duration::from_secs(2);
 /// How often the systemd status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
-/// On stop, the longest sipdesk waits for the store writer to commit what it holds.
-const WRITER_LIMIT: Duration = Duration::from_secs(600);
+/// On stop, how long sipdesk waits for the store writer beyond its own `stop_write_timeout`
+/// (which it keeps, then spills): time to write the spill file.
+const WRITER_MARGIN: Duration = Duration::from_secs(15);
 
 enum Control {
     Reload,
@@ -129,14 +147,56 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
 }
 
-/// Runs sipdesk until `cancel` fires (or a signal asks it to stop).
-pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
-    let config = Arc::new(Config::load(&config_path)?);
-    let store = Store::open(&config.database.url).await?;
+/// The user sipdesk runs as, for messages about files it cannot write.
+fn current_user() -> String {
+    // SAFETY: geteuid cannot fail; getpwuid returns a pointer into static storage (or null),
+    // read at once on this thread before any other call could overwrite it.
+    unsafe {
+        let uid = libc::geteuid();
+        let entry = libc::getpwuid(uid);
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            return format!("uid {uid}");
+        }
+        let name = std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy();
+        format!("{name} (uid {uid})")
+    }
+}
+
+/// Opens the store and proves it can be written, writes back what a previous run spilled and
+/// closes the calls it left open. sipdesk is not ready (and does not start) before this
+/// succeeds.
+async fn open_store(config: &Config) -> Result<Store, DaemonError> {
+    let database = &config.database;
+    std::fs::create_dir_all(&database.state_directory).map_err(|source| {
+        DaemonError::StateDirectory {
+            path: database.state_directory.display().to_string(),
+            source,
+        }
+    })?;
+    let name = database
+        .sqlite_file()
+        .map_or_else(|| store::redact(&database.url), |f| f.display().to_string());
+    let not_writable = |source| DaemonError::NotWritable {
+        database: name.clone(),
+        user: current_user(),
+        source,
+    };
+    let store = Store::open(&database.url).await.map_err(not_writable)?;
+    store.check_writable().await.map_err(not_writable)?;
+    let outbox = |record: &crate::call::CallRecord| delivery::outbox_entries(config, record);
+    let spill = Spill::in_directory(&database.state_directory);
+    if spill.exists() {
+        let written = store::writer::write_back(&store, &spill, &outbox)
+            .await
+            .map_err(not_writable)?;
+        tracing::info!(
+            records = written,
+            file = %spill.path().display(),
+            "call records the previous run could not write are now in the database"
+        );
+    }
     let closed = store
-        .close_interrupted(jiff::Timestamp::now(), &|record| {
-            delivery::outbox_entries(&config, record)
-        })
+        .close_interrupted(jiff::Timestamp::now(), &outbox)
         .await?;
     if closed > 0 {
         tracing::warn!(
@@ -144,6 +204,13 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             "closed calls left in progress by the previous run as interrupted"
         );
     }
+    Ok(store)
+}
+
+/// Runs sipdesk until `cancel` fires (or a signal asks it to stop).
+pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
+    let config = Arc::new(Config::load(&config_path)?);
+    let store = open_store(&config).await?;
     let cursors = store.cursors().await?;
     let away: Vec<Extension> = store
         .agent_states()
@@ -185,10 +252,17 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let (config_tx, config_rx) = watch::channel(config.clone());
     let (changes, changes_rx) = mpsc::unbounded_channel::<Change>();
     let outbox_config = config_rx.clone();
+    let health = Arc::new(store::writer::Health::default());
     let writer = store::writer::spawn(
-        config.database.url.clone(),
+        WriterSettings {
+            url: config.database.url.clone(),
+            queue_limit: config.database.queue_limit,
+            stop_write_timeout: config.database.stop_write_timeout,
+            spill: Spill::in_directory(&config.database.state_directory),
+        },
         changes_rx,
         Box::new(move |record| delivery::outbox_entries(&outbox_config.borrow(), record)),
+        health.clone(),
     )
     .map_err(DaemonError::Writer)?;
     let worker_stop = CancellationToken::new();
@@ -278,7 +352,12 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = status.tick() => {
                 let active = core.active_calls();
-                notify(&[sd_notify::NotifyState::Status(&format!("{active} calls in progress"))]);
+                let line = if health.writable() {
+                    format!("{active} calls in progress")
+                } else {
+                    format!("{active} calls in progress; the database cannot be written, {} records waiting", health.waiting())
+                };
+                notify(&[sd_notify::NotifyState::Status(&line)]);
             }
             _ = cancel.cancelled(), if draining_until.is_none() => {
                 let grace = config.sip.shutdown_grace;
@@ -305,29 +384,36 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     sockets_cancel.cancel();
     drop(changes);
     worker_stop.cancel();
-    // Every record the proxy produced reaches the database, however long a backlog takes:
-    // systemd is asked to wait while the writer makes progress.
+    // Every record the proxy produced reaches the database, or the spill file when the database
+    // does not take it within `stop_write_timeout`: the stop ends in bounded time. systemd is
+    // asked to wait while it does.
+    let limit = config.database.stop_write_timeout + WRITER_MARGIN;
     let mut writing = tokio::task::spawn_blocking(move || writer.join());
     let since = tokio::time::Instant::now();
-    loop {
+    let report = loop {
         match tokio::time::timeout(Duration::from_secs(5), &mut writing).await {
-            Ok(_) => break,
-            Err(_) if since.elapsed() < WRITER_LIMIT => {
+            Ok(Ok(Ok(report))) => break Some(report),
+            Ok(_) => break None,
+            Err(_) if since.elapsed() < limit => {
                 notify(&[
                     sd_notify::NotifyState::ExtendTimeoutUsec(15_000_000),
                     sd_notify::NotifyState::Status("stopping: writing the last call records"),
                 ]);
-                tracing::info!("stopping: still writing call records to the database");
+                tracing::info!(
+                    waiting = health.waiting(),
+                    "stopping: still writing call records to the database"
+                );
             }
             Err(_) => {
                 tracing::error!(
-                    "the database writer did not finish in {}; the last call records may be missing",
-                    humantime::format_duration(WRITER_LIMIT)
+                    waiting = health.waiting(),
+                    "the database writer did not finish in {}; the records it held are lost",
+                    humantime::format_duration(limit)
                 );
-                break;
+                break None;
             }
         }
-    }
+    };
     let joined = tokio::task::spawn_blocking(move || worker.join());
     if tokio::time::timeout(Duration::from_secs(15), joined)
         .await
@@ -337,7 +423,15 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             "the delivery worker did not stop in 15 s; its deliveries resume at the next start"
         );
     }
-    tracing::info!("sipdesk stopped");
+    match report {
+        Some(report) if report.spilled > 0 || report.lost > 0 => tracing::warn!(
+            spilled = report.spilled,
+            lost = report.lost,
+            file = %Spill::in_directory(&config.database.state_directory).path().display(),
+            "sipdesk stopped; call records it could not write wait in the spill file for the next start"
+        ),
+        _ => tracing::info!("sipdesk stopped"),
+    }
     Ok(())
 }
 
@@ -440,7 +534,7 @@ fn spawn_agent_refresh(
                             return;
                         }
                     }
-                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "cannot read agent states"),
+                    Err(error) => tracing::warn!(error = %crate::report::Chain(&error), "cannot read agent states"),
                 },
             }
         }

@@ -124,7 +124,7 @@ async fn run(
         match Store::open(&url).await {
             Ok(store) => break store,
             Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), "the delivery worker cannot open the database; retrying");
+                tracing::error!(error = %crate::report::Chain(&error), "the delivery worker cannot open the database; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -141,7 +141,7 @@ async fn run(
                 "taking up deliveries the previous run left in progress"
             ),
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "cannot release old delivery leases; they run out by themselves")
+                tracing::warn!(error = %crate::report::Chain(&error), "cannot release old delivery leases; they run out by themselves")
             }
         }
     }
@@ -212,7 +212,7 @@ impl Integration {
             {
                 Ok(claimed) => claimed,
                 Err(error) => {
-                    tracing::warn!(integration = %this.settings.name, error = %format!("{error:#}"), "cannot claim deliveries");
+                    tracing::warn!(integration = %this.settings.name, error = %crate::report::Chain(&error), "cannot claim deliveries");
                     Vec::new()
                 }
             };
@@ -366,7 +366,7 @@ impl Integration {
         if let Err(error @ StoreError::TakenOver { .. }) = &saved {
             tracing::warn!(integration = %name, call = %delivery.call_id, "attempt result not saved: {error}");
         } else if let Err(error) = saved {
-            tracing::error!(integration = %name, delivery = %delivery.id, error = %format!("{error:#}"), "cannot save the delivery's result; it is retried when its lease runs out");
+            tracing::error!(integration = %name, delivery = %delivery.id, error = %crate::report::Chain(&error), "cannot save the delivery's result; it is retried when its lease runs out");
         }
     }
 }
@@ -391,7 +391,7 @@ async fn renew_leases(store: Store, working: Arc<Mutex<HashSet<String>>>) {
             continue;
         }
         if let Err(error) = store.renew_leases(&ids, lease_end(Timestamp::now())).await {
-            tracing::warn!(error = %format!("{error:#}"), "cannot extend delivery leases");
+            tracing::warn!(error = %crate::report::Chain(&error), "cannot extend delivery leases");
         }
     }
 }

@@ -17,7 +17,8 @@
 //! - [`directory`]: routing's in-memory view of what helpdesks said about callers;
 //! - [`helpdesk`]: connectors over HTTPS (Zendesk), with pacing and error classification;
 //! - [`delivery`]: the outbox worker that carries deliveries out;
-//! - [`daemon`]: the wiring: threads, signals, systemd notifications.
+//! - [`daemon`]: the wiring: threads, signals, systemd notifications;
+//! - [`report`]: errors as logs show them, with every cause.
 //!
 //! Dependency direction: `routing`, `phone`, `tickets` and the sans-io parts of `sip` and
 //! `proxy` do no I/O; `sip` and `proxy` know nothing of helpdesks or the store (the proxy emits
@@ -32,6 +33,7 @@ pub mod directory;
 pub mod helpdesk;
 pub mod phone;
 pub mod proxy;
+pub mod report;
 pub mod routing;
 pub mod sip;
 pub mod store;

@@ -3,15 +3,19 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use jiff::tz::TimeZone;
 
 use super::diagnostic::{Seg, Source, join, keys};
-use super::raw::{HolidayMode, RawAgent, RawDefaults, RawGroup, RawHoliday, RawHours, RawSip};
+use super::raw::{
+    HolidayMode, RawAgent, RawDatabase, RawDefaults, RawGroup, RawHoliday, RawHours, RawSip,
+};
 use super::{
-    Config, DatabaseSettings, Defaults, HostPort, Listen, RawConfig, SipSettings, Transport,
+    Config, DatabaseSettings, DatabaseUrl, Defaults, HostPort, Listen, RawConfig, SipSettings,
+    Transport,
 };
 use crate::phone::Region;
 use crate::routing::group::check_user_part;
@@ -26,12 +30,7 @@ use crate::sip::wire::Limits;
 /// Checks the raw configuration; `None` when any error was recorded in `src`.
 pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
     let sip = raw.sip.as_ref().and_then(|sip| build_sip(sip, src));
-    let database = match raw.database {
-        Some(db) => build_database(db.url, src),
-        None => Some(DatabaseSettings {
-            url: super::raw::default_database_url(),
-        }),
-    };
+    let database = build_database(raw.database.unwrap_or_default(), src);
     let defaults = raw.defaults.as_ref().and_then(|d| build_defaults(d, src));
     let holidays: Vec<Holiday> = raw
         .holidays
@@ -252,18 +251,52 @@ fn host_port(text: &str) -> Option<HostPort> {
     })
 }
 
-fn build_database(url: String, src: &mut Source<'_>) -> Option<DatabaseSettings> {
-    let known = ["sqlite:", "postgres://", "postgresql://"];
-    if known.iter().any(|scheme| url.starts_with(scheme)) {
-        return Some(DatabaseSettings { url });
+fn build_database(raw: RawDatabase, src: &mut Source<'_>) -> Option<DatabaseSettings> {
+    let state_directory = PathBuf::from(&raw.state_directory);
+    let directory_ok = state_directory.is_absolute();
+    if !directory_ok {
+        src.error(
+            keys!["database", "state_directory"],
+            format!(
+                "\"{}\" is not an absolute path; write e.g. \"/var/lib/sipdesk\"",
+                raw.state_directory
+            ),
+        );
     }
-    src.error(
-        keys!["database", "url"],
-        format!(
-            "\"{url}\" is not a database URL sipdesk knows; write \"sqlite://sipdesk.db\" or \"postgres://USER@HOST/DATABASE\""
-        ),
+    if !(1_000..=10_000_000).contains(&raw.queue_limit) {
+        src.error(
+            keys!["database", "queue_limit"],
+            "queue_limit must be from 1000 to 10000000 records",
+        );
+    }
+    let stop_write_timeout = duration(
+        &raw.stop_write_timeout,
+        keys!["database", "stop_write_timeout"],
+        (Duration::from_secs(1), Duration::from_secs(600)),
+        src,
     );
-    None
+    let url = match DatabaseUrl::parse(&raw.url) {
+        Some(url) => Some(url.resolve(&state_directory)),
+        None => {
+            src.error(
+                keys!["database", "url"],
+                format!(
+                    "\"{}\" is not a database URL sipdesk knows; write \"sqlite://sipdesk.db\" or \"postgres://USER@HOST/DATABASE\"",
+                    raw.url
+                ),
+            );
+            None
+        }
+    };
+    if !directory_ok {
+        return None;
+    }
+    Some(DatabaseSettings {
+        url: url?,
+        state_directory,
+        queue_limit: raw.queue_limit,
+        stop_write_timeout: stop_write_timeout?,
+    })
 }
 
 fn build_defaults(raw: &RawDefaults, src: &mut Source<'_>) -> Option<Defaults> {

@@ -15,7 +15,7 @@ mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
@@ -101,7 +101,67 @@ impl fmt::Display for HostPort {
 /// `[database]`, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatabaseSettings {
+    /// The database, with a relative SQLite path resolved under `state_directory`.
     pub url: String,
+    pub state_directory: PathBuf,
+    pub queue_limit: usize,
+    pub stop_write_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The SQLite file, when the database is one.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        match DatabaseUrl::parse(&self.url)? {
+            DatabaseUrl::Sqlite { path, .. } => Some(path),
+            DatabaseUrl::Postgres(_) => None,
+        }
+    }
+}
+
+/// A database URL as sipdesk reads it. SQLite paths are taken relative to the state
+/// directory, never to the working directory: the daemon (run by systemd in
+/// `/var/lib/sipdesk`) and an admin's `sipdesk calls` from their home directory must open the
+/// same file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH` or `sqlite:PATH`, with `?options` kept apart.
+    Sqlite {
+        path: PathBuf,
+        options: String,
+    },
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Option<DatabaseUrl> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Some(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let (path, options) = match rest.split_once('?') {
+            Some((path, options)) => (path, format!("?{options}")),
+            None => (rest, String::new()),
+        };
+        (!path.is_empty()).then(|| DatabaseUrl::Sqlite {
+            path: PathBuf::from(path),
+            options,
+        })
+    }
+
+    /// The URL with a relative SQLite path made absolute under `base`.
+    pub fn resolve(self, base: &Path) -> String {
+        match self {
+            DatabaseUrl::Postgres(url) => url,
+            DatabaseUrl::Sqlite { path, options } if path.as_os_str() == ":memory:" => {
+                format!("sqlite::memory:{options}")
+            }
+            DatabaseUrl::Sqlite { path, options } => {
+                format!("sqlite://{}{options}", base.join(path).display())
+            }
+        }
+    }
 }
 
 /// `[defaults]`, checked.

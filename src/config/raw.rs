@@ -116,15 +116,51 @@ fn default_listen() -> Vec<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDatabase {
-    /// `sqlite://PATH` (a relative path is under the working directory, which is
-    /// `/var/lib/sipdesk` under systemd) or `postgres://user@host/db`. One instance per
-    /// database: sharing one between instances (DESIGN.md "Scale") is not built yet.
+    /// `sqlite://PATH` (a relative path is under `state_directory`, for the daemon and the
+    /// command line alike) or `postgres://user@host/db`. One instance per database: sharing
+    /// one between instances (DESIGN.md "Scale") is not built yet.
     #[serde(default = "default_database_url")]
     pub(crate) url: String,
+    /// Where sipdesk keeps its files: the SQLite database of a relative `url`, and call records
+    /// that could not be written to the database (the spill file, written at the next start).
+    /// An absolute path.
+    #[serde(default = "default_state_directory")]
+    pub(crate) state_directory: String,
+    /// Most call records and events held in memory while the database cannot be written; beyond,
+    /// the oldest go to the spill file in `state_directory`.
+    #[serde(default = "default_queue_limit")]
+    pub(crate) queue_limit: usize,
+    /// On stop, how long sipdesk keeps trying to write what it holds before it puts the rest
+    /// in the spill file.
+    #[serde(default = "default_stop_write_timeout")]
+    pub(crate) stop_write_timeout: String,
+}
+
+impl Default for RawDatabase {
+    fn default() -> RawDatabase {
+        RawDatabase {
+            url: default_database_url(),
+            state_directory: default_state_directory(),
+            queue_limit: default_queue_limit(),
+            stop_write_timeout: default_stop_write_timeout(),
+        }
+    }
 }
 
 pub(crate) fn default_database_url() -> String {
     "sqlite://sipdesk.db".to_owned()
+}
+
+pub(crate) fn default_state_directory() -> String {
+    "/var/lib/sipdesk".to_owned()
+}
+
+pub(crate) fn default_queue_limit() -> usize {
+    100_000
+}
+
+pub(crate) fn default_stop_write_timeout() -> String {
+    "15s".to_owned()
 }
 
 /// `[defaults]`: what applies where a group says nothing.

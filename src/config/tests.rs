@@ -87,7 +87,11 @@ fn the_example_configuration_is_valid_and_complete() {
     let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.groups.len(), 4);
     assert_eq!(config.global_holidays, 4);
-    assert_eq!(config.database.url, "sqlite://sipdesk.db");
+    assert_eq!(config.database.url, "sqlite:///var/lib/sipdesk/sipdesk.db");
+    assert_eq!(
+        config.database.sqlite_file(),
+        Some("/var/lib/sipdesk/sipdesk.db".into())
+    );
     let madrid = config.groups.get(config.groups.by_queue("101").unwrap());
     assert_eq!(&*madrid.name, "soporte-madrid");
     assert_eq!(madrid.agents.len(), 4);
@@ -392,6 +396,29 @@ fn durations_sip_and_database_values_are_checked() {
 }
 
 #[test]
+fn a_relative_sqlite_path_is_under_the_state_directory_never_the_working_directory() {
+    let with = |database: &str| {
+        let text = format!("{MINIMAL}\n[database]\n{database}\n");
+        Config::from_toml(&text, "t.toml")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .database
+    };
+    let db = with("state_directory = \"/srv/sipdesk\"\nurl = \"sqlite://calls.db?mode=rwc\"");
+    assert_eq!(db.url, "sqlite:///srv/sipdesk/calls.db?mode=rwc");
+    assert_eq!(db.sqlite_file(), Some("/srv/sipdesk/calls.db".into()));
+    let db = with("url = \"sqlite:///data/sipdesk.db\"");
+    assert_eq!(db.url, "sqlite:///data/sipdesk.db");
+    let db = with("url = \"postgres://sipdesk@db/sipdesk\"");
+    assert_eq!(db.url, "postgres://sipdesk@db/sipdesk");
+    assert_eq!(db.sqlite_file(), None);
+    let text = format!(
+        "{MINIMAL}\n[database]\nstate_directory = \"state\"\nstop_write_timeout = \"0s\"\n"
+    );
+    assert_error(&text, "\"state\"", "is not an absolute path");
+    assert_error(&text, "\"0s\"", "is not a duration from 1s to 10m");
+}
+
+#[test]
 fn every_error_is_reported_not_just_the_first() {
     let text = format!(
         "{}\n[[groups]]\nname = \"b\"\nqueues = [\"100\"]\nbogus = true\nagents = []\n\n[[groups]]\nname = \"c\"\nqueues = [\"300\"]\nagents = [{{ extension = \"x y\" }}]\noverflow = [{{ group = \"zzz\" }}]\n",
@@ -415,7 +442,11 @@ fn defaults_fill_what_a_group_leaves_out() {
     assert_eq!(&*group.schedule.timezone_name, "Europe/Madrid");
     assert_eq!(config.sip.listen.len(), 2);
     assert_eq!(config.sip.pbx.to_string(), "10.0.0.10:5060");
-    assert_eq!(config.database.url, "sqlite://sipdesk.db");
+    assert_eq!(config.database.url, "sqlite:///var/lib/sipdesk/sipdesk.db");
+    assert_eq!(
+        config.database.sqlite_file(),
+        Some("/var/lib/sipdesk/sipdesk.db".into())
+    );
 }
 
 const ZENDESK: &str = r#"

@@ -62,7 +62,7 @@ impl Store {
         .bind(entry.integration.as_str())
         .bind(entry.phone.as_str())
         .bind(entry.contact_id.clone())
-        .bind(entry.name.clone())
+        .bind(entry.name.as_deref().map(|n| super::text(n).into_owned()))
         .bind(i32::from(entry.inactive))
         .bind(millis(entry.checked_at))
         .execute(&self.pool)

@@ -10,9 +10,12 @@
 pub mod contacts;
 pub mod outbox;
 mod schema;
+pub mod spill;
 pub mod writer;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -57,6 +60,74 @@ pub enum StoreError {
     TakenOver { id: String },
 }
 
+impl StoreError {
+    /// Whether the database refused the data itself (a value it cannot store, a constraint),
+    /// so writing the same rows again can never succeed; other failures (disk full, read-only
+    /// file, lost connection, lock) may pass.
+    pub fn is_refused_data(&self) -> bool {
+        let source = match self {
+            StoreError::Query { source, .. } | StoreError::Migrate { source, .. } => source,
+            _ => return false,
+        };
+        let Some(database) = source.as_database_error() else {
+            return matches!(
+                source,
+                sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. }
+            );
+        };
+        if database.kind() != sqlx::error::ErrorKind::Other {
+            // Unique, foreign key, not-null or check violation, on either database.
+            return true;
+        }
+        let code = database.code().unwrap_or_default();
+        if database
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            // Class 22 (data exception: a value it cannot take), class 23 (integrity).
+            code.starts_with("22") || code.starts_with("23")
+        } else {
+            // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH and their extended codes.
+            code.parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 18..=20))
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether SQLite found the database's files read-only (SQLITE_READONLY and its extended
+    /// codes): a chmod, `chattr +i` or a file system remounted read-only.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. } => source
+                .as_database_error()
+                .filter(|e| {
+                    e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .is_none()
+                })
+                .and_then(|e| e.code())
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| code & 0xff == 8),
+            _ => false,
+        }
+    }
+}
+
+/// Text as stored: a NUL character, which PostgreSQL refuses in text and SQLite's C interface
+/// cuts strings at, is written as `%00` (as a SIP URI would escape it). Every text that comes
+/// from outside (SIP headers, helpdesk answers) is bound through this.
+pub(crate) fn text(value: &str) -> Cow<'_, str> {
+    if value.contains('\0') {
+        Cow::Owned(value.replace('\0', "%00"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+fn text_opt(value: &Option<String>) -> Option<String> {
+    value.as_deref().map(|v| text(v).into_owned())
+}
+
 fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { what, source }
 }
@@ -73,6 +144,12 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: one more connection, outside the pool, that stays open and idle for the store's
+    /// life. The first connection to open a WAL database rebuilds its shared-memory index, and
+    /// on a full or failing disk writing to that mapping kills the process with SIGBUS; since a
+    /// pooled connection that saw an error is closed ([`Store::apply`]), the anchor makes sure
+    /// the one that replaces it is never the first.
+    _anchor: Option<Arc<std::sync::Mutex<sqlx::AnyConnection>>>,
 }
 
 /// A call as `sipdesk calls` lists it.
@@ -139,7 +216,14 @@ impl Store {
             }
             _ => url.to_owned(),
         };
+        // SQLite connections are never closed for age: see `_anchor` and `Write`.
+        let lifetime = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(std::time::Duration::from_secs(30 * 60)),
+        };
         let options = AnyPoolOptions::new()
+            .idle_timeout(lifetime.map(|l| l / 3))
+            .max_lifetime(lifetime)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .max_connections(match backend {
                 Backend::Sqlite => 4,
@@ -171,7 +255,25 @@ impl Store {
                 url: redact(url),
                 source,
             })?;
-        let store = Store { pool, backend };
+        let anchor = match backend {
+            Backend::Sqlite => {
+                let conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|source| StoreError::Connect {
+                        url: redact(url),
+                        source,
+                    })?
+                    .detach();
+                Some(Arc::new(std::sync::Mutex::new(conn)))
+            }
+            Backend::Postgres => None,
+        };
+        let store = Store {
+            pool,
+            backend,
+            _anchor: anchor,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -222,9 +324,23 @@ impl Store {
 
     /// Commits a batch of changes, and the deliveries of the calls it ends, in one transaction,
     /// with one multi-row statement per kind of change (a round trip per statement is what
-    /// costs, not a row).
+    /// costs, not a row). On failure nothing of the batch is written, and the connection is
+    /// closed rather than returned to the pool: after a failed COMMIT (disk full) SQLite can
+    /// keep the transaction open on it, holding the write lock, and what later "commits" on
+    /// that connection would only be nested in the dead transaction and lost.
     pub async fn apply(
         &self,
+        changes: &[Change],
+        deliveries: &[NewDelivery],
+    ) -> Result<(), StoreError> {
+        let mut write = Write::begin(&self.pool, self.backend).await?;
+        let result = self.apply_on(write.conn(), changes, deliveries).await;
+        write.end(result).await
+    }
+
+    async fn apply_on(
+        &self,
+        conn: &mut Conn,
         changes: &[Change],
         deliveries: &[NewDelivery],
     ) -> Result<(), StoreError> {
@@ -244,19 +360,18 @@ impl Store {
                 }
             }
         }
-        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
         for chunk in starts.chunks(ROWS) {
-            insert_starts(&mut tx, self.backend, chunk).await?;
+            insert_starts(conn, self.backend, chunk).await?;
         }
         for chunk in events.chunks(ROWS) {
-            insert_events(&mut tx, self.backend, chunk).await?;
+            insert_events(conn, self.backend, chunk).await?;
         }
         for chunk in ends.chunks(ROWS) {
-            upsert_records(&mut tx, self.backend, chunk).await?;
+            upsert_records(conn, self.backend, chunk).await?;
         }
         let now = Timestamp::now();
         for chunk in deliveries.chunks(ROWS) {
-            outbox::insert(&mut tx, self.backend, chunk, now).await?;
+            outbox::insert(conn, self.backend, chunk, now).await?;
         }
         if !cursors.is_empty() {
             let now = millis(Timestamp::now());
@@ -267,14 +382,85 @@ impl Store {
             );
             let mut query = sqlx::query(&sql);
             for (group, extension) in &cursors {
-                query = query.bind(*group).bind(*extension).bind(now);
+                query = query
+                    .bind(text(group).into_owned())
+                    .bind(text(extension).into_owned())
+                    .bind(now);
             }
             query
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(query_error("save cursors"))?;
         }
-        tx.commit().await.map_err(query_error("commit"))
+        Ok(())
+    }
+
+    /// Keeps changes the database refused (see [`StoreError::is_refused_data`]) as dead
+    /// records, with the reason, so they are not lost and do not hold back the others.
+    pub async fn save_dead(&self, changes: &[Change], reason: &str) -> Result<(), StoreError> {
+        let mut write = Write::begin(&self.pool, self.backend).await?;
+        let now = millis(Timestamp::now());
+        let mut result = Ok(());
+        for change in changes {
+            let (kind, call_id) = change.describe();
+            // JSON escapes every control character, so the payload itself is always storable.
+            let payload = serde_json::to_string(change).unwrap_or_default();
+            result = sqlx::query(
+                "INSERT INTO dead_records (recorded_at, kind, call_id, reason, payload) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(now)
+            .bind(kind)
+            .bind(text(call_id).into_owned())
+            .bind(text(reason).into_owned())
+            .bind(payload)
+            .execute(write.conn())
+            .await
+            .map(|_| ())
+            .map_err(query_error("save dead records"));
+            if result.is_err() {
+                break;
+            }
+        }
+        write.end(result).await
+    }
+
+    /// How many records the database refused, kept as dead records.
+    pub async fn dead_records(&self) -> Result<Vec<DeadRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT recorded_at, kind, call_id, reason, payload FROM dead_records ORDER BY recorded_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read dead records"))?;
+        let e = || query_error("read dead records");
+        rows.iter()
+            .map(|row| {
+                Ok(DeadRecord {
+                    recorded_at: from_millis(row.try_get("recorded_at").map_err(e())?),
+                    kind: row.try_get("kind").map_err(e())?,
+                    call_id: row.try_get("call_id").map_err(e())?,
+                    reason: row.try_get("reason").map_err(e())?,
+                    payload: row.try_get("payload").map_err(e())?,
+                })
+            })
+            .collect()
+    }
+
+    /// Proves the database can be written now: a transaction that updates one row. sipdesk
+    /// reports ready only after this succeeds, so a service user that cannot write its
+    /// database fails at start with the reason instead of losing every call record.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let mut write = Write::begin(&self.pool, self.backend).await?;
+        let result = sqlx::query(
+            "INSERT INTO write_check (id, checked_at) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(millis(Timestamp::now()))
+        .execute(write.conn())
+        .await
+        .map(|_| ())
+        .map_err(query_error("write check"));
+        write.end(result).await
     }
 
     /// The round-robin cursors, by group.
@@ -348,9 +534,21 @@ impl Store {
         now: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(query_error("begin"))?;
+        let mut write = Write::begin(&self.pool, self.backend).await?;
+        let result = self.close_interrupted_on(write.conn(), now, outbox).await;
+        let closed = result.as_ref().map_or(0, |n| *n);
+        write.end(result.map(|_| ())).await?;
+        Ok(closed)
+    }
+
+    async fn close_interrupted_on(
+        &self,
+        conn: &mut Conn,
+        now: Timestamp,
+        outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+    ) -> Result<u64, StoreError> {
         let rows = sqlx::query("SELECT * FROM calls WHERE ended_at IS NULL")
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(query_error("read interrupted calls"))?;
         let mut records = Vec::new();
@@ -369,12 +567,11 @@ impl Store {
         let deliveries: Vec<NewDelivery> = records.iter().flat_map(outbox).collect();
         let refs: Vec<&CallRecord> = records.iter().collect();
         for chunk in refs.chunks(ROWS) {
-            upsert_records(&mut tx, self.backend, chunk).await?;
+            upsert_records(conn, self.backend, chunk).await?;
         }
         for chunk in deliveries.chunks(ROWS) {
-            outbox::insert(&mut tx, self.backend, chunk, now).await?;
+            outbox::insert(conn, self.backend, chunk, now).await?;
         }
-        tx.commit().await.map_err(query_error("commit"))?;
         Ok(records.len() as u64)
     }
 
@@ -426,8 +623,117 @@ impl Store {
     }
 }
 
+type Conn = sqlx::AnyConnection;
+
+/// A write transaction on one pooled connection, begun and ended with plain statements rather
+/// than sqlx's transaction object: after a COMMIT that failed (disk full, read-only file) the
+/// latter could leave SQLite's transaction open on the connection, holding the write lock, and
+/// every later "commit" on it nested in the dead transaction and lost — what sipdesk saw as
+/// records written were gone at the next start. Here a failure always ends in ROLLBACK. The
+/// connection is then closed, rather than returned to the pool, when the ROLLBACK failed too or
+/// SQLite found its files read-only (such a connection stays read-only until reopened). It is
+/// kept otherwise: on a full disk, the connection that replaced a closed one had to rebuild the
+/// shared-memory WAL index and died of SIGBUS writing to it.
+struct Write {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+}
+
+impl Write {
+    async fn begin(pool: &AnyPool, backend: Backend) -> Result<Write, StoreError> {
+        let mut conn = pool.acquire().await.map_err(query_error("connect"))?;
+        // SQLite: take the write lock now, not when the first statement writes, so a busy
+        // database is waited for (busy_timeout) instead of failing the transaction half-way.
+        let begin = match backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        let result = sqlx::query(begin).execute(&mut *conn).await;
+        let mut write = Write { conn: Some(conn) };
+        match result {
+            Ok(_) => Ok(write),
+            Err(source) => {
+                let error = StoreError::Query {
+                    what: "begin",
+                    source,
+                };
+                write.roll_back(error.is_read_only()).await;
+                Err(error)
+            }
+        }
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn
+            .as_deref_mut()
+            .expect("a write's connection is there until it ends")
+    }
+
+    /// Commits when `result` is `Ok`, else rolls back; either way returns the outcome.
+    async fn end<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let value = match result {
+            Ok(value) => value,
+            Err(error) => {
+                self.roll_back(error.is_read_only()).await;
+                return Err(error);
+            }
+        };
+        match sqlx::query("COMMIT").execute(self.conn()).await {
+            Ok(_) => {
+                self.conn = None;
+                Ok(value)
+            }
+            Err(source) => {
+                let error = StoreError::Query {
+                    what: "commit",
+                    source,
+                };
+                self.roll_back(error.is_read_only()).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Rolls back (SQLite may have done so already by itself), and closes the connection when
+    /// it cannot serve again.
+    async fn roll_back(&mut self, read_only: bool) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let rolled_back = match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            Ok(_) => true,
+            Err(e) => e.to_string().contains("no transaction is active"),
+        };
+        if !rolled_back || read_only {
+            let _ = sqlx::Connection::close(conn.detach()).await;
+        }
+    }
+}
+
+impl Drop for Write {
+    /// A write abandoned half-way (its future dropped) never returns its open transaction to
+    /// the pool: the connection is closed, which rolls it back.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// A change the database refused, as kept in `dead_records`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadRecord {
+    pub recorded_at: Timestamp,
+    /// `call_started`, `event`, `call_ended` or `cursor`.
+    pub kind: String,
+    pub call_id: String,
+    /// What the database said.
+    pub reason: String,
+    /// The change as JSON.
+    pub payload: String,
+}
+
 /// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -439,8 +745,6 @@ fn redact(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
-
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind limits.
 const ROWS: usize = 100;
@@ -471,7 +775,7 @@ fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
 }
 
 async fn insert_starts(
-    tx: &mut Tx<'_>,
+    conn: &mut Conn,
     backend: Backend,
     starts: &[&CallStart],
 ) -> Result<(), StoreError> {
@@ -484,22 +788,22 @@ async fn insert_starts(
     for start in starts {
         query = query
             .bind(start.id.as_str())
-            .bind(start.sip_call_id.as_str())
+            .bind(text(&start.sip_call_id).into_owned())
             .bind(name(&start.direction))
-            .bind(start.queue.clone())
-            .bind(start.caller.as_str())
-            .bind(start.callee.as_str())
+            .bind(text_opt(&start.queue))
+            .bind(text(&start.caller).into_owned())
+            .bind(text(&start.callee).into_owned())
             .bind(millis(start.started_at));
     }
     query
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(query_error("save call starts"))?;
     Ok(())
 }
 
 async fn insert_events(
-    tx: &mut Tx<'_>,
+    conn: &mut Conn,
     backend: Backend,
     events: &[&CallEvent],
 ) -> Result<(), StoreError> {
@@ -514,18 +818,18 @@ async fn insert_events(
             .bind(event.call_id.as_str())
             .bind(event.seq as i64)
             .bind(millis(event.at))
-            .bind(event.kind.as_str())
-            .bind(event.detail.as_str());
+            .bind(text(&event.kind).into_owned())
+            .bind(text(&event.detail).into_owned());
     }
     query
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(query_error("save call events"))?;
     Ok(())
 }
 
 async fn upsert_records(
-    tx: &mut Tx<'_>,
+    conn: &mut Conn,
     backend: Backend,
     records: &[&CallRecord],
 ) -> Result<(), StoreError> {
@@ -547,15 +851,15 @@ async fn upsert_records(
     for r in records {
         query = query
             .bind(r.id.as_str())
-            .bind(r.sip_call_id.as_str())
+            .bind(text(&r.sip_call_id).into_owned())
             .bind(name(&r.direction))
-            .bind(r.queue.clone())
-            .bind(r.group.clone())
+            .bind(text_opt(&r.queue))
+            .bind(text_opt(&r.group))
             .bind(json(&r.groups))
-            .bind(r.caller.as_str())
-            .bind(r.callee.as_str())
-            .bind(r.agent.clone())
-            .bind(r.agent_email.clone())
+            .bind(text(&r.caller).into_owned())
+            .bind(text(&r.callee).into_owned())
+            .bind(text_opt(&r.agent))
+            .bind(text_opt(&r.agent_email))
             .bind(millis(r.started_at))
             .bind(r.answered_at.map(millis))
             .bind(millis(r.ended_at))
@@ -563,12 +867,12 @@ async fn upsert_records(
             .bind(r.reason.map(|x| name(&x)))
             .bind(r.ended_by.map(|x| name(&x)))
             .bind(i32::from(r.out_of_hours))
-            .bind(r.recording_url.clone())
+            .bind(text_opt(&r.recording_url))
             .bind(json(&r.explanation))
             .bind(json(&r.tags));
     }
     query
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(query_error("save call records"))?;
     Ok(())

@@ -24,7 +24,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, Tx, from_millis, millis, placeholders, query_error};
+use super::{Backend, Store, StoreError, from_millis, millis, placeholders, query_error, text};
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -127,7 +127,7 @@ const COLUMNS: usize = 11;
 /// Inserts deliveries inside the transaction that ends their calls. A delivery that exists
 /// already (the same call ended twice in the store's eyes) is left as it is.
 pub(super) async fn insert(
-    tx: &mut Tx<'_>,
+    conn: &mut super::Conn,
     backend: Backend,
     deliveries: &[NewDelivery],
     now: Timestamp,
@@ -150,17 +150,17 @@ pub(super) async fn insert(
             .bind(NewDelivery::id_of(&d.call_id, &d.integration))
             .bind(d.call_id.as_str())
             .bind(d.integration.as_str())
-            .bind(d.contact_key.as_str())
+            .bind(text(&d.contact_key).into_owned())
             .bind(millis(d.call_started_at))
             .bind(now)
             .bind(state.as_str())
             .bind(now)
             .bind(now)
-            .bind(d.skipped.clone())
+            .bind(d.skipped.as_deref().map(|s| text(s).into_owned()))
             .bind(now);
     }
     query
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(query_error("save deliveries"))?;
     Ok(())
@@ -411,7 +411,7 @@ impl Store {
         let mut query = sqlx::query(&sql);
         for param in params {
             query = match *param {
-                Param::Text(text) => query.bind(text),
+                Param::Text(value) => query.bind(value.map(|v| text(v).into_owned())),
                 Param::Int(number) => query.bind(number),
             };
         }

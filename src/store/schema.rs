@@ -87,4 +87,20 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         )
         ",
     ),
+    (
+        3,
+        "
+        CREATE TABLE dead_records (
+            recorded_at BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            payload TEXT NOT NULL
+        );
+        CREATE TABLE write_check (
+            id INTEGER PRIMARY KEY,
+            checked_at BIGINT NOT NULL
+        )
+        ",
+    ),
 ];

@@ -98,7 +98,8 @@ impl Daemon {
             str::to_owned,
         );
         let text = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\npbx = \"127.0.0.1:{pbx_port}\"\n{sip_extra}\n\n[database]\nurl = \"{database}\"\n\n{body}"
+            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\npbx = \"127.0.0.1:{pbx_port}\"\n{sip_extra}\n\n[database]\nstate_directory = \"{}\"\nurl = \"{database}\"\n\n{body}",
+            dir.display()
         );
         let config = dir.join("sipdesk.toml");
         std::fs::write(&config, text).unwrap();
