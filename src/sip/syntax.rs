@@ -52,7 +52,9 @@ fn check_escaped(text: &str, allowed: impl Fn(u8) -> bool) -> bool {
     true
 }
 
-/// Decodes `%HH` escapes (already checked); invalid UTF-8 is replaced.
+/// Decodes `%HH` escapes (already checked); invalid UTF-8 is replaced. An escape of a control
+/// character (`%00`, `%0D`…) stays as written: no user part sipdesk routes on contains one, and
+/// decoded it would reach logs and the database as a raw NUL or line break.
 pub fn unescape(text: &str) -> String {
     if !text.contains('%') {
         return text.to_owned();
@@ -67,7 +69,12 @@ pub fn unescape(text: &str) -> String {
                 bytes.get(i + 1).and_then(|b| hex(*b)),
                 bytes.get(i + 2).and_then(|b| hex(*b)),
             ) {
-                out.push(a * 16 + b);
+                let decoded = a * 16 + b;
+                if decoded.is_ascii_control() {
+                    out.extend_from_slice(&bytes[i..i + 3]);
+                } else {
+                    out.push(decoded);
+                }
                 i += 3;
                 continue;
             }

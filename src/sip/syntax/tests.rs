@@ -46,6 +46,15 @@ fn unusual_but_valid_users_are_kept_as_written() {
         sip("sip:%31%30%30@x").user_unescaped().as_deref(),
         Some("100")
     );
+    // An escaped control character is never decoded into the text.
+    assert_eq!(
+        sip("sip:%00abc%0d%41@x").user_unescaped().as_deref(),
+        Some("%00abc%0dA")
+    );
+    assert_eq!(
+        sip("sip:%31%30%30@x").user_unescaped().as_deref(),
+        Some("100")
+    );
 }
 
 #[test]
