@@ -42,6 +42,9 @@ pub enum MissedReason {
     Rejected,
     /// sipdesk stopped (crash or restart) while the call was in progress.
     Interrupted,
+    /// An agent answered but the caller's side never acknowledged the answer (no ACK within
+    /// 64·T1): the two were never connected, and sipdesk hung up both (RFC 3261 §13.3.1.4).
+    NotConnected,
 }
 
 impl MissedReason {
@@ -54,6 +57,7 @@ impl MissedReason {
             MissedReason::NoAgents => "no_agents",
             MissedReason::Rejected => "rejected",
             MissedReason::Interrupted => "interrupted",
+            MissedReason::NotConnected => "not_connected",
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum EndedBy {
     Admin,
     /// sipdesk stopped while the call was in progress.
     Interrupted,
+    /// The session check found one side gone (no answer, or 481 to an in-dialog OPTIONS).
+    Lost,
 }
 
 /// The call types ticket rules are written for.

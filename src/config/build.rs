@@ -167,6 +167,22 @@ fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
         (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600)),
         src,
     );
+    let session_check = match sip.session_check.trim() {
+        "off" | "" => Some(None),
+        text => duration(
+            text,
+            keys!["sip", "session_check"],
+            (Duration::from_secs(10), Duration::from_secs(24 * 3600)),
+            src,
+        )
+        .map(Some),
+    };
+    if !(1..=100).contains(&sip.max_outbound_per_agent) {
+        src.error(
+            keys!["sip", "max_outbound_per_agent"],
+            "max_outbound_per_agent must be from 1 to 100",
+        );
+    }
     let shutdown_grace = duration(
         &sip.shutdown_grace,
         keys!["sip", "shutdown_grace"],
@@ -199,6 +215,8 @@ fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
             t4: t4?,
         },
         max_call_duration: max_call_duration?,
+        session_check: session_check?,
+        max_outbound_per_agent: sip.max_outbound_per_agent,
         shutdown_grace: shutdown_grace?,
         recording_url: sip.recording_url.clone(),
         recording_header: sip.recording_header.clone(),

@@ -67,6 +67,9 @@ pub struct SipSettings {
     pub limits: Limits,
     pub timers: TimerSettings,
     pub max_call_duration: Duration,
+    /// `None`: off.
+    pub session_check: Option<Duration>,
+    pub max_outbound_per_agent: u32,
     pub shutdown_grace: Duration,
     pub recording_url: Option<String>,
     pub recording_header: Option<String>,

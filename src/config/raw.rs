@@ -50,6 +50,14 @@ pub(crate) struct RawSip {
     /// An answered call with no BYE after this long is closed (a lost BYE).
     #[serde(default = "default_max_call_duration")]
     pub(crate) max_call_duration: String,
+    /// How often each answered call is checked with an in-dialog OPTIONS to both sides; a side
+    /// that answers 481 or not at all is gone, and the call is ended. `"off"` (default): no
+    /// check, a lost BYE is caught by `max_call_duration`.
+    #[serde(default = "default_session_check")]
+    pub(crate) session_check: String,
+    /// Most outbound calls an agent's extension may have at once; more get 486 Busy Here.
+    #[serde(default = "default_max_outbound_per_agent")]
+    pub(crate) max_outbound_per_agent: u32,
     /// On stop, how long calls in progress may go on before sipdesk exits anyway.
     #[serde(default = "default_shutdown_grace")]
     pub(crate) shutdown_grace: String,
@@ -102,6 +110,14 @@ fn default_t4() -> String {
 
 fn default_max_call_duration() -> String {
     "4h".to_owned()
+}
+
+fn default_session_check() -> String {
+    "off".to_owned()
+}
+
+fn default_max_outbound_per_agent() -> u32 {
+    2
 }
 
 fn default_shutdown_grace() -> String {

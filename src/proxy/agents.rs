@@ -14,6 +14,8 @@ struct Agent {
     away: bool,
     /// Calls this agent is being rung for or is talking on.
     calls: u32,
+    /// Of those, outbound calls the agent dialled.
+    outbound: u32,
     wrap_up_until: Option<Instant>,
 }
 
@@ -37,6 +39,23 @@ impl Agents {
     /// The agent is rung, or talks, on one more call.
     pub fn engage(&mut self, extension: &Extension) {
         self.agents.entry(extension.clone()).or_default().calls += 1;
+    }
+
+    /// The agent dials out: one more outbound call.
+    pub fn dial(&mut self, extension: &Extension) {
+        self.agents.entry(extension.clone()).or_default().outbound += 1;
+    }
+
+    /// One of the agent's outbound calls ended.
+    pub fn hang_up_outbound(&mut self, extension: &Extension) {
+        if let Some(agent) = self.agents.get_mut(extension) {
+            agent.outbound = agent.outbound.saturating_sub(1);
+        }
+    }
+
+    /// How many outbound calls the agent has now.
+    pub fn outbound(&self, extension: &Extension) -> u32 {
+        self.agents.get(extension).map_or(0, |a| a.outbound)
     }
 
     /// One of the agent's calls stopped ringing without an answer.

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::dialog::{Dialog, Side};
 use super::forward;
-use super::{Core, Now, Timer};
+use super::{Core, Now, Own, Timer};
 use crate::call::{
     CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
 };
@@ -86,11 +87,20 @@ pub(super) struct Call {
     /// The agent who dialled, for outbound calls.
     dialler: Option<Extension>,
     recording_url: Option<String>,
+    /// The answered dialog, to send requests into it (BYE, session check).
+    dialog: Option<Dialog>,
+    /// Whether the caller acknowledged the answer.
+    acked: bool,
 }
 
 impl Call {
     pub(super) fn is_ended(&self) -> bool {
         self.state == State::Ended
+    }
+
+    /// Where the caller's INVITE came from.
+    pub(super) fn source(&self) -> Peer {
+        self.source
     }
 
     /// Whether a request inside a dialog belongs to the dialog of the call's answer (rather
@@ -245,6 +255,8 @@ impl Core {
             max_wait_at: now.mono + OUTBOUND_RING,
             dialler: None,
             recording_url: None,
+            dialog: None,
+            acked: false,
             invite: request,
         })
     }
@@ -324,6 +336,24 @@ impl Core {
             _ => None,
         };
         match dialler {
+            Some(agent)
+                if is_dialable(&user)
+                    && self.agents.outbound(&agent) >= self.config.sip.max_outbound_per_agent =>
+            {
+                let warning = format!(
+                    "399 sipdesk \"{agent} already has {} outbound calls\"",
+                    self.agents.outbound(&agent)
+                );
+                tracing::info!(%agent, "outbound call refused: the agent has max_outbound_per_agent calls");
+                self.reply(
+                    now,
+                    &key,
+                    &request,
+                    486,
+                    "Busy Here",
+                    &[("Warning", &warning)],
+                );
+            }
             Some(agent) if is_dialable(&user) => {
                 self.start_outbound(now, key, request, source, user, agent)
             }
@@ -379,6 +409,7 @@ impl Core {
         call.dialler = Some(agent.clone());
         self.register(now, &call);
         self.agents.engage(&agent);
+        self.agents.dial(&agent);
         self.event(now, &call, "outbound", format!("{agent} dials {dialled}"));
         self.send_branch(now, &mut call, &dialled, None, None);
         self.put(call);
@@ -544,6 +575,9 @@ impl Core {
         ended_by: Option<EndedBy>,
     ) {
         call.state = State::Ended;
+        if let Some(agent) = &call.dialler {
+            self.agents.hang_up_outbound(agent);
+        }
         match outcome {
             Outcome::Answered => self.stats.calls_answered += 1,
             _ => self.stats.calls_missed += 1,
@@ -743,7 +777,7 @@ impl Core {
                     // The caller's transaction already has its final answer (487 after a
                     // CANCEL, 480 at max wait): every 2xx is still forwarded (RFC 3261 §16.7
                     // step 10) so the caller can acknowledge it and hang up with BYE.
-                    self.relay_stateless(&response);
+                    self.relay_stateless(&response, Some(call.source));
                 }
             }
             _ => {
@@ -820,10 +854,26 @@ impl Core {
             .as_ref()
             .map_or_else(|| call.callee.clone(), |e| e.to_string());
         self.event(now, call, "answered", format!("{who} answered"));
+        call.dialog = Some(Dialog::new(
+            &call.invite,
+            response,
+            call.source,
+            self.settings.pbx,
+            &self.settings.local,
+            call.caller_contact.clone(),
+            call.agent_contact.clone(),
+        ));
         self.schedule(
             now.mono + self.settings.max_call_duration,
             Timer::MaxDuration { call: call.key },
         );
+        self.schedule(
+            now.mono + 64 * self.settings.timers.t1,
+            Timer::AckWait { call: call.key },
+        );
+        if let Some(every) = self.config.sip.session_check {
+            self.schedule(now.mono + every, Timer::SessionCheck { call: call.key });
+        }
     }
 
     /// The current branch got no response, or could not be sent.
@@ -936,10 +986,57 @@ impl Core {
         self.end(now, call, Outcome::Answered, None, Some(by));
     }
 
-    /// Where a request inside a call's dialog goes when its route leads back to sipdesk: the
-    /// other party's Contact.
-    pub(super) fn dialog_target(&self, request: &Request) -> Option<(SipUri, Peer)> {
-        let call = self.calls.get(self.by_call_id.get(&request.call_id)?)?;
+    /// The call a request inside a dialog belongs to, and the side that sent it: its Call-ID
+    /// is a call's and one of its tags the caller's (the other is the answering agent's, or a
+    /// late answer's from another branch).
+    pub(super) fn dialog_of(&self, request: &Request) -> Option<(u64, Side)> {
+        let key = *self.by_call_id.get(&request.call_id)?;
+        let call = self.calls.get(&key)?;
+        let caller_tag = call.invite.from.tag()?;
+        if request.from.tag() == Some(caller_tag) {
+            Some((key, Side::Caller))
+        } else if request.to.tag() == Some(caller_tag) {
+            Some((key, Side::Agent))
+        } else {
+            None
+        }
+    }
+
+    /// Whether a request inside the dialog of `call` may go to `peer`: the PBX, the caller's
+    /// source, or an address the dialog named (Contact, Record-Route).
+    pub(super) fn may_reach(&self, key: u64, peer: &Peer) -> bool {
+        let Some(call) = self.calls.get(&key) else {
+            return false;
+        };
+        let ip = peer.addr.ip();
+        ip == self.settings.pbx.addr.ip()
+            || ip == call.source.addr.ip()
+            || call.dialog.as_ref().is_some_and(|d| d.allows(peer))
+    }
+
+    /// A request from `side` passed through: its CSeq is the one sipdesk's own requests follow.
+    pub(super) fn saw_request(&mut self, key: u64, side: Side, request: &Request) {
+        if let Some(dialog) = self.calls.get_mut(&key).and_then(|c| c.dialog.as_mut()) {
+            dialog.saw_request(side, request.cseq.seq);
+        }
+    }
+
+    /// An ACK passed through: the caller's acknowledges the answer.
+    pub(super) fn acknowledged(&mut self, key: u64, side: Side, request: &Request) {
+        if let Some(call) = self.calls.get_mut(&key) {
+            if side == Side::Caller
+                && request.cseq.seq == call.invite.cseq.seq
+                && call.in_answered_dialog(request)
+            {
+                call.acked = true;
+            }
+        }
+    }
+
+    /// Where a request inside a call's dialog goes when its route leads back to sipdesk (or
+    /// nowhere the dialog named): the other party's Contact, or the PBX or caller's source.
+    pub(super) fn dialog_target(&self, key: u64, request: &Request) -> Option<(SipUri, Peer)> {
+        let call = self.calls.get(&key)?;
         let from_caller = request.from.tag() == call.invite.from.tag();
         let (contact, fallback) = if from_caller {
             (call.agent_contact.clone(), self.settings.pbx)
@@ -948,9 +1045,65 @@ impl Core {
         };
         let uri = contact?;
         let peer = forward::resolve(&uri, &self.settings.pbx_host, self.settings.pbx)
-            .filter(|p| !self.is_self(p.addr))
+            .filter(|p| !self.is_self(p.addr) && self.may_reach(key, p))
             .unwrap_or(fallback);
         Some((uri, peer))
+    }
+
+    /// Sends a request of sipdesk's own into a call's dialog, towards `side`.
+    fn send_in_dialog(
+        &mut self,
+        now: Now,
+        call: &Call,
+        side: Side,
+        method: rsip::Method,
+        own: Own,
+    ) {
+        let Some(dialog) = &call.dialog else {
+            return;
+        };
+        let branch = forward::branch(&call.invite, self.next_counter());
+        let (request, peer) = dialog.request(
+            side,
+            method,
+            &self.settings.local,
+            &self.settings.pbx_host,
+            &branch,
+        );
+        let tx = self.tx.request(now.mono, request, peer, &branch);
+        self.own.insert(tx, (call.key, own));
+    }
+
+    /// Hangs up both sides of an answered call with BYE.
+    fn bye_both(&mut self, now: Now, call: &Call) {
+        self.send_in_dialog(now, call, Side::Agent, rsip::Method::Bye, Own::Bye);
+        self.send_in_dialog(now, call, Side::Caller, rsip::Method::Bye, Own::Bye);
+    }
+
+    /// The final answer to a request sipdesk sent into a call (`None`: none came).
+    pub(super) fn on_own_answer(&mut self, now: Now, key: u64, own: Own, status: Option<u16>) {
+        let Own::Check(side) = own else { return };
+        // 481: the dialog is gone there; 408 or silence: so is the party. Anything else (even
+        // 405 or 501) proves someone still holds the call.
+        let gone = matches!(status, None | Some(408) | Some(481));
+        if !gone {
+            return;
+        }
+        let Some(mut call) = self.take(key) else {
+            return;
+        };
+        if call.state == State::Answered {
+            let why = status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+            self.event(
+                now,
+                &call,
+                "session_check",
+                format!("the {} is gone ({why}): the call is ended", side.as_str()),
+            );
+            self.bye_both(now, &call);
+            self.hang_up(now, &mut call, EndedBy::Lost);
+        }
+        self.put(call);
     }
 
     pub(super) fn on_timer(&mut self, now: Now, timer: Timer) {
@@ -1011,7 +1164,64 @@ impl Core {
                     return;
                 };
                 if call.state == State::Answered {
+                    // A lost BYE, most likely: both phones are told the call is over.
+                    self.bye_both(now, &call);
                     self.hang_up(now, &mut call, EndedBy::MaxDuration);
+                }
+                self.put(call);
+            }
+            Timer::AckWait { call: key } => {
+                let Some(mut call) = self.take(key) else {
+                    return;
+                };
+                if call.state == State::Answered && !call.acked {
+                    // RFC 3261 §13.3.1.4: no ACK within 64·T1, the dialog is not confirmed;
+                    // sipdesk stands in for both ends and hangs up.
+                    self.event(
+                        now,
+                        &call,
+                        "not_connected",
+                        "the caller's side never acknowledged the answer: both sides hung up"
+                            .to_owned(),
+                    );
+                    self.bye_both(now, &call);
+                    let agent = match call.direction {
+                        Direction::Inbound => {
+                            call.answer.as_ref().and_then(|a| a.extension.clone())
+                        }
+                        Direction::Outbound => call.dialler.clone(),
+                    };
+                    if let Some(agent) = agent {
+                        self.agents.release(&agent);
+                    }
+                    call.answer = None;
+                    self.end(
+                        now,
+                        &mut call,
+                        Outcome::Missed,
+                        Some(MissedReason::NotConnected),
+                        None,
+                    );
+                }
+                self.put(call);
+            }
+            Timer::SessionCheck { call: key } => {
+                let Some(call) = self.take(key) else {
+                    return;
+                };
+                if call.state == State::Answered {
+                    if let Some(every) = self.config.sip.session_check {
+                        for side in [Side::Agent, Side::Caller] {
+                            self.send_in_dialog(
+                                now,
+                                &call,
+                                side,
+                                rsip::Method::Options,
+                                Own::Check(side),
+                            );
+                        }
+                        self.schedule(now.mono + every, Timer::SessionCheck { call: key });
+                    }
                 }
                 self.put(call);
             }

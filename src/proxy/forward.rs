@@ -29,7 +29,7 @@ impl Local {
         uri.host.eq_ignore_ascii_case(&self.host) && uri.port.unwrap_or(5060) == self.port
     }
 
-    fn via(&self, transport: Transport, branch: &str) -> String {
+    pub(crate) fn via(&self, transport: Transport, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {}:{};branch={branch};rport",
             transport.via_name(),

@@ -18,6 +18,7 @@
 
 mod agents;
 mod call;
+mod dialog;
 pub mod forward;
 
 use std::cmp::Reverse;
@@ -143,8 +144,22 @@ enum Timer {
     MaxWait { call: u64 },
     /// An answered call outlived `max_call_duration`.
     MaxDuration { call: u64 },
+    /// An answered call whose ACK has not come by now was never connected (RFC 3261
+    /// §13.3.1.4: 64·T1 after the 2xx).
+    AckWait { call: u64 },
+    /// Time to check that both sides of an answered call are still there (`session_check`).
+    SessionCheck { call: u64 },
     /// An ended call can be forgotten: late retransmissions have passed.
     Forget { call: u64 },
+}
+
+/// A request sipdesk sent itself inside a call's dialog.
+#[derive(Clone, Copy, Debug)]
+enum Own {
+    /// Ending the call: the answer does not matter.
+    Bye,
+    /// The session check of one side: 481 or no answer means it is gone.
+    Check(dialog::Side),
 }
 
 /// At most `rate` events a second, for answers to untrusted sources.
@@ -197,6 +212,8 @@ pub struct Core {
     /// Requests forwarded inside dialogs: client transaction → the server transaction and the
     /// request it answers.
     forwarded: FxHashMap<TxKey, (TxKey, Box<Request>)>,
+    /// Requests sipdesk sent itself inside calls' dialogs: client transaction → call and why.
+    own: FxHashMap<TxKey, (u64, Own)>,
     agents: Agents,
     cursors: HashMap<String, Extension>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -235,6 +252,7 @@ impl Core {
             by_branch: FxHashMap::default(),
             by_call_id: HashMap::new(),
             forwarded: FxHashMap::default(),
+            own: FxHashMap::default(),
             agents,
             cursors,
             timers: BinaryHeap::new(),
@@ -294,16 +312,18 @@ impl Core {
             .any(|l| l.port() == addr.port() && (l.ip() == addr.ip() || l.ip().is_unspecified()))
     }
 
-    /// The next hop of a request inside a dialog: its route, or when that leads back to sipdesk,
-    /// the other party of the call, with the Request-URI set to it.
-    fn in_dialog_hop(&self, request: &Request) -> Option<(Option<rsip::Uri>, Peer)> {
+    /// The next hop of a request inside the dialog of `call`: its route, or when that leads
+    /// back to sipdesk (or somewhere the dialog never named), the other party of the call, with
+    /// the Request-URI set to it.
+    fn in_dialog_hop(&self, call: u64, request: &Request) -> Option<(Option<rsip::Uri>, Peer)> {
         let hop = forward::next_hop(request, &self.settings.local);
         let routed = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx)
-            .filter(|p| !self.is_self(p.addr) && !self.settings.local.is_me(&hop));
+            .filter(|p| !self.is_self(p.addr) && !self.settings.local.is_me(&hop))
+            .filter(|p| self.may_reach(call, p));
         match routed {
             Some(peer) => Some((None, peer)),
             None => self
-                .dialog_target(request)
+                .dialog_target(call, request)
                 .map(|(uri, peer)| (Some(wire::rsip_uri(&uri)), peer)),
         }
     }
@@ -575,14 +595,15 @@ impl Core {
         true
     }
 
-    /// A request inside a dialog, as sent on to its next hop (`None`: there is none), with the
-    /// peer and the branch of its new Via.
+    /// A request inside the dialog of `call`, as sent on to its next hop (`None`: there is
+    /// none), with the peer and the branch of its new Via.
     fn in_dialog_forward(
         &mut self,
+        call: u64,
         request: &Request,
         source: Peer,
     ) -> Option<(rsip::Request, Peer, String)> {
-        let (uri, peer) = self.in_dialog_hop(request)?;
+        let (uri, peer) = self.in_dialog_hop(call, request)?;
         let branch = forward::branch(request, self.next_counter());
         let forwarded = forward::forward_request(
             request,
@@ -597,11 +618,25 @@ impl Core {
     }
 
     /// A request inside a dialog sipdesk record-routed: sent on statefully to the next hop.
+    /// Only dialogs of calls sipdesk is following are routed; for any other, 481 (so a
+    /// trusted address cannot use sipdesk to reach hosts of its choosing).
     fn forward_in_dialog(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
-        let Some((forwarded, peer, branch)) = self.in_dialog_forward(&request, source) else {
+        let Some((call, side)) = self.dialog_of(&request) else {
+            self.reply(
+                now,
+                &key,
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
+            return;
+        };
+        let Some((forwarded, peer, branch)) = self.in_dialog_forward(call, &request, source) else {
             self.reply(now, &key, &request, 404, "Not Found", &[]);
             return;
         };
+        self.saw_request(call, side, &request);
         if request.method() == rsip::Method::Bye {
             self.on_bye(now, &request);
         }
@@ -610,7 +645,8 @@ impl Core {
     }
 
     /// An ACK to a 2xx: forwarded statelessly along the route, unless it has run out of hops
-    /// (an ACK gets no response, so it is dropped: RFC 3261 §16.3 step 3).
+    /// (an ACK gets no response, so it is dropped: RFC 3261 §16.3 step 3) or belongs to no
+    /// call sipdesk follows.
     fn on_ack(&mut self, _now: Now, request: Request, source: Peer) {
         if request.max_forwards == Some(0) {
             tracing::debug!(call_id = request.call_id, "ACK with Max-Forwards 0 dropped");
@@ -620,7 +656,15 @@ impl Core {
             tracing::debug!(call_id = request.call_id, "ACK in a loop dropped");
             return;
         }
-        let Some((forwarded, peer, _)) = self.in_dialog_forward(&request, source) else {
+        let Some((call, side)) = self.dialog_of(&request) else {
+            tracing::debug!(
+                call_id = request.call_id,
+                "ACK of an unknown dialog dropped"
+            );
+            return;
+        };
+        self.acknowledged(call, side, &request);
+        let Some((forwarded, peer, _)) = self.in_dialog_forward(call, &request, source) else {
             tracing::debug!(call_id = request.call_id, "ACK with no next hop dropped");
             return;
         };
@@ -630,6 +674,11 @@ impl Core {
     fn on_response(&mut self, now: Now, tx: TxKey, response: Response) {
         if let Some(call) = self.by_branch.get(&tx).copied() {
             self.on_branch_response(now, call, tx, response);
+        } else if let Some((call, own)) = self.own.get(&tx).copied() {
+            if response.status >= 200 {
+                self.own.remove(&tx);
+                self.on_own_answer(now, call, own, Some(response.status));
+            }
         } else if let Some((server, _)) = self.forwarded.get(&tx) {
             let server = *server;
             if response.status >= 200 {
@@ -640,7 +689,8 @@ impl Core {
         } else {
             // A 2xx retransmitted while its client transaction waits in Accepted, after the
             // first one was relayed (RFC 6026 §8).
-            self.relay_stateless(&response);
+            let source = self.call_source(&response.call_id);
+            self.relay_stateless(&response, source);
         }
     }
 
@@ -653,27 +703,58 @@ impl Core {
                 self.settings.local.port
             );
         if ours {
-            self.relay_stateless(&response);
+            let source = self.call_source(&response.call_id);
+            self.relay_stateless(&response, source);
         }
     }
 
     /// A 2xx to an INVITE that no server transaction can carry any more, sent to the previous
     /// hop by its Via (RFC 3261 §16.7 step 10). Other responses are not relayed this way.
-    fn relay_stateless(&mut self, response: &Response) {
+    /// Where the caller's INVITE of the call with this Call-ID came from.
+    fn call_source(&self, call_id: &str) -> Option<Peer> {
+        self.by_call_id
+            .get(call_id)
+            .and_then(|key| self.calls.get(key))
+            .map(|call| call.source())
+    }
+
+    /// `source`: where the INVITE of the response's call came from (`None`: no call sipdesk
+    /// follows, and nothing is relayed).
+    fn relay_stateless(&mut self, response: &Response, source: Option<Peer>) {
         if !(200..300).contains(&response.status) || response.cseq.method != "INVITE" {
             return;
         }
-        if let Some(peer) = forward::response_peer(response) {
-            self.send(
-                peer,
-                message::encode_response(&forward::relay_response(response)),
-            );
-        }
+        let Some(peer) = forward::response_peer(response) else {
+            return;
+        };
+        // Only to the caller's side of a call sipdesk follows: a Via cannot aim sipdesk at an
+        // address of its own choosing, nor make it open a connection there.
+        let peer = match source {
+            Some(source) if source.addr == peer.addr && source.transport == peer.transport => {
+                source
+            }
+            Some(source)
+                if peer.addr.ip() == source.addr.ip()
+                    || peer.addr.ip() == self.settings.pbx.addr.ip() =>
+            {
+                peer
+            }
+            _ => {
+                tracing::debug!(call_id = response.call_id, %peer, "2xx for no call sipdesk follows not relayed");
+                return;
+            }
+        };
+        self.send(
+            peer,
+            message::encode_response(&forward::relay_response(response)),
+        );
     }
 
     fn on_timeout(&mut self, now: Now, tx: TxKey) {
         if let Some(call) = self.by_branch.get(&tx).copied() {
             self.on_branch_failed(now, call, tx, "no response");
+        } else if let Some((call, own)) = self.own.remove(&tx) {
+            self.on_own_answer(now, call, own, None);
         } else if let Some((server, request)) = self.forwarded.remove(&tx) {
             self.reply(now, &server, &request, 408, "Request Timeout", &[]);
         }
@@ -708,5 +789,7 @@ fn unsupported_options(request: &Request, names: &[&str]) -> Vec<String> {
     tags
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

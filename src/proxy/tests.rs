@@ -5,7 +5,7 @@ use crate::call::{CallRecord, Direction, EndedBy, MissedReason, Outcome};
 use crate::routing::AgentState;
 use crate::sip::wire::{Datagram, Inbound};
 
-const CONFIG: &str = r#"
+pub(super) const CONFIG: &str = r#"
 [sip]
 pbx = "127.0.0.1:5080"
 trusted = ["127.0.0.1"]
@@ -30,27 +30,36 @@ agents = [{ extension = "3001" }]
 "#;
 
 /// Monday 2026-11-23 10:00 in Madrid.
-const OPEN: &str = "2026-11-23T09:00:00Z";
-const CLOSED: &str = "2026-11-23T20:00:00Z";
+pub(super) const OPEN: &str = "2026-11-23T09:00:00Z";
+pub(super) const CLOSED: &str = "2026-11-23T20:00:00Z";
 
-fn caller() -> SocketAddr {
+pub(super) fn caller() -> SocketAddr {
     "127.0.0.1:5070".parse().unwrap()
 }
 
-fn pbx() -> SocketAddr {
+pub(super) fn pbx() -> SocketAddr {
     "127.0.0.1:5080".parse().unwrap()
 }
 
-struct Harness {
-    core: Core,
-    now: Now,
+pub(super) struct Harness {
+    pub(super) core: Core,
+    pub(super) now: Now,
     sent: Vec<(Peer, String)>,
     changes: Vec<Change>,
 }
 
 impl Harness {
-    fn new(at: &str) -> Harness {
-        let config = Arc::new(Config::from_toml(CONFIG, "test.toml").unwrap());
+    pub(super) fn new(at: &str) -> Harness {
+        Harness::with_sip(at, "")
+    }
+
+    /// With more `[sip]` settings.
+    pub(super) fn with_sip(at: &str, sip: &str) -> Harness {
+        let text = CONFIG.replace(
+            "trusted = [\"127.0.0.1\"]",
+            &format!("trusted = [\"127.0.0.1\"]\n{sip}"),
+        );
+        let config = Arc::new(Config::from_toml(&text, "test.toml").unwrap());
         let local = Local {
             host: "127.0.0.1".into(),
             port: 5060,
@@ -72,7 +81,7 @@ impl Harness {
         }
     }
 
-    fn collect(&mut self) {
+    pub(super) fn collect(&mut self) {
         for output in self.core.outputs() {
             match output {
                 Output::Send { peer, bytes } => self
@@ -83,12 +92,12 @@ impl Harness {
         }
     }
 
-    fn receive(&mut self, from: SocketAddr, text: &str) {
+    pub(super) fn receive(&mut self, from: SocketAddr, text: &str) {
         self.core.on_datagram(self.now, text.as_bytes(), from);
         self.collect();
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         let until = self.now.plus(d);
         while let Some(at) = self.core.next_deadline() {
             if at > until.mono {
@@ -105,11 +114,11 @@ impl Harness {
     }
 
     /// Messages sent since the last call, as (peer, text).
-    fn take_sent(&mut self) -> Vec<(Peer, String)> {
+    pub(super) fn take_sent(&mut self) -> Vec<(Peer, String)> {
         std::mem::take(&mut self.sent)
     }
 
-    fn records(&self) -> Vec<&CallRecord> {
+    pub(super) fn records(&self) -> Vec<&CallRecord> {
         self.changes
             .iter()
             .filter_map(|c| match c {
@@ -120,17 +129,17 @@ impl Harness {
     }
 }
 
-fn first_line(text: &str) -> &str {
+pub(super) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-fn lines(sent: &[(Peer, String)]) -> Vec<String> {
+pub(super) fn lines(sent: &[(Peer, String)]) -> Vec<String> {
     sent.iter()
         .map(|(p, t)| format!("{} -> {}", first_line(t), p.addr.port()))
         .collect()
 }
 
-fn invite(queue: &str, call_id: &str, branch: &str) -> String {
+pub(super) fn invite(queue: &str, call_id: &str, branch: &str) -> String {
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
     format!(
         "INVITE sip:{queue}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:{queue}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:600123456@127.0.0.1:5070>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
@@ -139,7 +148,7 @@ fn invite(queue: &str, call_id: &str, branch: &str) -> String {
 }
 
 /// The agent's response to a request sipdesk sent it.
-fn respond(request_text: &str, status: u16, reason: &str, tag: &str) -> String {
+pub(super) fn respond(request_text: &str, status: u16, reason: &str, tag: &str) -> String {
     let Ok(Datagram::Message(Inbound::Request(request))) =
         wire::read_datagram(request_text.as_bytes(), &Limits::default())
     else {
@@ -160,7 +169,7 @@ fn respond(request_text: &str, status: u16, reason: &str, tag: &str) -> String {
 }
 
 /// The request with this first line among those sent to the PBX.
-fn sent_to_pbx<'a>(sent: &'a [(Peer, String)], start: &str) -> &'a str {
+pub(super) fn sent_to_pbx<'a>(sent: &'a [(Peer, String)], start: &str) -> &'a str {
     sent.iter()
         .find(|(p, t)| p.addr == pbx() && t.starts_with(start))
         .map(|(_, t)| t.as_str())
@@ -601,14 +610,19 @@ fn unsupported_extensions_are_refused_420() {
     assert!(sent[0].1.contains("Unsupported: 100rel, timer\r\n"));
 }
 
-fn cancel_from_caller(call_id: &str, branch: &str) -> String {
+pub(super) fn cancel_from_caller(call_id: &str, branch: &str) -> String {
     format!(
         "CANCEL sip:100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
 /// A request from the caller inside the dialog with the agent whose To tag is `agent_tag`.
-fn from_caller_in_dialog(method: &str, call_id: &str, agent_tag: &str, extra: &str) -> String {
+pub(super) fn from_caller_in_dialog(
+    method: &str,
+    call_id: &str,
+    agent_tag: &str,
+    extra: &str,
+) -> String {
     format!(
         "{method} sip:2001@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{method}{agent_tag}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>;tag={agent_tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
     )

@@ -1,0 +1,241 @@
+//! What sipdesk knows of an answered call's dialog, to send requests into it itself (RFC 3261
+//! §12.2.1): the BYEs that end a call whose answer nobody acknowledged (§13.3.1.4) or whose far
+//! end is gone, and the in-dialog OPTIONS of the session check. sipdesk sits between the two
+//! legs, so it speaks to each as the other party would: towards the agent as the caller (the
+//! caller's From, the agent's To, the caller's CSeq space), towards the caller as the agent.
+//!
+//! CSeq: a BYE takes the next number after the highest the other party used, which ends the
+//! dialog anyway. An OPTIONS re-uses the highest number seen from the party it stands in for
+//! (a UAS refuses only numbers *lower* than the last, RFC 3261 §12.2.2), so the parties' own
+//! next requests are never refused as out of order.
+//!
+//! Where these requests go is limited to what the dialog itself named: the PBX, the address
+//! the caller's INVITE came from, or a Contact or Record-Route of the call; anything else falls
+//! back to the PBX or the caller's source, so no message makes sipdesk reach out elsewhere.
+
+use std::net::IpAddr;
+
+use rsip::Header;
+
+use super::forward::{self, Local};
+use crate::sip::message::{self, Request, Response};
+use crate::sip::peer::Peer;
+use crate::sip::syntax::{self, SipUri, Uri};
+
+/// One side of the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Side {
+    Caller,
+    Agent,
+}
+
+impl Side {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Side::Caller => "caller",
+            Side::Agent => "agent",
+        }
+    }
+}
+
+/// How to reach one party inside the dialog.
+#[derive(Clone, Debug)]
+struct Party {
+    /// Its Contact: the Request-URI of requests to it.
+    target: Option<SipUri>,
+    /// Record-Route entries between sipdesk and it, nearest first.
+    route: Vec<String>,
+    /// Where the requests go when the route and target name nothing allowed.
+    fallback: Peer,
+    /// Its header (From when it sends): URI and tag.
+    header: String,
+    /// The highest CSeq number it used in this dialog.
+    cseq: u32,
+}
+
+/// The answered dialog of a call.
+#[derive(Clone, Debug)]
+pub(super) struct Dialog {
+    call_id: String,
+    caller: Party,
+    agent: Party,
+    /// Addresses requests inside this dialog may be sent to.
+    allowed: Vec<IpAddr>,
+}
+
+fn record_routes(headers: &rsip::Headers) -> Vec<String> {
+    message::header_values(headers, "Record-Route").collect()
+}
+
+fn is_ours(entry: &str, local: &Local) -> bool {
+    match syntax::parse_name_addr(entry).map(|n| n.uri) {
+        Ok(Uri::Sip(uri)) => local.is_me(&uri),
+        _ => false,
+    }
+}
+
+impl Dialog {
+    /// The dialog made by `answer` to the caller's `invite`, which came from `source` and was
+    /// sent on to the agent at `pbx`.
+    pub(super) fn new(
+        invite: &Request,
+        answer: &Response,
+        source: Peer,
+        pbx: Peer,
+        local: &Local,
+        caller_contact: Option<SipUri>,
+        agent_contact: Option<SipUri>,
+    ) -> Dialog {
+        let header = |name: &str, headers: &rsip::Headers| {
+            message::header_value(headers, name).unwrap_or_default()
+        };
+        // Towards the caller: the Record-Routes the INVITE brought (upstream proxies), nearest
+        // first. Towards the agent: those of the answer above sipdesk's own, nearest first.
+        let upstream: Vec<String> = record_routes(&invite.message.headers);
+        let answered = record_routes(&answer.message.headers);
+        let mut downstream: Vec<String> = answered
+            .iter()
+            .take_while(|entry| !is_ours(entry, local))
+            .cloned()
+            .collect();
+        downstream.reverse();
+        let mut allowed = vec![pbx.addr.ip(), source.addr.ip()];
+        for uri in caller_contact.iter().chain(agent_contact.iter()) {
+            if let Ok(ip) = uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                allowed.push(ip);
+            }
+        }
+        for entry in upstream.iter().chain(downstream.iter()) {
+            if let Ok(Uri::Sip(uri)) = syntax::parse_name_addr(entry).map(|n| n.uri) {
+                if let Ok(ip) = uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                    allowed.push(ip);
+                }
+            }
+        }
+        allowed.sort_unstable();
+        allowed.dedup();
+        Dialog {
+            call_id: invite.call_id.clone(),
+            caller: Party {
+                target: caller_contact,
+                route: upstream,
+                fallback: source,
+                header: header("From", &invite.message.headers),
+                cseq: invite.cseq.seq,
+            },
+            agent: Party {
+                target: agent_contact,
+                route: downstream,
+                fallback: pbx,
+                header: header("To", &answer.message.headers),
+                cseq: 0,
+            },
+            allowed,
+        }
+    }
+
+    fn party(&self, side: Side) -> &Party {
+        match side {
+            Side::Caller => &self.caller,
+            Side::Agent => &self.agent,
+        }
+    }
+
+    /// Whether requests of this dialog may be sent to `peer`.
+    pub(super) fn allows(&self, peer: &Peer) -> bool {
+        self.allowed.contains(&peer.addr.ip())
+    }
+
+    /// A request passed through from `side`: remember its CSeq.
+    pub(super) fn saw_request(&mut self, side: Side, cseq: u32) {
+        let party = match side {
+            Side::Caller => &mut self.caller,
+            Side::Agent => &mut self.agent,
+        };
+        party.cseq = party.cseq.max(cseq);
+    }
+
+    /// A request of `method` from sipdesk to `side`, and where it goes.
+    pub(super) fn request(
+        &self,
+        side: Side,
+        method: rsip::Method,
+        local: &Local,
+        pbx_host: &str,
+        branch: &str,
+    ) -> (rsip::Request, Peer) {
+        let to = self.party(side);
+        let from = self.party(match side {
+            Side::Caller => Side::Agent,
+            Side::Agent => Side::Caller,
+        });
+        let cseq = match method {
+            rsip::Method::Bye => from.cseq.saturating_add(1),
+            _ => from.cseq,
+        };
+        // Loose routing (§16.12): the Request-URI is the party's Contact, the route set goes
+        // in Route; the first hop is the first Route, else the Contact.
+        let first_hop = to
+            .route
+            .first()
+            .and_then(|entry| match syntax::parse_name_addr(entry).ok()?.uri {
+                Uri::Sip(uri) => Some(uri),
+                Uri::Other { .. } => None,
+            })
+            .or_else(|| to.target.clone());
+        let peer = first_hop
+            .and_then(|uri| forward::resolve(&uri, pbx_host, to.fallback))
+            .filter(|peer| self.allows(peer))
+            .map(|peer| {
+                if peer.addr == to.fallback.addr && peer.transport == to.fallback.transport {
+                    // The connection the party's requests came on (TCP).
+                    to.fallback
+                } else {
+                    peer
+                }
+            })
+            .unwrap_or(to.fallback);
+        let uri = to
+            .target
+            .as_ref()
+            .map(crate::sip::wire::rsip_uri)
+            .unwrap_or_else(|| crate::sip::wire::rsip_uri(&fallback_uri(&to.fallback)));
+        let mut headers: Vec<Header> = vec![
+            message::header("Via", &local.via(peer.transport, branch)),
+            message::header("Max-Forwards", "70"),
+        ];
+        for entry in &to.route {
+            headers.push(message::header("Route", entry));
+        }
+        headers.push(message::header("From", &from.header));
+        headers.push(message::header("To", &to.header));
+        headers.push(message::header("Call-ID", &self.call_id));
+        headers.push(message::header("CSeq", &format!("{cseq} {method}")));
+        headers.push(message::header("User-Agent", "sipdesk"));
+        let request = rsip::Request {
+            method,
+            uri,
+            version: rsip::Version::V2,
+            headers: headers.into(),
+            body: Vec::new(),
+        };
+        (request, peer)
+    }
+}
+
+/// `sip:<address>` for a party that gave no Contact.
+fn fallback_uri(peer: &Peer) -> SipUri {
+    let host = match peer.addr.ip() {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    SipUri {
+        scheme: syntax::Scheme::Sip,
+        user: None,
+        password: None,
+        host,
+        port: Some(peer.addr.port()),
+        params: Vec::new(),
+        headers: None,
+    }
+}
