@@ -28,9 +28,10 @@ agents = [{ extension = "2001" }]
 /// (file, the final status sipdesk answers with, or 0 for no answer at all).
 const EXPECTED: &[(&str, u16)] = &[
     // 3.1.1 valid: processed. INVITEs to unknown users are 404, to the closed queue 480;
+    // a request inside a dialog sipdesk does not know (a To tag) is 481 (RFC 3261 §12.2.2);
     // OPTIONS is answered by sipdesk; REGISTER and MESSAGE are not its business (405); unknown
     // methods are 501; responses that match nothing are dropped.
-    ("wsinv", 404),
+    ("wsinv", 481),
     ("intmeth", 501),
     ("esc01", 404),
     ("escnull", 405),
