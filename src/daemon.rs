@@ -28,7 +28,8 @@ use crate::directory::Directory;
 use crate::proxy::{Core, Local, Now, Output, ProxySettings};
 use crate::routing::Extension;
 use crate::sip::peer::Transport;
-use crate::sip::transport::{Received, Sockets, Trust};
+use crate::sip::policy::SharedPolicy;
+use crate::sip::transport::{Received, Sockets};
 use crate::store::spill::Spill;
 use crate::store::writer::WriterSettings;
 use crate::store::{self, Store, StoreError};
@@ -98,8 +99,50 @@ async fn resolve(config: &Config) -> Result<SocketAddr, DaemonError> {
     })
 }
 
-fn trust_list(config: &Config, pbx: SocketAddr) -> (Vec<IpAddr>, Vec<ipnet::IpNet>) {
-    (vec![pbx.ip()], config.sip.trusted.clone())
+/// Raises the soft limit on open files to the hard one (systemd's `LimitNOFILE=`, or the
+/// shell's), and returns the limit in force.
+fn raise_file_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// Says when `max_connections` cannot be reached under the open-file limit.
+fn warn_file_limit(config: &Config, file_limit: usize) {
+    let room = file_limit.saturating_sub(crate::sip::transport::RESERVED_FILES);
+    if config.sip.max_connections > room {
+        tracing::warn!(
+            max_connections = config.sip.max_connections,
+            open_files = file_limit,
+            "the open-file limit allows only {room} TCP connections; raise LimitNOFILE= or lower max_connections"
+        );
+    }
+}
+
+/// Returns freed memory to the system after a burst (glibc keeps it otherwise).
+fn give_back_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// sipdesk's address in Via and Record-Route: the configured `advertise`, else the first UDP
@@ -220,9 +263,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         .map(|(e, _)| e)
         .collect();
     let pbx = resolve(&config).await?;
-    let trust = Trust::default();
-    let (hosts, nets) = trust_list(&config, pbx);
-    trust.set(hosts, nets);
+    // One network policy, read by the sockets and the proxy alike; a reload replaces it whole.
+    let policy = SharedPolicy::new(config.sip.policy(pbx.ip()));
+    let file_limit = raise_file_limit();
+    warn_file_limit(&config, file_limit);
     let listen: Vec<(Transport, SocketAddr)> = config
         .sip
         .listen
@@ -232,18 +276,14 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     // Not a child of `cancel`: while stopping, sipdesk keeps receiving so calls in progress can
     // end (their BYEs); the sockets close once the loop is done.
     let sockets_cancel = CancellationToken::new();
-    let (mut sockets, mut received, bound) = Sockets::bind(
-        &listen,
-        config.sip.limits,
-        trust.clone(),
-        sockets_cancel.clone(),
-    )
-    .await
-    .map_err(DaemonError::Bind)?;
+    let (mut sockets, mut received, bound) =
+        Sockets::bind(&listen, policy.clone(), file_limit, sockets_cancel.clone())
+            .await
+            .map_err(DaemonError::Bind)?;
     let local = local_address(&config, &bound, pbx).await;
     let listening: Vec<SocketAddr> = bound.iter().map(|(_, a)| *a).collect();
     let settings = ProxySettings::new(&config, local.clone(), listening, pbx);
-    let mut core = Core::new(settings, config.clone(), cursors, &away);
+    let mut core = Core::new(settings, config.clone(), policy, cursors, &away);
     let directory = Arc::new(Directory::from_entries(&store.contacts().await?));
     core.set_directory(directory.clone());
 
@@ -328,14 +368,13 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 }
                 Received::Stream { item, peer } => core.on_stream(Now::system(), item, peer),
                 Received::Failed { peer } => core.transport_failed(Now::system(), peer),
-                Received::Closed { peer } => sockets.forget(peer),
             },
             _ = sleep_until(deadline) => core.poll(Now::system()),
             Some(command) = control_rx.recv() => match command {
                 Control::Reload => {
                     if let Some(reloaded) = reload(&config_path, &config) {
-                        let (hosts, nets) = trust_list(&reloaded, pbx);
-                        trust.set(hosts, nets);
+                        warn_file_limit(&reloaded, file_limit);
+                        // The proxy and the sockets take the new policy in this one step.
                         core.reload(reloaded.clone());
                         let _ = config_tx.send(reloaded.clone());
                         config = reloaded;
@@ -351,6 +390,9 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = status.tick() => {
+                if core.housekeeping() {
+                    give_back_memory();
+                }
                 let active = core.active_calls();
                 let line = if health.writable() {
                     format!("{active} calls in progress")
@@ -480,11 +522,23 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// The configuration re-read, or `None` (logged) when it is invalid.
 fn reload(path: &std::path::Path, running: &Config) -> Option<Arc<Config>> {
     match Config::load(path) {
-        Ok(config) => {
-            if config.sip.listen != running.sip.listen || config.database != running.database {
-                tracing::warn!("listen addresses and the database change only at restart");
+        Ok(mut config) => {
+            let changes = config.reloaded_over(running);
+            let applied = if changes.applied.is_empty() {
+                "nothing".to_owned()
+            } else {
+                changes.applied.join(", ")
+            };
+            if changes.need_restart.is_empty() {
+                tracing::info!(changed = %applied, summary = config.summary(), "configuration reloaded");
+            } else {
+                tracing::warn!(
+                    changed = %applied,
+                    need_restart = %changes.need_restart.join(", "),
+                    summary = config.summary(),
+                    "configuration reloaded; some changes wait for a restart (systemctl restart sipdesk)"
+                );
             }
-            tracing::info!(summary = config.summary(), "configuration reloaded");
             Some(Arc::new(config))
         }
         Err(error) => {

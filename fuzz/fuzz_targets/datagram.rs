@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use sipdesk::config::Config;
 use sipdesk::proxy::{Core, Local, Now, ProxySettings};
+use sipdesk::sip::policy::SharedPolicy;
 
 const CONFIG: &str = r#"
 [sip]
@@ -31,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
     let config = config();
     let local = Local { host: "127.0.0.1".into(), port: 5060 };
     let settings = ProxySettings::new(&config, local, vec!["127.0.0.1:5060".parse().unwrap()], "127.0.0.1:5080".parse().unwrap());
-    let mut core = Core::new(settings, config, Default::default(), &[]);
+    let policy = SharedPolicy::new(config.sip.policy("127.0.0.1".parse().unwrap()));
+    let mut core = Core::new(settings, config, policy, Default::default(), &[]);
     let now = Now::system();
     // The same bytes from the caller's side and from the PBX (agents' side), then time passing.
     core.on_datagram(now, data, "127.0.0.1:5070".parse().unwrap());

@@ -157,6 +157,30 @@ fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
             "max_headers must be from 16 to 1000",
         );
     }
+    if !(1_000..=10_000_000).contains(&sip.max_transactions) {
+        src.error(
+            keys!["sip", "max_transactions"],
+            "max_transactions must be from 1000 to 10000000",
+        );
+    }
+    if !(1..=1_000_000).contains(&sip.max_connections) {
+        src.error(
+            keys!["sip", "max_connections"],
+            "max_connections must be from 1 to 1000000",
+        );
+    }
+    let tcp_idle_timeout = duration(
+        &sip.tcp_idle_timeout,
+        keys!["sip", "tcp_idle_timeout"],
+        (Duration::from_secs(10), Duration::from_secs(24 * 3600)),
+        src,
+    );
+    let tcp_message_timeout = duration(
+        &sip.tcp_message_timeout,
+        keys!["sip", "tcp_message_timeout"],
+        (Duration::from_millis(500), Duration::from_secs(300)),
+        src,
+    );
     let ms = Duration::from_millis;
     let t1 = duration(&sip.t1, keys!["sip", "t1"], (ms(50), ms(10_000)), src);
     let t2 = duration(&sip.t2, keys!["sip", "t2"], (ms(500), ms(60_000)), src);
@@ -209,6 +233,10 @@ fn build_sip(sip: &RawSip, src: &mut Source<'_>) -> Option<SipSettings> {
             max_message_size: sip.max_message_size,
             max_headers: sip.max_headers,
         },
+        max_transactions: sip.max_transactions,
+        max_connections: sip.max_connections,
+        tcp_idle_timeout: tcp_idle_timeout?,
+        tcp_message_timeout: tcp_message_timeout?,
         timers: TimerSettings {
             t1: t1?,
             t2: t2?,

@@ -33,6 +33,7 @@ use raw::{RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
 use crate::phone::Region;
 use crate::routing::Groups;
 pub use crate::sip::peer::Transport;
+use crate::sip::policy::Policy;
 use crate::sip::transaction::TimerSettings;
 use crate::sip::wire::Limits;
 
@@ -65,6 +66,10 @@ pub struct SipSettings {
     pub reject_untrusted: bool,
     pub untrusted_rate: u32,
     pub limits: Limits,
+    pub max_transactions: usize,
+    pub max_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_message_timeout: Duration,
     pub timers: TimerSettings,
     pub max_call_duration: Duration,
     /// `None`: off.
@@ -75,6 +80,23 @@ pub struct SipSettings {
     pub recording_header: Option<String>,
     /// The INVITE header carrying call tags; `None`: off.
     pub tags_header: Option<String>,
+}
+
+impl SipSettings {
+    /// What the sockets and the proxy accept, with the PBX at `pbx`.
+    pub fn policy(&self, pbx: std::net::IpAddr) -> Policy {
+        Policy {
+            pbx,
+            trusted: self.trusted.clone(),
+            reject_untrusted: self.reject_untrusted,
+            untrusted_rate: self.untrusted_rate,
+            limits: self.limits,
+            max_transactions: self.max_transactions,
+            max_connections: self.max_connections,
+            tcp_idle_timeout: self.tcp_idle_timeout,
+            tcp_message_timeout: self.tcp_message_timeout,
+        }
+    }
 }
 
 /// A socket to listen on.
@@ -175,6 +197,14 @@ pub struct Defaults {
     pub region: Region,
 }
 
+/// What a reload changes: keys that take effect now, and keys that need a restart (their
+/// running values stay in force until then).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub applied: Vec<&'static str>,
+    pub need_restart: Vec<&'static str>,
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -218,6 +248,69 @@ impl Config {
             Some(config) if !src.has_errors() => Ok(config),
             _ => Err(ConfigError::Invalid(src.into_diagnostics())),
         }
+    }
+
+    /// This configuration, read again while `running` is in force: the keys that only a restart
+    /// can change (sockets, the PBX's address, the database) keep their running values, so the
+    /// configuration in force is always the one the daemon works with. Returns what changed.
+    pub fn reloaded_over(&mut self, running: &Config) -> Reloaded {
+        let mut changes = Reloaded::default();
+        let (new, old) = (&mut self.sip, &running.sip);
+        macro_rules! restart_only {
+            ($($field:ident => $key:literal),* $(,)?) => {$(
+                if new.$field != old.$field {
+                    changes.need_restart.push($key);
+                    new.$field = old.$field.clone();
+                }
+            )*};
+        }
+        macro_rules! applied {
+            ($($field:ident => $key:literal),* $(,)?) => {$(
+                if new.$field != old.$field {
+                    changes.applied.push($key);
+                }
+            )*};
+        }
+        restart_only!(
+            listen => "sip.listen",
+            pbx => "sip.pbx",
+            pbx_transport => "sip.pbx_transport",
+            advertise => "sip.advertise",
+        );
+        applied!(
+            trusted => "sip.trusted",
+            reject_untrusted => "sip.untrusted",
+            untrusted_rate => "sip.untrusted_rate",
+            limits => "sip.max_message_size/max_headers",
+            max_transactions => "sip.max_transactions",
+            max_connections => "sip.max_connections",
+            tcp_idle_timeout => "sip.tcp_idle_timeout",
+            tcp_message_timeout => "sip.tcp_message_timeout",
+            timers => "sip.t1/t2/t4",
+            max_call_duration => "sip.max_call_duration",
+            session_check => "sip.session_check",
+            max_outbound_per_agent => "sip.max_outbound_per_agent",
+            shutdown_grace => "sip.shutdown_grace",
+            recording_url => "sip.recording_url",
+            recording_header => "sip.recording_header",
+            tags_header => "sip.tags_header",
+        );
+        if self.database != running.database {
+            changes.need_restart.push("database");
+            self.database = running.database.clone();
+        }
+        let differ = |a: &dyn fmt::Debug, b: &dyn fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if differ(&self.defaults, &running.defaults) {
+            changes.applied.push("defaults");
+        }
+        if differ(&self.groups, &running.groups) || self.global_holidays != running.global_holidays
+        {
+            changes.applied.push("groups and holidays");
+        }
+        if differ(&self.helpdesks, &running.helpdesks) {
+            changes.applied.push("helpdesks");
+        }
+        changes
     }
 
     /// One line saying what the configuration holds.

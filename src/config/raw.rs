@@ -38,6 +38,21 @@ pub(crate) struct RawSip {
     /// Most header lines in a SIP message.
     #[serde(default = "default_max_headers")]
     pub(crate) max_headers: usize,
+    /// Most SIP transactions alive at once; beyond, new requests get 503 with Retry-After, so
+    /// a flood cannot grow sipdesk's memory without bound.
+    #[serde(default = "default_max_transactions")]
+    pub(crate) max_transactions: usize,
+    /// Most TCP connections open at once (accepted and opened); beyond, the one idle the
+    /// longest is closed to make room.
+    #[serde(default = "default_max_connections")]
+    pub(crate) max_connections: usize,
+    /// A TCP connection with no traffic for this long is closed.
+    #[serde(default = "default_tcp_idle_timeout")]
+    pub(crate) tcp_idle_timeout: String,
+    /// Once a SIP message has started on a TCP connection, the rest of it must arrive within
+    /// this, or the connection is closed (a sender trickling bytes holds nothing for long).
+    #[serde(default = "default_tcp_message_timeout")]
+    pub(crate) tcp_message_timeout: String,
     /// RFC 3261 timer T1, the round-trip estimate.
     #[serde(default = "default_t1")]
     pub(crate) t1: String,
@@ -94,6 +109,22 @@ fn default_max_message_size() -> usize {
 
 fn default_max_headers() -> usize {
     128
+}
+
+fn default_max_transactions() -> usize {
+    50_000
+}
+
+fn default_max_connections() -> usize {
+    1_000
+}
+
+fn default_tcp_idle_timeout() -> String {
+    "10m".to_owned()
+}
+
+fn default_tcp_message_timeout() -> String {
+    "10s".to_owned()
 }
 
 fn default_t1() -> String {

@@ -643,3 +643,27 @@ fn helpdesk_values_are_checked_where_written() {
     let config = Config::from_toml(&base_url, "test.toml").unwrap();
     assert_eq!(config.helpdesks[0].base_url, "http://127.0.0.1:9000");
 }
+
+#[test]
+fn a_reload_keeps_what_needs_a_restart_and_says_what_applies() {
+    let running = Config::from_toml(MINIMAL, "t.toml").unwrap();
+    let text = MINIMAL
+        .replace(
+            "pbx = \"10.0.0.10:5060\"",
+            "pbx = \"10.0.0.11:5060\"\nlisten = [\"udp:0.0.0.0:5070\"]\ntrusted = [\"10.1.0.0/16\"]\nuntrusted = \"ignore\"",
+        )
+        .replace("agents = [", "ring_timeout = \"20s\"\nagents = [");
+    let mut reloaded = Config::from_toml(&text, "t.toml").unwrap();
+    let changes = reloaded.reloaded_over(&running);
+    assert_eq!(
+        changes.applied,
+        vec!["sip.trusted", "sip.untrusted", "groups and holidays"]
+    );
+    assert_eq!(changes.need_restart, vec!["sip.listen", "sip.pbx"]);
+    // What needs a restart keeps its running value.
+    assert_eq!(reloaded.sip.listen, running.sip.listen);
+    assert_eq!(reloaded.sip.pbx, running.sip.pbx);
+    assert!(!reloaded.sip.reject_untrusted);
+    let mut same = Config::from_toml(MINIMAL, "t.toml").unwrap();
+    assert_eq!(same.reloaded_over(&running), Default::default());
+}

@@ -206,7 +206,7 @@ impl Core {
             crate::sip::syntax::Uri::Sip(uri) => uri.user_unescaped().unwrap_or_default(),
             other => other.to_string(),
         };
-        match phone::normalize(&user, self.settings.region) {
+        match phone::normalize(&user, self.config.defaults.region) {
             Ok(Caller::Number(number)) => number.to_string(),
             Ok(Caller::Anonymous) => "anonymous".to_owned(),
             Err(_) => user,
@@ -344,7 +344,8 @@ impl Core {
                     "399 sipdesk \"{agent} already has {} outbound calls\"",
                     self.agents.outbound(&agent)
                 );
-                tracing::info!(%agent, "outbound call refused: the agent has max_outbound_per_agent calls");
+                tracing::debug!(%agent, "outbound call refused: the agent has max_outbound_per_agent calls");
+                self.stats.outbound_refused += 1;
                 self.reply(
                     now,
                     &key,
@@ -400,7 +401,7 @@ impl Core {
     ) {
         self.tx
             .respond(now.mono, &key, &request.response(100, "Trying", ""));
-        let callee = match phone::normalize(&dialled, self.settings.region) {
+        let callee = match phone::normalize(&dialled, self.config.defaults.region) {
             Ok(Caller::Number(n)) => n.to_string(),
             _ => dialled.clone(),
         };
@@ -593,7 +594,7 @@ impl Core {
         let record = self.record(now, call, outcome, reason, ended_by);
         self.store(Change::CallEnded(Box::new(record)));
         self.schedule(
-            now.mono + 64 * self.settings.timers.t1,
+            now.mono + 64 * self.config.sip.timers.t1,
             Timer::Forget { call: call.key },
         );
     }
@@ -681,7 +682,7 @@ impl Core {
 
     /// The call tags the PBX sent in the configured header: trimmed, lower case, each once.
     fn call_tags(&self, call: &Call) -> Vec<String> {
-        let Some(name) = &self.settings.tags_header else {
+        let Some(name) = &self.config.sip.tags_header else {
             return Vec::new();
         };
         let mut tags: Vec<String> = Vec::new();
@@ -700,12 +701,12 @@ impl Core {
     }
 
     fn recording_url(&self, call: &Call, response: &Response) -> Option<String> {
-        if let Some(name) = &self.settings.recording_header {
+        if let Some(name) = &self.config.sip.recording_header {
             if let Some(url) = message::header_value(&response.message.headers, name) {
                 return Some(url);
             }
         }
-        let template = self.settings.recording_url.as_ref()?;
+        let template = self.config.sip.recording_url.as_ref()?;
         let agent = call
             .answer
             .as_ref()
@@ -864,11 +865,11 @@ impl Core {
             call.agent_contact.clone(),
         ));
         self.schedule(
-            now.mono + self.settings.max_call_duration,
+            now.mono + self.config.sip.max_call_duration,
             Timer::MaxDuration { call: call.key },
         );
         self.schedule(
-            now.mono + 64 * self.settings.timers.t1,
+            now.mono + 64 * self.config.sip.timers.t1,
             Timer::AckWait { call: call.key },
         );
         if let Some(every) = self.config.sip.session_check {
@@ -1132,7 +1133,7 @@ impl Core {
                     // CANCEL is seen before anyone else rings.
                     self.drop_branch(now, &mut call, &why);
                     call.cancelling = Some(branch);
-                    let wait = 2 * self.settings.timers.t1;
+                    let wait = 2 * self.config.sip.timers.t1;
                     self.schedule(now.mono + wait, Timer::CancelWait { call: key, branch });
                 }
                 self.put(call);

@@ -279,3 +279,27 @@ fn distinct<'a>(sent: &'a [(Peer, String)], start: &str) -> Vec<&'a (Peer, Strin
 fn respond_to(request: &str, status: u16, reason: &str) -> String {
     respond(request, status, reason, "")
 }
+
+#[test]
+fn beyond_max_transactions_new_calls_get_503_with_retry_after() {
+    let mut h = Harness::with_sip(OPEN, "max_transactions = 1000");
+    for n in 0..1200 {
+        h.receive(
+            caller(),
+            &invite("999", &format!("flood{n}"), &format!("z9hG4bKflood{n}")),
+        );
+    }
+    let sent = h.take_sent();
+    let refused = sent
+        .iter()
+        .filter(|(_, t)| t.starts_with("SIP/2.0 503 ") && t.contains("Retry-After: 5\r\n"))
+        .count();
+    assert_eq!(refused, 200, "{:?}", &lines(&sent)[995..1005]);
+    assert_eq!(h.core.tx.len(), (1000, 0));
+    // Once the flood's transactions end (Timer H, 64·T1), calls are taken again.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.tx.len(), (0, 0));
+    h.take_sent();
+    h.receive(caller(), &invite("100", "normal", "z9hG4bKnormal"));
+    sent_to_pbx(&h.take_sent(), "INVITE sip:2001@");
+}

@@ -23,12 +23,11 @@ pub mod forward;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ipnet::IpNet;
 use jiff::Timestamp;
 use rustc_hash::FxHashMap;
 
@@ -39,12 +38,12 @@ pub use forward::Local;
 use crate::call::Change;
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::phone::Region;
 use crate::routing::Extension;
 use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
-use crate::sip::transaction::{Event, TimerSettings, Transactions, TxKey};
-use crate::sip::wire::{self, Datagram, Inbound, Limits, Refusal};
+use crate::sip::policy::{Policy, SharedPolicy};
+use crate::sip::transaction::{Event, Transactions, TxKey};
+use crate::sip::wire::{self, Datagram, Inbound, Refusal};
 
 /// The time, as the proxy needs it: monotonic for timers, wall-clock for routing and records.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +69,9 @@ impl Now {
     }
 }
 
-/// What the proxy needs from the configuration and the running system.
+/// What the proxy needs from the running system beyond the configuration: addresses the daemon
+/// resolved or bound at start (they change only with a restart). Everything else is read from
+/// the configuration in force, or from the shared network [`Policy`], so a reload reaches it.
 #[derive(Clone, Debug)]
 pub struct ProxySettings {
     /// sipdesk's own address in Via and Record-Route.
@@ -81,17 +82,6 @@ pub struct ProxySettings {
     pub pbx: Peer,
     /// The PBX as configured, to recognise it in URIs.
     pub pbx_host: String,
-    /// Besides the PBX, who may send requests.
-    pub trusted: Vec<IpNet>,
-    pub reject_untrusted: bool,
-    pub untrusted_rate: u32,
-    pub limits: Limits,
-    pub timers: TimerSettings,
-    pub max_call_duration: Duration,
-    pub recording_url: Option<String>,
-    pub recording_header: Option<String>,
-    pub tags_header: Option<String>,
-    pub region: Region,
 }
 
 impl ProxySettings {
@@ -112,16 +102,6 @@ impl ProxySettings {
                 connection: None,
             },
             pbx_host: sip.pbx.host.clone(),
-            trusted: sip.trusted.clone(),
-            reject_untrusted: sip.reject_untrusted,
-            untrusted_rate: sip.untrusted_rate,
-            limits: sip.limits,
-            timers: sip.timers,
-            max_call_duration: sip.max_call_duration,
-            recording_url: sip.recording_url.clone(),
-            recording_header: sip.recording_header.clone(),
-            tags_header: sip.tags_header.clone(),
-            region: config.defaults.region,
         }
     }
 }
@@ -165,18 +145,18 @@ enum Own {
 /// At most `rate` events a second, for answers to untrusted sources.
 #[derive(Debug)]
 struct TokenBucket {
-    rate: u32,
     tokens: f64,
     at: Option<Instant>,
 }
 
 impl TokenBucket {
-    fn take(&mut self, now: Instant) -> bool {
+    fn take(&mut self, now: Instant, rate: u32) -> bool {
+        let rate = f64::from(rate);
         let elapsed = self
             .at
             .map_or(0.0, |at| now.duration_since(at).as_secs_f64());
         self.at = Some(now);
-        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.rate as f64);
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -194,12 +174,18 @@ pub struct Stats {
     pub calls_missed: u64,
     pub malformed: u64,
     pub untrusted: u64,
+    /// Requests refused with 503 at `max_transactions`.
+    pub overloaded: u64,
+    /// Outbound calls refused at `max_outbound_per_agent`.
+    pub outbound_refused: u64,
 }
 
 /// The proxy: transactions, calls, agents and round-robin cursors of one sipdesk instance.
 pub struct Core {
     settings: ProxySettings,
     config: Arc<Config>,
+    /// Shared with the sockets; replaced with the configuration.
+    policy: SharedPolicy,
     tx: Transactions,
     /// Boxed, so the table stays small and quick to grow.
     calls: FxHashMap<u64, Box<Call>>,
@@ -228,9 +214,11 @@ pub struct Core {
 
 impl Core {
     /// A proxy with the cursors and agent states the store remembered.
+    /// `policy` is the network policy shared with the sockets; the proxy replaces it on reload.
     pub fn new(
         settings: ProxySettings,
         config: Arc<Config>,
+        policy: SharedPolicy,
         cursors: HashMap<String, Extension>,
         away: &[Extension],
     ) -> Core {
@@ -239,14 +227,14 @@ impl Core {
             agents.set_away(extension, true);
         }
         Core {
-            tx: Transactions::new(settings.timers),
+            tx: Transactions::new(config.sip.timers),
             untrusted: TokenBucket {
-                rate: settings.untrusted_rate,
-                tokens: settings.untrusted_rate as f64,
+                tokens: f64::from(config.sip.untrusted_rate),
                 at: None,
             },
             settings,
             config,
+            policy,
             calls: FxHashMap::default(),
             by_invite: FxHashMap::default(),
             by_branch: FxHashMap::default(),
@@ -269,9 +257,39 @@ impl Core {
         self.directory = directory;
     }
 
-    /// A new configuration for calls that start from now on; calls in progress keep theirs.
+    /// A new configuration for calls that start from now on (calls in progress keep theirs),
+    /// and its network policy for the sockets and the proxy at once.
     pub fn reload(&mut self, config: Arc<Config>) {
+        self.policy
+            .store(config.sip.policy(self.settings.pbx.addr.ip()));
+        self.tx.set_timers(config.sip.timers);
         self.config = config;
+    }
+
+    /// Gives back the memory of tables that grew for a burst (a flood of requests) and have
+    /// emptied since; returns whether any was.
+    pub fn housekeeping(&mut self) -> bool {
+        fn shrink<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+            map: &mut HashMap<K, V, S>,
+        ) -> bool {
+            let shrunk = map.capacity() > 1024 && map.len() < map.capacity() / 4;
+            if shrunk {
+                map.shrink_to(map.len() * 2);
+            }
+            shrunk
+        }
+        let mut shrunk = self.tx.housekeeping();
+        shrunk |= shrink(&mut self.calls);
+        shrunk |= shrink(&mut self.by_invite);
+        shrunk |= shrink(&mut self.by_branch);
+        shrunk |= shrink(&mut self.by_call_id);
+        shrunk |= shrink(&mut self.forwarded);
+        shrunk |= shrink(&mut self.own);
+        if self.timers.capacity() > 1024 && self.timers.len() < self.timers.capacity() / 4 {
+            self.timers.shrink_to(self.timers.len() * 2);
+            shrunk = true;
+        }
+        shrunk
     }
 
     /// Marks an agent away or available (from the store, the CLI or the admin API).
@@ -328,19 +346,15 @@ impl Core {
         }
     }
 
-    fn trusted(&self, ip: IpAddr) -> bool {
-        ip == self.settings.pbx.addr.ip()
-            || self.settings.trusted.iter().any(|net| net.contains(&ip))
-    }
-
     /// A UDP datagram from `from`.
     pub fn on_datagram(&mut self, now: Now, bytes: &[u8], from: SocketAddr) {
         let peer = Peer::udp(from);
-        if !self.trusted(from.ip()) {
-            self.refuse_untrusted(now, bytes, peer);
+        let policy = self.policy.load();
+        if !policy.trusts(from.ip()) {
+            self.refuse_untrusted(now, bytes, peer, &policy);
             return;
         }
-        match wire::read_datagram(bytes, &self.settings.limits) {
+        match wire::read_datagram(bytes, &policy.limits) {
             Ok(Datagram::KeepAlive) => {}
             Ok(Datagram::Message(message)) => self.on_message(now, message, peer),
             Err(refusal) => self.on_refusal(refusal, peer),
@@ -350,7 +364,7 @@ impl Core {
 
     /// A message framed on a TCP connection.
     pub fn on_stream(&mut self, now: Now, item: Result<Inbound, Refusal>, peer: Peer) {
-        if !self.trusted(peer.addr.ip()) {
+        if !self.policy.load().trusts(peer.addr.ip()) {
             // Untrusted TCP connections are closed by the transport before they get here.
             self.stats.untrusted += 1;
             return;
@@ -360,11 +374,6 @@ impl Core {
             Err(refusal) => self.on_refusal(refusal, peer),
         }
         self.pump(now);
-    }
-
-    /// Whether a TCP connection from this address may stay open.
-    pub fn accepts_connection(&self, from: SocketAddr) -> bool {
-        self.trusted(from.ip())
     }
 
     /// The transport could not reach `peer`.
@@ -405,13 +414,13 @@ impl Core {
         self.out.push(Output::Store(change));
     }
 
-    fn refuse_untrusted(&mut self, now: Now, bytes: &[u8], peer: Peer) {
+    fn refuse_untrusted(&mut self, now: Now, bytes: &[u8], peer: Peer, policy: &Policy) {
         self.stats.untrusted += 1;
-        if !self.settings.reject_untrusted || !self.untrusted.take(now.mono) {
+        if !policy.reject_untrusted || !self.untrusted.take(now.mono, policy.untrusted_rate) {
             return;
         }
         if let Ok(Datagram::Message(Inbound::Request(request))) =
-            wire::read_datagram(bytes, &self.settings.limits)
+            wire::read_datagram(bytes, &policy.limits)
         {
             if request.method() != rsip::Method::Ack {
                 tracing::info!(source = %peer, "request from an untrusted address refused");
@@ -420,6 +429,23 @@ impl Core {
                 self.send(peer, message::encode_response(&response));
             }
         }
+    }
+
+    /// A new request while `max_transactions` are alive: 503, without a transaction (so the
+    /// table, and memory, stay where they are); the peer retries after a while.
+    fn overloaded(&mut self, request: &Request, peer: Peer) {
+        self.stats.overloaded += 1;
+        if self.stats.overloaded.is_power_of_two() {
+            tracing::warn!(
+                refused = self.stats.overloaded,
+                max_transactions = self.policy.load().max_transactions,
+                "too many SIP transactions at once: new requests get 503"
+            );
+        }
+        let tag = format!("sd{:x}", self.next_counter());
+        let mut response = request.response(503, "Service Unavailable", &tag);
+        response.headers.push(message::header("Retry-After", "5"));
+        self.send(peer, message::encode_response(&response));
     }
 
     fn on_refusal(&mut self, refusal: Refusal, peer: Peer) {
@@ -441,7 +467,8 @@ impl Core {
         match message {
             Inbound::Request(request) => {
                 let reply = reply_peer(&request, peer);
-                self.tx.receive_request(now.mono, *request, reply);
+                let max = self.policy.load().max_transactions;
+                self.tx.receive_request(now.mono, *request, reply, max);
             }
             Inbound::Response(response) => self.tx.receive_response(now.mono, *response),
         }
@@ -473,6 +500,7 @@ impl Core {
                     Event::NoAck { .. } => {
                         tracing::debug!("a final response was never acknowledged")
                     }
+                    Event::Overloaded { request, peer } => self.overloaded(&request, peer),
                 }
             }
         }

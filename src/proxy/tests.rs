@@ -71,7 +71,13 @@ impl Harness {
             pbx(),
         );
         Harness {
-            core: Core::new(settings, config, HashMap::new(), &[]),
+            core: Core::new(
+                settings,
+                config.clone(),
+                crate::sip::policy::SharedPolicy::new(config.sip.policy(pbx().ip())),
+                HashMap::new(),
+                &[],
+            ),
             now: Now {
                 mono: Instant::now(),
                 wall: at.parse().unwrap(),
@@ -149,9 +155,10 @@ pub(super) fn invite(queue: &str, call_id: &str, branch: &str) -> String {
 
 /// The agent's response to a request sipdesk sent it.
 pub(super) fn respond(request_text: &str, status: u16, reason: &str, tag: &str) -> String {
-    let Ok(Datagram::Message(Inbound::Request(request))) =
-        wire::read_datagram(request_text.as_bytes(), &Limits::default())
-    else {
+    let Ok(Datagram::Message(Inbound::Request(request))) = wire::read_datagram(
+        request_text.as_bytes(),
+        &crate::sip::wire::Limits::default(),
+    ) else {
         panic!("sipdesk sent an invalid request:\n{request_text}");
     };
     let mut response = request.response(status, reason, tag);

@@ -6,6 +6,7 @@
 
 pub mod message;
 pub mod peer;
+pub mod policy;
 pub mod syntax;
 pub mod transaction;
 pub mod transport;

@@ -125,6 +125,9 @@ pub enum Event {
     Timeout { tx: TxKey },
     /// A server INVITE transaction sent a non-2xx final response that was never acknowledged.
     NoAck { tx: TxKey },
+    /// A new request came while `max` transactions were alive: no transaction was made; the
+    /// transaction user answers it statelessly (503).
+    Overloaded { request: Box<Request>, peer: Peer },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +235,11 @@ impl Transactions {
         }
     }
 
+    /// Timer values for transactions started from now on.
+    pub fn set_timers(&mut self, timers: TimerSettings) {
+        self.timers = timers;
+    }
+
     /// The events produced so far, oldest first.
     pub fn events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
@@ -291,6 +299,24 @@ impl Transactions {
         self.queue.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// Gives back the memory of tables that grew for a burst and emptied since.
+    pub fn housekeeping(&mut self) -> bool {
+        let mut shrunk = false;
+        if self.servers.capacity() > 1024 && self.servers.len() < self.servers.capacity() / 4 {
+            self.servers.shrink_to(self.servers.len() * 2);
+            shrunk = true;
+        }
+        if self.clients.capacity() > 1024 && self.clients.len() < self.clients.capacity() / 4 {
+            self.clients.shrink_to(self.clients.len() * 2);
+            shrunk = true;
+        }
+        if self.queue.capacity() > 1024 && self.queue.len() < self.queue.capacity() / 4 {
+            self.queue.shrink_to(self.queue.len() * 2);
+            shrunk = true;
+        }
+        shrunk
+    }
+
     /// How many transactions are alive (server, client).
     pub fn len(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
@@ -306,8 +332,10 @@ impl Transactions {
         self.events.push(Event::Send { peer, bytes });
     }
 
-    /// A request from the network.
-    pub fn receive_request(&mut self, now: Instant, request: Request, peer: Peer) {
+    /// A request from the network; beyond `max` transactions alive, a new one is
+    /// [`Event::Overloaded`] instead of a transaction (retransmissions of existing ones are
+    /// still absorbed).
+    pub fn receive_request(&mut self, now: Instant, request: Request, peer: Peer, max: usize) {
         let key = self.server_key(&request);
         if request.method() == rsip::Method::Ack {
             let linger = if peer.transport.reliable() {
@@ -345,6 +373,13 @@ impl Transactions {
                 let peer = tx.peer;
                 self.send(peer, last);
             }
+            return;
+        }
+        if self.servers.len() + self.clients.len() >= max {
+            self.events.push(Event::Overloaded {
+                request: Box::new(request),
+                peer,
+            });
             return;
         }
         self.servers.insert(

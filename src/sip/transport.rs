@@ -1,11 +1,21 @@
 //! The sockets: UDP datagrams and TCP connections, as tokio tasks around the sans-io layers.
 //!
 //! UDP: the daemon loop reads the first UDP socket itself ([`Sockets::primary_udp`]), with no
-//! hop through a channel; any other UDP socket has a receive task. Sends go straight out of the
-//! UDP socket of the right address family. TCP: each accepted or opened connection has a reader task (framing with
-//! [`StreamDecoder`], answering CRLF keep-alive pings, closing on broken framing) and a writer
-//! task fed by a channel, so the daemon loop never waits on a slow peer. Connections from
-//! untrusted addresses are closed at once.
+//! hop through a channel; any other UDP socket has a receive task. Each socket has exactly one
+//! reader. Sends go straight out of the UDP socket of the right address family.
+//!
+//! TCP: each accepted or opened connection has a reader task (framing with [`StreamDecoder`],
+//! answering CRLF keep-alive pings, closing on broken framing) and a writer task fed by a
+//! channel, so the daemon loop never waits on a slow peer. What a connection may do is the
+//! shared [`Policy`], read afresh at each decision so a reload applies at once:
+//! - connections from untrusted addresses are closed at once;
+//! - at most `max_connections` are open (accepted and opened together, and never more than the
+//!   process's open-file limit allows); one more closes the connection idle the longest, so
+//!   piles of idle connections cannot lock the PBX out;
+//! - a connection idle for `tcp_idle_timeout` is closed, and one that starts a message and
+//!   does not finish it within `tcp_message_timeout` (a peer trickling bytes) too;
+//! - when accepting fails for want of file descriptors, the idlest connection is closed and
+//!   the failure logged once per ten seconds, not once per attempt.
 //!
 //! Each UDP socket asks for a 4 MiB receive buffer ([`UDP_RECEIVE_BUFFER`]): the kernel's
 //! default (about 208 KiB) overflowed in bursts at a few thousand calls per second, and a
@@ -13,23 +23,27 @@
 //! The kernel grants at most `net.core.rmem_max`; sipdesk logs what it got when that is less.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 use super::peer::{Peer, Transport};
-use super::wire::{Inbound, Limits, Refusal, StreamDecoder, StreamItem};
+use super::policy::SharedPolicy;
+use super::wire::{Inbound, Refusal, StreamDecoder, StreamItem};
 
 /// The receive buffer asked for on each UDP socket.
 pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// File descriptors kept for everything but TCP connections (sockets, the database, helpdesk
+/// requests, the journal).
+pub const RESERVED_FILES: usize = 64;
 
 /// Asks for [`UDP_RECEIVE_BUFFER`] and says so when the kernel grants less.
 fn grow_receive_buffer(socket: &UdpSocket) {
@@ -65,43 +79,124 @@ pub enum Received {
     Failed {
         peer: Peer,
     },
-    /// A connection closed.
-    Closed {
-        peer: Peer,
-    },
 }
 
-/// Who may connect: the PBX and the trusted networks. Shared with the listeners and replaced on
-/// reload.
-#[derive(Clone, Debug, Default)]
-pub struct Trust(Arc<RwLock<(Vec<IpAddr>, Vec<IpNet>)>>);
+/// One open TCP connection.
+#[derive(Debug)]
+struct Connection {
+    addr: SocketAddr,
+    sender: UnboundedSender<Bytes>,
+    /// The last time anything was read or written.
+    last: Instant,
+    /// Closes it (eviction).
+    close: CancellationToken,
+}
 
-impl Trust {
-    pub fn set(&self, hosts: Vec<IpAddr>, nets: Vec<IpNet>) {
-        if let Ok(mut guard) = self.0.write() {
-            *guard = (hosts, nets);
+/// The open TCP connections, shared by the listeners, the connection tasks and the senders.
+#[derive(Debug, Default)]
+struct Table {
+    by_id: HashMap<u64, Connection>,
+    by_addr: HashMap<SocketAddr, u64>,
+}
+
+impl Table {
+    fn insert(&mut self, id: u64, connection: Connection) {
+        self.by_addr.insert(connection.addr, id);
+        self.by_id.insert(id, connection);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(connection) = self.by_id.remove(&id) {
+            if self.by_addr.get(&connection.addr) == Some(&id) {
+                self.by_addr.remove(&connection.addr);
+            }
         }
     }
 
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.0
-            .read()
-            .map(|g| g.0.contains(&ip) || g.1.iter().any(|n| n.contains(&ip)))
-            .unwrap_or(false)
+    fn touch(&mut self, id: u64) {
+        if let Some(connection) = self.by_id.get_mut(&id) {
+            connection.last = Instant::now();
+        }
+    }
+
+    /// Closes connections idle the longest until fewer than `max` are open; returns how many.
+    fn make_room(&mut self, max: usize) -> usize {
+        let mut closed = 0;
+        while self.by_id.len() >= max.max(1) {
+            let Some(id) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, c)| c.last)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            if let Some(connection) = self.by_id.get(&id) {
+                connection.close.cancel();
+            }
+            self.remove(id);
+            closed += 1;
+        }
+        closed
+    }
+}
+
+/// Shared state of the TCP side.
+#[derive(Clone, Debug)]
+struct Tcp {
+    table: Arc<Mutex<Table>>,
+    next_id: Arc<AtomicU64>,
+    events: mpsc::Sender<Received>,
+    policy: SharedPolicy,
+    /// The most connections the open-file limit leaves room for.
+    file_limit: usize,
+    cancel: CancellationToken,
+}
+
+impl Tcp {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        match self.table.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn max_connections(&self) -> usize {
+        self.policy.load().max_connections.min(self.file_limit)
+    }
+
+    /// Registers a new connection, closing the idlest when the table is full.
+    fn register(
+        &self,
+        addr: SocketAddr,
+        sender: UnboundedSender<Bytes>,
+    ) -> (u64, CancellationToken) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let close = self.cancel.child_token();
+        let max = self.max_connections();
+        let mut table = self.table();
+        let evicted = table.make_room(max);
+        table.insert(
+            id,
+            Connection {
+                addr,
+                sender,
+                last: Instant::now(),
+                close: close.clone(),
+            },
+        );
+        drop(table);
+        if evicted > 0 {
+            tracing::debug!(%addr, evicted, max_connections = max, "TCP connections at their limit: the idlest closed");
+        }
+        (id, close)
     }
 }
 
 /// The open sockets and connections.
 pub struct Sockets {
     udp: Vec<Arc<UdpSocket>>,
-    connections: HashMap<u64, UnboundedSender<Bytes>>,
-    by_addr: HashMap<SocketAddr, u64>,
-    next_id: Arc<AtomicU64>,
-    events: mpsc::Sender<Received>,
-    /// Connections accepted by the listeners, to add to `connections`.
-    registry: mpsc::UnboundedReceiver<(u64, SocketAddr, UnboundedSender<Bytes>)>,
-    limits: Limits,
-    cancel: CancellationToken,
+    tcp: Tcp,
 }
 
 /// How long opening a TCP connection may take.
@@ -109,10 +204,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Sockets {
     /// Binds every listen address; datagrams and stream messages arrive on the returned channel.
+    /// `file_limit` is the open-file limit of the process: connections stay below it.
     pub async fn bind(
         listen: &[(Transport, SocketAddr)],
-        limits: Limits,
-        trust: Trust,
+        policy: SharedPolicy,
+        file_limit: usize,
         cancel: CancellationToken,
     ) -> std::io::Result<(
         Sockets,
@@ -120,8 +216,14 @@ impl Sockets {
         Vec<(Transport, SocketAddr)>,
     )> {
         let (events, inbound) = mpsc::channel(8192);
-        let (register, registry) = mpsc::unbounded_channel();
-        let next_id = Arc::new(AtomicU64::new(1));
+        let tcp = Tcp {
+            table: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            events: events.clone(),
+            policy,
+            file_limit: file_limit.saturating_sub(RESERVED_FILES).max(1),
+            cancel: cancel.clone(),
+        };
         let mut udp = Vec::new();
         let mut bound = Vec::new();
         for (transport, addr) in listen {
@@ -131,40 +233,24 @@ impl Sockets {
                     grow_receive_buffer(&socket);
                     let socket = Arc::new(socket);
                     bound.push((Transport::Udp, socket.local_addr()?));
-                    tokio::spawn(receive_datagrams(
-                        socket.clone(),
-                        events.clone(),
-                        cancel.clone(),
-                    ));
+                    // The first UDP socket is read by the daemon loop itself.
+                    if !udp.is_empty() {
+                        tokio::spawn(receive_datagrams(
+                            socket.clone(),
+                            events.clone(),
+                            cancel.clone(),
+                        ));
+                    }
                     udp.push(socket);
                 }
                 Transport::Tcp => {
                     let listener = TcpListener::bind(addr).await?;
                     bound.push((Transport::Tcp, listener.local_addr()?));
-                    let accept = Accept {
-                        listener,
-                        events: events.clone(),
-                        register: register.clone(),
-                        next_id: next_id.clone(),
-                        limits,
-                        trust: trust.clone(),
-                        cancel: cancel.clone(),
-                    };
-                    tokio::spawn(accept.run());
+                    tokio::spawn(accept(listener, tcp.clone()));
                 }
             }
         }
-        let sockets = Sockets {
-            udp,
-            connections: HashMap::new(),
-            by_addr: HashMap::new(),
-            next_id,
-            events,
-            registry,
-            limits,
-            cancel,
-        };
-        Ok((sockets, inbound, bound))
+        Ok((Sockets { udp, tcp }, inbound, bound))
     }
 
     /// The UDP socket the daemon loop reads itself.
@@ -172,21 +258,26 @@ impl Sockets {
         self.udp.first().cloned()
     }
 
+    /// How many TCP connections are open.
+    pub fn connections(&self) -> usize {
+        self.tcp.table().by_id.len()
+    }
+
     /// Sends a message; TCP messages without a connection open one to the peer.
     pub fn send(&mut self, peer: Peer, bytes: Bytes) {
-        while let Ok((id, addr, sender)) = self.registry.try_recv() {
-            self.by_addr.insert(addr, id);
-            self.connections.insert(id, sender);
-        }
         match peer.transport {
             Transport::Udp => self.send_datagram(peer.addr, bytes),
             Transport::Tcp => {
-                let id = peer
-                    .connection
-                    .or_else(|| self.by_addr.get(&peer.addr).copied());
-                if let Some(sender) = id.and_then(|id| self.connections.get(&id)) {
-                    if sender.send(bytes.clone()).is_ok() {
-                        return;
+                {
+                    let table = self.tcp.table();
+                    let id = peer
+                        .connection
+                        .filter(|id| table.by_id.contains_key(id))
+                        .or_else(|| table.by_addr.get(&peer.addr).copied());
+                    if let Some(connection) = id.and_then(|id| table.by_id.get(&id)) {
+                        if connection.sender.send(bytes.clone()).is_ok() {
+                            return;
+                        }
                     }
                 }
                 if peer.connection.is_some() {
@@ -224,24 +315,22 @@ impl Sockets {
     }
 
     fn connect(&mut self, addr: SocketAddr, first: Bytes) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
         let _ = sender.send(first);
-        self.connections.insert(id, sender.clone());
-        self.by_addr.insert(addr, id);
-        let events = self.events.clone();
-        let limits = self.limits;
-        let cancel = self.cancel.clone();
+        let (id, close) = self.tcp.register(addr, sender.clone());
+        let tcp = self.tcp.clone();
         tokio::spawn(async move {
             let peer = Peer::tcp(addr, Some(id));
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    serve_connection(stream, peer, sender, receiver, events, limits, cancel).await;
+                    serve_connection(stream, peer, sender, receiver, close, tcp).await;
                 }
                 _ => {
                     tracing::warn!(%addr, "cannot open a TCP connection");
-                    let _ = events
+                    tcp.table().remove(id);
+                    let _ = tcp
+                        .events
                         .send(Received::Failed {
                             peer: Peer::tcp(addr, None),
                         })
@@ -249,18 +338,6 @@ impl Sockets {
                 }
             }
         });
-    }
-
-    /// A connection ended: forget it.
-    pub fn forget(&mut self, peer: Peer) {
-        while let Ok((id, addr, sender)) = self.registry.try_recv() {
-            self.by_addr.insert(addr, id);
-            self.connections.insert(id, sender);
-        }
-        if let Some(id) = peer.connection {
-            self.connections.remove(&id);
-            self.by_addr.retain(|_, v| *v != id);
-        }
     }
 }
 
@@ -287,81 +364,107 @@ async fn receive_datagrams(
     }
 }
 
-struct Accept {
-    listener: TcpListener,
-    events: mpsc::Sender<Received>,
-    register: mpsc::UnboundedSender<(u64, SocketAddr, UnboundedSender<Bytes>)>,
-    next_id: Arc<AtomicU64>,
-    limits: Limits,
-    trust: Trust,
-    cancel: CancellationToken,
-}
+/// How often a failing accept is logged.
+const ACCEPT_ERROR_EVERY: Duration = Duration::from_secs(10);
 
-impl Accept {
-    async fn run(self) {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (stream, addr) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+async fn accept(listener: TcpListener, tcp: Tcp) {
+    let mut failures: u64 = 0;
+    let mut logged: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = tcp.cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                failures += 1;
+                if logged.is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_EVERY) {
+                    tracing::warn!(%error, failures, "cannot accept TCP connections; closing the idlest to make room");
+                    logged = Some(Instant::now());
+                    failures = 0;
                 }
-            };
-            if !self.trust.allows(addr.ip()) {
-                tracing::info!(%addr, "TCP connection from an untrusted address closed");
+                // Out of file descriptors: free one, then give the system a moment.
+                let open = tcp.table().by_id.len();
+                tcp.table().make_room(open);
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            let _ = stream.set_nodelay(true);
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (sender, receiver) = mpsc::unbounded_channel();
-            let _ = self.register.send((id, addr, sender.clone()));
-            let peer = Peer::tcp(addr, Some(id));
-            tokio::spawn(serve_connection(
-                stream,
-                peer,
-                sender,
-                receiver,
-                self.events.clone(),
-                self.limits,
-                self.cancel.clone(),
-            ));
+        };
+        if !tcp.policy.load().trusts(addr.ip()) {
+            tracing::info!(%addr, "TCP connection from an untrusted address closed");
+            continue;
         }
+        let _ = stream.set_nodelay(true);
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (id, close) = tcp.register(addr, sender.clone());
+        let peer = Peer::tcp(addr, Some(id));
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            sender,
+            receiver,
+            close,
+            tcp.clone(),
+        ));
     }
 }
 
-/// Reads and frames messages from a connection while a writer task drains its channel.
+/// Reads and frames messages from a connection while a writer task drains its channel; closes
+/// it when evicted, idle too long, or trickling a message.
 async fn serve_connection(
     stream: TcpStream,
     peer: Peer,
     sender: UnboundedSender<Bytes>,
     mut outgoing: mpsc::UnboundedReceiver<Bytes>,
-    events: mpsc::Sender<Received>,
-    limits: Limits,
-    cancel: CancellationToken,
+    close: CancellationToken,
+    tcp: Tcp,
 ) {
+    let Some(id) = peer.connection else { return };
     let (mut reader, mut writer) = stream.into_split();
-    let writing = tokio::spawn(async move {
-        while let Some(bytes) = outgoing.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
-                return;
+    let writing = {
+        let tcp = tcp.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = outgoing.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                tcp.table().touch(id);
             }
-        }
-    });
-    let mut decoder = StreamDecoder::new(limits);
+        })
+    };
+    let mut decoder = StreamDecoder::new(tcp.policy.load().limits);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut last_read = Instant::now();
+    // When the message being received began, while one is incomplete.
+    let mut message_started: Option<Instant> = None;
     'read: loop {
+        let policy = tcp.policy.load();
+        let idle_until = last_read + policy.tcp_idle_timeout;
+        let deadline = match message_started {
+            Some(at) => idle_until.min(at + policy.tcp_message_timeout),
+            None => idle_until,
+        };
         let n = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = close.cancelled() => {
+                tracing::debug!(%peer, "TCP connection closed to make room");
+                break;
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if message_started.is_some() {
+                    tracing::info!(%peer, "closing a TCP connection that did not finish its message in time");
+                } else {
+                    tracing::debug!(%peer, "closing an idle TCP connection");
+                }
+                break;
+            }
             read = reader.read(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
         };
+        last_read = Instant::now();
+        tcp.table().touch(id);
         decoder.push(&buf[..n]);
         loop {
             match decoder.next_item() {
@@ -370,7 +473,13 @@ async fn serve_connection(
                     let _ = sender.send(Bytes::from_static(b"\r\n"));
                 }
                 Ok(Some(StreamItem::Message(item))) => {
-                    if events.send(Received::Stream { item, peer }).await.is_err() {
+                    message_started = None;
+                    if tcp
+                        .events
+                        .send(Received::Stream { item, peer })
+                        .await
+                        .is_err()
+                    {
                         break 'read;
                     }
                 }
@@ -383,9 +492,14 @@ async fn serve_connection(
                 }
             }
         }
+        if decoder.in_message() {
+            message_started.get_or_insert(last_read);
+        } else {
+            message_started = None;
+        }
     }
+    tcp.table().remove(id);
     drop(sender);
-    let _ = events.send(Received::Closed { peer }).await;
     // Let queued answers go out before the connection closes.
     let abort = writing.abort_handle();
     if tokio::time::timeout(Duration::from_secs(1), writing)

@@ -453,6 +453,11 @@ impl StreamDecoder {
         self.buf.extend_from_slice(data);
     }
 
+    /// Whether part of a message is waiting for the rest (not just keep-alive line breaks).
+    pub fn in_message(&self) -> bool {
+        self.buf.iter().any(|b| !matches!(b, b'\r' | b'\n'))
+    }
+
     /// The next complete item, `Ok(None)` when more bytes are needed.
     pub fn next_item(&mut self) -> Result<Option<StreamItem>, StreamClose> {
         loop {

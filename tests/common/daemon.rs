@@ -51,6 +51,8 @@ pub(crate) struct Daemon {
     pub(crate) dir: PathBuf,
     pub(crate) config: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    /// The open-file limit it runs under (as systemd's `LimitNOFILE=` would set it).
+    nofile: Option<u64>,
 }
 
 impl Daemon {
@@ -88,6 +90,18 @@ impl Daemon {
         database: Option<&str>,
         files: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_limited(dir, sip_extra, body, database, files, None)
+    }
+
+    /// Like [`Daemon::start_in`], under an open-file limit of `nofile`.
+    pub(crate) fn start_limited(
+        dir: PathBuf,
+        sip_extra: &str,
+        body: &str,
+        database: Option<&str>,
+        files: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Daemon {
         for (file, contents) in files {
             std::fs::write(dir.join(file), contents).unwrap();
         }
@@ -110,13 +124,24 @@ impl Daemon {
             dir,
             config,
             log: Arc::new(Mutex::new(Vec::new())),
+            nofile,
         };
         daemon.spawn();
         daemon
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+        let mut command = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_sipdesk"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sipdesk")),
+        };
+        let mut child = command
             .args(["run", "--config", self.config.to_str().unwrap()])
             .current_dir(&self.dir)
             .env("SIPDESK_LOG", "info,sipdesk=debug")

@@ -58,6 +58,9 @@ fn drain(tx: &mut Transactions) -> (Vec<String>, Vec<String>) {
             Event::Stray { response } => other.push(format!("stray {}", response.status)),
             Event::Timeout { .. } => other.push("timeout".into()),
             Event::NoAck { .. } => other.push("no ack".into()),
+            Event::Overloaded { request, .. } => {
+                other.push(format!("overloaded {}", request.method()))
+            }
         }
     }
     (sent, other)
@@ -105,9 +108,9 @@ fn server_invite_absorbs_retransmissions_and_resends_the_last_provisional() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
     let invite = request("INVITE", "z9hG4bK1", "");
-    tx.receive_request(now, invite.clone(), pbx());
+    tx.receive_request(now, invite.clone(), pbx(), usize::MAX);
     assert_eq!(drain(&mut tx).1, vec!["request INVITE"]);
-    tx.receive_request(now, invite.clone(), pbx());
+    tx.receive_request(now, invite.clone(), pbx(), usize::MAX);
     assert_eq!(
         drain(&mut tx),
         (vec![], vec![]),
@@ -116,7 +119,7 @@ fn server_invite_absorbs_retransmissions_and_resends_the_last_provisional() {
     let key = tx.server_key(&invite);
     assert!(tx.respond(now, &key, &ok_180(&invite)));
     assert_eq!(drain(&mut tx).0, vec!["SIP/2.0 180 Ringing"]);
-    tx.receive_request(now, invite.clone(), pbx());
+    tx.receive_request(now, invite.clone(), pbx(), usize::MAX);
     assert_eq!(
         drain(&mut tx),
         (vec!["SIP/2.0 180 Ringing".to_owned()], vec![])
@@ -128,7 +131,7 @@ fn server_invite_retransmits_a_failure_with_timer_g_until_the_ack() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
     let invite = request("INVITE", "z9hG4bK2", "");
-    tx.receive_request(now, invite.clone(), pbx());
+    tx.receive_request(now, invite.clone(), pbx(), usize::MAX);
     drain(&mut tx);
     let key = tx.server_key(&invite);
     tx.respond(
@@ -142,7 +145,7 @@ fn server_invite_retransmits_a_failure_with_timer_g_until_the_ack() {
     let times: Vec<u128> = sent.iter().map(|(t, _)| t.as_millis()).collect();
     assert_eq!(times, vec![500, 1500, 3500, 7500]);
     let ack = request("ACK", "z9hG4bK2", ";tag=sd");
-    tx.receive_request(now + Duration::from_secs(8), ack.clone(), pbx());
+    tx.receive_request(now + Duration::from_secs(8), ack.clone(), pbx(), usize::MAX);
     assert_eq!(drain(&mut tx), (vec![], vec![]), "the ACK is absorbed");
     let (sent, other) = run_until(&mut tx, now, Duration::from_secs(60));
     assert!(
@@ -158,7 +161,7 @@ fn server_invite_without_ack_reports_timer_h() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
     let invite = request("INVITE", "z9hG4bK3", "");
-    tx.receive_request(now, invite.clone(), pbx());
+    tx.receive_request(now, invite.clone(), pbx(), usize::MAX);
     tx.respond(
         now,
         &tx.server_key(&invite),
@@ -177,10 +180,10 @@ fn server_invite_accepted_absorbs_retransmissions_for_timer_l() {
     let mut tx = Transactions::new(TimerSettings::default());
     let invite = request("INVITE", "z9hG4bK4", "");
     let key = tx.server_key(&invite);
-    tx.receive_request(now, invite.clone(), pbx());
+    tx.receive_request(now, invite.clone(), pbx(), usize::MAX);
     tx.respond(now, &key, &invite.response(200, "OK", "sd"));
     drain(&mut tx);
-    tx.receive_request(now + T1, invite.clone(), pbx());
+    tx.receive_request(now + T1, invite.clone(), pbx(), usize::MAX);
     assert_eq!(drain(&mut tx), (vec![], vec![]));
     run_until(&mut tx, now, 64 * T1);
     assert_eq!(tx.len(), (0, 0));
@@ -192,10 +195,10 @@ fn server_non_invite_answers_retransmissions_until_timer_j() {
     let mut tx = Transactions::new(TimerSettings::default());
     let options = request("OPTIONS", "z9hG4bK5", "");
     let key = tx.server_key(&options);
-    tx.receive_request(now, options.clone(), pbx());
+    tx.receive_request(now, options.clone(), pbx(), usize::MAX);
     tx.respond(now, &key, &options.response(200, "OK", "sd"));
     drain(&mut tx);
-    tx.receive_request(now + T1, options.clone(), pbx());
+    tx.receive_request(now + T1, options.clone(), pbx(), usize::MAX);
     assert_eq!(drain(&mut tx).0, vec!["SIP/2.0 200 OK"]);
     let (_, other) = run_until(&mut tx, now, 64 * T1 - Duration::from_millis(1));
     assert!(other.is_empty());
@@ -210,7 +213,7 @@ fn over_tcp_nothing_is_retransmitted_and_nothing_lingers() {
     let mut tx = Transactions::new(TimerSettings::default());
     let tcp = Peer::tcp("127.0.0.1:5080".parse().unwrap(), Some(7));
     let options = request("OPTIONS", "z9hG4bK6", "");
-    tx.receive_request(now, options.clone(), tcp);
+    tx.receive_request(now, options.clone(), tcp, usize::MAX);
     tx.respond(
         now,
         &tx.server_key(&options),
@@ -386,7 +389,12 @@ fn a_cancel_in_proceeding_goes_out_at_once() {
 fn an_ack_to_a_2xx_belongs_to_no_transaction() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
-    tx.receive_request(now, request("ACK", "z9hG4bKnew", ";tag=agent"), pbx());
+    tx.receive_request(
+        now,
+        request("ACK", "z9hG4bKnew", ";tag=agent"),
+        pbx(),
+        usize::MAX,
+    );
     assert_eq!(drain(&mut tx).1, vec!["stateless ACK"]);
 }
 
@@ -395,8 +403,8 @@ fn rfc2543_requests_without_a_cookie_are_matched_on_their_identity() {
     let now = Instant::now();
     let mut tx = Transactions::new(TimerSettings::default());
     let old = request("INVITE", "oldstyle", "");
-    tx.receive_request(now, old.clone(), pbx());
-    tx.receive_request(now, old, pbx());
+    tx.receive_request(now, old.clone(), pbx(), usize::MAX);
+    tx.receive_request(now, old, pbx(), usize::MAX);
     assert_eq!(drain(&mut tx).1, vec!["request INVITE"]);
 }
 
@@ -462,4 +470,20 @@ fn a_cancelled_invite_without_a_final_response_ends_64_t1_after_the_cancel() {
     let (_, other) = run_until(&mut tx, start, Duration::from_secs(15) + 64 * T1);
     assert_eq!(other, vec!["timeout", "timeout"]);
     assert_eq!(tx.len(), (0, 0));
+}
+
+#[test]
+fn beyond_the_limit_a_new_request_makes_no_transaction_but_retransmissions_are_absorbed() {
+    let now = Instant::now();
+    let mut tx = Transactions::new(TimerSettings::default());
+    let first = request("INVITE", "z9hG4bK1", "");
+    tx.receive_request(now, first.clone(), pbx(), 1);
+    assert_eq!(drain(&mut tx).1, vec!["request INVITE"]);
+    let second = request("INVITE", "z9hG4bK2", "");
+    tx.receive_request(now, second, pbx(), 1);
+    assert_eq!(drain(&mut tx).1, vec!["overloaded INVITE"]);
+    assert_eq!(tx.len(), (1, 0));
+    // The first one's retransmission is still its own.
+    tx.receive_request(now, first, pbx(), 1);
+    assert_eq!(drain(&mut tx), (vec![], vec![]));
 }

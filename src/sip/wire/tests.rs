@@ -338,6 +338,16 @@ fn a_stream_frames_messages_across_partial_reads_and_keep_alives() {
         assert_eq!(r.message.body, b"abcd");
     }
     assert!(decoder.next_item().unwrap().is_none());
+    assert!(!decoder.in_message());
+    // Half a message is pending until its end arrives; line breaks alone are not.
+    decoder.push(b"\r\n");
+    assert!(!decoder.in_message());
+    decoder.push(&OPTIONS[..20]);
+    assert!(decoder.next_item().unwrap().is_none());
+    assert!(decoder.in_message());
+    decoder.push(&OPTIONS[20..]);
+    assert!(decoder.next_item().unwrap().is_some());
+    assert!(!decoder.in_message());
 }
 
 #[test]
