@@ -334,6 +334,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             .max(Duration::from_millis(100)),
     );
     let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut held_peak = 0;
     let mut config = config;
     let mut draining_until: Option<tokio::time::Instant> = None;
     let primary = sockets.primary_udp();
@@ -390,9 +391,14 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = status.tick() => {
-                if core.housekeeping() {
+                // After a burst (a flood of requests) has drained, the memory goes back.
+                let census = core.census();
+                let held = census.calls + census.server_transactions + census.client_transactions;
+                if core.housekeeping() || held + 1_000 < held_peak {
                     give_back_memory();
+                    held_peak = held;
                 }
+                held_peak = held_peak.max(held);
                 let active = core.active_calls();
                 let line = if health.writable() {
                     format!("{active} calls in progress")

@@ -112,7 +112,7 @@ fn default_max_headers() -> usize {
 }
 
 fn default_max_transactions() -> usize {
-    50_000
+    20_000
 }
 
 fn default_max_connections() -> usize {

@@ -84,6 +84,13 @@ impl Agents {
         }
     }
 
+    /// How many agents are held by a call (away or not), and how many outbound calls they have.
+    pub fn held(&self) -> (usize, usize) {
+        let busy = self.agents.values().filter(|a| a.calls > 0).count();
+        let outbound = self.agents.values().map(|a| a.outbound as usize).sum();
+        (busy, outbound)
+    }
+
     /// The states at `now`, as routing reads them.
     pub fn at(&self, now: Instant) -> AgentsAt<'_> {
         AgentsAt { agents: self, now }

@@ -180,6 +180,24 @@ pub struct Stats {
     pub outbound_refused: u64,
 }
 
+/// How many of each thing the proxy holds: for the status line, metrics, and the checks that
+/// nothing outlives its call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Calls in the table, ended ones still remembered for late retransmissions included.
+    pub calls: usize,
+    /// Calls not yet ended.
+    pub active_calls: usize,
+    pub server_transactions: usize,
+    pub client_transactions: usize,
+    /// Requests forwarded inside dialogs, or sent by sipdesk itself, awaiting their answer.
+    pub pending_requests: usize,
+    /// Agents held by a call (ringing or talking).
+    pub busy_agents: usize,
+    /// Outbound calls counted against agents.
+    pub outbound_calls: usize,
+}
+
 /// The proxy: transactions, calls, agents and round-robin cursors of one sipdesk instance.
 pub struct Core {
     settings: ProxySettings,
@@ -309,6 +327,21 @@ impl Core {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// What the proxy holds now.
+    pub fn census(&self) -> Census {
+        let (server_transactions, client_transactions) = self.tx.len();
+        let (busy_agents, outbound_calls) = self.agents.held();
+        Census {
+            calls: self.calls.len(),
+            active_calls: self.active_calls(),
+            server_transactions,
+            client_transactions,
+            pending_requests: self.forwarded.len() + self.own.len(),
+            busy_agents,
+            outbound_calls,
+        }
     }
 
     /// What to send and store, oldest first.

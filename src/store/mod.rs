@@ -380,7 +380,7 @@ impl Store {
                  ON CONFLICT (group_name) DO UPDATE SET extension = excluded.extension, updated_at = excluded.updated_at",
                 placeholders(self.backend, cursors.len(), 3)
             );
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(&sql).persistent(cached(cursors.len()));
             for (group, extension) in &cursors {
                 query = query
                     .bind(text(group).into_owned())
@@ -746,6 +746,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Whether a multi-row statement of `rows` rows is kept prepared on its connection. Small ones
+/// (the usual batch) are; large ones, made only by bursts, are prepared, run and dropped: a
+/// connection keeps up to 100 prepared statements, and a hundred 100-row inserts held
+/// megabytes long after the burst that made them.
+fn cached(rows: usize) -> bool {
+    rows <= 8
+}
+
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind limits.
 const ROWS: usize = 100;
 
@@ -784,7 +792,7 @@ async fn insert_starts(
          VALUES {} ON CONFLICT (id) DO NOTHING",
         placeholders(backend, starts.len(), 7)
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(cached(starts.len()));
     for start in starts {
         query = query
             .bind(start.id.as_str())
@@ -812,7 +820,7 @@ async fn insert_events(
          ON CONFLICT (call_id, seq) DO NOTHING",
         placeholders(backend, events.len(), 5)
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(cached(events.len()));
     for event in events {
         query = query
             .bind(event.call_id.as_str())
@@ -847,7 +855,7 @@ async fn upsert_records(
              explanation_json = excluded.explanation_json, tags_json = excluded.tags_json",
         placeholders(backend, records.len(), 20)
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(cached(records.len()));
     for r in records {
         query = query
             .bind(r.id.as_str())

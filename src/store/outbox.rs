@@ -139,7 +139,7 @@ pub(super) async fn insert(
         placeholders(backend, deliveries.len(), COLUMNS)
     );
     let now = millis(now);
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(&sql).persistent(super::cached(deliveries.len()));
     for d in deliveries {
         let state = if d.skipped.is_some() {
             DeliveryState::Skipped

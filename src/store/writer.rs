@@ -323,6 +323,10 @@ impl Writer {
             match result {
                 Ok(n) => {
                     self.pending.drain(..n);
+                    if self.pending.is_empty() && self.pending.capacity() > 4 * BATCH {
+                        // A backlog is gone: so is the memory it took.
+                        self.pending.shrink_to(BATCH);
+                    }
                     self.health
                         .waiting
                         .store(self.pending.len(), Ordering::Relaxed);
