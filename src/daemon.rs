@@ -21,8 +21,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::call::Change;
+use crate::config::AdminToken;
 use crate::config::{Config, ConfigError};
+use crate::control;
 use crate::delivery;
 use crate::directory::Directory;
 use crate::proxy::{Core, Local, Now, Output, ProxySettings};
@@ -55,6 +58,8 @@ pub enum DaemonError {
     Writer(#[source] std::io::Error),
     #[error("cannot start the delivery worker thread")]
     Worker(#[source] std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cannot create the state directory {path}")]
     StateDirectory {
         path: String,
@@ -314,6 +319,24 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     )
     .map_err(DaemonError::Worker)?;
 
+    // The admin API, on loopback; it reaches the proxy through `handle`.
+    let (handle, mut commands) = control::Handle::new();
+    let admin_stop = CancellationToken::new();
+    if let Some(addr) = config.admin.listen {
+        if let AdminToken::Generated(path) = &config.admin.token {
+            admin::generate_token(path)?;
+        }
+        let listener = admin::bind(addr).await?;
+        tokio::spawn(admin::serve(
+            listener,
+            handle.clone(),
+            health.clone(),
+            config.admin.token.source(),
+            admin_stop.clone(),
+        ));
+        tracing::info!(%addr, "admin API listening");
+    }
+
     let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
     spawn_agent_refresh(store.clone(), control.clone(), cancel.clone());
@@ -389,6 +412,15 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                     }
                 }
             },
+            Some(command) = commands.recv() => match command {
+                control::Command::EndCall { id, reply } => {
+                    let ended = core.end_call(Now::system(), &id);
+                    if ended {
+                        tracing::info!(call = %id, "call ended by an admin");
+                    }
+                    let _ = reply.send(ended);
+                }
+            },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = status.tick() => {
                 // After a burst (a flood of requests) has drained, the memory goes back.
@@ -411,6 +443,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 let grace = config.sip.shutdown_grace;
                 tracing::info!(calls = core.active_calls(), grace = %humantime::format_duration(grace), "stopping: new calls are refused, calls in progress may finish");
                 notify(&[sd_notify::NotifyState::Stopping]);
+                handle.set_draining();
                 core.drain();
                 draining_until = Some(tokio::time::Instant::now() + grace);
             }
@@ -430,6 +463,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         }
     }
     sockets_cancel.cancel();
+    admin_stop.cancel();
     drop(changes);
     worker_stop.cancel();
     // Every record the proxy produced reaches the database, or the spill file when the database

@@ -17,6 +17,8 @@
 //! - [`directory`]: routing's in-memory view of what helpdesks said about callers;
 //! - [`helpdesk`]: connectors over HTTPS (Zendesk), with pacing and error classification;
 //! - [`delivery`]: the outbox worker that carries deliveries out;
+//! - [`control`]: the seam into the running proxy (commands with replies);
+//! - [`admin`]: the HTTP API on loopback (health, ending stuck calls);
 //! - [`daemon`]: the wiring: threads, signals, systemd notifications;
 //! - [`report`]: errors as logs show them, with every cause.
 //!
@@ -25,8 +27,10 @@
 //! changes, the daemon hands them to the store); `helpdesk` knows nothing of SIP; only `daemon`
 //! (and `main`) see everything.
 
+pub mod admin;
 pub mod call;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod directory;

@@ -132,7 +132,18 @@ fn a_database_made_read_only_during_a_burst_loses_no_record() {
     let uac = callers(&daemon, "caller-answered.xml", 150, 30);
     std::thread::sleep(Duration::from_millis(1500));
     fs.read_only("sipdesk.db", true);
-    std::thread::sleep(Duration::from_secs(3));
+    // Not healthy while the database refuses writes.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, body) = daemon.admin("GET", "/health", None);
+        if status == 503 {
+            assert!(body.contains("database_not_writable"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still healthy: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     // Meanwhile the database is not held locked: an admin's command still reads it.
     let (code, out) = daemon.command(&["calls", "--limit", "1"]);
     assert_eq!(code, 0, "{out}");

@@ -323,3 +323,57 @@ fn a_reload_that_changes_who_is_trusted_applies_on_udp_and_tcp_at_once() {
     assert_eq!(tcp_answer(sipdesk), Some(200));
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn an_admin_ends_a_stuck_call_and_both_phones_get_bye() {
+    let mut daemon = Daemon::start("admin-end", FAST, BODY);
+    let (status, body) = daemon.admin("GET", "/health", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\":\"ready\""), "{body}");
+    let uas = agents(&daemon, "agents-answer.xml", 1);
+    let uac = callers(&daemon, "caller-answered-until-bye.xml", 1, false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let calls = daemon.calls();
+        // Events are stored as they happen; the record itself when the call ends.
+        let answered = |c: &&serde_json::Value| {
+            c["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == "answered"))
+        };
+        if let Some(call) = calls.iter().find(answered) {
+            break call["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answered call:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(daemon.admin("DELETE", &format!("/calls/{id}"), None).0, 401);
+    assert_eq!(
+        daemon
+            .admin("DELETE", &format!("/calls/{id}"), Some("wrong"))
+            .0,
+        401
+    );
+    let token = std::fs::read_to_string(daemon.dir.join("admin.token")).unwrap();
+    assert_eq!(
+        daemon
+            .admin("DELETE", "/calls/no-such-call", Some(&token))
+            .0,
+        404
+    );
+    // What an admin types: the command asks the running daemon.
+    let (code, out) = daemon.command(&["calls", "end", &id]);
+    assert_eq!(code, 0, "{out}");
+    succeeded(uac, &daemon);
+    succeeded(uas, &daemon);
+    let call = daemon.ended_calls(1).remove(0);
+    assert_eq!(call["ended_by"], "admin", "{call:#}");
+    let (code, out) = daemon.command(&["calls", "end", &id]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no such call in progress"), "{out}");
+    assert_eq!(daemon.stop(), Some(0));
+}

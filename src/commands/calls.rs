@@ -1,10 +1,23 @@
-//! `sipdesk calls`: recent calls with their outcome.
+//! `sipdesk calls`: recent calls with their outcome, or end a stuck one through the running
+//! daemon's admin API.
 
 use sipdesk::config::Config;
 use sipdesk::store::{CallFilter, Store};
 
+#[derive(clap::Subcommand)]
+pub(crate) enum CallsAction {
+    /// End a call in progress (a stuck call): both phones get BYE, its agent is free, and it is
+    /// recorded as ended by an admin. Asks the running daemon.
+    End {
+        /// The call's id, as `sipdesk calls` shows it.
+        id: String,
+    },
+}
+
 #[derive(clap::Args)]
 pub(crate) struct CallsArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<CallsAction>,
     /// Only calls in progress.
     #[arg(long)]
     pub(crate) active: bool,
@@ -17,6 +30,9 @@ pub(crate) struct CallsArgs {
 }
 
 pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<()> {
+    if let Some(CallsAction::End { id }) = &args.action {
+        return end(config, id).await;
+    }
     let store = Store::open(&config.database.url).await?;
     let rows = store
         .calls(CallFilter {
@@ -72,4 +88,53 @@ pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+/// `DELETE /calls/{id}` on the daemon's admin API.
+async fn end(config: &Config, id: &str) -> anyhow::Result<()> {
+    let Some(addr) = config.admin.listen else {
+        anyhow::bail!(
+            "the admin API is off ([admin] listen = \"off\"); it is needed to end a call"
+        );
+    };
+    let token = config
+        .admin
+        .token
+        .source()
+        .read()
+        .map_err(|why| anyhow::anyhow!("{why}; run this as root or as the sipdesk user"))?;
+    let url = format!("http://{addr}/calls/{}", percent(id));
+    sipdesk::helpdesk::http::install_crypto();
+    let response = reqwest::Client::new()
+        .delete(&url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach sipdesk at {addr} (is it running?): {e}"))?;
+    match response.status().as_u16() {
+        200 => {
+            println!("{id}: ended");
+            Ok(())
+        }
+        404 => anyhow::bail!("{id}: no such call in progress"),
+        401 => {
+            anyhow::bail!("sipdesk refused the admin token (is [admin] token_file the daemon's?)")
+        }
+        status => anyhow::bail!(
+            "sipdesk answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// A call id as one URL path segment.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

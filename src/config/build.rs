@@ -11,11 +11,12 @@ use jiff::tz::TimeZone;
 
 use super::diagnostic::{Seg, Source, join, keys};
 use super::raw::{
-    HolidayMode, RawAgent, RawDatabase, RawDefaults, RawGroup, RawHoliday, RawHours, RawSip,
+    HolidayMode, RawAdmin, RawAgent, RawDatabase, RawDefaults, RawGroup, RawHoliday, RawHours,
+    RawSip,
 };
 use super::{
-    Config, DatabaseSettings, DatabaseUrl, Defaults, HostPort, Listen, RawConfig, SipSettings,
-    Transport,
+    AdminSettings, AdminToken, Config, DatabaseSettings, DatabaseUrl, Defaults, HostPort, Listen,
+    RawConfig, SecretSource, SipSettings, Transport,
 };
 use crate::phone::Region;
 use crate::routing::group::check_user_part;
@@ -31,6 +32,11 @@ use crate::sip::wire::Limits;
 pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
     let sip = raw.sip.as_ref().and_then(|sip| build_sip(sip, src));
     let database = build_database(raw.database.unwrap_or_default(), src);
+    let admin = build_admin(
+        raw.admin.unwrap_or_default(),
+        database.as_ref().map(|d| d.state_directory.as_path()),
+        src,
+    );
     let defaults = raw.defaults.as_ref().and_then(|d| build_defaults(d, src));
     let holidays: Vec<Holiday> = raw
         .holidays
@@ -58,6 +64,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
     Some(Config {
         sip: sip?,
         database: database?,
+        admin: admin?,
         defaults: defaults?,
         global_holidays: holidays.len(),
         groups: groups?,
@@ -342,6 +349,42 @@ fn build_database(raw: RawDatabase, src: &mut Source<'_>) -> Option<DatabaseSett
         state_directory,
         queue_limit: raw.queue_limit,
         stop_write_timeout: stop_write_timeout?,
+    })
+}
+
+fn build_admin(
+    raw: RawAdmin,
+    state_directory: Option<&std::path::Path>,
+    src: &mut Source<'_>,
+) -> Option<AdminSettings> {
+    let listen = match raw.listen.trim() {
+        "off" => Some(None),
+        text => match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                src.error(
+                    keys!["admin", "listen"],
+                    format!("\"{text}\" is not an address and port; write e.g. \"127.0.0.1:8640\", or \"off\""),
+                );
+                None
+            }
+        },
+    };
+    let token = match (raw.token_file, raw.token_env) {
+        (Some(_), Some(_)) => {
+            src.error(
+                keys!["admin", "token_env"],
+                "give the admin token in token_file or token_env, not both",
+            );
+            None
+        }
+        (Some(file), None) => Some(AdminToken::Configured(SecretSource::File(file.into()))),
+        (None, Some(var)) => Some(AdminToken::Configured(SecretSource::Env(var))),
+        (None, None) => Some(AdminToken::Generated(state_directory?.join("admin.token"))),
+    };
+    Some(AdminSettings {
+        listen: listen?,
+        token: token?,
     })
 }
 

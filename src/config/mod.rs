@@ -28,7 +28,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use diagnostic::Diagnostic;
 use diagnostic::Source;
 pub use helpdesk::{Auth, HelpdeskSettings, Kind, Secret, SecretSource};
-use raw::{RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
+use raw::{RawAdmin, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
 
 use crate::phone::Region;
 use crate::routing::Groups;
@@ -45,6 +45,7 @@ pub const DEFAULT_PATH: &str = "/etc/sipdesk/sipdesk.toml";
 pub struct Config {
     pub sip: SipSettings,
     pub database: DatabaseSettings,
+    pub admin: AdminSettings,
     pub defaults: Defaults,
     /// How many global holidays are defined (each group holds its own copy).
     pub global_holidays: usize,
@@ -189,6 +190,33 @@ impl DatabaseUrl {
     }
 }
 
+/// `[admin]`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `None`: the API is off.
+    pub listen: Option<SocketAddr>,
+    pub token: AdminToken,
+}
+
+/// Where the admin API's token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminToken {
+    /// `token_file` or `token_env`.
+    Configured(SecretSource),
+    /// Made by the daemon at each start, in this file (`admin.token` in the state directory).
+    Generated(PathBuf),
+}
+
+impl AdminToken {
+    /// The token the daemon and the commands use.
+    pub fn source(&self) -> SecretSource {
+        match self {
+            AdminToken::Configured(source) => source.clone(),
+            AdminToken::Generated(path) => SecretSource::File(path.clone()),
+        }
+    }
+}
+
 /// `[defaults]`, checked.
 #[derive(Clone, Debug)]
 pub struct Defaults {
@@ -299,6 +327,10 @@ impl Config {
             changes.need_restart.push("database");
             self.database = running.database.clone();
         }
+        if self.admin != running.admin {
+            changes.need_restart.push("admin");
+            self.admin = running.admin.clone();
+        }
         let differ = |a: &dyn fmt::Debug, b: &dyn fmt::Debug| format!("{a:?}") != format!("{b:?}");
         if differ(&self.defaults, &running.defaults) {
             changes.applied.push("defaults");
@@ -340,6 +372,7 @@ impl Config {
 pub(crate) struct RawConfig {
     sip: Option<RawSip>,
     database: Option<RawDatabase>,
+    admin: Option<RawAdmin>,
     defaults: Option<RawDefaults>,
     holidays: Vec<RawHoliday>,
     groups: Vec<Option<RawGroup>>,
@@ -350,9 +383,10 @@ pub(crate) struct RawConfig {
 }
 
 /// The top-level keys, in the order the example file uses.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "sip",
     "database",
+    "admin",
     "defaults",
     "holidays",
     "groups",
@@ -364,6 +398,7 @@ impl RawConfig {
         let mut raw = RawConfig {
             sip: None,
             database: None,
+            admin: None,
             defaults: None,
             holidays: Vec::new(),
             groups: Vec::new(),
@@ -374,6 +409,7 @@ impl RawConfig {
             match key.get_ref().as_ref() {
                 "sip" => raw.sip = section(value, src),
                 "database" => raw.database = section(value, src),
+                "admin" => raw.admin = section(value, src),
                 "defaults" => raw.defaults = section(value, src),
                 "holidays" => {
                     raw.holidays = entries(value, "holidays", src)

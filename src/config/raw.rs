@@ -210,6 +210,36 @@ pub(crate) fn default_stop_write_timeout() -> String {
     "15s".to_owned()
 }
 
+/// `[admin]`: the HTTP API for supervisors, the `sipdesk` commands and monitoring.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// `"ADDRESS:PORT"` to listen on (keep it on loopback), or `"off"`.
+    #[serde(default = "default_admin_listen")]
+    pub(crate) listen: String,
+    /// A file holding the bearer token the API asks for (a relative path is under systemd's
+    /// `$CREDENTIALS_DIRECTORY`). Without `token_file` or `token_env`, sipdesk makes one at each
+    /// start in `admin.token` in the state directory, readable by its own user only, and the
+    /// `sipdesk` commands read it there.
+    pub(crate) token_file: Option<String>,
+    /// An environment variable holding the token.
+    pub(crate) token_env: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> RawAdmin {
+        RawAdmin {
+            listen: default_admin_listen(),
+            token_file: None,
+            token_env: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8640".to_owned()
+}
+
 /// `[defaults]`: what applies where a group says nothing.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -136,8 +136,8 @@ pub struct Http {
     pacer: Arc<Pacer>,
 }
 
-/// Installs the TLS crypto provider (once per process).
-fn install_crypto() {
+/// Installs the TLS crypto provider (once per process); every HTTP client needs it first.
+pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -1075,6 +1075,55 @@ impl Core {
         self.own.insert(tx, (call.key, own));
     }
 
+    /// An admin ends the call `id` (stuck, or to free its agent): an answered one is hung up
+    /// on both sides with BYE and recorded as ended by an admin; one still ringing gets 480
+    /// and is recorded as missed (rejected). Returns whether a call in progress had that id.
+    pub(super) fn end_call_now(&mut self, now: Now, id: &str) -> bool {
+        let Some(key) = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.id == id && !c.is_ended())
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        let Some(mut call) = self.take(key) else {
+            return false;
+        };
+        self.event(now, &call, "admin", "ended by an admin".to_owned());
+        match call.state {
+            State::Answered => {
+                self.bye_both(now, &call);
+                self.hang_up(now, &mut call, EndedBy::Admin);
+            }
+            State::Offering => {
+                self.drop_branch(now, &mut call, "ended by an admin");
+                let (server_tx, invite) = (call.server_tx, call.invite.clone());
+                self.reply(
+                    now,
+                    &server_tx,
+                    &invite,
+                    480,
+                    "Temporarily Unavailable",
+                    &[],
+                );
+                if let Some(agent) = call.dialler.clone() {
+                    self.agents.release(&agent);
+                }
+                self.end(
+                    now,
+                    &mut call,
+                    Outcome::Missed,
+                    Some(MissedReason::Rejected),
+                    None,
+                );
+            }
+            State::Ended => {}
+        }
+        self.put(call);
+        true
+    }
+
     /// Hangs up both sides of an answered call with BYE.
     fn bye_both(&mut self, now: Now, call: &Call) {
         self.send_in_dialog(now, call, Side::Agent, rsip::Method::Bye, Own::Bye);

@@ -303,3 +303,23 @@ fn beyond_max_transactions_new_calls_get_503_with_retry_after() {
     h.receive(caller(), &invite("100", "normal", "z9hG4bKnormal"));
     sent_to_pbx(&h.take_sent(), "INVITE sip:2001@");
 }
+
+#[test]
+fn an_admin_ends_a_stuck_call_with_bye_to_both_sides_and_frees_its_agent() {
+    let mut h = Harness::new(OPEN);
+    answered(&mut h, "stuck");
+    ack(&mut h, "stuck");
+    h.take_sent();
+    let id = match h.changes_started().first() {
+        Some(id) => id.clone(),
+        None => panic!("no call"),
+    };
+    assert!(!h.core.end_call(h.now, "no-such-call"));
+    assert!(h.core.end_call(h.now, &id));
+    h.collect();
+    let sent = h.take_sent();
+    assert_eq!(distinct(&sent, "BYE ").len(), 2, "{:?}", lines(&sent));
+    assert_eq!(h.records()[0].ended_by, Some(EndedBy::Admin));
+    assert_eq!(state(&h, "2001"), AgentState::WrapUp);
+    assert!(!h.core.end_call(h.now, &id), "already ended");
+}

@@ -315,6 +315,14 @@ impl Core {
         self.agents.set_away(extension, away)
     }
 
+    /// Ends a call in progress by its sipdesk id, as an admin asks (see `DELETE /calls/{id}`);
+    /// returns whether there was one.
+    pub fn end_call(&mut self, now: Now, id: &str) -> bool {
+        let ended = self.end_call_now(now, id);
+        self.pump(now);
+        ended
+    }
+
     /// Stops taking new calls (503); calls in progress go on.
     pub fn drain(&mut self) {
         self.draining = true;

@@ -124,6 +124,17 @@ impl Harness {
         std::mem::take(&mut self.sent)
     }
 
+    /// The ids of the calls started so far.
+    pub(super) fn changes_started(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::CallStarted(s) => Some(s.id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(super) fn records(&self) -> Vec<&CallRecord> {
         self.changes
             .iter()

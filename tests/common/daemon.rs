@@ -48,6 +48,8 @@ pub(crate) struct Daemon {
     child: Option<Child>,
     pub(crate) port: u16,
     pub(crate) pbx_port: u16,
+    /// The admin API's port on 127.0.0.1.
+    pub(crate) admin_port: u16,
     pub(crate) dir: PathBuf,
     pub(crate) config: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
@@ -107,12 +109,13 @@ impl Daemon {
         }
         let port = free_port();
         let pbx_port = free_port();
+        let admin_port = free_port();
         let database = database.map_or_else(
             || format!("sqlite://{}/sipdesk.db", dir.display()),
             str::to_owned,
         );
         let text = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\npbx = \"127.0.0.1:{pbx_port}\"\n{sip_extra}\n\n[database]\nstate_directory = \"{}\"\nurl = \"{database}\"\n\n{body}",
+            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\npbx = \"127.0.0.1:{pbx_port}\"\n{sip_extra}\n\n[database]\nstate_directory = \"{}\"\nurl = \"{database}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}",
             dir.display()
         );
         let config = dir.join("sipdesk.toml");
@@ -121,6 +124,7 @@ impl Daemon {
             child: None,
             port,
             pbx_port,
+            admin_port,
             dir,
             config,
             log: Arc::new(Mutex::new(Vec::new())),
@@ -220,6 +224,27 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A plain HTTP/1.1 request to its admin API; returns the status and the body.
+    pub(crate) fn admin(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
     }
 
     /// Everything sipdesk logged so far.
