@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::routing::Extension;
+
 /// What the proxy's thread is asked to do.
 #[derive(Debug)]
 pub enum Command {
@@ -14,6 +16,11 @@ pub enum Command {
     EndCall {
         id: String,
         reply: oneshot::Sender<bool>,
+    },
+    /// Free an agent: end (or move on) every call holding them; the reply says how many.
+    FreeAgent {
+        extension: Extension,
+        reply: oneshot::Sender<usize>,
     },
 }
 
@@ -48,6 +55,15 @@ impl Handle {
                 id: id.to_owned(),
                 reply,
             })
+            .map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    /// Frees an agent; returns how many calls held them.
+    pub async fn free_agent(&self, extension: Extension) -> Result<usize, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::FreeAgent { extension, reply })
             .map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
     }

@@ -195,6 +195,15 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(state);
 }
 
+/// The user a `postgres://user@host/db` URL connects as.
+fn database_role(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(credentials, _)| credentials.split(':').next().unwrap_or_default().to_owned())
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "(the server's default)".to_owned())
+}
+
 /// The user sipdesk runs as, for messages about files it cannot write.
 fn current_user() -> String {
     // SAFETY: geteuid cannot fail; getpwuid returns a pointer into static storage (or null),
@@ -213,7 +222,8 @@ fn current_user() -> String {
 /// Opens the store and proves it can be written, writes back what a previous run spilled and
 /// closes the calls it left open. sipdesk is not ready (and does not start) before this
 /// succeeds.
-async fn open_store(config: &Config) -> Result<Store, DaemonError> {
+/// Returns the store and the SIP Call-IDs of the calls closed as interrupted.
+async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError> {
     let database = &config.database;
     std::fs::create_dir_all(&database.state_directory).map_err(|source| {
         DaemonError::StateDirectory {
@@ -221,19 +231,43 @@ async fn open_store(config: &Config) -> Result<Store, DaemonError> {
             source,
         }
     })?;
-    let name = database
-        .sqlite_file()
-        .map_or_else(|| store::redact(&database.url), |f| f.display().to_string());
+    // The spill file goes there: a directory sipdesk cannot write (under ProtectSystem=strict,
+    // anything outside /var/lib/sipdesk) would only show when records had nowhere to go.
+    let probe = database.state_directory.join(".sipdesk-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| DaemonError::StateDirectory {
+            path: database.state_directory.display().to_string(),
+            source,
+        })?;
+    let (name, user) = match database.sqlite_file() {
+        Some(file) => (file.display().to_string(), current_user()),
+        None => (
+            store::redact(&database.url),
+            format!("role {}", database_role(&database.url)),
+        ),
+    };
     let not_writable = |source| DaemonError::NotWritable {
         database: name.clone(),
-        user: current_user(),
+        user: user.clone(),
         source,
     };
-    let store = Store::open(&database.url).await.map_err(not_writable)?;
+    // SQLite: a file sipdesk may not write often fails already at opening (the migrations
+    // write); a database server that cannot be reached is a plain connection error.
+    let store = match Store::open(&database.url).await {
+        Ok(store) => store,
+        Err(error) if database.sqlite_file().is_some() => return Err(not_writable(error)),
+        Err(error) => return Err(error.into()),
+    };
     store.check_writable().await.map_err(not_writable)?;
     let outbox = |record: &crate::call::CallRecord| delivery::outbox_entries(config, record);
     let spill = Spill::in_directory(&database.state_directory);
     if spill.exists() {
+        // A long outage can leave a large file: systemd is asked to wait while it is written.
+        notify(&[
+            sd_notify::NotifyState::ExtendTimeoutUsec(600_000_000),
+            sd_notify::NotifyState::Status("writing the call records the last run could not"),
+        ]);
         let written = store::writer::write_back(&store, &spill, &outbox)
             .await
             .map_err(not_writable)?;
@@ -246,19 +280,19 @@ async fn open_store(config: &Config) -> Result<Store, DaemonError> {
     let closed = store
         .close_interrupted(jiff::Timestamp::now(), &outbox)
         .await?;
-    if closed > 0 {
+    if !closed.is_empty() {
         tracing::warn!(
-            calls = closed,
+            calls = closed.len(),
             "closed calls left in progress by the previous run as interrupted"
         );
     }
-    Ok(store)
+    Ok((store, closed))
 }
 
 /// Runs sipdesk until `cancel` fires (or a signal asks it to stop).
 pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(&config_path)?);
-    let store = open_store(&config).await?;
+    let (store, interrupted) = open_store(&config).await?;
     let cursors = store.cursors().await?;
     let away: Vec<Extension> = store
         .agent_states()
@@ -291,6 +325,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let mut core = Core::new(settings, config.clone(), policy, cursors, &away);
     let directory = Arc::new(Directory::from_entries(&store.contacts().await?));
     core.set_directory(directory.clone());
+    core.remember_interrupted(Now::system(), interrupted);
 
     // The running configuration, for the writer (which integrations a call is delivered to)
     // and the delivery worker; a reload reaches both.
@@ -306,14 +341,16 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             spill: Spill::in_directory(&config.database.state_directory),
         },
         changes_rx,
-        Box::new(move |record| delivery::outbox_entries(&outbox_config.borrow(), record)),
+        Arc::new(move |record: &crate::call::CallRecord| {
+            delivery::outbox_entries(&outbox_config.borrow(), record)
+        }),
         health.clone(),
     )
     .map_err(DaemonError::Writer)?;
     let worker_stop = CancellationToken::new();
     let worker = delivery::spawn(
         config.database.url.clone(),
-        config_rx,
+        config_rx.clone(),
         directory,
         worker_stop.clone(),
     )
@@ -332,6 +369,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             handle.clone(),
             health.clone(),
             config.admin.token.source(),
+            config_rx.clone(),
             admin_stop.clone(),
         ));
         tracing::info!(%addr, "admin API listening");
@@ -400,6 +438,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                         warn_file_limit(&reloaded, file_limit);
                         // The proxy and the sockets take the new policy in this one step.
                         core.reload(reloaded.clone());
+                        sockets.close_untrusted();
                         let _ = config_tx.send(reloaded.clone());
                         config = reloaded;
                     }
@@ -419,6 +458,11 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                         tracing::info!(call = %id, "call ended by an admin");
                     }
                     let _ = reply.send(ended);
+                }
+                control::Command::FreeAgent { extension, reply } => {
+                    let freed = core.free_agent(Now::system(), &extension);
+                    tracing::info!(%extension, calls = freed, "agent freed by an admin");
+                    let _ = reply.send(freed);
                 }
             },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
@@ -442,7 +486,13 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             _ = cancel.cancelled(), if draining_until.is_none() => {
                 let grace = config.sip.shutdown_grace;
                 tracing::info!(calls = core.active_calls(), grace = %humantime::format_duration(grace), "stopping: new calls are refused, calls in progress may finish");
-                notify(&[sd_notify::NotifyState::Stopping]);
+                // systemd waits for the calls, then for the last records (TimeoutStopSec may be
+                // shorter than shutdown_grace).
+                let wait = grace + config.database.stop_write_timeout + WRITER_MARGIN;
+                notify(&[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::ExtendTimeoutUsec(u32::try_from(wait.as_micros()).unwrap_or(u32::MAX)),
+                ]);
                 handle.set_draining();
                 core.drain();
                 draining_until = Some(tokio::time::Instant::now() + grace);
@@ -506,7 +556,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         );
     }
     match report {
-        Some(report) if report.spilled > 0 || report.lost > 0 => tracing::warn!(
+        Some(report) if report.spill_left || report.lost > 0 => tracing::warn!(
             spilled = report.spilled,
             lost = report.lost,
             file = %Spill::in_directory(&config.database.state_directory).path().display(),

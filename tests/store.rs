@@ -220,7 +220,7 @@ async fn calls_left_in_progress_by_a_crash_are_closed_as_interrupted() {
             .close_interrupted(at("2026-11-23T10:00:00Z"), &|_| Vec::new())
             .await
             .unwrap();
-        assert_eq!(closed, 1, "{}", db.label);
+        assert_eq!(closed.len(), 1, "{}", db.label);
         let calls = store
             .calls(CallFilter {
                 active: false,
@@ -675,7 +675,7 @@ async fn calls_interrupted_by_a_crash_get_their_deliveries() {
             })
             .await
             .unwrap();
-        assert_eq!(closed, 1);
+        assert_eq!(closed, vec!["sip-ringing".to_owned()]);
         let deliveries = store.deliveries_of("ringing").await.unwrap();
         assert_eq!(deliveries.len(), 1, "{}", db.label);
         assert_eq!(deliveries[0].contact_key, "+34600123456");

@@ -103,7 +103,7 @@ fn spawn_writer(url: &str, spill: Spill, queue_limit: usize, stop: Duration) -> 
             spill,
         },
         rx,
-        Box::new(|_| Vec::new()),
+        std::sync::Arc::new(|_: &sipdesk::call::CallRecord| Vec::new()),
         health.clone(),
     )
     .unwrap();
@@ -253,6 +253,7 @@ fn what_cannot_be_written_before_stop_goes_to_the_spill_file_and_back() {
         started.elapsed()
     );
     assert_eq!(report.spilled, 150);
+    assert!(report.spill_left);
     assert_eq!(report.lost, 0);
     assert!(spill.exists());
     fs.read_only("sipdesk.db", false);
@@ -378,4 +379,99 @@ fn a_record_the_database_refuses_is_kept_apart_and_never_blocks_the_others() {
         drop(store);
         runtime.block_on(db.drop_db());
     }
+}
+
+/// Holds the database's write lock from another connection until dropped.
+async fn hold_write_lock(url: &str, label: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let statements: &[&str] = if label == "postgres" {
+        &["BEGIN", "LOCK TABLE calls IN ACCESS EXCLUSIVE MODE"]
+    } else {
+        &["BEGIN EXCLUSIVE"]
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn
+}
+
+#[test]
+fn a_write_that_hangs_on_a_lock_is_abandoned_and_a_stop_still_spills_in_time() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for db in runtime.block_on(TestDb::all()) {
+        runtime.block_on(Store::open(&db.url)).unwrap();
+        let state = common::daemon::test_dir("locked-state");
+        let spill = Spill::in_directory(&state);
+        let writer = spawn_writer(&db.url, spill.clone(), 100_000, Duration::from_secs(2));
+        writer.send(call("before"));
+        wait_until("the first call is written", || {
+            runtime.block_on(count_calls(&db.url)).0 == 1
+        });
+        let lock = runtime.block_on(hold_write_lock(&db.url, db.label));
+        for i in 0..20 {
+            writer.send(call(&format!("locked{i}")));
+        }
+        wait_until("the writer says the database cannot be written", || {
+            !writer.health.writable()
+        });
+        let stopping = std::time::Instant::now();
+        let report = writer.stop();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "{}: the stop took {:?}",
+            db.label,
+            stopping.elapsed()
+        );
+        assert!(report.spill_left, "{}: {report:?}", db.label);
+        assert_eq!(report.lost, 0);
+        drop(lock);
+        let store = runtime.block_on(Store::open(&db.url)).unwrap();
+        runtime
+            .block_on(writer::write_back(&store, &spill, &|_| Vec::new()))
+            .unwrap();
+        assert_eq!(
+            runtime.block_on(count_calls(&db.url)),
+            (21, 21),
+            "{}",
+            db.label
+        );
+        drop(store);
+        runtime.block_on(db.drop_db());
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_write_works_again_once_a_read_only_database_is_writable() {
+    use sipdesk::store::ContactEntry;
+    let Some(fs) = SmallFs::mount("read-only-writes", "16M") else {
+        return;
+    };
+    let url = format!("sqlite://{}", fs.path("sipdesk.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let contact = |n: u32| ContactEntry {
+        integration: "zendesk".into(),
+        phone: format!("+3460000{n:04}"),
+        contact_id: Some(n.to_string()),
+        name: None,
+        inactive: false,
+        checked_at: Timestamp::now(),
+    };
+    store.save_contact(&contact(0)).await.unwrap();
+    fs.read_only("sipdesk.db", true);
+    for n in 1..=8 {
+        assert!(store.save_contact(&contact(n)).await.is_err());
+    }
+    assert!(store.apply(&call("ro"), &[]).await.is_err());
+    fs.read_only("sipdesk.db", false);
+    // Every pooled connection that saw the read-only file was closed, not kept read-only.
+    for n in 10..30 {
+        store
+            .save_contact(&contact(n))
+            .await
+            .unwrap_or_else(|e| panic!("contact {n}: {e:#}"));
+    }
+    store.apply(&call("rw"), &[]).await.unwrap();
+    store.check_writable().await.unwrap();
 }

@@ -1,9 +1,11 @@
 //! Sequences of well-formed SIP messages through the proxy, from both sides, with time passing:
 //! calls started, answered or refused by the agents, acknowledged or not, cancelled, hung up
 //! from either side, re-INVITEd, plus outbound calls, stray responses and garbage, in any order
-//! the fuzzer finds. Afterwards, with enough time passed for every timer (max_call_duration
-//! included), nothing may be left: no call, no transaction, no pending request, no agent held.
-//! A stuck agent or an unbounded table is a crash here. Run: `cargo fuzz run sequence -s none`.
+//! the fuzzer finds. Then an orderly end: the caller hangs up (or cancels) every call and every
+//! request sipdesk sends is answered 200. After that and the protocol's own timers (64·T1,
+//! Timer C, max_wait, wrap-up; `max_call_duration` is a week, so it cannot tidy up for the
+//! proxy), nothing may be left: no call, no transaction, no pending request, no agent held. A
+//! stuck agent or an unbounded table is a crash here. Run: `cargo fuzz run sequence -s none`.
 #![no_main]
 
 use std::collections::HashMap;
@@ -20,7 +22,7 @@ const CONFIG: &str = r#"
 [sip]
 pbx = "127.0.0.1:5080"
 trusted = ["127.0.0.0/8"]
-max_call_duration = "1m"
+max_call_duration = "7d"
 session_check = "20s"
 max_transactions = 1000
 [defaults]
@@ -53,8 +55,12 @@ fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// A response to a request sipdesk sent (status, To tag), copying its Via, From, To, Call-ID
-/// and CSeq, with a Contact and the Record-Routes on 2xx.
+/// and CSeq, with a Contact (on one of two addresses) and the Record-Routes on 2xx.
 fn respond(request: &str, status: u16, tag: &str) -> String {
+    respond_from(request, status, tag, "127.0.0.1")
+}
+
+fn respond_from(request: &str, status: u16, tag: &str, contact_ip: &str) -> String {
     let mut out = format!("SIP/2.0 {status} Whatever\r\n");
     for line in request.lines().skip(1) {
         let Some((name, _)) = line.split_once(':') else { break };
@@ -69,7 +75,7 @@ fn respond(request: &str, status: u16, tag: &str) -> String {
         }
     }
     if (200..300).contains(&status) {
-        out.push_str("Contact: <sip:2001@127.0.0.1:5080>\r\n");
+        out.push_str(&format!("Contact: <sip:2001@{contact_ip}:5080>\r\n"));
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     out
@@ -199,7 +205,8 @@ fuzz_target!(|data: &[u8]| {
                     if status == 200 {
                         run.tags.insert(call.clone(), agent_tag.clone());
                     }
-                    run.receive(PBX, &respond(&request, status, &agent_tag));
+                    let contact_ip = if arg % 2 == 0 { "127.0.0.1" } else { "127.0.0.2" };
+                    run.receive(PBX, &respond_from(&request, status, &agent_tag, contact_ip));
                 }
             }
             4 => run.receive(CALLER, &in_dialog("ACK", &call, &tag, 1, true)),
@@ -236,7 +243,30 @@ fuzz_target!(|data: &[u8]| {
             _ => run.receive(CALLER, &in_dialog("UPDATE", &call, &tag, 2 + u32::from(arg % 5), true)),
         }
     }
-    // Long enough for max_wait, Timer C, 64·T1 lingering, max_call_duration and wrap-up.
+    // The orderly end: every call hung up or cancelled by its caller, whatever agent answered,
+    // and every request sipdesk sends answered 200 (it may take a few rounds: a BYE forwarded
+    // to the agent, sipdesk's own BYEs).
+    for n in 0..4 {
+        let call = format!("c{n}");
+        let cancel = invite(&call, 0, "600123456", "100")
+            .replace("INVITE sip:", "CANCEL sip:")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+        run.receive(CALLER, &cancel);
+        for tag in ["a0", "a1", "a2", "t0", "t1", "t2"] {
+            run.receive(CALLER, &in_dialog("BYE", &call, tag, 100, true));
+        }
+    }
+    for _ in 0..4 {
+        let waiting: Vec<(bool, String)> = run.sent.values().flatten().cloned().collect();
+        run.sent.clear();
+        for (to_pbx, request) in waiting {
+            if !request.starts_with("ACK") {
+                run.receive(if to_pbx { PBX } else { CALLER }, &respond(&request, 200, "end"));
+            }
+        }
+        run.advance(Duration::from_secs(1));
+    }
+    // Long enough for max_wait, Timer C, 64·T1 lingering and wrap-up.
     run.advance(Duration::from_secs(20 * 60));
     let census = run.core.census();
     assert_eq!(census.active_calls, 0, "{census:?}");

@@ -6,7 +6,8 @@
 //!   503 while it is stopping or while the database refuses writes (the body says which).
 //! - Everything else needs `Authorization: Bearer <token>` (compared in constant time): 401
 //!   without it or with a wrong one. `DELETE /calls/{id}` ends a call in progress (an answered
-//!   one with BYE to both sides), 404 for no such call.
+//!   one with BYE to both sides), 404 for no such call. `POST /agents/{extension}/free` frees an
+//!   agent: every call holding them ends (or, ringing them, moves on to the next agent).
 //!
 //! The token is read from where the configuration says at each request, so a new token file
 //! works without a restart; by default the daemon makes one at start ([`generate_token`]).
@@ -19,12 +20,15 @@ use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SecretSource;
+use tokio::sync::watch;
+
+use crate::config::{Config, SecretSource};
 use crate::control::Handle;
+use crate::routing::Extension;
 use crate::store::writer::Health;
 
 /// What the handlers share.
@@ -33,6 +37,8 @@ struct Admin {
     handle: Handle,
     health: Arc<Health>,
     token: SecretSource,
+    /// The configuration in force (which extensions are agents).
+    config: watch::Receiver<Arc<Config>>,
 }
 
 /// Why the admin API could not start.
@@ -91,16 +97,19 @@ pub async fn serve(
     handle: Handle,
     health: Arc<Health>,
     token: SecretSource,
+    config: watch::Receiver<Arc<Config>>,
     cancel: CancellationToken,
 ) {
     let admin = Admin {
         handle,
         health,
         token,
+        config,
     };
     let app = axum::Router::new()
         .route("/health", get(health_check))
         .route("/calls/{id}", delete(end_call))
+        .route("/agents/{extension}/free", post(free_agent))
         .with_state(admin);
     let stop = cancel.clone();
     if let Err(error) = axum::serve(listener, app)
@@ -138,6 +147,42 @@ async fn end_call(
     match admin.handle.end_call(&id).await {
         Ok(true) => (StatusCode::OK, Json(json!({ "ended": id }))).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no call {id} in progress")),
+        Err(stopped) => error(StatusCode::SERVICE_UNAVAILABLE, &stopped.to_string()),
+    }
+}
+
+async fn free_agent(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    UrlPath(extension): UrlPath<String>,
+) -> Response {
+    if let Some(refused) = refusal(&admin, &headers) {
+        return refused;
+    }
+    let Ok(extension) = Extension::parse(&extension) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("\"{extension}\" is not an extension"),
+        );
+    };
+    if !admin
+        .config
+        .borrow()
+        .groups
+        .iter()
+        .any(|g| g.agents.iter().any(|a| a.extension == extension))
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("{extension} is not an agent of any group"),
+        );
+    }
+    match admin.handle.free_agent(extension.clone()).await {
+        Ok(calls) => (
+            StatusCode::OK,
+            Json(json!({ "extension": extension.as_str(), "calls_ended": calls })),
+        )
+            .into_response(),
         Err(stopped) => error(StatusCode::SERVICE_UNAVAILABLE, &stopped.to_string()),
     }
 }

@@ -19,6 +19,9 @@ pub(crate) struct AgentsArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum AgentsAction {
+    /// Free an agent held by a stuck call: every call holding them ends (both phones get BYE)
+    /// or, while it rings them, moves on to the next agent. Asks the running daemon.
+    Free { extension: String },
     /// Mark an agent available or away (taken up by the daemon within two seconds).
     Set {
         extension: String,
@@ -34,6 +37,20 @@ pub(crate) enum SetState {
 }
 
 pub(crate) async fn agents(config: &Config, args: &AgentsArgs) -> anyhow::Result<()> {
+    if let Some(AgentsAction::Free { extension }) = &args.action {
+        let path = format!("/agents/{}/free", super::segment(extension));
+        return match super::admin(config, reqwest::Method::POST, &path).await? {
+            (200, body) => {
+                let calls = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["calls_ended"].as_u64())
+                    .unwrap_or(0);
+                println!("{extension}: free ({calls} calls ended or moved on)");
+                Ok(())
+            }
+            (status, body) => anyhow::bail!("sipdesk answered {status}: {body}"),
+        };
+    }
     let store = Store::open(&config.database.url).await?;
     if let Some(AgentsAction::Set { extension, state }) = &args.action {
         let extension =

@@ -92,49 +92,13 @@ pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<(
 
 /// `DELETE /calls/{id}` on the daemon's admin API.
 async fn end(config: &Config, id: &str) -> anyhow::Result<()> {
-    let Some(addr) = config.admin.listen else {
-        anyhow::bail!(
-            "the admin API is off ([admin] listen = \"off\"); it is needed to end a call"
-        );
-    };
-    let token = config
-        .admin
-        .token
-        .source()
-        .read()
-        .map_err(|why| anyhow::anyhow!("{why}; run this as root or as the sipdesk user"))?;
-    let url = format!("http://{addr}/calls/{}", percent(id));
-    sipdesk::helpdesk::http::install_crypto();
-    let response = reqwest::Client::new()
-        .delete(&url)
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach sipdesk at {addr} (is it running?): {e}"))?;
-    match response.status().as_u16() {
-        200 => {
+    let path = format!("/calls/{}", super::segment(id));
+    match super::admin(config, reqwest::Method::DELETE, &path).await? {
+        (200, _) => {
             println!("{id}: ended");
             Ok(())
         }
-        404 => anyhow::bail!("{id}: no such call in progress"),
-        401 => {
-            anyhow::bail!("sipdesk refused the admin token (is [admin] token_file the daemon's?)")
-        }
-        status => anyhow::bail!(
-            "sipdesk answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        ),
+        (404, _) => anyhow::bail!("{id}: no such call in progress"),
+        (status, body) => anyhow::bail!("sipdesk answered {status}: {body}"),
     }
-}
-
-/// A call id as one URL path segment.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -1,7 +1,52 @@
-//! The commands that read or change the store, one module each; `run` and `check-config` live in
-//! `main.rs`.
+//! The commands that read or change the store, or ask the running daemon through its admin API,
+//! one module each; `run` and `check-config` live in `main.rs`.
 
 pub(crate) mod agents;
 pub(crate) mod calls;
 pub(crate) mod deliveries;
 pub(crate) mod route;
+
+use sipdesk::config::Config;
+
+/// A request to the running daemon's admin API, with its token; returns the status and body.
+pub(crate) async fn admin(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    let Some(addr) = config.admin.listen else {
+        anyhow::bail!(
+            "the admin API is off ([admin] listen = \"off\"); this needs the running daemon's"
+        );
+    };
+    let token = config
+        .admin
+        .token
+        .source()
+        .read()
+        .map_err(|why| anyhow::anyhow!("{why}; run this as root or as the sipdesk user"))?;
+    sipdesk::helpdesk::http::install_crypto();
+    let response = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach sipdesk at {addr} (is it running?): {e}"))?;
+    let status = response.status().as_u16();
+    if status == 401 {
+        anyhow::bail!("sipdesk refused the admin token (is [admin] token_file the daemon's?)");
+    }
+    Ok((status, response.text().await.unwrap_or_default()))
+}
+
+/// Text as one URL path segment.
+pub(crate) fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -53,6 +53,18 @@ impl Agents {
         }
     }
 
+    /// Forgets every call the agent is counted on (an admin freed them); returns whether any
+    /// was still counted.
+    pub fn clear(&mut self, extension: &Extension) -> bool {
+        let Some(agent) = self.agents.get_mut(extension) else {
+            return false;
+        };
+        let held = agent.calls > 0 || agent.outbound > 0;
+        agent.calls = 0;
+        agent.outbound = 0;
+        held
+    }
+
     /// How many outbound calls the agent has now.
     pub fn outbound(&self, extension: &Extension) -> u32 {
         self.agents.get(extension).map_or(0, |a| a.outbound)

@@ -89,11 +89,30 @@ pub(super) struct Call {
     recording_url: Option<String>,
     /// The answered dialog, to send requests into it (BYE, session check).
     dialog: Option<Dialog>,
+    /// The highest CSeq number each side used in the call's dialog (early dialog included),
+    /// by [`Side::index`]: sipdesk's own requests follow them.
+    cseqs: [u32; 2],
     /// Whether the caller acknowledged the answer.
     acked: bool,
 }
 
 impl Call {
+    /// The Contact a side is reached at (its remote target).
+    fn contact_mut(&mut self, side: Side) -> &mut Option<SipUri> {
+        match side {
+            Side::Caller => &mut self.caller_contact,
+            Side::Agent => &mut self.agent_contact,
+        }
+    }
+
+    /// `side` is now reached at `target` (its Contact in an answer, or in a target refresh).
+    fn retarget(&mut self, side: Side, target: SipUri) {
+        if let Some(dialog) = &mut self.dialog {
+            dialog.refresh(side, target.clone());
+        }
+        *self.contact_mut(side) = Some(target);
+    }
+
     pub(super) fn is_ended(&self) -> bool {
         self.state == State::Ended
     }
@@ -257,6 +276,7 @@ impl Core {
             recording_url: None,
             dialog: None,
             acked: false,
+            cseqs: [request.cseq.seq, 0],
             invite: request,
         })
     }
@@ -732,6 +752,12 @@ impl Core {
         let server_tx = call.server_tx;
         match response.status {
             101..=199 => {
+                if current && call.state == State::Offering && response.to.tag().is_some() {
+                    // An early dialog: requests inside it (PRACK, UPDATE) go to this Contact.
+                    if let Some(target) = contact(&response.message.headers) {
+                        call.agent_contact = Some(target);
+                    }
+                }
                 if current && call.state == State::Offering {
                     self.tx
                         .respond(now.mono, &server_tx, &forward::relay_response(&response));
@@ -970,6 +996,23 @@ impl Core {
         self.put(call);
     }
 
+    /// A BYE from `side` that could not be sent on: the other side gets sipdesk's own BYE, and
+    /// the call ends as hung up by `side`.
+    pub(super) fn bye_unroutable(&mut self, now: Now, key: u64, side: Side, request: &Request) {
+        let Some(mut call) = self.take(key) else {
+            return;
+        };
+        if call.state == State::Answered && call.in_answered_dialog(request) {
+            self.send_in_dialog(now, &call, side.other(), rsip::Method::Bye, Own::Bye);
+            let by = match side {
+                Side::Caller => EndedBy::Caller,
+                Side::Agent => EndedBy::Agent,
+            };
+            self.hang_up(now, &mut call, by);
+        }
+        self.put(call);
+    }
+
     fn hang_up(&mut self, now: Now, call: &mut Call, by: EndedBy) {
         let agent = match call.direction {
             Direction::Inbound => call.answer.as_ref().and_then(|a| a.extension.clone()),
@@ -1004,21 +1047,57 @@ impl Core {
     }
 
     /// Whether a request inside the dialog of `call` may go to `peer`: the PBX, the caller's
-    /// source, or an address the dialog named (Contact, Record-Route).
+    /// source, or an address the dialog named (a Contact, a Record-Route).
     pub(super) fn may_reach(&self, key: u64, peer: &Peer) -> bool {
         let Some(call) = self.calls.get(&key) else {
             return false;
         };
         let ip = peer.addr.ip();
+        let contact_ip = |c: &Option<SipUri>| {
+            c.as_ref().and_then(|u| {
+                u.host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+            })
+        };
         ip == self.settings.pbx.addr.ip()
             || ip == call.source.addr.ip()
+            || contact_ip(&call.caller_contact) == Some(ip)
+            || contact_ip(&call.agent_contact) == Some(ip)
             || call.dialog.as_ref().is_some_and(|d| d.allows(peer))
     }
 
     /// A request from `side` passed through: its CSeq is the one sipdesk's own requests follow.
     pub(super) fn saw_request(&mut self, key: u64, side: Side, request: &Request) {
-        if let Some(dialog) = self.calls.get_mut(&key).and_then(|c| c.dialog.as_mut()) {
-            dialog.saw_request(side, request.cseq.seq);
+        if let Some(call) = self.calls.get_mut(&key) {
+            let seen = &mut call.cseqs[side.index()];
+            *seen = (*seen).max(request.cseq.seq);
+        }
+    }
+
+    /// A 2xx to a re-INVITE or UPDATE inside a call's dialog: both parties may have moved
+    /// (RFC 3261 §12.2.1.2, §12.2.2), the sender to its request's Contact, the other to the
+    /// answer's.
+    pub(super) fn target_refreshed(&mut self, request: &Request, response: &Response) {
+        let refresh = matches!(
+            request.method(),
+            rsip::Method::Invite | rsip::Method::Update
+        );
+        if !refresh || !(200..300).contains(&response.status) {
+            return;
+        }
+        let Some((key, side)) = self.dialog_of(request) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(target) = contact(&request.message.headers) {
+            call.retarget(side, target);
+        }
+        if let Some(target) = contact(&response.message.headers) {
+            call.retarget(side.other(), target);
         }
     }
 
@@ -1067,6 +1146,7 @@ impl Core {
         let (request, peer) = dialog.request(
             side,
             method,
+            call.cseqs[side.other().index()],
             &self.settings.local,
             &self.settings.pbx_host,
             &branch,
@@ -1122,6 +1202,51 @@ impl Core {
         }
         self.put(call);
         true
+    }
+
+    /// An admin frees an agent: every call holding them ends (an answered one hung up on
+    /// both sides, one they dial out on given up) or, while it rings them, moves on to the next
+    /// agent. Whatever still counts the agent as busy after that is a mistake in sipdesk's
+    /// bookkeeping, and is cleared with a warning. Returns how many calls were ended or moved.
+    pub(super) fn free_agent_now(&mut self, now: Now, extension: &Extension) -> usize {
+        let holding: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.is_ended())
+            .filter(|(_, c)| {
+                c.dialler.as_ref() == Some(extension)
+                    || c.answer.as_ref().and_then(|a| a.extension.as_ref()) == Some(extension)
+                    || c.branch.as_ref().and_then(|b| b.extension.as_ref()) == Some(extension)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &holding {
+            let Some(mut call) = self.take(*key) else {
+                continue;
+            };
+            let ringing = call.state == State::Offering
+                && call.dialler.is_none()
+                && call.branch.as_ref().and_then(|b| b.extension.as_ref()) == Some(extension);
+            if ringing {
+                self.event(
+                    now,
+                    &call,
+                    "admin",
+                    format!("{extension} freed by an admin"),
+                );
+                self.drop_branch(now, &mut call, "freed by an admin");
+                self.advance(now, &mut call);
+                self.put(call);
+            } else {
+                let id = call.id.clone();
+                self.put(call);
+                self.end_call_now(now, &id);
+            }
+        }
+        if self.agents.clear(extension) {
+            tracing::warn!(%extension, "the agent was still counted busy with no call holding them; cleared");
+        }
+        holding.len()
     }
 
     /// Hangs up both sides of an answered call with BYE.

@@ -4,10 +4,13 @@
 //! legs, so it speaks to each as the other party would: towards the agent as the caller (the
 //! caller's From, the agent's To, the caller's CSeq space), towards the caller as the agent.
 //!
-//! CSeq: a BYE takes the next number after the highest the other party used, which ends the
-//! dialog anyway. An OPTIONS re-uses the highest number seen from the party it stands in for
-//! (a UAS refuses only numbers *lower* than the last, RFC 3261 §12.2.2), so the parties' own
-//! next requests are never refused as out of order.
+//! CSeq (the call keeps the highest number each party used, early dialog included): a BYE takes
+//! the next number after the other party's highest, which ends the dialog anyway. An OPTIONS
+//! re-uses the highest number of the party it stands in for (1 when that party sent nothing),
+//! where RFC 3261 §12.2.1.1 would take the next: a number taken by sipdesk would make that
+//! party's own next request look out of order to the other (§12.2.2: 500). A UAS that refuses
+//! a number that is not higher than the last (PJSIP answers 500) still proves by answering that
+//! it holds the dialog; only 481, 408 or silence mean it is gone.
 //!
 //! Where these requests go is limited to what the dialog itself named: the PBX, the address
 //! the caller's INVITE came from, or a Contact or Record-Route of the call; anything else falls
@@ -30,6 +33,21 @@ pub(super) enum Side {
 }
 
 impl Side {
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Agent,
+            Side::Agent => Side::Caller,
+        }
+    }
+
+    /// The index of per-side values.
+    pub(super) fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Agent => 1,
+        }
+    }
+
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Side::Caller => "caller",
@@ -49,8 +67,6 @@ struct Party {
     fallback: Peer,
     /// Its header (From when it sends): URI and tag.
     header: String,
-    /// The highest CSeq number it used in this dialog.
-    cseq: u32,
 }
 
 /// The answered dialog of a call.
@@ -121,14 +137,12 @@ impl Dialog {
                 route: upstream,
                 fallback: source,
                 header: header("From", &invite.message.headers),
-                cseq: invite.cseq.seq,
             },
             agent: Party {
                 target: agent_contact,
                 route: downstream,
                 fallback: pbx,
                 header: header("To", &answer.message.headers),
-                cseq: 0,
             },
             allowed,
         }
@@ -141,37 +155,41 @@ impl Dialog {
         }
     }
 
+    /// A target refresh (a 2xx to a re-INVITE or UPDATE, RFC 3261 §12.2.1.2): `side` is now
+    /// reached at `target`.
+    pub(super) fn refresh(&mut self, side: Side, target: SipUri) {
+        if let Ok(ip) = target.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            if !self.allowed.contains(&ip) {
+                self.allowed.push(ip);
+            }
+        }
+        match side {
+            Side::Caller => self.caller.target = Some(target),
+            Side::Agent => self.agent.target = Some(target),
+        }
+    }
+
     /// Whether requests of this dialog may be sent to `peer`.
     pub(super) fn allows(&self, peer: &Peer) -> bool {
         self.allowed.contains(&peer.addr.ip())
     }
 
-    /// A request passed through from `side`: remember its CSeq.
-    pub(super) fn saw_request(&mut self, side: Side, cseq: u32) {
-        let party = match side {
-            Side::Caller => &mut self.caller,
-            Side::Agent => &mut self.agent,
-        };
-        party.cseq = party.cseq.max(cseq);
-    }
-
-    /// A request of `method` from sipdesk to `side`, and where it goes.
+    /// A request of `method` from sipdesk to `side`, in the name of the other party whose
+    /// highest CSeq so far is `last_cseq`, and where it goes.
     pub(super) fn request(
         &self,
         side: Side,
         method: rsip::Method,
+        last_cseq: u32,
         local: &Local,
         pbx_host: &str,
         branch: &str,
     ) -> (rsip::Request, Peer) {
         let to = self.party(side);
-        let from = self.party(match side {
-            Side::Caller => Side::Agent,
-            Side::Agent => Side::Caller,
-        });
+        let from = self.party(side.other());
         let cseq = match method {
-            rsip::Method::Bye => from.cseq.saturating_add(1),
-            _ => from.cseq,
+            rsip::Method::Bye => last_cseq.saturating_add(1),
+            _ => last_cseq.max(1),
         };
         // Loose routing (§16.12): the Request-URI is the party's Contact, the route set goes
         // in Route; the first hop is the first Route, else the Contact.

@@ -323,3 +323,213 @@ fn an_admin_ends_a_stuck_call_with_bye_to_both_sides_and_frees_its_agent() {
     assert_eq!(state(&h, "2001"), AgentState::WrapUp);
     assert!(!h.core.end_call(h.now, &id), "already ended");
 }
+
+/// A caller's INVITE that came through a proxy upstream (Record-Route P1) to queue 100.
+fn invite_via_proxy(call_id: &str) -> String {
+    invite("100", call_id, &format!("z9hG4bK{call_id}")).replace(
+        "Max-Forwards: 70\r\n",
+        "Record-Route: <sip:192.0.2.1;lr>\r\nMax-Forwards: 70\r\n",
+    )
+}
+
+#[test]
+fn sipdesks_own_bye_follows_each_sides_route_set_and_cseq_from_the_early_dialog() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite_via_proxy("routes"));
+    let sent = h.take_sent();
+    let to_agent = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    // A proxy beyond the PBX record-routes too (P2, above sipdesk's own entry).
+    let ringing = respond(&to_agent, 183, "Session Progress", "a1");
+    h.receive(pbx(), &ringing);
+    // The caller uses the early dialog (a PRACK with CSeq 2) before the answer.
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("PRACK", "routes", "a1", "Max-Forwards: 70\r\n"),
+    );
+    h.take_sent();
+    let ok = respond(&to_agent, 200, "OK", "a1").replace(
+        "Record-Route: <sip:127.0.0.1:5060;lr>",
+        "Record-Route: <sip:198.51.100.2;lr>\r\nRecord-Route: <sip:127.0.0.1:5060;lr>",
+    );
+    h.receive(pbx(), &ok);
+    h.take_sent();
+    // No ACK: after 64·T1 sipdesk hangs up both sides.
+    h.advance(Duration::from_secs(33));
+    let sent = h.take_sent();
+    let byes = distinct(&sent, "BYE ");
+    let to_agent = byes
+        .iter()
+        .find(|(_, t)| t.contains("To: <sip:100@127.0.0.1>;tag=a1"))
+        .unwrap();
+    // Towards the agent: the downstream route (P2), the caller's next CSeq after the PRACK.
+    assert!(
+        to_agent.1.contains("Route: <sip:198.51.100.2;lr>\r\n"),
+        "{}",
+        to_agent.1
+    );
+    assert!(!to_agent.1.contains("192.0.2.1"), "{}", to_agent.1);
+    assert!(to_agent.1.contains("CSeq: 3 BYE\r\n"), "{}", to_agent.1);
+    let to_caller = byes
+        .iter()
+        .find(|(_, t)| t.contains("To: <sip:600123456@127.0.0.1>;tag=caller"))
+        .unwrap();
+    // Towards the caller: the upstream route (P1) only.
+    assert!(
+        to_caller.1.contains("Route: <sip:192.0.2.1;lr>\r\n"),
+        "{}",
+        to_caller.1
+    );
+    assert!(!to_caller.1.contains("198.51.100.2"), "{}", to_caller.1);
+}
+
+#[test]
+fn a_target_refresh_moves_where_sipdesk_reaches_the_party() {
+    let mut h = Harness::new(OPEN);
+    answered(&mut h, "moved");
+    ack(&mut h, "moved");
+    h.take_sent();
+    // The agent's phone moves (a re-INVITE from the caller answered with a new Contact).
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("INVITE", "moved", "a1", "Max-Forwards: 70\r\n"),
+    );
+    let sent = h.take_sent();
+    let reinvite = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    let ok = respond(&reinvite, 200, "OK", "a1").replace(
+        "Contact: <sip:2001@127.0.0.1:5080>",
+        "Contact: <sip:2001@127.0.0.7:5090>",
+    );
+    h.receive(pbx(), &ok);
+    h.take_sent();
+    // A BYE from the caller now goes to the new target.
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("BYE", "moved", "a1", "Max-Forwards: 70\r\n")
+            .replace("CSeq: 2 BYE", "CSeq: 3 BYE")
+            .replace("BYE sip:2001@127.0.0.1:5080", "BYE sip:2001@127.0.0.7:5090"),
+    );
+    let sent = h.take_sent();
+    let bye = sent.iter().find(|(_, t)| t.starts_with("BYE ")).unwrap();
+    assert_eq!(
+        bye.0.addr,
+        "127.0.0.7:5090".parse().unwrap(),
+        "{:?}",
+        lines(&sent)
+    );
+}
+
+#[test]
+fn a_bye_with_nowhere_to_go_still_ends_the_call_and_the_other_side_hears_of_it() {
+    let mut h = Harness::new(OPEN);
+    h.receive(caller(), &invite("100", "nohop", "z9hG4bKnohop"));
+    let sent = h.take_sent();
+    let to_agent = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    // An answer without a Contact: sipdesk has no target for requests to the agent.
+    let ok =
+        respond(&to_agent, 200, "OK", "a1").replace("Contact: <sip:2001@127.0.0.1:5080>\r\n", "");
+    h.receive(pbx(), &ok);
+    ack(&mut h, "nohop");
+    h.take_sent();
+    // The caller's BYE names sipdesk itself: nothing to send it on to.
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("BYE", "nohop", "a1", "Max-Forwards: 70\r\n")
+            .replace("BYE sip:2001@127.0.0.1:5080", "BYE sip:127.0.0.1:5060"),
+    );
+    let sent = h.take_sent();
+    assert!(
+        sent.iter()
+            .any(|(p, t)| p.addr == caller() && t.starts_with("SIP/2.0 200 OK")),
+        "{:?}",
+        lines(&sent)
+    );
+    // The agent's side hears of it from sipdesk (at the PBX, for want of a Contact).
+    assert!(
+        sent.iter()
+            .any(|(p, t)| p.addr == pbx() && t.starts_with("BYE ")),
+        "{:?}",
+        lines(&sent)
+    );
+    assert_eq!(h.records()[0].ended_by, Some(EndedBy::Caller));
+    assert_eq!(state(&h, "2001"), AgentState::WrapUp);
+}
+
+#[test]
+fn at_max_transactions_the_bye_of_a_call_in_progress_still_gets_through() {
+    let mut h = Harness::with_sip(OPEN, "max_transactions = 1000");
+    answered(&mut h, "busy");
+    ack(&mut h, "busy");
+    for n in 0..1200 {
+        h.receive(
+            caller(),
+            &invite("999", &format!("flood{n}"), &format!("z9hG4bKflood{n}")),
+        );
+    }
+    h.take_sent();
+    h.receive(
+        caller(),
+        &from_caller_in_dialog("BYE", "busy", "a1", "Max-Forwards: 70\r\n"),
+    );
+    let sent = h.take_sent();
+    assert!(
+        sent.iter()
+            .any(|(p, t)| p.addr == pbx() && t.starts_with("BYE ")),
+        "{:?}",
+        lines(&sent)
+    );
+    assert_eq!(h.records()[0].ended_by, Some(EndedBy::Caller));
+}
+
+#[test]
+fn after_a_restart_the_bye_of_an_interrupted_call_reaches_the_pbx_and_nothing_else() {
+    let mut h = Harness::new(OPEN);
+    h.core
+        .remember_interrupted(h.now, vec!["before-restart".to_owned()]);
+    let bye = |call_id: &str| {
+        from_caller_in_dialog("BYE", call_id, "a1", "Max-Forwards: 70\r\n").replace(
+            "BYE sip:2001@127.0.0.1:5080",
+            "BYE sip:2001@192.0.2.9:5060;transport=tcp",
+        )
+    };
+    h.receive(caller(), &bye("before-restart"));
+    let sent = h.take_sent();
+    assert_eq!(sent.len(), 1, "{:?}", lines(&sent));
+    assert_eq!(sent[0].0.addr, pbx());
+    assert!(
+        sent[0]
+            .1
+            .starts_with("BYE sip:2001@192.0.2.9:5060;transport=tcp")
+    );
+    h.receive(caller(), &bye("never-seen"));
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["SIP/2.0 481 Call/Transaction Does Not Exist -> 5070"]
+    );
+}
+
+#[test]
+fn an_admin_frees_an_agent_ringing_moves_the_call_on_talking_ends_it() {
+    let mut h = Harness::new(OPEN);
+    answered(&mut h, "talking");
+    ack(&mut h, "talking");
+    h.take_sent();
+    assert_eq!(
+        h.core.free_agent(h.now, &Extension::parse("2001").unwrap()),
+        1
+    );
+    h.collect();
+    assert_eq!(h.records()[0].ended_by, Some(EndedBy::Admin));
+    // A call ringing 2002 moves on to 2003.
+    h.receive(caller(), &invite("100", "ringing", "z9hG4bKringing"));
+    let sent = h.take_sent();
+    sent_to_pbx(&sent, "INVITE sip:2002@");
+    assert_eq!(
+        h.core.free_agent(h.now, &Extension::parse("2002").unwrap()),
+        1
+    );
+    h.collect();
+    h.advance(Duration::from_secs(2));
+    let sent = h.take_sent();
+    sent_to_pbx(&sent, "INVITE sip:2003@");
+    assert_eq!(state(&h, "2002"), AgentState::Available);
+}

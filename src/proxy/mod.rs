@@ -218,6 +218,9 @@ pub struct Core {
     forwarded: FxHashMap<TxKey, (TxKey, Box<Request>)>,
     /// Requests sipdesk sent itself inside calls' dialogs: client transaction → call and why.
     own: FxHashMap<TxKey, (u64, Own)>,
+    /// SIP Call-IDs of the calls the previous run left in progress, until when their BYEs are
+    /// still let through to the PBX (the phones still hold those calls).
+    interrupted: HashMap<String, Instant>,
     agents: Agents,
     cursors: HashMap<String, Extension>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -259,6 +262,7 @@ impl Core {
             by_call_id: HashMap::new(),
             forwarded: FxHashMap::default(),
             own: FxHashMap::default(),
+            interrupted: HashMap::new(),
             agents,
             cursors,
             timers: BinaryHeap::new(),
@@ -303,11 +307,22 @@ impl Core {
         shrunk |= shrink(&mut self.by_call_id);
         shrunk |= shrink(&mut self.forwarded);
         shrunk |= shrink(&mut self.own);
+        let now = Instant::now();
+        self.interrupted.retain(|_, until| *until > now);
         if self.timers.capacity() > 1024 && self.timers.len() < self.timers.capacity() / 4 {
             self.timers.shrink_to(self.timers.len() * 2);
             shrunk = true;
         }
         shrunk
+    }
+
+    /// The calls the previous run left in progress (by SIP Call-ID): their phones still hold
+    /// them, so their BYEs are let through to the PBX for up to `max_call_duration`, though
+    /// sipdesk knows nothing else of their dialogs.
+    pub fn remember_interrupted(&mut self, now: Now, sip_call_ids: Vec<String>) {
+        let until = now.mono + self.config.sip.max_call_duration;
+        self.interrupted
+            .extend(sip_call_ids.into_iter().map(|id| (id, until)));
     }
 
     /// Marks an agent away or available (from the store, the CLI or the admin API).
@@ -321,6 +336,14 @@ impl Core {
         let ended = self.end_call_now(now, id);
         self.pump(now);
         ended
+    }
+
+    /// Frees an agent as an admin asks (see `POST /agents/{extension}/free`): the calls holding
+    /// them end or move on; returns how many there were.
+    pub fn free_agent(&mut self, now: Now, extension: &Extension) -> usize {
+        let freed = self.free_agent_now(now, extension);
+        self.pump(now);
+        freed
     }
 
     /// Stops taking new calls (503); calls in progress go on.
@@ -508,7 +531,15 @@ impl Core {
         match message {
             Inbound::Request(request) => {
                 let reply = reply_peer(&request, peer);
-                let max = self.policy.load().max_transactions;
+                // The limit holds back new work, never the end of calls in progress: a CANCEL,
+                // or a request inside a dialog sipdesk follows (a BYE), is always taken.
+                let ends_or_continues = request.method() == rsip::Method::Cancel
+                    || (request.to.tag().is_some() && self.dialog_of(&request).is_some());
+                let max = if ends_or_continues {
+                    usize::MAX
+                } else {
+                    self.policy.load().max_transactions
+                };
                 self.tx.receive_request(now.mono, *request, reply, max);
             }
             Inbound::Response(response) => self.tx.receive_response(now.mono, *response),
@@ -691,6 +722,15 @@ impl Core {
     /// trusted address cannot use sipdesk to reach hosts of its choosing).
     fn forward_in_dialog(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
         let Some((call, side)) = self.dialog_of(&request) else {
+            if request.method() == rsip::Method::Bye
+                && self
+                    .interrupted
+                    .get(&request.call_id)
+                    .is_some_and(|until| *until > now.mono)
+            {
+                self.forward_interrupted_bye(now, key, request, source);
+                return;
+            }
             self.reply(
                 now,
                 &key,
@@ -701,14 +741,48 @@ impl Core {
             );
             return;
         };
+        self.saw_request(call, side, &request);
+        let bye = request.method() == rsip::Method::Bye;
         let Some((forwarded, peer, branch)) = self.in_dialog_forward(call, &request, source) else {
-            self.reply(now, &key, &request, 404, "Not Found", &[]);
+            if bye {
+                // Nowhere to send it on (no Contact, a route back to sipdesk): the call ends
+                // all the same, sipdesk answers for the other side and tells it itself.
+                self.reply(now, &key, &request, 200, "OK", &[]);
+                self.bye_unroutable(now, call, side, &request);
+            } else {
+                self.reply(now, &key, &request, 404, "Not Found", &[]);
+            }
             return;
         };
-        self.saw_request(call, side, &request);
-        if request.method() == rsip::Method::Bye {
+        if bye {
             self.on_bye(now, &request);
         }
+        let client = self.tx.request(now.mono, forwarded, peer, &branch);
+        self.forwarded.insert(client, (key, Box::new(request)));
+    }
+
+    /// A BYE of a call the previous run left in progress: sent on along its route, to the PBX
+    /// only (the one peer sipdesk can trust with a dialog it no longer knows), so the other
+    /// phone hangs up too.
+    fn forward_interrupted_bye(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
+        let hop = forward::next_hop(&request, &self.settings.local);
+        let peer = forward::resolve(&hop, &self.settings.pbx_host, self.settings.pbx)
+            .filter(|p| p.addr.ip() == self.settings.pbx.addr.ip() && !self.is_self(p.addr))
+            .unwrap_or(self.settings.pbx);
+        let branch = forward::branch(&request, self.next_counter());
+        let forwarded = forward::forward_request(
+            &request,
+            source,
+            None,
+            &self.settings.local,
+            peer.transport,
+            &branch,
+            false,
+        );
+        tracing::info!(
+            call_id = request.call_id,
+            "BYE of a call interrupted by the last stop sent on to the PBX"
+        );
         let client = self.tx.request(now.mono, forwarded, peer, &branch);
         self.forwarded.insert(client, (key, Box::new(request)));
     }
@@ -751,7 +825,9 @@ impl Core {
         } else if let Some((server, _)) = self.forwarded.get(&tx) {
             let server = *server;
             if response.status >= 200 {
-                self.forwarded.remove(&tx);
+                if let Some((_, request)) = self.forwarded.remove(&tx) {
+                    self.target_refreshed(&request, &response);
+                }
             }
             self.tx
                 .respond(now.mono, &server, &forward::relay_response(&response));

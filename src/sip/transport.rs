@@ -10,8 +10,13 @@
 //! shared [`Policy`], read afresh at each decision so a reload applies at once:
 //! - connections from untrusted addresses are closed at once;
 //! - at most `max_connections` are open (accepted and opened together, and never more than the
-//!   process's open-file limit allows); one more closes the connection idle the longest, so
-//!   piles of idle connections cannot lock the PBX out;
+//!   process's open-file limit allows); one more closes another to make room, so piles of idle
+//!   connections cannot lock the PBX out: another host's before the PBX's own, then one that
+//!   never brought a whole message, then the one idle the longest;
+//! - a connection from an address no longer trusted (after a reload) is closed;
+//! - what sipdesk sends waits in a queue of [`SEND_QUEUE`] messages per connection; a peer that
+//!   stops reading, so that the queue fills or one write blocks for `tcp_message_timeout`, is
+//!   closed rather than allowed to hold memory;
 //! - a connection idle for `tcp_idle_timeout` is closed, and one that starts a message and
 //!   does not finish it within `tcp_message_timeout` (a peer trickling bytes) too;
 //! - when accepting fails for want of file descriptors, the idlest connection is closed and
@@ -23,7 +28,7 @@
 //! The kernel grants at most `net.core.rmem_max`; sipdesk logs what it got when that is less.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,15 +36,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::peer::{Peer, Transport};
-use super::policy::SharedPolicy;
+use super::policy::{Policy, SharedPolicy};
 use super::wire::{Inbound, Refusal, StreamDecoder, StreamItem};
 
 /// The receive buffer asked for on each UDP socket.
 pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Most messages waiting to be written to one TCP connection.
+pub const SEND_QUEUE: usize = 1024;
 
 /// File descriptors kept for everything but TCP connections (sockets, the database, helpdesk
 /// requests, the journal).
@@ -85,10 +93,12 @@ pub enum Received {
 #[derive(Debug)]
 struct Connection {
     addr: SocketAddr,
-    sender: UnboundedSender<Bytes>,
+    sender: mpsc::Sender<Bytes>,
     /// The last time anything was read or written.
     last: Instant,
-    /// Closes it (eviction).
+    /// Whole messages it brought.
+    messages: u64,
+    /// Closes it (eviction, a reload, a peer that does not read).
     close: CancellationToken,
 }
 
@@ -113,31 +123,52 @@ impl Table {
         }
     }
 
-    fn touch(&mut self, id: u64) {
+    fn touch(&mut self, id: u64, message: bool) {
         if let Some(connection) = self.by_id.get_mut(&id) {
             connection.last = Instant::now();
+            connection.messages += u64::from(message);
         }
     }
 
-    /// Closes connections idle the longest until fewer than `max` are open; returns how many.
-    fn make_room(&mut self, max: usize) -> usize {
+    fn close(&mut self, id: u64) {
+        if let Some(connection) = self.by_id.get(&id) {
+            connection.close.cancel();
+        }
+        self.remove(id);
+    }
+
+    /// Closes connections until fewer than `max` are open, the least useful first: others'
+    /// before the PBX's (`pbx`), then those that never brought a whole message, then the
+    /// idlest. Returns how many it closed.
+    fn make_room(&mut self, max: usize, pbx: IpAddr) -> usize {
         let mut closed = 0;
         while self.by_id.len() >= max.max(1) {
             let Some(id) = self
                 .by_id
                 .iter()
-                .min_by_key(|(_, c)| c.last)
+                .min_by_key(|(_, c)| (c.addr.ip() == pbx, c.messages > 0, c.last))
                 .map(|(id, _)| *id)
             else {
                 break;
             };
-            if let Some(connection) = self.by_id.get(&id) {
-                connection.close.cancel();
-            }
-            self.remove(id);
+            self.close(id);
             closed += 1;
         }
         closed
+    }
+
+    /// Closes the connections from addresses `policy` no longer trusts.
+    fn close_untrusted(&mut self, policy: &Policy) -> usize {
+        let untrusted: Vec<u64> = self
+            .by_id
+            .iter()
+            .filter(|(_, c)| !policy.trusts(c.addr.ip()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &untrusted {
+            self.close(*id);
+        }
+        untrusted.len()
     }
 }
 
@@ -165,29 +196,27 @@ impl Tcp {
         self.policy.load().max_connections.min(self.file_limit)
     }
 
-    /// Registers a new connection, closing the idlest when the table is full.
-    fn register(
-        &self,
-        addr: SocketAddr,
-        sender: UnboundedSender<Bytes>,
-    ) -> (u64, CancellationToken) {
+    /// Registers a new connection, closing another when the table is full.
+    fn register(&self, addr: SocketAddr, sender: mpsc::Sender<Bytes>) -> (u64, CancellationToken) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let close = self.cancel.child_token();
         let max = self.max_connections();
+        let pbx = self.policy.load().pbx;
         let mut table = self.table();
-        let evicted = table.make_room(max);
+        let evicted = table.make_room(max, pbx);
         table.insert(
             id,
             Connection {
                 addr,
                 sender,
                 last: Instant::now(),
+                messages: 0,
                 close: close.clone(),
             },
         );
         drop(table);
         if evicted > 0 {
-            tracing::debug!(%addr, evicted, max_connections = max, "TCP connections at their limit: the idlest closed");
+            tracing::debug!(%addr, evicted, max_connections = max, "TCP connections at their limit: others closed to make room");
         }
         (id, close)
     }
@@ -263,20 +292,40 @@ impl Sockets {
         self.tcp.table().by_id.len()
     }
 
+    /// After a reload: closes the connections from addresses no longer trusted.
+    pub fn close_untrusted(&self) {
+        let policy = self.tcp.policy.load();
+        let closed = self.tcp.table().close_untrusted(&policy);
+        if closed > 0 {
+            tracing::info!(
+                connections = closed,
+                "TCP connections from addresses no longer trusted closed"
+            );
+        }
+    }
+
     /// Sends a message; TCP messages without a connection open one to the peer.
     pub fn send(&mut self, peer: Peer, bytes: Bytes) {
         match peer.transport {
             Transport::Udp => self.send_datagram(peer.addr, bytes),
             Transport::Tcp => {
                 {
-                    let table = self.tcp.table();
+                    let mut table = self.tcp.table();
                     let id = peer
                         .connection
                         .filter(|id| table.by_id.contains_key(id))
                         .or_else(|| table.by_addr.get(&peer.addr).copied());
-                    if let Some(connection) = id.and_then(|id| table.by_id.get(&id)) {
-                        if connection.sender.send(bytes.clone()).is_ok() {
-                            return;
+                    if let Some((id, connection)) =
+                        id.and_then(|id| table.by_id.get(&id).map(|c| (id, c)))
+                    {
+                        match connection.sender.try_send(bytes.clone()) {
+                            Ok(()) => return,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                tracing::warn!(%peer, queued = SEND_QUEUE, "closing a TCP connection whose peer does not read what sipdesk sends");
+                                table.close(id);
+                                return;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {}
                         }
                     }
                 }
@@ -315,8 +364,8 @@ impl Sockets {
     }
 
     fn connect(&mut self, addr: SocketAddr, first: Bytes) {
-        let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
-        let _ = sender.send(first);
+        let (sender, receiver) = mpsc::channel::<Bytes>(SEND_QUEUE);
+        let _ = sender.try_send(first);
         let (id, close) = self.tcp.register(addr, sender.clone());
         let tcp = self.tcp.clone();
         tokio::spawn(async move {
@@ -386,7 +435,8 @@ async fn accept(listener: TcpListener, tcp: Tcp) {
                 }
                 // Out of file descriptors: free one, then give the system a moment.
                 let open = tcp.table().by_id.len();
-                tcp.table().make_room(open);
+                let pbx = tcp.policy.load().pbx;
+                tcp.table().make_room(open, pbx);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -396,7 +446,7 @@ async fn accept(listener: TcpListener, tcp: Tcp) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(SEND_QUEUE);
         let (id, close) = tcp.register(addr, sender.clone());
         let peer = Peer::tcp(addr, Some(id));
         tokio::spawn(serve_connection(
@@ -410,13 +460,13 @@ async fn accept(listener: TcpListener, tcp: Tcp) {
     }
 }
 
-/// Reads and frames messages from a connection while a writer task drains its channel; closes
-/// it when evicted, idle too long, or trickling a message.
+/// Reads and frames messages from a connection while a writer task drains its queue; closes
+/// it when evicted, idle too long, trickling a message, no longer trusted, or not reading.
 async fn serve_connection(
     stream: TcpStream,
     peer: Peer,
-    sender: UnboundedSender<Bytes>,
-    mut outgoing: mpsc::UnboundedReceiver<Bytes>,
+    sender: mpsc::Sender<Bytes>,
+    mut outgoing: mpsc::Receiver<Bytes>,
     close: CancellationToken,
     tcp: Tcp,
 ) {
@@ -424,12 +474,19 @@ async fn serve_connection(
     let (mut reader, mut writer) = stream.into_split();
     let writing = {
         let tcp = tcp.clone();
+        let close = close.clone();
         tokio::spawn(async move {
             while let Some(bytes) = outgoing.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
-                    return;
+                let limit = tcp.policy.load().tcp_message_timeout;
+                match tokio::time::timeout(limit, writer.write_all(&bytes)).await {
+                    Ok(Ok(())) => tcp.table().touch(id, false),
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::warn!(%peer, "closing a TCP connection whose peer does not read what sipdesk sends");
+                        close.cancel();
+                        return;
+                    }
                 }
-                tcp.table().touch(id);
             }
         })
     };
@@ -440,6 +497,11 @@ async fn serve_connection(
     let mut message_started: Option<Instant> = None;
     'read: loop {
         let policy = tcp.policy.load();
+        if !policy.trusts(peer.addr.ip()) {
+            tracing::info!(%peer, "closing a TCP connection from an address no longer trusted");
+            break;
+        }
+        decoder.set_limits(policy.limits);
         let idle_until = last_read + policy.tcp_idle_timeout;
         let deadline = match message_started {
             Some(at) => idle_until.min(at + policy.tcp_message_timeout),
@@ -447,7 +509,7 @@ async fn serve_connection(
         };
         let n = tokio::select! {
             _ = close.cancelled() => {
-                tracing::debug!(%peer, "TCP connection closed to make room");
+                tracing::debug!(%peer, "TCP connection closed");
                 break;
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -464,16 +526,17 @@ async fn serve_connection(
             },
         };
         last_read = Instant::now();
-        tcp.table().touch(id);
+        tcp.table().touch(id, false);
         decoder.push(&buf[..n]);
         loop {
             match decoder.next_item() {
                 Ok(None) => break,
                 Ok(Some(StreamItem::Ping)) => {
-                    let _ = sender.send(Bytes::from_static(b"\r\n"));
+                    let _ = sender.try_send(Bytes::from_static(b"\r\n"));
                 }
                 Ok(Some(StreamItem::Message(item))) => {
                     message_started = None;
+                    tcp.table().touch(id, true);
                     if tcp
                         .events
                         .send(Received::Stream { item, peer })
@@ -486,7 +549,7 @@ async fn serve_connection(
                 Err(close) => {
                     tracing::info!(%peer, why = close.why, "closing a TCP connection with broken framing");
                     if let Some(answer) = close.answer {
-                        let _ = sender.send(Bytes::from(answer));
+                        let _ = sender.try_send(Bytes::from(answer));
                     }
                     break 'read;
                 }

@@ -453,6 +453,11 @@ impl StreamDecoder {
         self.buf.extend_from_slice(data);
     }
 
+    /// New limits, for the messages framed from now on (a reload).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Whether part of a message is waiting for the rest (not just keep-alive line breaks).
     pub fn in_message(&self) -> bool {
         self.buf.iter().any(|b| !matches!(b, b'\r' | b'\n'))

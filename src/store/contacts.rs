@@ -54,7 +54,7 @@ impl Store {
 
     /// Records what the helpdesk said about a number.
     pub async fn save_contact(&self, entry: &ContactEntry) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO contacts (integration, phone, contact_id, name, inactive, checked_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (integration, phone) DO UPDATE SET contact_id = excluded.contact_id, name = excluded.name,
                  inactive = excluded.inactive, checked_at = excluded.checked_at",
@@ -64,21 +64,17 @@ impl Store {
         .bind(entry.contact_id.clone())
         .bind(entry.name.as_deref().map(|n| super::text(n).into_owned()))
         .bind(i32::from(entry.inactive))
-        .bind(millis(entry.checked_at))
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("save contact"))?;
+        .bind(millis(entry.checked_at));
+        self.execute_write("save contact", query).await?;
         Ok(())
     }
 
     /// Forgets a number (its contact is gone from the helpdesk).
     pub async fn forget_contact(&self, integration: &str, phone: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM contacts WHERE integration = $1 AND phone = $2")
+        let query = sqlx::query("DELETE FROM contacts WHERE integration = $1 AND phone = $2")
             .bind(integration)
-            .bind(phone)
-            .execute(&self.pool)
-            .await
-            .map_err(query_error("forget contact"))?;
+            .bind(phone);
+        self.execute_write("forget contact", query).await?;
         Ok(())
     }
 }

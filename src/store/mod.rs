@@ -9,8 +9,10 @@
 
 pub mod contacts;
 pub mod outbox;
+mod rows;
 mod schema;
 pub mod spill;
+mod write;
 pub mod writer;
 
 use std::borrow::Cow;
@@ -19,13 +21,16 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-use crate::call::{
-    CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
-};
+use crate::call::{CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
 use crate::routing::Extension;
+use rows::{
+    ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders, upsert_records,
+};
+use write::{Conn, Write};
+
 pub use contacts::ContactEntry;
 pub use outbox::{Backlog, Delivery, DeliveryFilter, DeliveryState, NewDelivery};
 
@@ -156,6 +161,8 @@ pub struct Store {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CallRow {
     pub id: String,
+    /// The SIP Call-ID of the caller's leg, as in the PBX's logs.
+    pub sip_call_id: String,
     pub direction: String,
     pub queue: Option<String>,
     pub group: Option<String>,
@@ -229,6 +236,23 @@ impl Store {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 8,
             });
+        let options = if backend == Backend::Postgres {
+            options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // A statement waiting on a lock (another session holding a table) gives up
+                    // rather than hang: the writer then retries, and says why.
+                    sqlx::query("SET lock_timeout = '5s'")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("SET statement_timeout = '30s'")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
         let options = if backend == Backend::Sqlite {
             options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -405,9 +429,13 @@ impl Store {
             let (kind, call_id) = change.describe();
             // JSON escapes every control character, so the payload itself is always storable.
             let payload = serde_json::to_string(change).unwrap_or_default();
+            // The same change refused twice (a retried batch) is kept once.
+            let id = format!("{kind}:{:016x}", fnv1a(payload.as_bytes()));
             result = sqlx::query(
-                "INSERT INTO dead_records (recorded_at, kind, call_id, reason, payload) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO dead_records (id, recorded_at, kind, call_id, reason, payload) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO NOTHING",
             )
+            .bind(id)
             .bind(now)
             .bind(kind)
             .bind(text(call_id).into_owned())
@@ -511,34 +539,30 @@ impl Store {
         extension: &Extension,
         away: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO agent_states (extension, state, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (extension) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
         )
         .bind(extension.as_str())
         .bind(if away { "away" } else { "available" })
-        .bind(millis(Timestamp::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("save agent state"))?;
+        .bind(millis(Timestamp::now()));
+        self.execute_write("save agent state", query).await?;
         Ok(())
     }
 
     /// Closes calls a previous run left in progress (crash, kill -9): answered ones as ended
     /// when sipdesk stopped, unanswered ones as missed (interrupted), each with the deliveries
-    /// `outbox` gives it, in one transaction. Returns how many. Every open call is taken as this
+    /// `outbox` gives it, in one transaction. Returns their SIP Call-IDs. Every open call is taken as this
     /// instance's: one instance per database (calls carry no owner yet, which sharing a
     /// database between instances will need).
     pub async fn close_interrupted(
         &self,
         now: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let mut write = Write::begin(&self.pool, self.backend).await?;
         let result = self.close_interrupted_on(write.conn(), now, outbox).await;
-        let closed = result.as_ref().map_or(0, |n| *n);
-        write.end(result.map(|_| ())).await?;
-        Ok(closed)
+        write.end(result).await
     }
 
     async fn close_interrupted_on(
@@ -546,7 +570,7 @@ impl Store {
         conn: &mut Conn,
         now: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT * FROM calls WHERE ended_at IS NULL")
             .fetch_all(&mut *conn)
             .await
@@ -572,7 +596,7 @@ impl Store {
         for chunk in deliveries.chunks(ROWS) {
             outbox::insert(conn, self.backend, chunk, now).await?;
         }
-        Ok(records.len() as u64)
+        Ok(records.into_iter().map(|r| r.sip_call_id).collect())
     }
 
     /// A call's record as ticket rules read it; `None` for an unknown id. A call still in
@@ -623,100 +647,11 @@ impl Store {
     }
 }
 
-type Conn = sqlx::AnyConnection;
-
-/// A write transaction on one pooled connection, begun and ended with plain statements rather
-/// than sqlx's transaction object: after a COMMIT that failed (disk full, read-only file) the
-/// latter could leave SQLite's transaction open on the connection, holding the write lock, and
-/// every later "commit" on it nested in the dead transaction and lost — what sipdesk saw as
-/// records written were gone at the next start. Here a failure always ends in ROLLBACK. The
-/// connection is then closed, rather than returned to the pool, when the ROLLBACK failed too or
-/// SQLite found its files read-only (such a connection stays read-only until reopened). It is
-/// kept otherwise: on a full disk, the connection that replaced a closed one had to rebuild the
-/// shared-memory WAL index and died of SIGBUS writing to it.
-struct Write {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
-}
-
-impl Write {
-    async fn begin(pool: &AnyPool, backend: Backend) -> Result<Write, StoreError> {
-        let mut conn = pool.acquire().await.map_err(query_error("connect"))?;
-        // SQLite: take the write lock now, not when the first statement writes, so a busy
-        // database is waited for (busy_timeout) instead of failing the transaction half-way.
-        let begin = match backend {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
-        };
-        let result = sqlx::query(begin).execute(&mut *conn).await;
-        let mut write = Write { conn: Some(conn) };
-        match result {
-            Ok(_) => Ok(write),
-            Err(source) => {
-                let error = StoreError::Query {
-                    what: "begin",
-                    source,
-                };
-                write.roll_back(error.is_read_only()).await;
-                Err(error)
-            }
-        }
-    }
-
-    fn conn(&mut self) -> &mut Conn {
-        self.conn
-            .as_deref_mut()
-            .expect("a write's connection is there until it ends")
-    }
-
-    /// Commits when `result` is `Ok`, else rolls back; either way returns the outcome.
-    async fn end<T>(mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        let value = match result {
-            Ok(value) => value,
-            Err(error) => {
-                self.roll_back(error.is_read_only()).await;
-                return Err(error);
-            }
-        };
-        match sqlx::query("COMMIT").execute(self.conn()).await {
-            Ok(_) => {
-                self.conn = None;
-                Ok(value)
-            }
-            Err(source) => {
-                let error = StoreError::Query {
-                    what: "commit",
-                    source,
-                };
-                self.roll_back(error.is_read_only()).await;
-                Err(error)
-            }
-        }
-    }
-
-    /// Rolls back (SQLite may have done so already by itself), and closes the connection when
-    /// it cannot serve again.
-    async fn roll_back(&mut self, read_only: bool) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let rolled_back = match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-            Ok(_) => true,
-            Err(e) => e.to_string().contains("no transaction is active"),
-        };
-        if !rolled_back || read_only {
-            let _ = sqlx::Connection::close(conn.detach()).await;
-        }
-    }
-}
-
-impl Drop for Write {
-    /// A write abandoned half-way (its future dropped) never returns its open transaction to
-    /// the pool: the connection is closed, which rolls it back.
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
-        }
-    }
+/// FNV-1a, 64 bits: a stable digest (the same in every process and version).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A change the database refused, as kept in `dead_records`.
@@ -744,217 +679,4 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Whether a multi-row statement of `rows` rows is kept prepared on its connection. Small ones
-/// (the usual batch) are; large ones, made only by bursts, are prepared, run and dropped: a
-/// connection keeps up to 100 prepared statements, and a hundred 100-row inserts held
-/// megabytes long after the burst that made them.
-fn cached(rows: usize) -> bool {
-    rows <= 8
-}
-
-/// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind limits.
-const ROWS: usize = 100;
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` values; on SQLite `(?, ?), (?, ?)`, the
-/// same parameters in the same order. SQLite finds the index of each numbered parameter by
-/// scanning the statement's list of them, which made binding a 2,000-value statement quadratic
-/// (15% of sipdesk's CPU at 3,000 calls/s); anonymous `?` parameters are bound by position.
-fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => sql.push_str(&format!("${}", row * columns + column + 1)),
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-async fn insert_starts(
-    conn: &mut Conn,
-    backend: Backend,
-    starts: &[&CallStart],
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO calls (id, sip_call_id, direction, queue, caller, callee, started_at)
-         VALUES {} ON CONFLICT (id) DO NOTHING",
-        placeholders(backend, starts.len(), 7)
-    );
-    let mut query = sqlx::query(&sql).persistent(cached(starts.len()));
-    for start in starts {
-        query = query
-            .bind(start.id.as_str())
-            .bind(text(&start.sip_call_id).into_owned())
-            .bind(name(&start.direction))
-            .bind(text_opt(&start.queue))
-            .bind(text(&start.caller).into_owned())
-            .bind(text(&start.callee).into_owned())
-            .bind(millis(start.started_at));
-    }
-    query
-        .execute(&mut *conn)
-        .await
-        .map_err(query_error("save call starts"))?;
-    Ok(())
-}
-
-async fn insert_events(
-    conn: &mut Conn,
-    backend: Backend,
-    events: &[&CallEvent],
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO call_events (call_id, seq, at, kind, detail) VALUES {}
-         ON CONFLICT (call_id, seq) DO NOTHING",
-        placeholders(backend, events.len(), 5)
-    );
-    let mut query = sqlx::query(&sql).persistent(cached(events.len()));
-    for event in events {
-        query = query
-            .bind(event.call_id.as_str())
-            .bind(event.seq as i64)
-            .bind(millis(event.at))
-            .bind(text(&event.kind).into_owned())
-            .bind(text(&event.detail).into_owned());
-    }
-    query
-        .execute(&mut *conn)
-        .await
-        .map_err(query_error("save call events"))?;
-    Ok(())
-}
-
-async fn upsert_records(
-    conn: &mut Conn,
-    backend: Backend,
-    records: &[&CallRecord],
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO calls (id, sip_call_id, direction, queue, group_name, groups_json, caller, callee,
-             agent, agent_email, started_at, answered_at, ended_at, outcome, reason, ended_by,
-             out_of_hours, recording_url, explanation_json, tags_json)
-         VALUES {}
-         ON CONFLICT (id) DO UPDATE SET
-             group_name = excluded.group_name, groups_json = excluded.groups_json,
-             agent = excluded.agent, agent_email = excluded.agent_email,
-             answered_at = excluded.answered_at, ended_at = excluded.ended_at,
-             outcome = excluded.outcome, reason = excluded.reason, ended_by = excluded.ended_by,
-             out_of_hours = excluded.out_of_hours, recording_url = excluded.recording_url,
-             explanation_json = excluded.explanation_json, tags_json = excluded.tags_json",
-        placeholders(backend, records.len(), 20)
-    );
-    let mut query = sqlx::query(&sql).persistent(cached(records.len()));
-    for r in records {
-        query = query
-            .bind(r.id.as_str())
-            .bind(text(&r.sip_call_id).into_owned())
-            .bind(name(&r.direction))
-            .bind(text_opt(&r.queue))
-            .bind(text_opt(&r.group))
-            .bind(json(&r.groups))
-            .bind(text(&r.caller).into_owned())
-            .bind(text(&r.callee).into_owned())
-            .bind(text_opt(&r.agent))
-            .bind(text_opt(&r.agent_email))
-            .bind(millis(r.started_at))
-            .bind(r.answered_at.map(millis))
-            .bind(millis(r.ended_at))
-            .bind(name(&r.outcome))
-            .bind(r.reason.map(|x| name(&x)))
-            .bind(r.ended_by.map(|x| name(&x)))
-            .bind(i32::from(r.out_of_hours))
-            .bind(text_opt(&r.recording_url))
-            .bind(json(&r.explanation))
-            .bind(json(&r.tags));
-    }
-    query
-        .execute(&mut *conn)
-        .await
-        .map_err(query_error("save call records"))?;
-    Ok(())
-}
-
-/// An enum stored by its snake_case name.
-fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
-}
-
-fn call_record(row: &AnyRow) -> Result<CallRecord, StoreError> {
-    let e = || query_error("read call");
-    let text = |name: &str| row.try_get::<Option<String>, _>(name).map_err(e());
-    let list = |name: &str| -> Result<Vec<String>, StoreError> {
-        Ok(serde_json::from_str(&row.try_get::<String, _>(name).map_err(e())?).unwrap_or_default())
-    };
-    let started_at = from_millis(row.try_get("started_at").map_err(e())?);
-    Ok(CallRecord {
-        id: row.try_get("id").map_err(e())?,
-        sip_call_id: row.try_get("sip_call_id").map_err(e())?,
-        direction: text("direction")?
-            .and_then(|d| parse_name(&d))
-            .unwrap_or(Direction::Inbound),
-        queue: text("queue")?,
-        group: text("group_name")?,
-        groups: list("groups_json")?,
-        caller: row.try_get("caller").map_err(e())?,
-        callee: row.try_get("callee").map_err(e())?,
-        agent: text("agent")?,
-        agent_email: text("agent_email")?,
-        started_at,
-        answered_at: row
-            .try_get::<Option<i64>, _>("answered_at")
-            .map_err(e())?
-            .map(from_millis),
-        ended_at: row
-            .try_get::<Option<i64>, _>("ended_at")
-            .map_err(e())?
-            .map_or(started_at, from_millis),
-        outcome: text("outcome")?
-            .and_then(|o| parse_name(&o))
-            .unwrap_or(Outcome::Missed),
-        reason: text("reason")?.and_then(|r| parse_name(&r)),
-        ended_by: text("ended_by")?.and_then(|b| parse_name(&b)),
-        out_of_hours: row.try_get::<i32, _>("out_of_hours").map_err(e())? != 0,
-        recording_url: text("recording_url")?,
-        explanation: list("explanation_json")?,
-        tags: list("tags_json")?,
-    })
-}
-
-fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {
-    let e = || query_error("read call");
-    let explanation: String = row.try_get("explanation_json").map_err(e())?;
-    Ok(CallRow {
-        id: row.try_get("id").map_err(e())?,
-        direction: row.try_get("direction").map_err(e())?,
-        queue: row.try_get("queue").map_err(e())?,
-        group: row.try_get("group_name").map_err(e())?,
-        caller: row.try_get("caller").map_err(e())?,
-        callee: row.try_get("callee").map_err(e())?,
-        agent: row.try_get("agent").map_err(e())?,
-        started_at: from_millis(row.try_get("started_at").map_err(e())?),
-        answered_at: row
-            .try_get::<Option<i64>, _>("answered_at")
-            .map_err(e())?
-            .map(from_millis),
-        ended_at: row
-            .try_get::<Option<i64>, _>("ended_at")
-            .map_err(e())?
-            .map(from_millis),
-        outcome: row.try_get("outcome").map_err(e())?,
-        reason: row.try_get("reason").map_err(e())?,
-        ended_by: row.try_get("ended_by").map_err(e())?,
-        explanation: serde_json::from_str(&explanation).unwrap_or_default(),
-    })
 }

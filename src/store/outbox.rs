@@ -24,7 +24,9 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, from_millis, millis, placeholders, query_error, text};
+use super::rows::{cached, placeholders};
+use super::write::Conn;
+use super::{Backend, Store, StoreError, from_millis, millis, query_error, text};
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -127,7 +129,7 @@ const COLUMNS: usize = 11;
 /// Inserts deliveries inside the transaction that ends their calls. A delivery that exists
 /// already (the same call ended twice in the store's eyes) is left as it is.
 pub(super) async fn insert(
-    conn: &mut super::Conn,
+    conn: &mut Conn,
     backend: Backend,
     deliveries: &[NewDelivery],
     now: Timestamp,
@@ -139,7 +141,7 @@ pub(super) async fn insert(
         placeholders(backend, deliveries.len(), COLUMNS)
     );
     let now = millis(now);
-    let mut query = sqlx::query(&sql).persistent(super::cached(deliveries.len()));
+    let mut query = sqlx::query(&sql).persistent(cached(deliveries.len()));
     for d in deliveries {
         let state = if d.skipped.is_some() {
             DeliveryState::Skipped
@@ -248,14 +250,12 @@ impl Store {
              RETURNING id, call_id, integration, contact_key, call_started_at, state, attempts, created_at, pending_since,
                  next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at"
         );
-        let rows = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(millis(lease_until))
             .bind(millis(now))
             .bind(integration)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error("claim deliveries"))?;
+            .bind(i64::from(limit));
+        let rows = self.fetch_write("claim deliveries", query).await?;
         rows.iter().map(delivery).collect()
     }
 
@@ -266,24 +266,22 @@ impl Store {
         lease_until: Timestamp,
     ) -> Result<(), StoreError> {
         for id in ids {
-            sqlx::query(
+            let query = sqlx::query(
                 "UPDATE deliveries SET lease_until = $1 WHERE id = $2 AND state = 'in_progress'",
             )
             .bind(millis(lease_until))
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(query_error("renew delivery lease"))?;
+            .bind(id.as_str());
+            self.execute_write("renew delivery lease", query).await?;
         }
         Ok(())
     }
 
     /// Gives every in-progress delivery back (at start, when this is the only instance: SQLite).
     pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE deliveries SET state = 'pending', lease_until = NULL WHERE state = 'in_progress'")
-            .execute(&self.pool)
-            .await
-            .map_err(query_error("release delivery leases"))?;
+        let query = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', lease_until = NULL WHERE state = 'in_progress'",
+        );
+        let done = self.execute_write("release delivery leases", query).await?;
         Ok(done.rows_affected())
     }
 
@@ -415,13 +413,11 @@ impl Store {
                 Param::Int(number) => query.bind(number),
             };
         }
-        let done = query
+        let query = query
             .bind(millis(Timestamp::now()))
             .bind(claim.id.as_str())
-            .bind(i64::from(claim.attempts))
-            .execute(&self.pool)
-            .await
-            .map_err(query_error(what))?;
+            .bind(i64::from(claim.attempts));
+        let done = self.execute_write(what, query).await?;
         claim_held(claim, done.rows_affected())
     }
 
@@ -430,28 +426,24 @@ impl Store {
     /// they are: sending them again would log the call twice, or where the rules said not to.
     /// Returns whether a delivery was changed.
     pub async fn retry_delivery(&self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, pending_since = $1, attempts = 0,
                  lease_until = NULL, updated_at = $1 WHERE id = $2 AND state IN ('failed', 'pending')",
         )
         .bind(millis(now))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("retry delivery"))?;
+        .bind(id);
+        let done = self.execute_write("retry delivery", query).await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Sends every failed delivery again now. Returns how many.
     pub async fn retry_failed_deliveries(&self, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, pending_since = $1, attempts = 0,
                  lease_until = NULL, updated_at = $1 WHERE state = 'failed'",
         )
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(query_error("retry failed deliveries"))?;
+        .bind(millis(now));
+        let done = self.execute_write("retry failed deliveries", query).await?;
         Ok(done.rows_affected())
     }
 

@@ -91,6 +91,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         3,
         "
         CREATE TABLE dead_records (
+            id TEXT PRIMARY KEY,
             recorded_at BIGINT NOT NULL,
             kind TEXT NOT NULL,
             call_id TEXT NOT NULL,

@@ -4,22 +4,29 @@
 //! a call's final record goes in with its helpdesk deliveries (the transactional outbox).
 //!
 //! Nothing is lost to a database fault:
-//! - a write that fails (disk full, read-only file, server gone) keeps its changes, in order,
+//! - a write that fails (disk full, read-only file, server gone) or hangs (a lock held
+//!   elsewhere: every attempt is bounded by [`ATTEMPT_TIMEOUT`]) keeps its changes, in order,
 //!   and is retried with back-off; the log says why, once, then every 30 s while it lasts, and
-//!   when the database takes writes again;
+//!   when the database takes writes again. Changes keep being taken from the channel meanwhile,
+//!   so they are always counted against the limit below;
 //! - while it fails, changes wait in memory up to `queue_limit`; beyond, the oldest go to the
 //!   spill file in the state directory ([`super::spill`]), which is written back (before
-//!   anything newer) once the database recovers, or at the next start. When the spill file
-//!   cannot be written either, the changes are dropped with an error naming how many;
+//!   anything newer) once the database takes a write again, or at the next start. When the
+//!   spill file cannot be written either, the changes are dropped with an error naming how many;
 //! - a change the database refuses for what it holds (see [`StoreError::is_refused_data`]) is
 //!   found by splitting the batch, written again with its text repaired (control characters
 //!   escaped, very long values cut), and when even that is refused, kept as a dead record with
 //!   the reason: the others are written all the same;
-//! - on stop, the writer keeps trying for `stop_write_timeout`, then spills what is left, so a
-//!   stop always ends in bounded time and says how many records it spilled.
+//! - on stop, the writer keeps trying for `stop_write_timeout`, then spills what is left (an
+//!   attempt still running is abandoned), so a stop always ends in bounded time and says how
+//!   many records it spilled.
 //!
-//! [`Health`] tells the daemon whether the database takes writes (for its status line and its
-//! health check).
+//! Writing a change twice is harmless (starts and events are inserted once, a final record is
+//! the same upsert, a delivery exists once), which is what lets an abandoned attempt, or a spill
+//! file written back after a crash, simply be done again.
+//!
+//! [`Health`] tells the daemon whether the database takes writes (for its status line and
+//! `/health`); when idle, the writer proves it every 30 s.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,7 +44,7 @@ use crate::call::{CallRecord, Change};
 use crate::report::Chain;
 
 /// The deliveries a finished call needs, one per linked helpdesk integration.
-pub type Outbox = Box<dyn Fn(&CallRecord) -> Vec<NewDelivery> + Send + Sync>;
+pub type Outbox = Arc<dyn Fn(&CallRecord) -> Vec<NewDelivery> + Send + Sync>;
 
 /// Most changes in one transaction.
 const BATCH: usize = 2048;
@@ -45,11 +52,17 @@ const BATCH: usize = 2048;
 /// How long the first change of a batch waits for others.
 const WINDOW: Duration = Duration::from_millis(20);
 
+/// The longest one write may take before it is abandoned as failed.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The longest wait between two attempts while the database fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How often a lasting failure is logged again.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// How often an idle writer checks that the database can still be written.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// Text longer than this is cut when a refused change is repaired.
 const REPAIRED_TEXT: usize = 8 * 1024;
@@ -86,7 +99,7 @@ impl Default for Health {
 }
 
 impl Health {
-    /// Whether the last write succeeded.
+    /// Whether the last write (or check) succeeded.
     pub fn writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
     }
@@ -110,15 +123,26 @@ impl Health {
 /// What became of the changes when the writer stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Changes left in the spill file for the next start.
+    /// Whether the spill file holds changes for the next start.
+    pub spill_left: bool,
+    /// Changes this run put in the spill file and did not write back.
     pub spilled: u64,
     /// Changes that could be kept nowhere.
     pub lost: u64,
 }
 
+/// How one bounded attempt ended.
+enum Attempt {
+    Done(Result<(), StoreError>),
+    TimedOut,
+    /// The stop deadline came first.
+    Stopping,
+}
+
 struct Writer {
-    store: Store,
     settings: WriterSettings,
+    /// Opened when first needed, and again after it could not be.
+    store: Option<Store>,
     outbox: Outbox,
     health: Arc<Health>,
     pending: VecDeque<Change>,
@@ -128,76 +152,10 @@ struct Writer {
 }
 
 impl Writer {
-    /// The deliveries of the calls a batch ends.
-    fn deliveries(&self, batch: &[Change]) -> Vec<NewDelivery> {
-        batch
-            .iter()
-            .filter_map(|c| match c {
-                Change::CallEnded(record) => Some((self.outbox)(record)),
-                _ => None,
-            })
-            .flatten()
-            .collect()
-    }
-
-    async fn apply(&self, batch: &[Change]) -> Result<(), StoreError> {
-        self.store.apply(batch, &self.deliveries(batch)).await
-    }
-
-    /// Writes a batch; when the database refuses some of its data, writes every other change
-    /// and repairs or sets aside the refused ones. `Err` only for a failure that may pass.
-    async fn write(&self, batch: &[Change]) -> Result<(), StoreError> {
-        match self.apply(batch).await {
-            Err(error) if error.is_refused_data() => {}
-            other => return other,
-        }
-        // Halve until each refused change stands alone; the rest is written on the way.
-        let mut parts: Vec<&[Change]> = vec![batch];
-        while let Some(part) = parts.pop() {
-            let error = match self.apply(part).await {
-                Ok(()) => continue,
-                Err(error) if error.is_refused_data() => error,
-                Err(error) => return Err(error),
-            };
-            if part.len() > 1 {
-                let (left, right) = part.split_at(part.len() / 2);
-                parts.push(right);
-                parts.push(left);
-                continue;
-            }
-            let change = &part[0];
-            let (kind, call_id) = change.describe();
-            let reason = Chain(&error).to_string();
-            if let Some(repaired) = repaired(change) {
-                match self.apply(std::slice::from_ref(&repaired)).await {
-                    Ok(()) => {
-                        tracing::warn!(
-                            kind,
-                            call = call_id,
-                            error = reason,
-                            "the database refused a call record; it was written with its text repaired"
-                        );
-                        continue;
-                    }
-                    Err(error) if !error.is_refused_data() => return Err(error),
-                    Err(_) => {}
-                }
-            }
-            tracing::error!(
-                kind,
-                call = call_id,
-                error = reason,
-                "the database refused a call record; it is kept in dead_records"
-            );
-            self.store.save_dead(part, &reason).await?;
-        }
-        Ok(())
-    }
-
-    fn failed(&mut self, error: &StoreError) {
+    fn failed(&mut self, error: &str) {
         let now = Instant::now();
         self.health.writable.store(false, Ordering::Relaxed);
-        self.last_error = Chain(error).to_string();
+        self.last_error = error.to_owned();
         match &mut self.failing {
             None => {
                 tracing::error!(error = %self.last_error, waiting = self.pending.len(), "cannot write call records to the database; they wait and are retried");
@@ -219,6 +177,16 @@ impl Writer {
                 "the database takes call records again"
             );
         }
+    }
+
+    /// The store, opened now if it is not yet.
+    async fn store(&mut self) -> Result<Store, StoreError> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let store = Store::open(&self.settings.url).await?;
+        self.store = Some(store.clone());
+        Ok(store)
     }
 
     /// Takes changes from the channel into the queue, spilling the oldest beyond the limit.
@@ -256,21 +224,21 @@ impl Writer {
         }
     }
 
-    /// Writes the spill file's changes (older than anything in memory) and removes it.
-    async fn write_back_spill(&mut self) -> Result<(), StoreError> {
-        if !self.settings.spill.exists() {
-            return Ok(());
+    /// When idle: whether the database can still be written.
+    async fn check(&mut self) {
+        let result = match self.store().await {
+            Ok(store) => {
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, store.check_writable()).await {
+                    Ok(result) => result.map_err(|e| Chain(&e).to_string()),
+                    Err(_) => Err(timed_out()),
+                }
+            }
+            Err(error) => Err(Chain(&error).to_string()),
+        };
+        match result {
+            Ok(()) => self.recovered(),
+            Err(error) => self.failed(&error),
         }
-        let written = write_back(&self.store, &self.settings.spill, &|record| {
-            (self.outbox)(record)
-        })
-        .await?;
-        self.health.spilled.store(0, Ordering::Relaxed);
-        tracing::info!(
-            records = written,
-            "call records from the spill file written to the database"
-        );
-        Ok(())
     }
 
     async fn run(mut self, mut changes: UnboundedReceiver<Change>) -> Report {
@@ -281,22 +249,18 @@ impl Writer {
         loop {
             if open {
                 if self.pending.is_empty() && !self.settings.spill.exists() {
-                    if changes.recv_many(&mut incoming, BATCH).await == 0 {
-                        open = false;
-                    } else {
-                        gather(&mut changes, &mut incoming, &mut open).await;
-                    }
-                } else {
-                    loop {
-                        match changes.try_recv() {
-                            Ok(change) => incoming.push(change),
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Disconnected) => {
-                                open = false;
-                                break;
-                            }
+                    match tokio::time::timeout(IDLE_CHECK, changes.recv_many(&mut incoming, BATCH))
+                        .await
+                    {
+                        Ok(0) => open = false,
+                        Ok(_) => gather(&mut changes, &mut incoming, &mut open).await,
+                        Err(_) => {
+                            self.check().await;
+                            continue;
                         }
                     }
+                } else {
+                    open = drain(&mut changes, &mut incoming);
                 }
                 self.take(&mut incoming);
             }
@@ -311,17 +275,40 @@ impl Writer {
                 self.spill(&left);
                 break;
             }
-            // The spill file holds the oldest changes: they go first.
-            let result = match self.write_back_spill().await {
-                Ok(()) => {
-                    let n = self.pending.len().min(BATCH);
-                    let batch: Vec<Change> = self.pending.iter().take(n).cloned().collect();
-                    self.write(&batch).await.map(|()| n)
+            let n = self.pending.len().min(BATCH);
+            let batch: Vec<Change> = self.pending.iter().take(n).cloned().collect();
+            let outcome = match self.store().await {
+                Err(error) => Attempt::Done(Err(error)),
+                Ok(store) => {
+                    let attempt = attempt(
+                        store,
+                        self.settings.spill.clone(),
+                        self.outbox.clone(),
+                        batch,
+                        self.failing.is_some(),
+                    );
+                    tokio::pin!(attempt);
+                    let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+                    // Keep taking changes while the attempt runs: they count, and the channel
+                    // never grows unseen (they join the queue once the attempt is over).
+                    loop {
+                        tokio::select! {
+                            result = &mut attempt => break Attempt::Done(result),
+                            _ = tokio::time::sleep_until(deadline) => break Attempt::TimedOut,
+                            _ = sleep_until(stop_at) => break Attempt::Stopping,
+                            got = changes.recv_many(&mut incoming, BATCH), if open => {
+                                if got == 0 {
+                                    open = false;
+                                    stop_at = Some(Instant::now() + self.settings.stop_write_timeout);
+                                }
+                            }
+                        }
+                    }
                 }
-                Err(error) => Err(error),
             };
-            match result {
-                Ok(n) => {
+            self.take(&mut incoming);
+            let error = match outcome {
+                Attempt::Done(Ok(())) => {
                     self.pending.drain(..n);
                     if self.pending.is_empty() && self.pending.capacity() > 4 * BATCH {
                         // A backlog is gone: so is the memory it took.
@@ -330,43 +317,92 @@ impl Writer {
                     self.health
                         .waiting
                         .store(self.pending.len(), Ordering::Relaxed);
+                    if !self.settings.spill.exists() {
+                        self.health.spilled.store(0, Ordering::Relaxed);
+                    }
                     self.recovered();
                     delay = Duration::from_millis(100);
+                    continue;
                 }
-                Err(error) => {
-                    self.failed(&error);
-                    let mut wait = delay;
-                    if let Some(at) = stop_at {
-                        wait = wait.min(at.saturating_duration_since(Instant::now()));
-                    }
-                    let until = Instant::now() + wait;
-                    // Keep taking changes while waiting, so the channel never grows unbounded.
-                    while open {
-                        match tokio::time::timeout_at(
-                            until,
-                            changes.recv_many(&mut incoming, BATCH),
-                        )
-                        .await
-                        {
-                            Ok(0) => open = false,
-                            Ok(_) => self.take(&mut incoming),
-                            Err(_) => break,
-                        }
-                    }
-                    tokio::time::sleep_until(until).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
+                Attempt::Stopping => continue,
+                Attempt::Done(Err(error)) => Chain(&error).to_string(),
+                Attempt::TimedOut => timed_out(),
+            };
+            self.failed(&error);
+            let mut wait = delay;
+            if let Some(at) = stop_at {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
+            let until = Instant::now() + wait;
+            while open {
+                match tokio::time::timeout_at(until, changes.recv_many(&mut incoming, BATCH)).await
+                {
+                    Ok(0) => open = false,
+                    Ok(_) => self.take(&mut incoming),
+                    Err(_) => break,
                 }
             }
+            tokio::time::sleep_until(until).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
         }
         let report = Report {
+            spill_left: self.settings.spill.exists(),
             spilled: self.health.spilled(),
             lost: self.health.lost(),
         };
         if self.settings.spill.exists() {
-            tracing::warn!(records = report.spilled, file = %self.settings.spill.path().display(), "call records that could not be written wait in the spill file; the next start writes them");
+            tracing::warn!(records = self.health.spilled(), file = %self.settings.spill.path().display(), "call records that could not be written wait in the spill file; the next start writes them");
         }
         report
     }
+}
+
+fn timed_out() -> String {
+    format!(
+        "the database did not answer within {} (a lock held elsewhere, or the server stalled)",
+        humantime::format_duration(ATTEMPT_TIMEOUT)
+    )
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes what the channel holds without waiting; `false` once it is closed.
+fn drain(changes: &mut UnboundedReceiver<Change>, incoming: &mut Vec<Change>) -> bool {
+    loop {
+        match changes.try_recv() {
+            Ok(change) => incoming.push(change),
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// One attempt: the spill file first (it holds the oldest changes), then `batch`. When the
+/// database has been failing, a cheap write check comes first, so the spill file is not read
+/// for nothing.
+async fn attempt(
+    store: Store,
+    spill: Spill,
+    outbox: Outbox,
+    batch: Vec<Change>,
+    probe_first: bool,
+) -> Result<(), StoreError> {
+    if spill.exists() {
+        if probe_first {
+            store.check_writable().await?;
+        }
+        let written = write_back(&store, &spill, outbox.as_ref()).await?;
+        tracing::info!(
+            records = written,
+            "call records from the spill file written to the database"
+        );
+    }
+    write_changes(&store, outbox.as_ref(), &batch).await
 }
 
 /// After the first change of a batch, waits a short window for more.
@@ -389,59 +425,134 @@ async fn gather(
     }
 }
 
-/// Writes the changes of a spill file to the store, in batches, and removes the file. Returns
-/// how many were written. Used at start, before calls are taken, and by the writer when the
-/// database recovers.
+/// The deliveries of the calls a batch ends.
+fn deliveries(
+    outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+    batch: &[Change],
+) -> Vec<NewDelivery> {
+    batch
+        .iter()
+        .filter_map(|c| match c {
+            Change::CallEnded(record) => Some(outbox(record)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Writes a batch; when the database refuses some of its data, writes every other change and
+/// repairs or sets aside the refused ones. `Err` only for a failure that may pass.
+async fn write_changes(
+    store: &Store,
+    outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+    batch: &[Change],
+) -> Result<(), StoreError> {
+    async fn apply(
+        store: &Store,
+        outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+        part: &[Change],
+    ) -> Result<(), StoreError> {
+        store.apply(part, &deliveries(outbox, part)).await
+    }
+    match apply(store, outbox, batch).await {
+        Err(error) if error.is_refused_data() => {}
+        other => return other,
+    }
+    // Halve until each refused change stands alone; the rest is written on the way.
+    let mut parts: Vec<&[Change]> = vec![batch];
+    while let Some(part) = parts.pop() {
+        let error = match apply(store, outbox, part).await {
+            Ok(()) => continue,
+            Err(error) if error.is_refused_data() => error,
+            Err(error) => return Err(error),
+        };
+        if part.len() > 1 {
+            let (left, right) = part.split_at(part.len() / 2);
+            parts.push(right);
+            parts.push(left);
+            continue;
+        }
+        let change = &part[0];
+        let (kind, call_id) = change.describe();
+        let reason = Chain(&error).to_string();
+        if let Some(repaired) = repaired(change) {
+            match apply(store, outbox, std::slice::from_ref(&repaired)).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        kind,
+                        call = call_id,
+                        error = reason,
+                        "the database refused a call record; it was written with its text repaired"
+                    );
+                    continue;
+                }
+                Err(error) if !error.is_refused_data() => return Err(error),
+                Err(_) => {}
+            }
+        }
+        tracing::error!(
+            kind,
+            call = call_id,
+            error = reason,
+            "the database refused a call record; it is kept in dead_records"
+        );
+        store.save_dead(part, &reason).await?;
+    }
+    Ok(())
+}
+
+/// Writes the changes of a spill file to the store, a batch at a time as it reads them, and
+/// removes the file. Returns how many were written. Used at start, before calls are taken, and
+/// by the writer when the database recovers. A file that cannot be read is moved aside (and
+/// said so) rather than tried again and again.
 pub async fn write_back(
     store: &Store,
     spill: &Spill,
     outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
 ) -> Result<usize, StoreError> {
-    let (changes, unreadable) = match spill.read() {
-        Ok(read) => read,
+    let mut reader = match spill.reader() {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return Ok(0),
         Err(error) => {
-            tracing::error!(file = %spill.path().display(), %error, "cannot read the spill file; it is left where it is");
+            set_aside(spill, &error);
             return Ok(0);
         }
     };
+    let mut written = 0;
+    let mut unreadable = 0;
+    loop {
+        let (batch, bad) = match reader.next_batch(BATCH) {
+            Ok(read) => read,
+            Err(error) => {
+                set_aside(spill, &error);
+                return Ok(written);
+            }
+        };
+        unreadable += bad;
+        if batch.is_empty() {
+            break;
+        }
+        write_changes(store, outbox, &batch).await?;
+        written += batch.len();
+    }
     if unreadable > 0 {
         tracing::warn!(file = %spill.path().display(), lines = unreadable, "unreadable lines in the spill file skipped (a stop in the middle of writing it)");
-    }
-    for batch in changes.chunks(BATCH) {
-        let deliveries: Vec<NewDelivery> = batch
-            .iter()
-            .filter_map(|c| match c {
-                Change::CallEnded(record) => Some(outbox(record)),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        match store.apply(batch, &deliveries).await {
-            Ok(()) => {}
-            Err(error) if error.is_refused_data() => {
-                // Rare enough to go one at a time.
-                for change in batch {
-                    let one = std::slice::from_ref(change);
-                    let deliveries: Vec<NewDelivery> = match change {
-                        Change::CallEnded(record) => outbox(record),
-                        _ => Vec::new(),
-                    };
-                    match store.apply(one, &deliveries).await {
-                        Ok(()) => {}
-                        Err(error) if error.is_refused_data() => {
-                            store.save_dead(one, &Chain(&error).to_string()).await?
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
-            }
-            Err(error) => return Err(error),
-        }
     }
     if let Err(error) = spill.remove() {
         tracing::warn!(file = %spill.path().display(), %error, "cannot remove the spill file after writing its records; they will be written again (harmlessly) at the next start");
     }
-    Ok(changes.len())
+    Ok(written)
+}
+
+fn set_aside(spill: &Spill, error: &std::io::Error) {
+    match spill.set_aside() {
+        Ok(to) => {
+            tracing::error!(file = %spill.path().display(), moved_to = %to.display(), %error, "the spill file cannot be read; it was moved aside for an admin to look at")
+        }
+        Err(move_error) => {
+            tracing::error!(file = %spill.path().display(), %error, %move_error, "the spill file cannot be read, nor moved aside")
+        }
+    }
 }
 
 /// A change with every text made storable: control characters as `%XX`, values cut at
@@ -499,44 +610,21 @@ pub fn spawn(
                 Ok(runtime) => runtime,
                 Err(error) => {
                     tracing::error!(%error, "cannot start the database writer; call records are not saved");
+                    health.writable.store(false, Ordering::Relaxed);
                     return Report::default();
                 }
             };
-            runtime.block_on(async move {
-                let store = match open_for_writing(&settings.url).await {
-                    Some(store) => store,
-                    None => return Report::default(),
-                };
-                let writer = Writer {
-                    store,
-                    settings,
-                    outbox,
-                    health,
-                    pending: VecDeque::new(),
-                    failing: None,
-                    last_error: String::new(),
-                };
-                writer.run(changes).await
-            })
+            let writer = Writer {
+                settings,
+                store: None,
+                outbox,
+                health,
+                pending: VecDeque::new(),
+                failing: None,
+                last_error: String::new(),
+            };
+            runtime.block_on(writer.run(changes))
         })
-}
-
-/// The writer's store; the daemon opened the same database a moment ago, so this only fails
-/// when it went away since, and is retried.
-async fn open_for_writing(url: &str) -> Option<Store> {
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..20 {
-        match Store::open(url).await {
-            Ok(store) => return Some(store),
-            Err(error) => {
-                tracing::error!(error = %Chain(&error), "cannot open the database for writing; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
-    tracing::error!("the database writer gave up opening the database");
-    None
 }
 
 /// Lowers this thread's scheduling priority (nice 10), so under CPU pressure the SIP path wins;
