@@ -11,12 +11,20 @@ use std::time::{Duration, Instant};
 
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
-/// A port free for both UDP and TCP on 127.0.0.1.
+/// A port free for both UDP and TCP on 127.0.0.1, never handed out before in this process:
+/// tests run in parallel, and a port released here may be taken by another test's SIPp before
+/// the daemon it was meant for binds it (calls then reach the wrong daemon).
 pub(crate) fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
         let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
             return port;
         }
     }
