@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::calls::caller_scenario;
-use common::daemon::{Daemon, Sipp, SippMore, SippRun, free_port, test_dir};
+use common::daemon::{Daemon, test_dir};
 use common::fs::SmallFs;
 
 fn body() -> String {
@@ -32,52 +32,6 @@ wrap_up = "0s"
 "#,
         agents.join(", ")
     )
-}
-
-fn agents(daemon: &Daemon, calls: u32) -> Sipp {
-    let uas = SippRun {
-        scenario: "agents-answer.xml",
-        ip: "127.0.0.1",
-        port: daemon.pbx_port,
-        target: None,
-        service: "",
-        calls,
-        rate: 0,
-        tcp: false,
-    }
-    .spawn(&daemon.dir);
-    std::thread::sleep(Duration::from_millis(300));
-    uas
-}
-
-fn callers(daemon: &Daemon, scenario: &str, calls: u32, rate: u32) -> Sipp {
-    SippRun {
-        scenario,
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: "700",
-        calls,
-        rate,
-        tcp: false,
-    }
-    .spawn_with(
-        &daemon.dir,
-        &SippMore {
-            limit: Some(20),
-            ..SippMore::default()
-        },
-    )
-}
-
-fn succeeded(sipp: Sipp, daemon: &Daemon) {
-    let (code, errors) = sipp.wait();
-    assert_eq!(
-        code,
-        0,
-        "SIPp failed:\n{errors}\nsipdesk:\n{}",
-        daemon.log()
-    );
 }
 
 /// Every call SIPp placed exactly once, each ended: as many records as calls, and as many
@@ -109,14 +63,14 @@ fn a_full_disk_during_a_burst_of_calls_loses_no_record() {
     let Some((fs, mut daemon)) = on_small_fs("db-full") else {
         return;
     };
-    let uas = agents(&daemon, 150);
-    let uac = callers(&daemon, "caller-answered.xml", 150, 30);
+    let uas = daemon.agents("agents-answer.xml", 150);
+    let uac = daemon.callers("caller-answered.xml", "700", 150, 30, 20, false);
     std::thread::sleep(Duration::from_millis(1500));
     fs.fill();
     std::thread::sleep(Duration::from_secs(3));
     fs.free();
-    succeeded(uac, &daemon);
-    succeeded(uas, &daemon);
+    daemon.succeeded(uac);
+    daemon.succeeded(uas);
     let log = daemon.log();
     assert!(
         log.contains("cannot write call records to the database")
@@ -132,8 +86,8 @@ fn a_database_made_read_only_during_a_burst_loses_no_record() {
     let Some((fs, mut daemon)) = on_small_fs("db-read-only") else {
         return;
     };
-    let uas = agents(&daemon, 150);
-    let uac = callers(&daemon, "caller-answered.xml", 150, 30);
+    let uas = daemon.agents("agents-answer.xml", 150);
+    let uac = daemon.callers("caller-answered.xml", "700", 150, 30, 20, false);
     std::thread::sleep(Duration::from_millis(1500));
     fs.read_only("sipdesk.db", true);
     // Not healthy while the database refuses writes.
@@ -152,8 +106,8 @@ fn a_database_made_read_only_during_a_burst_loses_no_record() {
     let (code, out) = daemon.command(&["calls", "--limit", "1"]);
     assert_eq!(code, 0, "{out}");
     fs.read_only("sipdesk.db", false);
-    succeeded(uac, &daemon);
-    succeeded(uas, &daemon);
+    daemon.succeeded(uac);
+    daemon.succeeded(uas);
     assert!(
         daemon
             .log()
@@ -170,15 +124,15 @@ fn a_stop_while_the_database_fails_spills_and_the_next_start_writes_it_back() {
     let Some((fs, mut daemon)) = on_small_fs("db-stop-spill") else {
         return;
     };
-    let uas = agents(&daemon, 40);
-    let uac = callers(&daemon, "caller-answered.xml", 10, 20);
-    succeeded(uac, &daemon);
+    let uas = daemon.agents("agents-answer.xml", 40);
+    let uac = daemon.callers("caller-answered.xml", "700", 10, 20, 20, false);
+    daemon.succeeded(uac);
     // Written before the fault.
     daemon.ended_calls(10);
     fs.read_only("sipdesk.db", true);
-    let uac = callers(&daemon, "caller-answered.xml", 30, 20);
-    succeeded(uac, &daemon);
-    succeeded(uas, &daemon);
+    let uac = daemon.callers("caller-answered.xml", "700", 30, 20, 20, false);
+    daemon.succeeded(uac);
+    daemon.succeeded(uas);
     let stopping = Instant::now();
     assert_eq!(daemon.stop(), Some(0));
     // stop_write_timeout is 15 s by default: the stop does not wait for the database.
@@ -240,9 +194,9 @@ fn a_database_the_service_cannot_write_is_refused_at_start_with_the_reason() {
 fn a_relative_database_path_is_the_same_file_for_the_daemon_and_the_command_line() {
     let dir = test_dir("db-relative");
     let mut daemon = Daemon::start_in(dir.clone(), "", &body(), Some("sqlite://calls.db"), &[]);
-    let uas = agents(&daemon, 2);
-    succeeded(callers(&daemon, "caller-answered.xml", 2, 10), &daemon);
-    succeeded(uas, &daemon);
+    let uas = daemon.agents("agents-answer.xml", 2);
+    daemon.succeeded(daemon.callers("caller-answered.xml", "700", 2, 10, 20, false));
+    daemon.succeeded(uas);
     daemon.ended_calls(2);
     assert!(dir.join("calls.db").exists());
     // An admin in another directory sees the same calls.
@@ -269,11 +223,11 @@ async fn a_caller_number_with_an_escaped_nul_is_recorded_and_recording_goes_on()
         let label = db.label;
         tokio::task::spawn_blocking(move || {
             let mut daemon = Daemon::start_in(test_dir("db-nul"), "", &body(), Some(&url), &[]);
-            let uas = agents(&daemon, 4);
+            let uas = daemon.agents("agents-answer.xml", 4);
             let nul = caller_scenario(&daemon.dir, "caller-answered.xml", "%00abc", None);
-            succeeded(callers(&daemon, nul.to_str().unwrap(), 1, 10), &daemon);
-            succeeded(callers(&daemon, "caller-answered.xml", 3, 10), &daemon);
-            succeeded(uas, &daemon);
+            daemon.succeeded(daemon.callers(nul.to_str().unwrap(), "700", 1, 10, 20, false));
+            daemon.succeeded(daemon.callers("caller-answered.xml", "700", 3, 10, 20, false));
+            daemon.succeeded(uas);
             let calls = daemon.ended_calls(4);
             assert!(
                 calls.iter().any(|c| c["caller"] == "%00abc"),

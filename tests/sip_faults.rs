@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, Sipp, SippMore, SippRun, free_port, test_dir};
+use common::daemon::{Daemon, free_port, test_dir};
 
 const BODY: &str = r#"
 [defaults]
@@ -25,69 +25,23 @@ wrap_up = "0s"
 /// T1 of 100 ms: 64·T1 is 6.4 s, so the tests do not wait the default 32 s.
 const FAST: &str = "trusted = [\"127.0.0.1\"]\nt1 = \"100ms\"\nt2 = \"500ms\"";
 
-fn agents(daemon: &Daemon, scenario: &str, calls: u32) -> Sipp {
-    let uas = SippRun {
-        scenario,
-        ip: "127.0.0.1",
-        port: daemon.pbx_port,
-        target: None,
-        service: "",
-        calls,
-        rate: 0,
-        tcp: false,
-    }
-    .spawn(&daemon.dir);
-    std::thread::sleep(Duration::from_millis(300));
-    uas
-}
-
-fn callers(daemon: &Daemon, scenario: &str, calls: u32, tcp: bool) -> Sipp {
-    SippRun {
-        scenario,
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: "500",
-        calls,
-        rate: 20,
-        tcp,
-    }
-    .spawn_with(
-        &daemon.dir,
-        &SippMore {
-            limit: Some(3),
-            ..SippMore::default()
-        },
-    )
-}
-
-fn succeeded(sipp: Sipp, daemon: &Daemon) {
-    let (code, errors) = sipp.wait();
-    assert_eq!(
-        code,
-        0,
-        "SIPp failed:\n{errors}\nsipdesk:\n{}",
-        daemon.log()
-    );
-}
-
 #[test]
 fn answers_nobody_acknowledges_free_their_agents_and_the_next_call_is_answered() {
     let mut daemon = Daemon::start("no-ack", FAST, BODY);
-    let uas = agents(&daemon, "agents-answer-never-acked.xml", 3);
-    let uac = callers(&daemon, "caller-never-acks.xml", 3, false);
+    let uas = daemon.agents("agents-answer-never-acked.xml", 3);
+    let uac = daemon.callers("caller-never-acks.xml", "500", 3, 20, 3, false);
     // Both sides get sipdesk's BYE after 64·T1 (RFC 3261 §13.3.1.4), or SIPp fails.
-    succeeded(uac, &daemon);
-    succeeded(uas, &daemon);
+    daemon.succeeded(uac);
+    daemon.succeeded(uas);
     let calls = daemon.ended_calls(3);
     for call in &calls {
         assert_eq!(call["outcome"], "missed", "{call:#}");
         assert_eq!(call["reason"], "not_connected", "{call:#}");
     }
     // Every agent is free again: the next call is answered.
-    let uas = agents(&daemon, "agents-answer.xml", 1);
-    succeeded(callers(&daemon, "caller-answered.xml", 1, false), &daemon);
-    succeeded(uas, &daemon);
+    let uas = daemon.agents("agents-answer.xml", 1);
+    daemon.succeeded(daemon.callers("caller-answered.xml", "500", 1, 20, 3, false));
+    daemon.succeeded(uas);
     let calls = daemon.ended_calls(4);
     assert_eq!(
         calls.iter().filter(|c| c["outcome"] == "answered").count(),
@@ -139,9 +93,9 @@ fn a_garbage_burst_from_a_trusted_address_leaves_the_queue_answering() {
     assert!(victim.accept().is_err(), "sipdesk connected to the victim");
     // Unanswered at the PBX, those end with Timer B (64·T1); then the queue answers as usual.
     std::thread::sleep(Duration::from_secs(7));
-    let uas = agents(&daemon, "agents-answer.xml", 20);
-    succeeded(callers(&daemon, "caller-answered.xml", 20, false), &daemon);
-    succeeded(uas, &daemon);
+    let uas = daemon.agents("agents-answer.xml", 20);
+    daemon.succeeded(daemon.callers("caller-answered.xml", "500", 20, 20, 3, false));
+    daemon.succeeded(uas);
     // Records are written in the background: wait for the last ones.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -194,9 +148,9 @@ fn five_thousand_idle_tcp_connections_do_not_stop_a_call_over_tcp() {
         }
     }
     std::thread::sleep(Duration::from_secs(1));
-    let uas = agents(&daemon, "agents-answer.xml", 1);
-    succeeded(callers(&daemon, "caller-answered.xml", 1, true), &daemon);
-    succeeded(uas, &daemon);
+    let uas = daemon.agents("agents-answer.xml", 1);
+    daemon.succeeded(daemon.callers("caller-answered.xml", "500", 1, 20, 3, true));
+    daemon.succeeded(uas);
     assert_eq!(daemon.ended_calls(1)[0]["outcome"], "answered");
     let log = daemon.log();
     let complaints = log.matches("cannot accept TCP connections").count();
@@ -338,8 +292,8 @@ fn an_admin_ends_a_stuck_call_and_both_phones_get_bye() {
     let (status, body) = daemon.admin("GET", "/health", None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ready\""), "{body}");
-    let uas = agents(&daemon, "agents-answer.xml", 1);
-    let uac = callers(&daemon, "caller-answered-until-bye.xml", 1, false);
+    let uas = daemon.agents("agents-answer.xml", 1);
+    let uac = daemon.callers("caller-answered-until-bye.xml", "500", 1, 20, 3, false);
     let deadline = Instant::now() + Duration::from_secs(10);
     let id = loop {
         let calls = daemon.calls();
@@ -376,8 +330,8 @@ fn an_admin_ends_a_stuck_call_and_both_phones_get_bye() {
     // What an admin types: the command asks the running daemon.
     let (code, out) = daemon.command(&["calls", "end", &id]);
     assert_eq!(code, 0, "{out}");
-    succeeded(uac, &daemon);
-    succeeded(uas, &daemon);
+    daemon.succeeded(uac);
+    daemon.succeeded(uas);
     let call = daemon.ended_calls(1).remove(0);
     assert_eq!(call["ended_by"], "admin", "{call:#}");
     let (code, out) = daemon.command(&["calls", "end", &id]);

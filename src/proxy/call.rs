@@ -597,6 +597,11 @@ impl Core {
     ) {
         call.state = State::Ended;
         if let Some(agent) = &call.dialler {
+            // An outbound call nobody answered frees the agent who dialled at once (an answered
+            // one did, with wrap-up, in `hang_up`).
+            if outcome != Outcome::Answered {
+                self.agents.release(agent);
+            }
             self.agents.hang_up_outbound(agent);
         }
         match outcome {
@@ -838,9 +843,6 @@ impl Core {
                                 &server_tx,
                                 &forward::relay_response(&response),
                             );
-                            if let Some(agent) = call.dialler.clone() {
-                                self.agents.release(&agent);
-                            }
                             self.end(
                                 now,
                                 &mut call,
@@ -917,9 +919,6 @@ impl Core {
             match call.direction {
                 Direction::Inbound => self.advance(now, &mut call),
                 Direction::Outbound => {
-                    if let Some(agent) = call.dialler.clone() {
-                        self.agents.release(&agent);
-                    }
                     self.give_up(now, &mut call);
                 }
             }
@@ -931,14 +930,7 @@ impl Core {
     pub(super) fn on_cancel(&mut self, now: Now, key: TxKey, request: Request) {
         let invite_key = self.tx.server_key_as(&request, "INVITE");
         if !self.tx.has_server(&invite_key) {
-            self.reply(
-                now,
-                &key,
-                &request,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+            self.no_such_transaction(now, &key, &request);
             return;
         }
         self.reply(now, &key, &request, 200, "OK", &[]);
@@ -963,9 +955,6 @@ impl Core {
             self.drop_branch(now, &mut call, "the caller hung up");
             let invite = call.invite.clone();
             self.reply(now, &invite_key, &invite, 487, "Request Terminated", &[]);
-            if let Some(agent) = call.dialler.clone() {
-                self.agents.release(&agent);
-            }
             self.end(
                 now,
                 &mut call,
@@ -1187,9 +1176,6 @@ impl Core {
                     "Temporarily Unavailable",
                     &[],
                 );
-                if let Some(agent) = call.dialler.clone() {
-                    self.agents.release(&agent);
-                }
                 self.end(
                     now,
                     &mut call,
@@ -1327,9 +1313,6 @@ impl Core {
                     return;
                 };
                 if call.state == State::Offering {
-                    if let Some(agent) = call.dialler.clone() {
-                        self.agents.release(&agent);
-                    }
                     self.give_up(now, &mut call);
                 }
                 self.put(call);
@@ -1360,13 +1343,9 @@ impl Core {
                             .to_owned(),
                     );
                     self.bye_both(now, &call);
-                    let agent = match call.direction {
-                        Direction::Inbound => {
-                            call.answer.as_ref().and_then(|a| a.extension.clone())
-                        }
-                        Direction::Outbound => call.dialler.clone(),
-                    };
-                    if let Some(agent) = agent {
+                    // The agent who answered is free at once (the dialler of an outbound call
+                    // is freed as the call ends).
+                    if let Some(agent) = call.answer.as_ref().and_then(|a| a.extension.clone()) {
                         self.agents.release(&agent);
                     }
                     call.answer = None;

@@ -659,15 +659,20 @@ impl Core {
                     &[("Allow", wire::ALLOW)],
                 );
             }
-            _ => self.reply(
-                now,
-                &key,
-                &request,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            ),
+            _ => self.no_such_transaction(now, &key, &request),
         }
+    }
+
+    /// 481: the request belongs to no call or transaction sipdesk knows.
+    fn no_such_transaction(&mut self, now: Now, key: &TxKey, request: &Request) {
+        self.reply(
+            now,
+            key,
+            request,
+            481,
+            "Call/Transaction Does Not Exist",
+            &[],
+        );
     }
 
     /// Answers 420 listing the option tags the request demands in the headers `names`, if any.
@@ -731,14 +736,7 @@ impl Core {
                 self.forward_interrupted_bye(now, key, request, source);
                 return;
             }
-            self.reply(
-                now,
-                &key,
-                &request,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+            self.no_such_transaction(now, &key, &request);
             return;
         };
         self.saw_request(call, side, &request);

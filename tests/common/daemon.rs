@@ -463,3 +463,59 @@ impl Sipp {
         let _ = self.child.wait();
     }
 }
+
+impl Daemon {
+    /// SIPp as the agents' phones at the PBX address, playing `scenario` for `calls` calls;
+    /// started a moment before the callers.
+    pub(crate) fn agents(&self, scenario: &str, calls: u32) -> Sipp {
+        let uas = SippRun {
+            scenario,
+            ip: "127.0.0.1",
+            port: self.pbx_port,
+            target: None,
+            service: "",
+            calls,
+            rate: 0,
+            tcp: false,
+        }
+        .spawn(&self.dir);
+        std::thread::sleep(Duration::from_millis(300));
+        uas
+    }
+
+    /// SIPp as the PBX placing `calls` calls to `queue` at `rate` a second, at most `at_once`
+    /// at a time.
+    pub(crate) fn callers(
+        &self,
+        scenario: &str,
+        queue: &str,
+        calls: u32,
+        rate: u32,
+        at_once: u32,
+        tcp: bool,
+    ) -> Sipp {
+        SippRun {
+            scenario,
+            ip: "127.0.0.1",
+            port: free_port(),
+            target: Some(format!("127.0.0.1:{}", self.port)),
+            service: queue,
+            calls,
+            rate,
+            tcp,
+        }
+        .spawn_with(
+            &self.dir,
+            &SippMore {
+                limit: Some(at_once),
+                ..SippMore::default()
+            },
+        )
+    }
+
+    /// Waits for a SIPp run and fails the test, with both logs, unless every call succeeded.
+    pub(crate) fn succeeded(&self, sipp: Sipp) {
+        let (code, errors) = sipp.wait();
+        assert_eq!(code, 0, "SIPp failed:\n{errors}\nsipdesk:\n{}", self.log());
+    }
+}
