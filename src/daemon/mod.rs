@@ -21,6 +21,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod process;
+
+use process::{current_user, database_role, give_back_memory, raise_file_limit};
+
 use crate::admin;
 use crate::call::Change;
 use crate::config::AdminToken;
@@ -104,31 +108,6 @@ async fn resolve(config: &Config) -> Result<SocketAddr, DaemonError> {
     })
 }
 
-/// Raises the soft limit on open files to the hard one (systemd's `LimitNOFILE=`, or the
-/// shell's), and returns the limit in force.
-fn raise_file_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
-}
-
 /// Says when `max_connections` cannot be reached under the open-file limit.
 fn warn_file_limit(config: &Config, file_limit: usize) {
     let room = file_limit.saturating_sub(crate::sip::transport::RESERVED_FILES);
@@ -138,15 +117,6 @@ fn warn_file_limit(config: &Config, file_limit: usize) {
             open_files = file_limit,
             "the open-file limit allows only {room} TCP connections; raise LimitNOFILE= or lower max_connections"
         );
-    }
-}
-
-/// Returns freed memory to the system after a burst (glibc keeps it otherwise).
-fn give_back_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -193,30 +163,6 @@ async fn local_address(
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(state);
-}
-
-/// The user a `postgres://user@host/db` URL connects as.
-fn database_role(url: &str) -> String {
-    url.split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .map(|(credentials, _)| credentials.split(':').next().unwrap_or_default().to_owned())
-        .filter(|user| !user.is_empty())
-        .unwrap_or_else(|| "(the server's default)".to_owned())
-}
-
-/// The user sipdesk runs as, for messages about files it cannot write.
-fn current_user() -> String {
-    // SAFETY: geteuid cannot fail; getpwuid returns a pointer into static storage (or null),
-    // read at once on this thread before any other call could overwrite it.
-    unsafe {
-        let uid = libc::geteuid();
-        let entry = libc::getpwuid(uid);
-        if entry.is_null() || (*entry).pw_name.is_null() {
-            return format!("uid {uid}");
-        }
-        let name = std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy();
-        format!("{name} (uid {uid})")
-    }
 }
 
 /// Opens the store and proves it can be written, writes back what a previous run spilled and
