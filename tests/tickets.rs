@@ -55,16 +55,24 @@ queues = ["300"]
 hours = {{}}
 agents = [{{ extension = "4001" }}]
 
+[[groups]]
+name = "night"
+queues = ["400"]
+hours = {{}}
+agents = [{{ extension = "5001" }}]
+overflow = [{{ group = "support", when = ["out_of_hours"] }}]
+
 [[helpdesks]]
 name = "zd"
 kind = "zendesk"
 base_url = "{zd}"
 email = "bot@example.com"
 token_file = "zd.token"
-groups = ["support", "sales", "closed"]
+groups = ["support", "sales", "closed", "night"]
 missed = {{ log = "previous", status = "open" }}
 missed_assignee = "group:5"
 default_assignee = "lead@example.com"
+voice_comments = true
 tag_rules = [{{ tag = "vip", ticket_tags = ["vip_caller"], priority = "high", type = "incident" }}]
 request_timeout = "2s"
 
@@ -74,7 +82,7 @@ kind = "zendesk"
 base_url = "{strict}"
 auth = "oauth"
 token_file = "strict.token"
-groups = ["support", "sales", "closed"]
+groups = ["support", "sales", "closed", "night"]
 create_out_of_hours = false
 create_unknown_contacts = false
 request_timeout = "2s"
@@ -97,7 +105,7 @@ fn world(name: &str) -> World {
     let strict_known = strict.add_customer("Known Customer", "+34600123456");
     let daemon = Daemon::start_with_files(
         name,
-        "trusted = [\"127.0.0.1\"]",
+        "trusted = [\"127.0.0.1\"]\nrecording_url = \"https://pbx.example.com/rec/{sip_call_id}.wav\"",
         &config(&zd, &strict),
         &[("zd.token", "t0ken\n"), ("strict.token", "oauth-access")],
     );
@@ -270,6 +278,23 @@ fn calls_become_the_tickets_the_rules_say() {
         delivery(&w, &c1, "zd")["detail"],
         format!("created ticket #{}", t1.id)
     );
+    // Times are the group's local time, with the offset.
+    let offset = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Madrid").unwrap())
+        .strftime(" %:z")
+        .to_string();
+    assert!(
+        note.lines()
+            .any(|l| l.starts_with("Start: ") && l.ends_with(&offset)),
+        "{note}"
+    );
+    // The voice comment names the agent who answered.
+    let voice = t1
+        .comments
+        .iter()
+        .find(|c| c.kind == "VoiceComment")
+        .unwrap();
+    assert_eq!(voice.data.as_ref().unwrap()["answered_by_id"], w.ana);
     // The strict integration knows the customer too: a ticket there as well, unassigned.
     let s1 = ticket_of(&w.strict, &c1);
     assert_eq!(s1.requester_id, w.strict_known);
@@ -326,6 +351,17 @@ fn calls_become_the_tickets_the_rules_say() {
         (t5.status.as_str(), t5.assignee_id),
         ("solved", Some(w.lead))
     );
+    // Answered by an agent with no Zendesk user: assigned to the default assignee, but the
+    // voice comment does not pretend the default assignee answered.
+    let voice = t5
+        .comments
+        .iter()
+        .find(|c| c.kind == "VoiceComment")
+        .unwrap();
+    assert!(
+        voice.data.as_ref().unwrap().get("answered_by_id").is_none(),
+        "{voice:#?}"
+    );
     let skipped = delivery(&w, &c5, "strict");
     assert_eq!(skipped["state"], "skipped");
     assert_eq!(
@@ -365,10 +401,17 @@ fn calls_become_the_tickets_the_rules_say() {
     let skipped = delivery(&w, &c6, "strict");
     assert_eq!(
         skipped["detail"],
-        "out-of-hours calls are not logged (create_out_of_hours = false)"
+        "calls missed out of hours are not logged (create_out_of_hours = false)"
     );
 
-    // 7. Withheld numbers share one anonymous contact, on both integrations.
+    // 6b. Out of hours too, but the closed group overflows to support, where Ana answers: an
+    //     answered call is logged everywhere, create_out_of_hours or not.
+    let c6b = call(&w, "600123456", "400", Goes::Answered, None);
+    assert_eq!(ticket_of(&w.zd, &c6b).status, "solved");
+    assert_eq!(ticket_of(&w.strict, &c6b).requester_id, w.strict_known);
+
+    // 7. Withheld numbers share one anonymous contact where contacts may be created; where they
+    //    may not (strict), the anonymous contact is used only once it exists.
     let c7 = call(
         &w,
         "anonymous@anonymous.invalid",
@@ -396,13 +439,30 @@ fn calls_become_the_tickets_the_rules_say() {
         ("Anonymous caller", None)
     );
     assert_eq!(anonymous.external_id.as_deref(), Some("sipdesk:anonymous"));
-    assert_eq!(
-        ticket_of(&w.strict, &c7).requester_id,
-        ticket_of(&w.strict, &c8).requester_id
+    for c in [&c7, &c8] {
+        let skipped = delivery(&w, c, "strict");
+        assert_eq!(skipped["state"], "skipped", "{skipped:#}");
+        assert!(
+            w.strict
+                .users()
+                .iter()
+                .all(|u| u.external_id.as_deref() != Some("sipdesk:anonymous"))
+        );
+    }
+    let strict_anonymous = w
+        .strict
+        .add_user_with_external_id("Anonymous", "sipdesk:anonymous");
+    let c9 = call(
+        &w,
+        "anonymous@anonymous.invalid",
+        "100",
+        Goes::Answered,
+        None,
     );
+    assert_eq!(ticket_of(&w.strict, &c9).requester_id, strict_anonymous);
 
     // Nothing else was written, and nothing the API does not know was sent.
-    assert_eq!(w.zd.tickets().len(), 7, "{:#?}", w.zd.tickets());
+    assert_eq!(w.zd.tickets().len(), 9, "{:#?}", w.zd.tickets());
     assert_eq!(w.strict.tickets().len(), 6);
     for fake in [&w.zd, &w.strict] {
         let stats = fake.stats();

@@ -437,6 +437,13 @@ pub(super) fn build(
                     voice_comments: h.voice_comments,
                     tag_rules,
                     timezone: timezone?.clone(),
+                    group_zones: groups
+                        .map(|all| {
+                            all.iter()
+                                .map(|g| (g.name.to_string(), g.schedule.timezone.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 },
                 requests_per_minute: h.requests_per_minute,
                 concurrency: h.concurrency,

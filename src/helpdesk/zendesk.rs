@@ -7,7 +7,8 @@
 //!   without `+`), and a result counts only if its phone is the same E.164 number. New users are
 //!   made with `create_or_update` and the external id `sipdesk:<E.164>`, so an attempt repeated
 //!   after a crash finds the user it made instead of making a second one, whatever the search
-//!   index says. Withheld numbers share the user `sipdesk:anonymous` ("Anonymous caller").
+//!   index says. Withheld numbers share the user `sipdesk:anonymous` ("Anonymous caller"),
+//!   looked up first and created only when `create_unknown_contacts` allows it.
 //! - Agents are matched by e-mail (users search, role agent or admin, active); answers are
 //!   cached for ten minutes.
 //! - Tickets are created with `Idempotency-Key: sipdesk-<integration>-<call id>-<requester id>`
@@ -40,6 +41,9 @@ use crate::phone::{self, Caller, Region};
 use crate::tickets::{
     self, Assignee, AssigneeId, Log, Plan, Rules, Status, TicketSummary, TicketWrite,
 };
+
+/// The external id of the user withheld numbers are logged under.
+const ANONYMOUS_USER: &str = "sipdesk:anonymous";
 
 /// How long an agent's e-mail → user answer is trusted.
 const AGENT_CACHE: Duration = Duration::from_secs(600);
@@ -257,8 +261,9 @@ impl Zendesk {
             }
         }
         let Some(requester) = self.contact(job).await? else {
+            let anonymous = matches!(job.party, Party::Anonymous { .. });
             return Ok(Delivered::Skipped(
-                tickets::Skip::UnknownContact.to_string(),
+                tickets::Skip::UnknownContact { anonymous }.to_string(),
             ));
         };
         let rule = self.rules.rule(call.call_type());
@@ -271,8 +276,9 @@ impl Zendesk {
         let assignee = self
             .assignee(&tickets::assignee_candidates(&self.rules, call))
             .await?;
-        let answered_by = match (call.outcome, assignee) {
-            (Outcome::Answered, Some(AssigneeId::User(id))) => Some(id),
+        // The voice comment names the agent who answered, never a fallback assignee.
+        let answered_by = match (call.outcome, &call.agent_email) {
+            (Outcome::Answered, Some(email)) => self.agent(email).await?,
             _ => None,
         };
         let mut note_call = call.clone();
@@ -480,7 +486,7 @@ impl Zendesk {
         }
         let found = match &job.party {
             Party::Number(number) => self.user_by_phone(number).await?,
-            Party::Anonymous { .. } => None,
+            Party::Anonymous { .. } => self.user_by_external_id(ANONYMOUS_USER).await?,
         };
         let user = match found {
             Some(user) => user,
@@ -535,6 +541,18 @@ impl Zendesk {
             .min_by_key(|u| (u.inactive(), u.role.as_deref() != Some("end-user"), u.id)))
     }
 
+    /// The user sipdesk made with this external id, if any.
+    async fn user_by_external_id(&self, external_id: &str) -> Result<Option<User>, HelpdeskError> {
+        let reply = self
+            .get("/api/v2/users/search.json", &[("external_id", external_id)])
+            .await?;
+        if !reply.is_success() {
+            return Err(rejected("GET /api/v2/users/search?external_id", &reply));
+        }
+        let users: Vec<User> = parse(&reply, "users", "GET /api/v2/users/search?external_id")?;
+        Ok(users.into_iter().min_by_key(|u| u.id))
+    }
+
     async fn create_user(&self, party: &Party) -> Result<User, HelpdeskError> {
         let user = match party {
             Party::Number(number) => {
@@ -542,7 +560,7 @@ impl Zendesk {
                 json!({ "user": { "name": format!("Caller {shown}"), "phone": number, "external_id": format!("sipdesk:{number}") } })
             }
             Party::Anonymous { .. } => {
-                json!({ "user": { "name": "Anonymous caller", "external_id": "sipdesk:anonymous" } })
+                json!({ "user": { "name": "Anonymous caller", "external_id": ANONYMOUS_USER } })
             }
         };
         let url = self.http.url("/api/v2/users/create_or_update.json", &[])?;

@@ -235,11 +235,21 @@ pub struct Rules {
     pub update_title: bool,
     pub voice_comments: bool,
     pub tag_rules: Vec<TagRule>,
-    /// Times on tickets are written in this zone.
+    /// Times on tickets are written in the zone of the call's group (by name), else in this
+    /// one (the default zone).
     pub timezone: TimeZone,
+    pub group_zones: Vec<(String, TimeZone)>,
 }
 
 impl Rules {
+    /// The zone a call's times are written in: its group's.
+    pub fn zone_of(&self, call: &CallRecord) -> &TimeZone {
+        call.group
+            .as_deref()
+            .and_then(|g| self.group_zones.iter().find(|(name, _)| name == g))
+            .map_or(&self.timezone, |(_, zone)| zone)
+    }
+
     pub fn rule(&self, call_type: CallType) -> CallTypeRule {
         match call_type {
             CallType::InboundAnswered => self.inbound_answered,
@@ -260,8 +270,9 @@ pub enum Skip {
     NotLogged(CallType),
     /// The call came while the group was closed and `create_out_of_hours` is off.
     OutOfHours,
-    /// No contact has the number and `create_unknown_contacts` is off.
-    UnknownContact,
+    /// No contact has the number (or, `anonymous`, the shared anonymous contact does not
+    /// exist) and `create_unknown_contacts` is off.
+    UnknownContact { anonymous: bool },
 }
 
 impl fmt::Display for Skip {
@@ -275,11 +286,15 @@ impl fmt::Display for Skip {
             ),
             Skip::OutOfHours => write!(
                 f,
-                "out-of-hours calls are not logged (create_out_of_hours = false)"
+                "calls missed out of hours are not logged (create_out_of_hours = false)"
             ),
-            Skip::UnknownContact => write!(
+            Skip::UnknownContact { anonymous: false } => write!(
                 f,
                 "no contact has this number and create_unknown_contacts = false"
+            ),
+            Skip::UnknownContact { anonymous: true } => write!(
+                f,
+                "the number is withheld, there is no anonymous contact yet and create_unknown_contacts = false"
             ),
         }
     }
@@ -298,20 +313,22 @@ pub fn logs(rules: &Rules, call: &CallRecord) -> Result<(), Skip> {
     if rules.rule(call_type).log == Log::Nothing {
         return Err(Skip::NotLogged(call_type));
     }
-    if call.out_of_hours && !rules.create_out_of_hours {
+    // Only a call left unanswered because the office was closed: one a closed group overflowed
+    // to an open group that answered it is logged like any other.
+    if call.out_of_hours && call.outcome != Outcome::Answered && !rules.create_out_of_hours {
         return Err(Skip::OutOfHours);
     }
     Ok(())
 }
 
-/// Whether a call whose number no contact has may create one: the shared anonymous contact
-/// always may (it is one contact, not a stranger's); a number only under
-/// `create_unknown_contacts`.
+/// Whether a call whose party no contact has may create one: only under
+/// `create_unknown_contacts`, for a number as for the shared anonymous contact (which is used
+/// when it exists already).
 pub fn may_create_contact(rules: &Rules, anonymous: bool) -> Result<(), Skip> {
-    if anonymous || rules.create_unknown_contacts {
+    if rules.create_unknown_contacts {
         Ok(())
     } else {
-        Err(Skip::UnknownContact)
+        Err(Skip::UnknownContact { anonymous })
     }
 }
 
@@ -485,15 +502,17 @@ fn seconds(value: f64) -> String {
     }
 }
 
+/// A time as tickets show it: local to the call's group, with the offset, e.g.
+/// `2026-11-23 10:02:11 +01:00`.
+pub fn local_time(rules: &Rules, call: &CallRecord, t: Timestamp) -> String {
+    t.to_zoned(rules.zone_of(call).clone())
+        .strftime("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
 /// The internal note for a call: a headline, the configured fields, the marker.
 pub fn note(rules: &Rules, call: &CallRecord) -> String {
-    let time = |t: Timestamp| {
-        rules
-            .timezone
-            .to_datetime(t)
-            .strftime("%Y-%m-%d %H:%M:%S")
-            .to_string()
-    };
+    let time = |t: Timestamp| local_time(rules, call, t);
     let mut lines = vec![subject(call)];
     for field in &rules.fields {
         let line = match field {

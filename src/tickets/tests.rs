@@ -46,6 +46,16 @@ fn rules() -> Rules {
         voice_comments: false,
         tag_rules: Vec::new(),
         timezone: TimeZone::get("Europe/Madrid").unwrap(),
+        group_zones: vec![
+            (
+                "support".to_owned(),
+                TimeZone::get("Europe/Madrid").unwrap(),
+            ),
+            (
+                "suporte".to_owned(),
+                TimeZone::get("America/Sao_Paulo").unwrap(),
+            ),
+        ],
     }
 }
 
@@ -189,8 +199,17 @@ fn which_calls_an_integration_logs() {
             "support",
             Err(Skip::NotLogged(CallType::OutboundUnanswered)),
         ),
-        // Out-of-hours calls create tickets only when asked to.
+        // Calls missed out of hours create tickets only when asked to; a call answered after a
+        // closed group overflowed to an open one is logged regardless.
         (CallType::Missed, Log::New, true, true, "support", Ok(())),
+        (
+            CallType::InboundAnswered,
+            Log::New,
+            true,
+            false,
+            "support",
+            Ok(()),
+        ),
         (
             CallType::Missed,
             Log::New,
@@ -257,12 +276,12 @@ fn a_call_that_overflowed_into_a_linked_group_is_logged() {
 }
 
 #[test]
-fn unknown_numbers_create_contacts_only_when_allowed_and_anonymous_callers_always_share_one() {
+fn unknown_numbers_and_the_anonymous_contact_are_created_only_when_allowed() {
     let cases = [
         (true, false, Ok(())),
-        (false, false, Err(Skip::UnknownContact)),
         (true, true, Ok(())),
-        (false, true, Ok(())),
+        (false, false, Err(Skip::UnknownContact { anonymous: false })),
+        (false, true, Err(Skip::UnknownContact { anonymous: true })),
     ];
     for (create_unknown_contacts, anonymous, expected) in cases {
         let mut rules = rules();
@@ -659,7 +678,7 @@ fn tag_rules_set_tags_type_and_priority_for_the_calls_that_have_the_tag() {
 }
 
 #[test]
-fn the_note_lists_the_configured_fields_in_the_integrations_time_zone() {
+fn the_note_lists_the_configured_fields_in_the_groups_local_time() {
     let call = call(CallType::InboundAnswered);
     let all = note(&rules(), &call);
     assert_eq!(
@@ -667,8 +686,8 @@ fn the_note_lists_the_configured_fields_in_the_integrations_time_zone() {
         "Call from +34911239613\n\
          Call type: inbound_answered\n\
          Agent: 201 (ana@example.com)\n\
-         Start: 2026-03-02 10:00:00\n\
-         End: 2026-03-02 10:03:27\n\
+         Start: 2026-03-02 10:00:00 +01:00\n\
+         End: 2026-03-02 10:03:27 +01:00\n\
          Duration: 3m 15s\n\
          Wait time: 12s\n\
          Direction: inbound\n\
@@ -679,7 +698,15 @@ fn the_note_lists_the_configured_fields_in_the_integrations_time_zone() {
          Routing:\n- support: open (Mon 08:00–18:00)\n- ring 201\n\
          [sipdesk:c0ffee-1]"
     );
+    // A call of the São Paulo group, in São Paulo's time.
+    let mut there = call.clone();
+    there.group = Some("suporte".to_owned());
     let mut rules = rules();
+    rules.fields = vec![Field::Start];
+    assert_eq!(
+        note(&rules, &there),
+        "Call from +34911239613\nStart: 2026-03-02 06:00:00 -03:00\n[sipdesk:c0ffee-1]"
+    );
     rules.fields = vec![Field::Duration, Field::Queue];
     assert_eq!(
         note(&rules, &call),

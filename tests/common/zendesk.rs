@@ -302,6 +302,17 @@ impl FakeZendesk {
         self.add_user(name, None, Some(phone), "end-user")
     }
 
+    /// An end user made by an integration earlier, found by its external id.
+    pub(crate) fn add_user_with_external_id(&self, name: &str, external_id: &str) -> u64 {
+        let id = self.add_user(name, None, None, "end-user");
+        self.with(|a| {
+            if let Some(user) = a.users.iter_mut().find(|u| u.id == id) {
+                user.external_id = Some(external_id.to_owned());
+            }
+        });
+        id
+    }
+
     fn add_user(&self, name: &str, email: Option<&str>, phone: Option<&str>, role: &str) -> u64 {
         self.with(|a| {
             let id = a.new_id();
