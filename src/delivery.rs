@@ -277,7 +277,7 @@ impl Integration {
     /// The connector for this batch: rebuilt when the secret changed, or `Err` with why there
     /// is none.
     fn connector(&self, built: &mut Built) -> Result<Arc<Connector>, String> {
-        let secret = self.settings.auth.secret().read()?;
+        let secret = self.settings.secret.read()?;
         if let Some((old, connector)) = built.as_ref() {
             if *old == secret {
                 return Ok(connector.clone());

@@ -105,7 +105,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     println!("{}: ok: {}", path.display(), config.summary());
     for helpdesk in &config.helpdesks {
-        if let Err(reason) = helpdesk.auth.secret().read() {
+        if let Err(reason) = helpdesk.secret.read() {
             eprintln!(
                 "warning: helpdesk \"{}\": {reason}; its deliveries wait until the secret is there",
                 helpdesk.name

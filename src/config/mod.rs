@@ -27,7 +27,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use diagnostic::Diagnostic;
 use diagnostic::Source;
-pub use helpdesk::{Auth, HelpdeskSettings, Kind, Secret, SecretSource};
+pub use helpdesk::{
+    HelpdeskSettings, Kind, Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth,
+    ZendeskSettings,
+};
 use raw::{RawAdmin, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
 
 use crate::phone::Region;

@@ -398,23 +398,16 @@ fn default_final_action() -> FinalAction {
     FinalAction::Reject
 }
 
-/// One `[[helpdesks]]` entry: a helpdesk integration calls are logged to.
+/// One `[[helpdesks]]` entry: a helpdesk integration calls are logged to. The shared keys come
+/// first; the rest belong to one kind each and are refused on another
+/// ([`super::helpdesk`] checks which).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHelpdesk {
     /// Unique name, shown in `sipdesk deliveries` and logs.
     pub(crate) name: String,
-    /// `"zendesk"` (Help Scout, Intercom and webhooks come later).
+    /// `"zendesk"` or `"webhook"`.
     pub(crate) kind: String,
-    /// The Zendesk subdomain: `example` for https://example.zendesk.com.
-    pub(crate) subdomain: Option<String>,
-    /// The API's base URL, instead of the one `subdomain` gives (a proxy, a test server).
-    pub(crate) base_url: Option<String>,
-    /// `"token"` (API token, with `email`) or `"oauth"` (a bearer access token).
-    #[serde(default = "default_auth")]
-    pub(crate) auth: String,
-    /// The Zendesk user the API token belongs to (token authentication).
-    pub(crate) email: Option<String>,
     /// A file holding the secret (relative paths are under systemd's $CREDENTIALS_DIRECTORY when
     /// set). Never put the secret itself in this file.
     pub(crate) token_file: Option<String>,
@@ -423,47 +416,25 @@ pub(crate) struct RawHelpdesk {
     /// The groups whose calls are logged here; calls elsewhere are not.
     pub(crate) groups: Vec<String>,
     /// What to do with answered inbound calls.
-    #[serde(default = "default_answered")]
-    pub(crate) inbound_answered: RawCallTypeRule,
+    pub(crate) inbound_answered: Option<RawCallTypeRule>,
     /// What to do with missed inbound calls.
-    #[serde(default = "default_missed")]
-    pub(crate) missed: RawCallTypeRule,
+    pub(crate) missed: Option<RawCallTypeRule>,
     /// What to do with voicemails.
-    #[serde(default = "default_missed")]
-    pub(crate) voicemail: RawCallTypeRule,
+    pub(crate) voicemail: Option<RawCallTypeRule>,
     /// What to do with answered outbound calls.
-    #[serde(default = "default_outbound_answered")]
-    pub(crate) outbound_answered: RawCallTypeRule,
+    pub(crate) outbound_answered: Option<RawCallTypeRule>,
     /// What to do with unanswered outbound calls.
-    #[serde(default = "default_not_logged")]
-    pub(crate) outbound_unanswered: RawCallTypeRule,
-    /// Whether calls that came while the group was closed (out of hours, holiday) are logged.
+    pub(crate) outbound_unanswered: Option<RawCallTypeRule>,
+    /// Whether unanswered calls that came while the group was closed are logged.
     #[serde(default = "default_true")]
     pub(crate) create_out_of_hours: bool,
     /// Whether a caller with no matching contact gets a new one; if not, their calls are not
-    /// logged.
-    #[serde(default = "default_true")]
-    pub(crate) create_unknown_contacts: bool,
-    /// Who missed calls and voicemails are assigned to: a user's e-mail, or `"group:<id>"`.
-    /// Default: unassigned.
-    pub(crate) missed_assignee: Option<String>,
-    /// Who answered calls are assigned to when the agent has no helpdesk user with their e-mail.
-    pub(crate) default_assignee: Option<String>,
+    /// logged. Not for webhooks, which have no contacts.
+    pub(crate) create_unknown_contacts: Option<bool>,
     /// The call details written on the ticket, in order.
     #[serde(default = "default_fields")]
     pub(crate) fields: Vec<String>,
-    /// Whether a ticket's title follows its latest call.
-    #[serde(default = "default_true")]
-    pub(crate) update_title: bool,
-    /// Whether the call goes on the ticket as a voice comment (with its recording) rather than
-    /// an internal note.
-    #[serde(default)]
-    pub(crate) voice_comments: bool,
-    /// Call tags that set ticket tags, type and priority.
-    #[serde(default)]
-    pub(crate) tag_rules: Vec<RawTagRule>,
-    /// The helpdesk's request limit per minute (Zendesk: 200 Team, 400 Growth/Professional,
-    /// 700 Enterprise); sipdesk paces itself below it.
+    /// The helpdesk's request limit per minute; sipdesk paces itself below it.
     #[serde(default = "default_requests_per_minute")]
     pub(crate) requests_per_minute: u32,
     /// How many calls are delivered at the same time.
@@ -475,6 +446,56 @@ pub(crate) struct RawHelpdesk {
     /// How long one request may take.
     #[serde(default = "default_request_timeout")]
     pub(crate) request_timeout: String,
+
+    // Zendesk.
+    /// The Zendesk subdomain: `example` for https://example.zendesk.com.
+    pub(crate) subdomain: Option<String>,
+    /// The API's base URL, instead of the one `subdomain` gives (a proxy, a test server).
+    pub(crate) base_url: Option<String>,
+    /// `"token"` (API token, with `email`) or `"oauth"` (a bearer access token).
+    pub(crate) auth: Option<String>,
+    /// The Zendesk user the API token belongs to (token authentication).
+    pub(crate) email: Option<String>,
+    /// Who missed calls and voicemails are assigned to: a user's e-mail, or `"group:<id>"`.
+    pub(crate) missed_assignee: Option<String>,
+    /// Who answered calls are assigned to when the agent has no helpdesk user with their e-mail.
+    pub(crate) default_assignee: Option<String>,
+    /// Whether a ticket's title follows its latest call.
+    pub(crate) update_title: Option<bool>,
+    /// Whether the call goes on the ticket as a voice comment too (with its recording).
+    pub(crate) voice_comments: Option<bool>,
+    /// Call tags that set ticket tags, type and priority.
+    pub(crate) tag_rules: Option<Vec<RawTagRule>>,
+
+    // Webhook.
+    /// Where the signed POSTs go.
+    pub(crate) url: Option<String>,
+}
+
+impl RawHelpdesk {
+    /// The kind-specific keys this entry gives.
+    pub(crate) fn kind_keys(&self) -> Vec<&'static str> {
+        let given = [
+            ("subdomain", self.subdomain.is_some()),
+            ("base_url", self.base_url.is_some()),
+            ("auth", self.auth.is_some()),
+            ("email", self.email.is_some()),
+            ("missed_assignee", self.missed_assignee.is_some()),
+            ("default_assignee", self.default_assignee.is_some()),
+            ("update_title", self.update_title.is_some()),
+            ("voice_comments", self.voice_comments.is_some()),
+            ("tag_rules", self.tag_rules.is_some()),
+            ("url", self.url.is_some()),
+            (
+                "create_unknown_contacts",
+                self.create_unknown_contacts.is_some(),
+            ),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(key, given)| given.then_some(key))
+            .collect()
+    }
 }
 
 /// Where and how one type of call is logged.
@@ -483,8 +504,8 @@ pub(crate) struct RawHelpdesk {
 pub(crate) struct RawCallTypeRule {
     /// `"new"` ticket, `"previous"` ticket of the contact, or `"none"`.
     pub(crate) log: String,
-    /// The ticket status to set: `"new"`, `"open"`, `"pending"`, `"hold"`, `"solved"`, `"closed"`.
-    pub(crate) status: String,
+    /// The status to set, in the helpdesk's own words (Zendesk: `"open"`, `"solved"`, ...).
+    pub(crate) status: Option<String>,
 }
 
 /// A call tag and what it sets on the ticket.
@@ -503,40 +524,8 @@ pub(crate) struct RawTagRule {
     pub(crate) priority: Option<String>,
 }
 
-fn default_auth() -> String {
-    "token".to_owned()
-}
-
 fn default_true() -> bool {
     true
-}
-
-fn default_answered() -> RawCallTypeRule {
-    RawCallTypeRule {
-        log: "new".to_owned(),
-        status: "solved".to_owned(),
-    }
-}
-
-fn default_missed() -> RawCallTypeRule {
-    RawCallTypeRule {
-        log: "new".to_owned(),
-        status: "open".to_owned(),
-    }
-}
-
-fn default_outbound_answered() -> RawCallTypeRule {
-    RawCallTypeRule {
-        log: "previous".to_owned(),
-        status: "solved".to_owned(),
-    }
-}
-
-fn default_not_logged() -> RawCallTypeRule {
-    RawCallTypeRule {
-        log: "none".to_owned(),
-        status: "open".to_owned(),
-    }
 }
 
 fn default_fields() -> Vec<String> {

@@ -461,67 +461,171 @@ groups = ["support"]
 
 #[test]
 fn the_example_helpdesks_are_read_with_their_rules() {
-    use crate::tickets::{Assignee, Field, Log, Priority, Status, TicketType};
+    use crate::helpdesk::zendesk::rules::{Assignee, Priority, Status, TicketType};
+    use crate::tickets::{Field, Log};
+    let zendesk = |h: &HelpdeskSettings| match &h.vendor {
+        Vendor::Zendesk(own) => own.clone(),
+        other => panic!("not Zendesk: {other:?}"),
+    };
     let text = include_str!("../../config.example.toml");
     let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.helpdesks.len(), 2);
+    assert_eq!(config.helpdesks.len(), 3);
     let madrid = &config.helpdesks[0];
     assert_eq!(madrid.name, "zendesk-madrid");
-    assert_eq!(madrid.kind, Kind::Zendesk);
-    assert_eq!(madrid.base_url, "https://iberiahogar.zendesk.com");
+    assert_eq!(madrid.kind(), Kind::Zendesk);
+    let madrid_zd = zendesk(madrid);
+    assert_eq!(madrid_zd.base_url, "https://iberiahogar.zendesk.com");
     assert_eq!(
-        madrid.auth,
-        Auth::Token {
+        madrid_zd.auth,
+        ZendeskAuth::Token {
             email: "integraciones@iberiahogar.es".to_owned(),
-            token: SecretSource::File("zendesk-madrid.token".into())
         }
     );
+    assert_eq!(
+        madrid.secret,
+        SecretSource::File("zendesk-madrid.token".into())
+    );
     let rules = &madrid.rules;
+    let zd = &madrid_zd.rules;
     assert_eq!(rules.groups, ["soporte-madrid", "ventas-madrid"]);
     assert_eq!(
-        (rules.missed.log, rules.missed.status),
+        (rules.log.missed, zd.status.missed),
         (Log::Previous, Status::Open)
     );
-    assert_eq!(rules.outbound_unanswered.log, Log::Nothing);
-    assert_eq!(rules.missed_assignee, Some(Assignee::Group(360001234567)));
+    assert_eq!(rules.log.outbound_unanswered, Log::Nothing);
+    assert_eq!(zd.missed_assignee, Some(Assignee::Group(360001234567)));
     assert_eq!(
-        rules.default_assignee.as_deref(),
+        zd.default_assignee.as_deref(),
         Some("coordinacion@iberiahogar.es")
     );
     assert_eq!(rules.fields.last(), Some(&Field::Explanation));
-    assert_eq!(rules.tag_rules[0].priority, Some(Priority::High));
-    assert_eq!(rules.tag_rules[1].ticket_type, Some(TicketType::Incident));
+    assert_eq!(zd.tag_rules[0].priority, Some(Priority::High));
+    assert_eq!(zd.tag_rules[1].ticket_type, Some(TicketType::Incident));
     assert_eq!(madrid.requests_per_minute, 400);
     let brasil = &config.helpdesks[1];
+    let brasil_zd = zendesk(brasil);
+    assert_eq!(brasil_zd.auth, ZendeskAuth::OAuth);
     assert_eq!(
-        brasil.auth,
-        Auth::Bearer(SecretSource::Env("SIPDESK_ZENDESK_BR_TOKEN".to_owned()))
+        brasil.secret,
+        SecretSource::Env("SIPDESK_ZENDESK_BR_TOKEN".to_owned())
     );
-    assert_eq!(brasil.base_url, "https://iberiahogar-br.zendesk.com");
+    assert_eq!(brasil_zd.base_url, "https://iberiahogar-br.zendesk.com");
     // The defaults.
-    let r = &brasil.rules;
+    let (r, zd) = (&brasil.rules, &brasil_zd.rules);
     assert_eq!(
-        (r.inbound_answered.log, r.inbound_answered.status),
+        (r.log.inbound_answered, zd.status.inbound_answered),
         (Log::New, Status::Solved)
     );
-    assert_eq!((r.missed.log, r.missed.status), (Log::New, Status::Open));
+    assert_eq!((r.log.missed, zd.status.missed), (Log::New, Status::Open));
     assert_eq!(
-        (r.voicemail.log, r.voicemail.status),
+        (r.log.voicemail, zd.status.voicemail),
         (Log::New, Status::Open)
     );
     assert_eq!(
-        (r.outbound_answered.log, r.outbound_answered.status),
+        (r.log.outbound_answered, zd.status.outbound_answered),
         (Log::Previous, Status::Solved)
     );
-    assert_eq!(r.outbound_unanswered.log, Log::Nothing);
+    assert_eq!(r.log.outbound_unanswered, Log::Nothing);
     assert!(
-        r.create_out_of_hours && r.create_unknown_contacts && r.update_title && !r.voice_comments
+        r.create_out_of_hours && r.create_unknown_contacts && zd.update_title && !zd.voice_comments
     );
-    assert_eq!(r.missed_assignee, None);
+    assert_eq!(zd.missed_assignee, None);
+    let hook = &config.helpdesks[2];
+    assert_eq!(hook.kind(), Kind::Webhook);
+    match &hook.vendor {
+        Vendor::Webhook(own) => assert_eq!(own.url, "https://crm.iberiahogar.es/hooks/sipdesk"),
+        other => panic!("not a webhook: {other:?}"),
+    }
+    assert_eq!(hook.rules.log.outbound_answered, Log::Nothing);
     assert_eq!(r.fields.len(), 9);
     assert_eq!(brasil.concurrency, 4);
     assert_eq!(brasil.give_up_after, Duration::from_secs(24 * 3600));
     assert_eq!(brasil.request_timeout, Duration::from_secs(30));
+}
+
+const WEBHOOK: &str = r#"
+[[helpdesks]]
+name = "hook"
+kind = "webhook"
+url = "https://crm.example.com/hooks/sipdesk"
+token_file = "hook.secret"
+groups = ["support"]
+"#;
+
+#[test]
+fn each_kind_has_its_own_keys_and_statuses() {
+    let config = Config::from_toml(&format!("{MINIMAL}{WEBHOOK}"), "t.toml").unwrap();
+    assert_eq!(config.helpdesks[0].kind(), Kind::Webhook);
+    // A Zendesk key on a webhook is an error that lists the webhook's own keys.
+    let zendesk_keys = WEBHOOK.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nsubdomain = \"acme\"\nvoice_comments = true\ncreate_unknown_contacts = false",
+    );
+    let text = format!("{MINIMAL}{zendesk_keys}");
+    for key in [
+        "subdomain = |\"acme\"",
+        "voice_comments = |true",
+        "create_unknown_contacts = |false",
+    ] {
+        let name = key.split(' ').next().unwrap();
+        assert_error(
+            &text,
+            key,
+            &format!("{name} is not a key of a webhook helpdesk; its own keys are: url"),
+        );
+    }
+    // A webhook has no statuses; it needs a URL.
+    let status = WEBHOOK.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nmissed = { log = \"new\", status = \"open\" }",
+    );
+    assert_error(
+        &format!("{MINIMAL}{status}"),
+        "status = |\"open\"",
+        "a webhook has no statuses",
+    );
+    let no_url = WEBHOOK.replace("url = \"https://crm.example.com/hooks/sipdesk\"\n", "");
+    assert_error(
+        &format!("{MINIMAL}{no_url}"),
+        "[[helpdesks]]|\"hook\"",
+        "a webhook needs `url`",
+    );
+    let ftp = WEBHOOK.replace(
+        "https://crm.example.com/hooks/sipdesk",
+        "ftp://crm.example.com/",
+    );
+    assert_error(
+        &format!("{MINIMAL}{ftp}"),
+        "url = |\"ftp:",
+        "is not an http(s) URL",
+    );
+    // The webhook's own key on Zendesk is refused the same way.
+    let url_on_zendesk = ZENDESK.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nurl = \"https://x.example\"",
+    );
+    assert_error(
+        &format!("{MINIMAL}{url_on_zendesk}"),
+        "url = |\"https://x.example\"",
+        "url is not a key of a zendesk helpdesk; its own keys are: subdomain, base_url, auth",
+    );
+    // Existing Zendesk entries keep working; a table without status takes the default status.
+    let no_status = ZENDESK.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\ninbound_answered = { log = \"previous\" }",
+    );
+    let config = Config::from_toml(&format!("{MINIMAL}{no_status}"), "t.toml").unwrap();
+    let Vendor::Zendesk(zendesk) = &config.helpdesks[0].vendor else {
+        panic!("not Zendesk")
+    };
+    assert_eq!(
+        config.helpdesks[0].rules.log.inbound_answered,
+        crate::tickets::Log::Previous
+    );
+    assert_eq!(
+        zendesk.rules.status.inbound_answered,
+        crate::helpdesk::zendesk::rules::Status::Solved
+    );
 }
 
 #[test]
@@ -574,8 +678,13 @@ fn a_secret_is_read_when_used_and_says_where_it_was_looked_for() {
 
 #[test]
 fn helpdesk_values_are_checked_where_written() {
+    let unknown = ZENDESK.replace("kind = \"zendesk\"", "kind = \"freshdesk\"");
+    assert_error(
+        &format!("{MINIMAL}{unknown}"),
+        "\"freshdesk\"",
+        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\" or \"webhook\"",
+    );
     let broken = ZENDESK
-        .replace("kind = \"zendesk\"", "kind = \"freshdesk\"")
         .replace("subdomain = \"acme\"", "subdomain = \"acme.zendesk.com\"")
         .replace("email = \"bot@acme.example\"", "email = \"bot\"")
         .replace(
@@ -585,12 +694,15 @@ fn helpdesk_values_are_checked_where_written() {
              give_up_after = \"5s\"\nrequests_per_minute = 0\nconcurrency = 100",
         );
     let text = format!("{MINIMAL}{broken}");
-    assert_error(&text, "\"freshdesk\"", "not a helpdesk sipdesk knows yet");
     assert_error(&text, "\"acme.zendesk.com\"", "is not a subdomain");
     assert_error(&text, "\"bot\"", "is not an e-mail address");
     assert_error(&text, "\"nowhere\"", "no group is named \"nowhere\"");
     assert_error(&text, "\"later\"", "is not a place to log");
-    assert_error(&text, "\"done\"", "is not a ticket status");
+    assert_error(
+        &text,
+        "\"done\"",
+        "\"done\" is not a status of this helpdesk; write \"new\", \"open\", \"pending\", \"hold\", \"solved\" or \"closed\"",
+    );
     assert_error(
         &text,
         "\"team 5\"",
@@ -641,7 +753,10 @@ fn helpdesk_values_are_checked_where_written() {
         )
     );
     let config = Config::from_toml(&base_url, "test.toml").unwrap();
-    assert_eq!(config.helpdesks[0].base_url, "http://127.0.0.1:9000");
+    match &config.helpdesks[0].vendor {
+        Vendor::Zendesk(own) => assert_eq!(own.base_url, "http://127.0.0.1:9000"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

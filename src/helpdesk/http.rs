@@ -1,15 +1,17 @@
 //! HTTPS to a helpdesk: one client per integration, paced under the account's request limit,
-//! with every answer classified the same way for all connectors.
+//! with every answer classified the same way for all connectors. What differs per vendor is
+//! given when the client is made: the [`Credentials`], how the vendor announces its limits
+//! ([`RateHeaders`]), and whether its answers are JSON.
 //!
 //! - Pacing: requests leave evenly spaced at 98% of `requests_per_minute` (or of the limit the
-//!   helpdesk announces in `X-Rate-Limit`, when lower), so a backlog keeps the limit busy
-//!   without ever crossing it; a 429 (or a 503 with `Retry-After`), or `X-Rate-Limit-Remaining:
-//!   0` with `ratelimit-reset`, pauses every request of the integration until the time the
-//!   helpdesk gave, so retries never storm.
-//! - Classification: 2xx is success; 400, 404, 409 and 422 go back to the connector, which knows
-//!   what they mean for its request; 401 and 403 fail the delivery at once with the helpdesk's
-//!   message (a token or permission that is wrong stays wrong); 429, 5xx, timeouts, refused
-//!   connections and answers that are not JSON are retried.
+//!   helpdesk announces, when lower), so a backlog keeps the limit busy without ever crossing
+//!   it; a 429 (or a 503 with `Retry-After`), or an announced empty window, pauses every request
+//!   of the integration until the time the helpdesk gave, so retries never storm.
+//! - Classification: 2xx is success; 400, 404, 409, 410, 413 and 422 go back to the connector,
+//!   which knows what they mean for its request; 401 and 403 fail the delivery at once with the
+//!   helpdesk's message (a token or permission that is wrong stays wrong); a redirect fails it
+//!   too (redirects are not followed: a POST must not turn into a GET elsewhere); 429, 5xx,
+//!   timeouts, refused connections and, for JSON APIs, a 2xx that is not JSON are retried.
 //! - Certificates are verified against the system's trust store (rustls platform verifier), so
 //!   a company CA installed on the machine works; plain `http://` is for tests and local proxies.
 
@@ -21,7 +23,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::HelpdeskError;
-use crate::config::{Auth, Secret};
+use crate::config::Secret;
 
 /// Requests leave at this share of the limit: under it even when the helpdesk counts a window
 /// that does not line up with ours.
@@ -116,20 +118,55 @@ impl Reply {
 
 /// The credentials sent with every request.
 #[derive(Clone, Debug)]
-enum Credentials {
-    /// Zendesk's API token: `{email}/token` and the token, as basic authentication.
+pub enum Credentials {
+    /// Basic authentication (Zendesk's API token: `{email}/token` and the token).
     Basic {
         user: String,
         password: Secret,
     },
     Bearer(Secret),
+    /// None in the headers: the connector signs each request itself (webhooks).
+    None,
+}
+
+/// What a vendor's answer headers say of its limit: the limit per minute, and how long to
+/// hold every request when the window is used up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Announced {
+    pub per_minute: Option<u32>,
+    pub wait: Option<Duration>,
+}
+
+/// Reads a vendor's rate-limit headers.
+pub type RateHeaders = fn(&HeaderMap) -> Announced;
+
+/// For vendors that announce nothing beyond `Retry-After`.
+pub fn no_rate_headers(_: &HeaderMap) -> Announced {
+    Announced::default()
+}
+
+/// A header as a number.
+pub fn header_number(headers: &HeaderMap, name: &str) -> Option<u32> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+}
+
+/// What the vendor behind a client is like.
+#[derive(Clone, Debug)]
+pub struct Vendor {
+    pub credentials: Credentials,
+    pub rate_headers: RateHeaders,
+    /// Whether a 2xx must carry JSON (an API) or may carry anything (a webhook receiver).
+    pub json_answers: bool,
 }
 
 /// A client for one integration.
 #[derive(Clone, Debug)]
 pub struct Http {
     client: reqwest::Client,
-    credentials: Credentials,
+    vendor: Vendor,
     base: String,
     /// Who is talking, for messages: the integration's name.
     name: Arc<str>,
@@ -145,26 +182,19 @@ impl Http {
     pub fn new(
         name: &str,
         base: &str,
-        auth: &Auth,
-        secret: &Secret,
+        vendor: Vendor,
         per_minute: u32,
         timeout: Duration,
     ) -> Result<Http, String> {
         install_crypto();
-        if secret
-            .expose()
-            .chars()
-            .any(|c| c.is_control() || !c.is_ascii())
-        {
+        let secret = match &vendor.credentials {
+            Credentials::Basic { password, .. } => Some(password),
+            Credentials::Bearer(token) => Some(token),
+            Credentials::None => None,
+        };
+        if secret.is_some_and(|s| s.expose().chars().any(|c| c.is_control() || !c.is_ascii())) {
             return Err("the token holds characters an HTTP header cannot carry".to_owned());
         }
-        let credentials = match auth {
-            Auth::Token { email, .. } => Credentials::Basic {
-                user: format!("{email}/token"),
-                password: secret.clone(),
-            },
-            Auth::Bearer(_) => Credentials::Bearer(secret.clone()),
-        };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let client = reqwest::Client::builder()
@@ -172,12 +202,13 @@ impl Http {
             .user_agent(concat!("sipdesk/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
             .tls_backend_rustls()
             .build()
             .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
         Ok(Http {
             client,
-            credentials,
+            vendor,
             base: base.to_owned(),
             name: Arc::from(name),
             pacer: Arc::new(Pacer::new(per_minute)),
@@ -186,6 +217,11 @@ impl Http {
 
     pub fn pacer(&self) -> &Pacer {
         &self.pacer
+    }
+
+    /// The base URL given when the client was made.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// The full URL of an API path (`/api/v2/...`), with query parameters encoded.
@@ -199,7 +235,7 @@ impl Http {
         Ok(url)
     }
 
-    /// Sends one request in its turn and classifies the answer.
+    /// Sends one request with a JSON body in its turn and classifies the answer.
     pub async fn send(
         &self,
         method: Method,
@@ -207,9 +243,22 @@ impl Http {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, HelpdeskError> {
+        self.send_text(method, url, body.map(Value::to_string), headers)
+            .await
+    }
+
+    /// Sends one request whose JSON body is these very bytes (a signed one) in its turn and
+    /// classifies the answer.
+    pub async fn send_text(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, HelpdeskError> {
         self.pacer.turn().await;
         let what = format!("{method} {}", url.path());
-        let mut request = match &self.credentials {
+        let mut request = match &self.vendor.credentials {
             Credentials::Basic { user, password } => self
                 .client
                 .request(method, url)
@@ -217,14 +266,13 @@ impl Http {
             Credentials::Bearer(token) => {
                 self.client.request(method, url).bearer_auth(token.expose())
             }
+            Credentials::None => self.client.request(method, url),
         };
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.to_string());
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
         let response = match request.send().await {
             Ok(response) => response,
@@ -242,21 +290,12 @@ impl Http {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let number = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u32>().ok())
-        };
-        if let Some(limit) = number("x-rate-limit") {
+        let announced = (self.vendor.rate_headers)(&headers);
+        if let Some(limit) = announced.per_minute {
             self.pacer.announced_limit(limit);
         }
-        // The window is used up: wait for it to reset, when the helpdesk says when.
-        if number("x-rate-limit-remaining") == Some(0) {
-            if let Some(reset) = number("ratelimit-reset") {
-                self.pacer
-                    .pause(Duration::from_secs(u64::from(reset.min(3600))));
-            }
+        if let Some(wait) = announced.wait {
+            self.pacer.pause(wait.min(Duration::from_secs(3600)));
         }
         let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)
@@ -281,7 +320,12 @@ impl Http {
         let json: Option<Value> = if text.trim().is_empty() {
             Some(Value::Null)
         } else {
-            serde_json::from_str(&text).ok()
+            match serde_json::from_str(&text) {
+                Ok(value) => Some(value),
+                // A receiver may answer anything: kept as text.
+                Err(_) if !self.vendor.json_answers => Some(Value::String(excerpt(&text))),
+                Err(_) => None,
+            }
         };
         let message = || match &json {
             Some(value) => error_message(value),
@@ -307,7 +351,15 @@ impl Http {
                     after: None,
                 }),
             },
-            400 | 404 | 409 | 422 => Ok(Reply {
+            300..=399 => Err(HelpdeskError::Permanent(format!(
+                "{what}: {} answered {status}, a redirect to {}; redirects are not followed, write the final address in the configuration",
+                self.name,
+                headers
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("nowhere")
+            ))),
+            400 | 404 | 409 | 410 | 413 | 422 => Ok(Reply {
                 status,
                 headers,
                 body: json.unwrap_or_else(|| Value::String(excerpt(&text))),

@@ -1,13 +1,18 @@
 //! Connectors: how a call reaches a given helpdesk over HTTPS. The delivery worker
-//! ([`crate::delivery`]) hands each connector a [`Job`] — the delivery, its call, and the means to
-//! save progress — and gets back what was written or why nothing was; the ticket rules
-//! themselves are pure ([`crate::tickets`]). A connector knows nothing of SIP.
+//! ([`crate::delivery`]) hands each connector a [`Job`] — the delivery, its call, the party, and
+//! the means to save progress (the contact found, the request about to be sent) — and gets back
+//! what was written or why nothing was. A connector knows nothing of SIP.
 //!
-//! [`http`] is shared by all connectors: pacing under the helpdesk's rate limit and one
-//! classification of answers into success, retry (with the time the helpdesk asked for) and
-//! failure (with the helpdesk's own message).
+//! What every connector shares lives here and in [`http`] (pacing under the helpdesk's rate
+//! limit; one classification of answers into success, retry with the wait the helpdesk asked
+//! for, and failure with its own message; pluggable credentials and rate-limit headers) and
+//! [`crate::tickets`] (which calls are logged, the call report). Each vendor module holds only
+//! its API and its own rules: [`zendesk`] (tickets, Zendesk's previous-ticket rule) and
+//! [`webhook`] (Standard Webhooks). Adding a helpdesk is one module here, its keys in
+//! [`crate::config`], and a [`Connector`] variant.
 
 pub mod http;
+pub mod webhook;
 pub mod zendesk;
 
 use std::time::Duration;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::call::{CallRecord, Direction};
-use crate::config::{HelpdeskSettings, Kind};
+use crate::config::{HelpdeskSettings, Vendor};
 use crate::directory::{Directory, Said};
 use crate::phone::{self, Caller, Region};
 use crate::store::{ContactEntry, Delivery, Store, StoreError};
@@ -175,16 +180,20 @@ impl Job<'_> {
 /// A helpdesk integration, ready to deliver.
 pub enum Connector {
     Zendesk(zendesk::Zendesk),
+    Webhook(webhook::Webhook),
 }
 
 impl Connector {
     /// A connector for the settings, with the secret read now; `Err` says why it cannot work
     /// (the secret is missing, say), and holds the deliveries back until it can.
     pub fn new(settings: &HelpdeskSettings, region: Region) -> Result<Connector, String> {
-        let secret = settings.auth.secret().read()?;
-        match settings.kind {
-            Kind::Zendesk => Ok(Connector::Zendesk(zendesk::Zendesk::new(
-                settings, &secret, region,
+        let secret = settings.secret.read()?;
+        match &settings.vendor {
+            Vendor::Zendesk(own) => Ok(Connector::Zendesk(zendesk::Zendesk::new(
+                settings, own, &secret, region,
+            )?)),
+            Vendor::Webhook(own) => Ok(Connector::Webhook(webhook::Webhook::new(
+                settings, own, &secret,
             )?)),
         }
     }
@@ -192,6 +201,7 @@ impl Connector {
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         match self {
             Connector::Zendesk(zendesk) => zendesk.deliver(job).await,
+            Connector::Webhook(webhook) => webhook.deliver(job).await,
         }
     }
 }

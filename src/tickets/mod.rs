@@ -1,25 +1,15 @@
-//! Which ticket a call goes to and what is written on it: the rules of the helpdesk seeds, pure
-//! (no I/O). The delivery worker asks the helpdesk for what these rules need (the contact, their
-//! tickets, the agent's user) and carries out the [`Plan`].
+//! The rules every helpdesk shares, pure (no I/O): whether an integration logs a call at all,
+//! whether a contact may be created, and the call report written on a ticket or conversation
+//! (title, the configured fields, times in the group's time zone with its offset). What
+//! "previous" means, statuses and assignment are each vendor's ([`crate::helpdesk`]).
 //!
-//! - Whether an integration logs a call at all: its linked groups, the call type's `log`
-//!   setting, and `create_out_of_hours` ([`logs`]).
-//! - Zendesk's previous-ticket rule: among the contact's tickets, New > Open > Pending > On-hold;
-//!   if the most recent ticket is Solved or Closed, a new ticket ([`previous_ticket`]). A ticket
-//!   found closed when updating starts a new ticket (the SMS seed's lifecycle).
-//! - Assignment: an answered call goes to the agent's helpdesk user (matched by e-mail), else to
-//!   `default_assignee`; a missed call or voicemail to `missed_assignee`, else unassigned; an
-//!   outbound call, answered or not, to the agent who dialled, else `default_assignee`
-//!   (`missed_assignee` is the follow-up of customers who could not reach the company)
-//!   ([`assignee_candidates`]).
-//! - Every ticket carries the tags `sipdesk` and `sipdesk_<call type>`, plus those of the tag
-//!   rules whose call tag the call has; tag rules also set type and priority. An update adds the
-//!   call's tags to the ticket's (Zendesk's `additional_tags`), so tags agents set meanwhile
-//!   stay.
-//! - An update never sets the status back to New (Zendesk forbids it once a ticket left New):
-//!   with `status = "new"` an updated ticket keeps its status.
-//! - The note written is an internal note (`public: false`) listing the configured fields, ending
-//!   with a marker (`[sipdesk:<call id>]`) by which a retried delivery recognises its own note.
+//! - Whether an integration logs a call: its linked groups, the call type's `log` setting, and
+//!   `create_out_of_hours`, which applies only to calls left unanswered because the office was
+//!   closed ([`logs`]).
+//! - A contact is created only under `create_unknown_contacts`, the shared anonymous contact
+//!   too ([`may_create_contact`]).
+//! - The note lists the configured fields and ends with a marker (`[sipdesk:<call id>]`) by
+//!   which a retried delivery recognises its own note ([`note`]).
 
 use std::fmt;
 
@@ -30,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::call::{CallRecord, CallType, Direction, Outcome};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Where a type of call is logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,125 +30,6 @@ pub enum Log {
     Previous,
     #[serde(rename = "none")]
     Nothing,
-}
-
-/// A ticket status, as Zendesk names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    New,
-    Open,
-    Pending,
-    Hold,
-    Solved,
-    Closed,
-}
-
-impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::New,
-        Status::Open,
-        Status::Pending,
-        Status::Hold,
-        Status::Solved,
-        Status::Closed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::New => "new",
-            Status::Open => "open",
-            Status::Pending => "pending",
-            Status::Hold => "hold",
-            Status::Solved => "solved",
-            Status::Closed => "closed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
-
-/// A ticket type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketType {
-    Problem,
-    Incident,
-    Question,
-    Task,
-}
-
-impl TicketType {
-    pub fn parse(text: &str) -> Option<TicketType> {
-        [
-            TicketType::Problem,
-            TicketType::Incident,
-            TicketType::Question,
-            TicketType::Task,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TicketType::Problem => "problem",
-            TicketType::Incident => "incident",
-            TicketType::Question => "question",
-            TicketType::Task => "task",
-        }
-    }
-}
-
-/// A ticket priority.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    Urgent,
-    High,
-    Normal,
-    Low,
-}
-
-impl Priority {
-    pub fn parse(text: &str) -> Option<Priority> {
-        [
-            Priority::Urgent,
-            Priority::High,
-            Priority::Normal,
-            Priority::Low,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Urgent => "urgent",
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-        }
-    }
-}
-
-/// Who a ticket should go to, before the helpdesk says who that is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Assignee {
-    /// A helpdesk user, by e-mail.
-    User(String),
-    /// A helpdesk group, by id.
-    Group(u64),
-}
-
-/// Who a ticket goes to, as the helpdesk knows them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AssigneeId {
-    User(u64),
-    Group(u64),
 }
 
 /// A call detail that can be written on the ticket.
@@ -201,42 +72,51 @@ impl Field {
     }
 }
 
-/// Where and with what status one call type is logged.
+/// One value per call type: a setting every integration has for each of the five.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CallTypeRule {
-    pub log: Log,
-    pub status: Status,
+pub struct PerCallType<T> {
+    pub inbound_answered: T,
+    pub missed: T,
+    pub voicemail: T,
+    pub outbound_answered: T,
+    pub outbound_unanswered: T,
 }
 
-/// A call tag and what it sets on the ticket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TagRule {
-    pub tag: String,
-    pub ticket_tags: Vec<String>,
-    pub ticket_type: Option<TicketType>,
-    pub priority: Option<Priority>,
+impl<T: Copy> PerCallType<T> {
+    pub fn get(&self, call_type: CallType) -> T {
+        match call_type {
+            CallType::InboundAnswered => self.inbound_answered,
+            CallType::Missed => self.missed,
+            CallType::Voicemail => self.voicemail,
+            CallType::OutboundAnswered => self.outbound_answered,
+            CallType::OutboundUnanswered => self.outbound_unanswered,
+        }
+    }
+
+    pub fn set(&mut self, call_type: CallType, value: T) {
+        let slot = match call_type {
+            CallType::InboundAnswered => &mut self.inbound_answered,
+            CallType::Missed => &mut self.missed,
+            CallType::Voicemail => &mut self.voicemail,
+            CallType::OutboundAnswered => &mut self.outbound_answered,
+            CallType::OutboundUnanswered => &mut self.outbound_unanswered,
+        };
+        *slot = value;
+    }
 }
 
-/// An integration's ticket rules, checked.
+/// What every integration shares of its rules, checked.
 #[derive(Clone, Debug)]
 pub struct Rules {
     /// The groups whose calls are logged.
     pub groups: Vec<String>,
-    pub inbound_answered: CallTypeRule,
-    pub missed: CallTypeRule,
-    pub voicemail: CallTypeRule,
-    pub outbound_answered: CallTypeRule,
-    pub outbound_unanswered: CallTypeRule,
+    /// Per call type: a new ticket or conversation, the party's previous one, or nothing.
+    pub log: PerCallType<Log>,
     pub create_out_of_hours: bool,
     pub create_unknown_contacts: bool,
-    pub missed_assignee: Option<Assignee>,
-    pub default_assignee: Option<String>,
     pub fields: Vec<Field>,
-    pub update_title: bool,
-    pub voice_comments: bool,
-    pub tag_rules: Vec<TagRule>,
-    /// Times on tickets are written in the zone of the call's group (by name), else in this
-    /// one (the default zone).
+    /// Times are written in the zone of the call's group (by name), else in this one (the
+    /// default zone).
     pub timezone: TimeZone,
     pub group_zones: Vec<(String, TimeZone)>,
 }
@@ -248,16 +128,6 @@ impl Rules {
             .as_deref()
             .and_then(|g| self.group_zones.iter().find(|(name, _)| name == g))
             .map_or(&self.timezone, |(_, zone)| zone)
-    }
-
-    pub fn rule(&self, call_type: CallType) -> CallTypeRule {
-        match call_type {
-            CallType::InboundAnswered => self.inbound_answered,
-            CallType::Missed => self.missed,
-            CallType::Voicemail => self.voicemail,
-            CallType::OutboundAnswered => self.outbound_answered,
-            CallType::OutboundUnanswered => self.outbound_unanswered,
-        }
     }
 }
 
@@ -310,7 +180,7 @@ pub fn logs(rules: &Rules, call: &CallRecord) -> Result<(), Skip> {
         return Err(Skip::NotLinked);
     }
     let call_type = call.call_type();
-    if rules.rule(call_type).log == Log::Nothing {
+    if rules.log.get(call_type) == Log::Nothing {
         return Err(Skip::NotLogged(call_type));
     }
     // Only a call left unanswered because the office was closed: one a closed group overflowed
@@ -329,151 +199,6 @@ pub fn may_create_contact(rules: &Rules, anonymous: bool) -> Result<(), Skip> {
         Ok(())
     } else {
         Err(Skip::UnknownContact { anonymous })
-    }
-}
-
-/// A ticket of the contact, as the helpdesk lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TicketSummary {
-    pub id: u64,
-    pub status: Status,
-    pub created_at: Timestamp,
-}
-
-/// Zendesk's previous-ticket rule: when the most recent ticket is Solved or Closed, none (a new
-/// ticket); otherwise the ticket whose status comes first in New > Open > Pending > On-hold, the
-/// most recent among equals.
-pub fn previous_ticket(tickets: &[TicketSummary]) -> Option<&TicketSummary> {
-    let most_recent = tickets.iter().max_by_key(|t| (t.created_at, t.id))?;
-    if matches!(most_recent.status, Status::Solved | Status::Closed) {
-        return None;
-    }
-    let rank = |s: Status| match s {
-        Status::New => 0,
-        Status::Open => 1,
-        Status::Pending => 2,
-        Status::Hold => 3,
-        Status::Solved | Status::Closed => 4,
-    };
-    tickets
-        .iter()
-        .filter(|t| rank(t.status) < 4)
-        .min_by_key(|t| (rank(t.status), std::cmp::Reverse((t.created_at, t.id))))
-}
-
-/// Who the ticket should go to, in order of preference: the first that the helpdesk knows wins.
-pub fn assignee_candidates(rules: &Rules, call: &CallRecord) -> Vec<Assignee> {
-    let handled_by_an_agent =
-        call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
-    if !handled_by_an_agent {
-        return rules.missed_assignee.iter().cloned().collect();
-    }
-    call.agent_email
-        .iter()
-        .chain(&rules.default_assignee)
-        .map(|email| Assignee::User(email.clone()))
-        .collect()
-}
-
-/// A voice comment: the call with its recording, shown as a call on the ticket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct VoiceComment {
-    pub from: String,
-    pub to: String,
-    pub recording_url: String,
-    pub started_at: Timestamp,
-    pub call_duration: u64,
-}
-
-/// What is written to a ticket, created or updated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TicketWrite {
-    /// Set on creation, and on updates when the title follows the latest call.
-    pub subject: Option<String>,
-    /// The internal note, ending with the call's marker.
-    pub note: String,
-    /// `None`: the ticket keeps its status (an update whose rule says New).
-    pub status: Option<Status>,
-    pub assignee: Option<AssigneeId>,
-    /// The call's tags: the ticket's tag list when created, added to its tags when updated.
-    pub tags: Vec<String>,
-    pub ticket_type: Option<TicketType>,
-    pub priority: Option<Priority>,
-    pub voice: Option<VoiceComment>,
-    /// The call id, so a ticket can be found again by the call it was made for.
-    pub external_id: String,
-}
-
-/// What to do with the helpdesk for one call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
-    Create(TicketWrite),
-    Update { ticket: u64, write: TicketWrite },
-}
-
-/// The plan for a call once the contact's tickets and the assignee are known. `previous` is the
-/// contact's ticket chosen by [`previous_ticket`], if any.
-pub fn plan(
-    rules: &Rules,
-    call: &CallRecord,
-    previous: Option<&TicketSummary>,
-    assignee: Option<AssigneeId>,
-) -> Plan {
-    let rule = rules.rule(call.call_type());
-    let mut tags = vec![
-        "sipdesk".to_owned(),
-        format!("sipdesk_{}", call.call_type().as_str()),
-    ];
-    let mut ticket_type = None;
-    let mut priority = None;
-    for tag_rule in rules
-        .tag_rules
-        .iter()
-        .filter(|r| call.tags.contains(&r.tag))
-    {
-        tags.extend(tag_rule.ticket_tags.iter().cloned());
-        ticket_type = tag_rule.ticket_type.or(ticket_type);
-        priority = tag_rule.priority.or(priority);
-    }
-    let voice = match (&call.recording_url, rules.voice_comments) {
-        (Some(url), true) => Some(VoiceComment {
-            from: if call.direction == Direction::Inbound {
-                call.caller.clone()
-            } else {
-                call.agent.clone().unwrap_or_default()
-            },
-            to: call.callee.clone(),
-            recording_url: url.clone(),
-            started_at: call.started_at,
-            call_duration: call.talk_seconds().round() as u64,
-        }),
-        _ => None,
-    };
-    let mut write = TicketWrite {
-        subject: Some(subject(call)),
-        note: note(rules, call),
-        status: Some(rule.status),
-        assignee,
-        tags,
-        ticket_type,
-        priority,
-        voice,
-        external_id: call.id.clone(),
-    };
-    match (rule.log, previous) {
-        (Log::Previous, Some(ticket)) => {
-            if !rules.update_title {
-                write.subject = None;
-            }
-            if rule.status == Status::New {
-                write.status = None;
-            }
-            Plan::Update {
-                ticket: ticket.id,
-                write,
-            }
-        }
-        _ => Plan::Create(write),
     }
 }
 
@@ -510,8 +235,13 @@ pub fn local_time(rules: &Rules, call: &CallRecord, t: Timestamp) -> String {
         .to_string()
 }
 
-/// The internal note for a call: a headline, the configured fields, the marker.
+/// The internal note for a call: its [`summary`], then the marker.
 pub fn note(rules: &Rules, call: &CallRecord) -> String {
+    format!("{}\n{}", summary(rules, call), marker(&call.id))
+}
+
+/// The call told for people: a headline, then the configured fields.
+pub fn summary(rules: &Rules, call: &CallRecord) -> String {
     let time = |t: Timestamp| local_time(rules, call, t);
     let mut lines = vec![subject(call)];
     for field in &rules.fields {
@@ -564,6 +294,5 @@ pub fn note(rules: &Rules, call: &CallRecord) -> String {
         };
         lines.extend(line);
     }
-    lines.push(marker(&call.id));
     lines.join("\n")
 }

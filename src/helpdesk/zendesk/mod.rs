@@ -33,14 +33,17 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{Http, Reply, error_message};
+use reqwest::header::HeaderMap;
+
+use self::rules::{Assignee, AssigneeId, Plan, Status, TicketSummary, TicketWrite, ZendeskRules};
+use super::http::{Announced, Credentials, Http, Reply, Vendor, error_message, header_number};
 use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::Outcome;
-use crate::config::{HelpdeskSettings, Secret};
+use crate::config::{HelpdeskSettings, Secret, ZendeskAuth, ZendeskSettings};
 use crate::phone::{self, Caller, Region};
-use crate::tickets::{
-    self, Assignee, AssigneeId, Log, Plan, Rules, Status, TicketSummary, TicketWrite,
-};
+use crate::tickets::{self, Log, Rules};
+
+pub mod rules;
 
 /// The external id of the user withheld numbers are logged under.
 const ANONYMOUS_USER: &str = "sipdesk:anonymous";
@@ -56,6 +59,7 @@ pub struct Zendesk {
     http: Http,
     name: String,
     rules: Rules,
+    zendesk: ZendeskRules,
     region: Region,
     agents: Mutex<HashMap<String, (Option<u64>, Instant)>>,
 }
@@ -200,17 +204,40 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
     json!({ "ticket": ticket })
 }
 
+/// Zendesk's rate-limit headers: `X-Rate-Limit` (the account's limit per minute) and, when
+/// `X-Rate-Limit-Remaining` is 0, `ratelimit-reset` (seconds until the window resets).
+fn rate_headers(headers: &HeaderMap) -> Announced {
+    let exhausted = header_number(headers, "x-rate-limit-remaining") == Some(0);
+    Announced {
+        per_minute: header_number(headers, "x-rate-limit"),
+        wait: header_number(headers, "ratelimit-reset")
+            .filter(|_| exhausted)
+            .map(|reset| Duration::from_secs(u64::from(reset))),
+    }
+}
+
 impl Zendesk {
     pub fn new(
         settings: &HelpdeskSettings,
+        zendesk: &ZendeskSettings,
         secret: &Secret,
         region: Region,
     ) -> Result<Zendesk, String> {
+        let credentials = match &zendesk.auth {
+            ZendeskAuth::Token { email } => Credentials::Basic {
+                user: format!("{email}/token"),
+                password: secret.clone(),
+            },
+            ZendeskAuth::OAuth => Credentials::Bearer(secret.clone()),
+        };
         let http = Http::new(
             &settings.name,
-            &settings.base_url,
-            &settings.auth,
-            secret,
+            &zendesk.base_url,
+            Vendor {
+                credentials,
+                rate_headers,
+                json_answers: true,
+            },
             settings.requests_per_minute,
             settings.request_timeout,
         )?;
@@ -218,6 +245,7 @@ impl Zendesk {
             http,
             name: settings.name.clone(),
             rules: settings.rules.clone(),
+            zendesk: zendesk.rules.clone(),
             region,
             agents: Mutex::new(HashMap::new()),
         })
@@ -266,15 +294,14 @@ impl Zendesk {
                 tickets::Skip::UnknownContact { anonymous }.to_string(),
             ));
         };
-        let rule = self.rules.rule(call.call_type());
-        let previous = if rule.log == Log::Previous {
+        let previous = if self.rules.log.get(call.call_type()) == Log::Previous {
             let tickets = self.requested_tickets(job, requester).await?;
-            tickets::previous_ticket(&tickets).cloned()
+            rules::previous_ticket(&tickets).cloned()
         } else {
             None
         };
         let assignee = self
-            .assignee(&tickets::assignee_candidates(&self.rules, call))
+            .assignee(&rules::assignee_candidates(&self.zendesk, call))
             .await?;
         // The voice comment names the agent who answered, never a fallback assignee.
         let answered_by = match (call.outcome, &call.agent_email) {
@@ -286,7 +313,13 @@ impl Zendesk {
             // The note says what the PBX sent when it was not a number.
             note_call.caller = format!("{sent} (not a phone number)");
         }
-        match tickets::plan(&self.rules, &note_call, previous.as_ref(), assignee) {
+        match rules::plan(
+            &self.rules,
+            &self.zendesk,
+            &note_call,
+            previous.as_ref(),
+            assignee,
+        ) {
             Plan::Create(write) => {
                 let body = ticket_body(&write, Some(requester), answered_by);
                 self.save(job, &Pending::Create { body: body.clone() })
@@ -295,10 +328,11 @@ impl Zendesk {
             }
             Plan::Update { ticket, write } => {
                 let body = ticket_body(&write, None, answered_by);
-                let fallback = match tickets::plan(&self.rules, &note_call, None, assignee) {
-                    Plan::Create(write) => ticket_body(&write, Some(requester), answered_by),
-                    Plan::Update { .. } => unreachable!("no previous ticket, no update"),
-                };
+                let fallback =
+                    match rules::plan(&self.rules, &self.zendesk, &note_call, None, assignee) {
+                        Plan::Create(write) => ticket_body(&write, Some(requester), answered_by),
+                        Plan::Update { .. } => unreachable!("no previous ticket, no update"),
+                    };
                 self.save(
                     job,
                     &Pending::Update {
@@ -672,8 +706,8 @@ impl Zendesk {
 
 #[cfg(test)]
 mod tests {
+    use super::rules::{Priority, TicketType, VoiceComment};
     use super::*;
-    use crate::tickets::{Priority, TicketType, VoiceComment};
 
     fn write() -> TicketWrite {
         TicketWrite {

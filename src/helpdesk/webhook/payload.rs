@@ -1,0 +1,147 @@
+//! The webhook's JSON payload, version 1: the call's full record, in the Standard Webhooks
+//! envelope (`type`, `timestamp`, `data`). `schema.json` beside this file is its JSON Schema
+//! (the tests check every payload they receive against it; the README shows an example).
+//!
+//! Versioning: fields may be added within version 1; a field removed, renamed or given another
+//! meaning makes version 2, announced in the README before it ships.
+//!
+//! Times are RFC 3339 with the offset of the group's time zone (`2026-03-02T10:00:12+01:00`),
+//! the zone named in `timezone`, so a receiver shows them as the office saw them.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+
+use crate::call::{CallRecord, Direction};
+use crate::helpdesk::Party;
+use crate::tickets::{self, Log, Rules};
+
+/// The payload's version.
+pub const VERSION: u32 = 1;
+
+/// The event type of a finished call.
+pub const CALL_ENDED: &str = "call.ended";
+
+/// The payload's JSON Schema.
+pub const SCHEMA: &str = include_str!("schema.json");
+
+/// A time in RFC 3339 with the zone's offset at that time.
+fn local(t: Timestamp, zone: &TimeZone) -> String {
+    let offset = zone.to_offset(t);
+    t.display_with_offset(offset).to_string()
+}
+
+/// The payload of one finished call for one integration.
+pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Party) -> Value {
+    let zone = rules.zone_of(call);
+    let time = |t: Timestamp| local(t, zone);
+    let (number, as_sent) = match party {
+        Party::Number(number) => (Some(number.as_str()), None),
+        Party::Anonymous { sent } => (None, sent.as_deref()),
+    };
+    let log = match rules.log.get(call.call_type()) {
+        Log::Previous => "previous",
+        // Calls the rules do not log never reach a connector; "new" is the rest.
+        Log::New | Log::Nothing => "new",
+    };
+    json!({
+        "type": CALL_ENDED,
+        "version": VERSION,
+        "timestamp": call.ended_at.to_string(),
+        "integration": integration,
+        "data": {
+            "id": call.id,
+            "sip_call_id": call.sip_call_id,
+            "direction": call.direction,
+            "call_type": call.call_type(),
+            "outcome": call.outcome,
+            "reason": call.reason,
+            "ended_by": call.ended_by,
+            "out_of_hours": call.out_of_hours,
+            "queue": call.queue,
+            "group": call.group,
+            "groups": call.groups,
+            "party": {
+                "number": number,
+                "anonymous": number.is_none(),
+                "as_sent": as_sent,
+            },
+            "caller": call.caller,
+            "callee": call.callee,
+            "agent": call.agent.as_ref().map(|extension| json!({
+                "extension": extension,
+                "email": call.agent_email,
+            })),
+            "timezone": zone.iana_name().unwrap_or("UTC"),
+            "started_at": time(call.started_at),
+            "answered_at": call.answered_at.map(time),
+            "ended_at": time(call.ended_at),
+            "wait_seconds": (call.direction == Direction::Inbound)
+                .then(|| round(call.wait_seconds())),
+            "talk_seconds": call.answered_at.map(|_| round(call.talk_seconds())),
+            "recording_url": call.recording_url,
+            "tags": call.tags,
+            "explanation": call.explanation,
+            "log": log,
+            "summary": tickets::summary(rules, call),
+        }
+    })
+}
+
+/// Seconds to the millisecond.
+fn round(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::CallType;
+    use crate::tickets::tests::{call, rules};
+
+    #[test]
+    fn times_carry_the_groups_offset_and_the_party_is_e164_or_anonymous() {
+        let rules = rules();
+        let mut answered = call(CallType::InboundAnswered);
+        let body = payload(
+            "hook",
+            &rules,
+            &answered,
+            &Party::Number("+34911239613".to_owned()),
+        );
+        let data = &body["data"];
+        assert_eq!(body["type"], "call.ended");
+        assert_eq!(body["version"], 1);
+        assert_eq!(body["timestamp"], "2026-03-02T09:03:27Z");
+        assert_eq!(data["timezone"], "Europe/Madrid");
+        assert_eq!(data["started_at"], "2026-03-02T10:00:00+01:00");
+        assert_eq!(data["answered_at"], "2026-03-02T10:00:12+01:00");
+        assert_eq!(data["wait_seconds"], 12.0);
+        assert_eq!(data["talk_seconds"], 195.0);
+        assert_eq!(data["party"]["number"], "+34911239613");
+        assert_eq!(data["agent"]["email"], "ana@example.com");
+        assert_eq!(data["log"], "new");
+        assert!(!data["summary"].as_str().unwrap().contains("[sipdesk:"));
+        // São Paulo's calls in São Paulo's time; a zone at UTC still writes its offset.
+        answered.group = Some("suporte".to_owned());
+        let body = payload("hook", &rules, &answered, &Party::Anonymous { sent: None });
+        assert_eq!(body["data"]["started_at"], "2026-03-02T06:00:00-03:00");
+        assert_eq!(body["data"]["party"]["anonymous"], true);
+        let mut utc = rules.clone();
+        utc.group_zones = vec![("support".to_owned(), TimeZone::UTC)];
+        let missed = call(CallType::Missed);
+        let body = payload(
+            "hook",
+            &utc,
+            &missed,
+            &Party::Anonymous {
+                sent: Some("abc".to_owned()),
+            },
+        );
+        assert_eq!(body["data"]["started_at"], "2026-03-02T09:00:00+00:00");
+        assert_eq!(body["data"]["agent"], Value::Null);
+        assert_eq!(body["data"]["talk_seconds"], Value::Null);
+        assert_eq!(body["data"]["reason"], "no_answer");
+        assert_eq!(body["data"]["party"]["as_sent"], "abc");
+    }
+}
