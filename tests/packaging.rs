@@ -43,6 +43,10 @@ fn the_deb_installs_the_binary_unit_config_and_scripts() {
         ),
         ("-rw-r----- root/root", "./etc/sipdesk/sipdesk.toml"),
         ("-rw-r--r-- root/root", "./usr/share/doc/sipdesk/README.md"),
+        (
+            "-rw-r--r-- root/root",
+            "./usr/share/doc/sipdesk/webhook-call.schema.json",
+        ),
     ] {
         assert!(
             contents

@@ -145,3 +145,42 @@ mod tests {
         assert_eq!(body["data"]["party"]["as_sent"], "abc");
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+    use crate::call::CallType;
+    use crate::tickets::tests::{call, rules};
+
+    /// The README's example has exactly the fields sipdesk sends (the receiver test checks real
+    /// payloads against the schema; this keeps the documentation in step).
+    #[test]
+    fn the_readme_example_has_the_payloads_fields() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("### Webhooks").expect("a Webhooks section")..];
+        let start = section.find("```json\n").expect("an example") + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let example: Value = serde_json::from_str(&section[start..end]).unwrap();
+        let sent = payload(
+            "hook",
+            &rules(),
+            &call(CallType::InboundAnswered),
+            &Party::Number("+34911239613".to_owned()),
+        );
+        let keys = |v: &Value| -> Vec<String> {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&example), keys(&sent));
+        assert_eq!(keys(&example["data"]), keys(&sent["data"]));
+        assert_eq!(
+            keys(&example["data"]["party"]),
+            keys(&sent["data"]["party"])
+        );
+        assert_eq!(
+            keys(&example["data"]["agent"]),
+            keys(&sent["data"]["agent"])
+        );
+    }
+}
