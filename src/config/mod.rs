@@ -28,8 +28,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use diagnostic::Diagnostic;
 use diagnostic::Source;
 pub use helpdesk::{
-    HelpdeskSettings, Kind, Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth,
-    ZendeskSettings,
+    HelpdeskSettings, Kind, KlaviyoSettings, Secret, SecretSource, Vendor, WebhookSettings,
+    ZendeskAuth, ZendeskSettings,
 };
 use raw::{RawAdmin, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
 

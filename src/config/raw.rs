@@ -406,7 +406,7 @@ fn default_final_action() -> FinalAction {
 pub(crate) struct RawHelpdesk {
     /// Unique name, shown in `sipdesk deliveries` and logs.
     pub(crate) name: String,
-    /// `"zendesk"` or `"webhook"`.
+    /// `"zendesk"`, `"klaviyo"` or `"webhook"`.
     pub(crate) kind: String,
     /// A file holding the secret (relative paths are under systemd's $CREDENTIALS_DIRECTORY when
     /// set). Never put the secret itself in this file.
@@ -434,9 +434,9 @@ pub(crate) struct RawHelpdesk {
     /// The call details written on the ticket, in order.
     #[serde(default = "default_fields")]
     pub(crate) fields: Vec<String>,
-    /// The helpdesk's request limit per minute; sipdesk paces itself below it.
-    #[serde(default = "default_requests_per_minute")]
-    pub(crate) requests_per_minute: u32,
+    /// The helpdesk's request limit per minute; sipdesk paces itself below it. Default: per
+    /// kind (Zendesk 400, Klaviyo 3000, webhook 600).
+    pub(crate) requests_per_minute: Option<u32>,
     /// How many calls are delivered at the same time.
     #[serde(default = "default_concurrency")]
     pub(crate) concurrency: u32,
@@ -506,6 +506,8 @@ pub(crate) struct RawCallTypeRule {
     pub(crate) log: String,
     /// The status to set, in the helpdesk's own words (Zendesk: `"open"`, `"solved"`, ...).
     pub(crate) status: Option<String>,
+    /// Klaviyo: the metric (event name) of this call type.
+    pub(crate) metric: Option<String>,
 }
 
 /// A call tag and what it sets on the ticket.
@@ -543,10 +545,6 @@ fn default_fields() -> Vec<String> {
     .iter()
     .map(|f| (*f).to_owned())
     .collect()
-}
-
-fn default_requests_per_minute() -> u32 {
-    400
 }
 
 fn default_concurrency() -> u32 {

@@ -469,7 +469,7 @@ fn the_example_helpdesks_are_read_with_their_rules() {
     };
     let text = include_str!("../../config.example.toml");
     let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.helpdesks.len(), 3);
+    assert_eq!(config.helpdesks.len(), 4);
     let madrid = &config.helpdesks[0];
     assert_eq!(madrid.name, "zendesk-madrid");
     assert_eq!(madrid.kind(), Kind::Zendesk);
@@ -530,7 +530,17 @@ fn the_example_helpdesks_are_read_with_their_rules() {
         r.create_out_of_hours && r.create_unknown_contacts && zd.update_title && !zd.voice_comments
     );
     assert_eq!(zd.missed_assignee, None);
-    let hook = &config.helpdesks[2];
+    let klaviyo = &config.helpdesks[2];
+    match &klaviyo.vendor {
+        Vendor::Klaviyo(own) => {
+            assert_eq!(own.base_url, "https://a.klaviyo.com");
+            assert_eq!(own.metric.missed, "Sales Call Missed");
+            assert_eq!(own.metric.inbound_answered, "Phone Call Answered");
+        }
+        other => panic!("not Klaviyo: {other:?}"),
+    }
+    assert_eq!(klaviyo.requests_per_minute, 3000);
+    let hook = &config.helpdesks[3];
     assert_eq!(hook.kind(), Kind::Webhook);
     match &hook.vendor {
         Vendor::Webhook(own) => assert_eq!(own.url, "https://crm.iberiahogar.es/hooks/sipdesk"),
@@ -609,6 +619,32 @@ fn each_kind_has_its_own_keys_and_statuses() {
         "url = |\"https://x.example\"",
         "url is not a key of a zendesk helpdesk; its own keys are: subdomain, base_url, auth",
     );
+    // Klaviyo: events stand alone and have no status; `metric` belongs to Klaviyo only.
+    let klaviyo = r#"
+[[helpdesks]]
+name = "kl"
+kind = "klaviyo"
+token_env = "KL"
+groups = ["support"]
+missed = { log = "previous", status = "open", metric = "" }
+"#;
+    let text = format!("{MINIMAL}{klaviyo}");
+    assert_error(&text, "log = |\"previous\"", "a Klaviyo event stands alone");
+    assert_error(&text, "status = |\"open\"", "a Klaviyo event has no status");
+    assert_error(
+        &text,
+        "metric = |\"\"",
+        "a metric is a name of 1 to 128 characters",
+    );
+    let metric_on_zendesk = ZENDESK.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nmissed = { log = \"new\", metric = \"X\" }",
+    );
+    assert_error(
+        &format!("{MINIMAL}{metric_on_zendesk}"),
+        "metric = |\"X\"",
+        "metric is a Klaviyo key",
+    );
     // Existing Zendesk entries keep working; a table without status takes the default status.
     let no_status = ZENDESK.replace(
         "groups = [\"support\"]",
@@ -682,7 +718,7 @@ fn helpdesk_values_are_checked_where_written() {
     assert_error(
         &format!("{MINIMAL}{unknown}"),
         "\"freshdesk\"",
-        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\" or \"webhook\"",
+        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\", \"klaviyo\" or \"webhook\"",
     );
     let broken = ZENDESK
         .replace("subdomain = \"acme\"", "subdomain = \"acme.zendesk.com\"")

@@ -125,6 +125,11 @@ pub enum Credentials {
         password: Secret,
     },
     Bearer(Secret),
+    /// A header of the vendor's own (Klaviyo: `Authorization: Klaviyo-API-Key <key>`).
+    Header {
+        name: &'static str,
+        value: Secret,
+    },
     /// None in the headers: the connector signs each request itself (webhooks).
     None,
 }
@@ -190,6 +195,7 @@ impl Http {
         let secret = match &vendor.credentials {
             Credentials::Basic { password, .. } => Some(password),
             Credentials::Bearer(token) => Some(token),
+            Credentials::Header { value, .. } => Some(value),
             Credentials::None => None,
         };
         if secret.is_some_and(|s| s.expose().chars().any(|c| c.is_control() || !c.is_ascii())) {
@@ -266,6 +272,10 @@ impl Http {
             Credentials::Bearer(token) => {
                 self.client.request(method, url).bearer_auth(token.expose())
             }
+            Credentials::Header { name, value } => self
+                .client
+                .request(method, url)
+                .header(*name, value.expose()),
             Credentials::None => self.client.request(method, url),
         };
         for (name, value) in headers {

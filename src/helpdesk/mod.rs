@@ -8,10 +8,11 @@
 //! for, and failure with its own message; pluggable credentials and rate-limit headers) and
 //! [`crate::tickets`] (which calls are logged, the call report). Each vendor module holds only
 //! its API and its own rules: [`zendesk`] (tickets, Zendesk's previous-ticket rule) and
-//! [`webhook`] (Standard Webhooks). Adding a helpdesk is one module here, its keys in
+//! [`klaviyo`] (events on profiles) and [`webhook`] (Standard Webhooks). Adding a helpdesk is one module here, its keys in
 //! [`crate::config`], and a [`Connector`] variant.
 
 pub mod http;
+pub mod klaviyo;
 pub mod webhook;
 pub mod zendesk;
 
@@ -180,6 +181,7 @@ impl Job<'_> {
 /// A helpdesk integration, ready to deliver.
 pub enum Connector {
     Zendesk(zendesk::Zendesk),
+    Klaviyo(klaviyo::Klaviyo),
     Webhook(webhook::Webhook),
 }
 
@@ -192,6 +194,9 @@ impl Connector {
             Vendor::Zendesk(own) => Ok(Connector::Zendesk(zendesk::Zendesk::new(
                 settings, own, &secret, region,
             )?)),
+            Vendor::Klaviyo(own) => Ok(Connector::Klaviyo(klaviyo::Klaviyo::new(
+                settings, own, &secret,
+            )?)),
             Vendor::Webhook(own) => Ok(Connector::Webhook(webhook::Webhook::new(
                 settings, own, &secret,
             )?)),
@@ -201,6 +206,7 @@ impl Connector {
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         match self {
             Connector::Zendesk(zendesk) => zendesk.deliver(job).await,
+            Connector::Klaviyo(klaviyo) => klaviyo.deliver(job).await,
             Connector::Webhook(webhook) => webhook.deliver(job).await,
         }
     }

@@ -73,7 +73,7 @@ impl Field {
 }
 
 /// One value per call type: a setting every integration has for each of the five.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PerCallType<T> {
     pub inbound_answered: T,
     pub missed: T,
@@ -84,12 +84,18 @@ pub struct PerCallType<T> {
 
 impl<T: Copy> PerCallType<T> {
     pub fn get(&self, call_type: CallType) -> T {
+        *self.of(call_type)
+    }
+}
+
+impl<T> PerCallType<T> {
+    pub fn of(&self, call_type: CallType) -> &T {
         match call_type {
-            CallType::InboundAnswered => self.inbound_answered,
-            CallType::Missed => self.missed,
-            CallType::Voicemail => self.voicemail,
-            CallType::OutboundAnswered => self.outbound_answered,
-            CallType::OutboundUnanswered => self.outbound_unanswered,
+            CallType::InboundAnswered => &self.inbound_answered,
+            CallType::Missed => &self.missed,
+            CallType::Voicemail => &self.voicemail,
+            CallType::OutboundAnswered => &self.outbound_answered,
+            CallType::OutboundUnanswered => &self.outbound_unanswered,
         }
     }
 

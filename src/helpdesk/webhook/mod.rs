@@ -36,6 +36,14 @@ pub struct Webhook {
     key: Vec<u8>,
 }
 
+/// The request a delivery saved before it was first sent: the body's very bytes, marked as a
+/// webhook's so that one saved by another kind of connector is never sent.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Saved {
+    Webhook { body: String },
+}
+
 /// The signing key a `whsec_…` secret holds; `Err` says what is wrong with it.
 pub fn signing_key(secret: &Secret) -> Result<Vec<u8>, String> {
     let Some(encoded) = secret.expose().strip_prefix("whsec_") else {
@@ -92,12 +100,27 @@ impl Webhook {
 
     /// Carries out one delivery: the saved body, or a new one saved first, signed and posted.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
-        let body = match &job.delivery.request {
-            Some(saved) => saved.clone(),
+        let saved = job
+            .delivery
+            .request
+            .as_deref()
+            .and_then(|text| match serde_json::from_str::<Saved>(text) {
+                Ok(Saved::Webhook { body }) => Some(body),
+                // Saved by another kind of connector (the entry's kind changed on a reload):
+                // not ours to send.
+                Err(_) => {
+                    tracing::warn!(delivery = %job.delivery.id, "ignoring a saved request that is not a webhook's");
+                    None
+                }
+            });
+        let body = match saved {
+            Some(body) => body,
             None => {
                 let value = payload::payload(&self.name, &self.rules, job.call, &job.party);
                 let body = value.to_string();
-                job.remember_request(Some(&body)).await?;
+                let saved = serde_json::to_string(&Saved::Webhook { body: body.clone() })
+                    .map_err(|e| HelpdeskError::Permanent(format!("cannot save the body: {e}")))?;
+                job.remember_request(Some(&saved)).await?;
                 body
             }
         };

@@ -26,7 +26,7 @@ pub const CALL_ENDED: &str = "call.ended";
 pub const SCHEMA: &str = include_str!("schema.json");
 
 /// A time in RFC 3339 with the zone's offset at that time.
-fn local(t: Timestamp, zone: &TimeZone) -> String {
+pub fn local(t: Timestamp, zone: &TimeZone) -> String {
     let offset = zone.to_offset(t);
     t.display_with_offset(offset).to_string()
 }

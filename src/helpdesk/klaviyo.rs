@@ -1,0 +1,266 @@
+//! The Klaviyo connector (`kind = "klaviyo"`): each finished call is an event on the caller's
+//! profile, through the Events API (`POST /api/events`), so marketing flows can react to support
+//! calls the way the seed's flows react to ticket events.
+//!
+//! - Private API key as `Authorization: Klaviyo-API-Key <key>`, the pinned [`REVISION`] in the
+//!   `revision` header, JSON:API bodies (`application/vnd.api+json`); Klaviyo answers 202 with
+//!   no body.
+//! - The profile is named by its E.164 phone number; Klaviyo finds it or makes it. With
+//!   `create_unknown_contacts = false` the profile is looked up first (`GET /api/profiles`
+//!   filtered on `phone_number`; the answer kept in the directory) and a number with no
+//!   profile is not logged, with that reason. Withheld numbers have no profile: skipped, with
+//!   the reason.
+//! - The metric (event name) per call type is configurable; the call's fields are the event's
+//!   properties; `time` is when the call started; `unique_id` is the call id, so a retry — or
+//!   an attempt whose answer was lost — never counts the call twice (Klaviyo keeps one event
+//!   per unique id).
+//! - Limits: Create Event allows 350 a second in bursts and 3,500 a minute steady; sipdesk
+//!   paces at `requests_per_minute` (3,000 by default) and honours `Retry-After` on 429.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Map, Value, json};
+
+use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
+use super::webhook::payload::local;
+use super::{Delivered, HelpdeskError, Job, Party};
+use crate::config::{HelpdeskSettings, KlaviyoSettings, Secret};
+use crate::tickets::{self, Rules, Skip};
+
+/// The API revision sipdesk is written against.
+pub const REVISION: &str = "2026-07-15";
+
+/// JSON:API's media type, which Klaviyo's API speaks.
+const JSON_API: &str = "application/vnd.api+json";
+
+/// How long a profile found is trusted before Klaviyo is asked again.
+const CONTACT_FRESH: Duration = Duration::from_secs(24 * 3600);
+/// How long "no profile has this number" is trusted: a profile made meanwhile is found soon.
+const NO_CONTACT_FRESH: Duration = Duration::from_secs(600);
+
+/// A Klaviyo integration.
+pub struct Klaviyo {
+    http: Http,
+    name: String,
+    rules: Rules,
+    settings: KlaviyoSettings,
+}
+
+/// Klaviyo's rate-limit headers, which describe the steady (one-minute) window:
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the window
+/// resets). A 429 carries `Retry-After` instead, which [`Http`] honours.
+fn rate_headers(headers: &HeaderMap) -> Announced {
+    let exhausted = header_number(headers, "ratelimit-remaining") == Some(0);
+    Announced {
+        per_minute: header_number(headers, "ratelimit-limit"),
+        wait: header_number(headers, "ratelimit-reset")
+            .filter(|_| exhausted)
+            .map(|reset| Duration::from_secs(u64::from(reset))),
+    }
+}
+
+/// What Klaviyo's JSON:API errors say: each error's title and detail, with where it points.
+fn errors(reply: &Reply) -> String {
+    let listed: Vec<String> = reply
+        .body
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let mut text = [e.get("title"), e.get("detail")]
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(": ");
+            if let Some(pointer) = e.pointer("/source/pointer").and_then(Value::as_str) {
+                text.push_str(&format!(" (at {pointer})"));
+            }
+            text
+        })
+        .collect();
+    if listed.is_empty() {
+        super::http::error_message(&reply.body)
+    } else {
+        listed.join("; ")
+    }
+}
+
+impl Klaviyo {
+    pub fn new(
+        settings: &HelpdeskSettings,
+        klaviyo: &KlaviyoSettings,
+        secret: &Secret,
+    ) -> Result<Klaviyo, String> {
+        let http = Http::new(
+            &settings.name,
+            &klaviyo.base_url,
+            Vendor {
+                credentials: Credentials::Header {
+                    name: "authorization",
+                    value: Secret::new(format!("Klaviyo-API-Key {}", secret.expose())),
+                },
+                rate_headers,
+                json_answers: true,
+            },
+            settings.requests_per_minute,
+            settings.request_timeout,
+        )?;
+        Ok(Klaviyo {
+            http,
+            name: settings.name.clone(),
+            rules: settings.rules.clone(),
+            settings: klaviyo.clone(),
+        })
+    }
+
+    /// Carries out one delivery.
+    pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
+        let call = job.call;
+        let Party::Number(phone) = &job.party else {
+            return Ok(Delivered::Skipped(
+                "the number is withheld or not a phone number: no Klaviyo profile to put the event on"
+                    .to_owned(),
+            ));
+        };
+        if !self.rules.create_unknown_contacts && !self.has_profile(job, phone).await? {
+            return Ok(Delivered::Skipped(
+                Skip::UnknownContact { anonymous: false }.to_string(),
+            ));
+        }
+        let metric = self.settings.metric.of(call.call_type());
+        let body = json!({
+            "data": {
+                "type": "event",
+                "attributes": {
+                    "properties": properties(&self.rules, job),
+                    "time": call.started_at.to_string(),
+                    "unique_id": call.id,
+                    "metric": { "data": { "type": "metric", "attributes": { "name": metric } } },
+                    "profile": { "data": { "type": "profile", "attributes": { "phone_number": phone } } },
+                }
+            }
+        });
+        let url = self.http.url("/api/events", &[])?;
+        let reply = self
+            .http
+            .send_text(
+                Method::POST,
+                url,
+                Some(body.to_string()),
+                &[
+                    ("revision", REVISION),
+                    ("content-type", JSON_API),
+                    ("accept", JSON_API),
+                ],
+            )
+            .await?;
+        match reply.status.as_u16() {
+            200..=299 => Ok(Delivered::Ticket {
+                id: call.id.clone(),
+                detail: format!("recorded the event \"{metric}\" on the profile {phone}"),
+            }),
+            409 => Err(HelpdeskError::Retry {
+                reason: format!("POST /api/events: conflict (409 {})", errors(&reply)),
+                after: None,
+            }),
+            status => Err(HelpdeskError::Permanent(format!(
+                "POST /api/events: {} refused the event ({status} {})",
+                self.name,
+                errors(&reply)
+            ))),
+        }
+    }
+
+    /// Whether Klaviyo has a profile with this phone number: the directory's answer while it
+    /// is fresh, else Klaviyo's (remembered).
+    async fn has_profile(&self, job: &Job<'_>, phone: &str) -> Result<bool, HelpdeskError> {
+        if let Some(entry) = job.directory_entry().await? {
+            let age = Timestamp::now()
+                .duration_since(entry.checked_at)
+                .unsigned_abs();
+            let fresh = match entry.contact_id {
+                Some(_) => CONTACT_FRESH,
+                None => NO_CONTACT_FRESH,
+            };
+            if age < fresh {
+                return Ok(entry.contact_id.is_some());
+            }
+        }
+        let filter = format!("equals(phone_number,\"{phone}\")");
+        let url = self.http.url(
+            "/api/profiles",
+            &[("filter", &filter), ("fields[profile]", "phone_number")],
+        )?;
+        let reply = self
+            .http
+            .send(
+                Method::GET,
+                url,
+                None,
+                &[("revision", REVISION), ("accept", JSON_API)],
+            )
+            .await?;
+        if !reply.is_success() {
+            return Err(HelpdeskError::Permanent(format!(
+                "GET /api/profiles: {} refused the search ({} {})",
+                self.name,
+                reply.status.as_u16(),
+                errors(&reply)
+            )));
+        }
+        let found = reply
+            .body
+            .pointer("/data/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        job.learn(found.clone(), None, false).await?;
+        Ok(found.is_some())
+    }
+}
+
+/// The event's properties: the call's fields, flat, times in the group's zone with its offset.
+fn properties(rules: &Rules, job: &Job<'_>) -> Value {
+    let call = job.call;
+    let zone = rules.zone_of(call);
+    let time = |t: Timestamp| Value::String(local(t, zone));
+    let mut p = Map::new();
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            p.insert(key.to_owned(), value);
+        }
+    };
+    put("call_id", json!(call.id));
+    put("call_type", json!(call.call_type()));
+    put("direction", json!(call.direction));
+    put("outcome", json!(call.outcome));
+    put("reason", json!(call.reason));
+    put("queue", json!(call.queue));
+    put("group", json!(call.group));
+    put("groups", json!(call.groups));
+    put("agent_extension", json!(call.agent));
+    put("agent_email", json!(call.agent_email));
+    put("started_at", time(call.started_at));
+    put("answered_at", call.answered_at.map_or(Value::Null, time));
+    put("ended_at", time(call.ended_at));
+    put(
+        "wait_seconds",
+        json!(
+            (call.direction == crate::call::Direction::Inbound)
+                .then(|| call.wait_seconds().round())
+        ),
+    );
+    put(
+        "talk_seconds",
+        json!(call.answered_at.map(|_| call.talk_seconds().round())),
+    );
+    put("out_of_hours", json!(call.out_of_hours));
+    put("recording_url", json!(call.recording_url));
+    put("tags", json!(call.tags));
+    put("summary", json!(tickets::summary(rules, call)));
+    Value::Object(p)
+}

@@ -1,0 +1,235 @@
+//! Calls become Klaviyo events, end to end: SIPp plays the PBX and places calls through the
+//! running daemon; two fake Klaviyo accounts (`common/klaviyo.rs`, built from Klaviyo's OpenAPI
+//! file) receive them. `kv` logs every call with a profile (Klaviyo makes the profile); `strict`
+//! (`create_unknown_contacts = false`) only calls from numbers it already has a profile for.
+
+mod common;
+
+use std::time::Duration;
+
+use common::calls::caller_scenario;
+use common::daemon::{Daemon, SippRun, free_port};
+use common::klaviyo::{Event, FakeKlaviyo, Fault, Settings};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn config(kv: &str, strict: &str) -> String {
+    format!(
+        r#"
+[defaults]
+timezone = "Europe/Madrid"
+region = "ES"
+
+[[groups]]
+name = "support"
+queues = ["100"]
+agents = [{{ extension = "2001", email = "ana@example.com" }}]
+ring_timeout = "1s"
+wrap_up = "0s"
+
+[[groups]]
+name = "closed"
+queues = ["300"]
+hours = {{}}
+agents = [{{ extension = "4001" }}]
+
+[[helpdesks]]
+name = "kv"
+kind = "klaviyo"
+base_url = "{kv}"
+token_file = "kv.key"
+groups = ["support", "closed"]
+missed = {{ log = "new", metric = "Support Call Missed" }}
+fields = ["call_type", "agent", "start"]
+request_timeout = "2s"
+
+[[helpdesks]]
+name = "strict"
+kind = "klaviyo"
+base_url = "{strict}"
+token_file = "strict.key"
+groups = ["support", "closed"]
+create_unknown_contacts = false
+request_timeout = "2s"
+"#
+    )
+}
+
+/// Places one call from `from` to `queue`: answered by agent 2001, rung without answer, or
+/// refused without ringing (a closed group).
+fn call(daemon: &Daemon, from: &str, queue: &str, agents: Option<&str>, answered: bool) {
+    let uas = agents.map(|scenario| daemon.agents(scenario, 1));
+    let base = if answered {
+        "caller-answered.xml"
+    } else {
+        "caller-refused.xml"
+    };
+    let scenario = caller_scenario(&daemon.dir, base, from, None);
+    let (code, errors) = SippRun {
+        scenario: scenario.to_str().unwrap(),
+        ip: "127.0.0.1",
+        port: free_port(),
+        target: Some(format!("127.0.0.1:{}", daemon.port)),
+        service: queue,
+        calls: 1,
+        rate: 1,
+        tcp: false,
+    }
+    .spawn(&daemon.dir)
+    .wait();
+    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
+    if let Some(uas) = uas {
+        daemon.succeeded(uas);
+    }
+}
+
+fn delivery<'a>(all: &'a [Value], call: &str, integration: &str) -> &'a Value {
+    all.iter()
+        .find(|d| d["call_id"] == call && d["integration"] == integration)
+        .unwrap_or_else(|| panic!("no delivery of {call} to {integration}: {all:#?}"))
+}
+
+#[test]
+fn every_call_is_one_event_on_the_callers_profile() {
+    let kv = FakeKlaviyo::start(Settings::default());
+    let strict = FakeKlaviyo::start(Settings {
+        key: "pk_strict".to_owned(),
+        ..Settings::default()
+    });
+    let known = strict.add_profile("+34600123456");
+    let dir = common::daemon::test_dir("klaviyo");
+    let daemon = Daemon::start_in(
+        dir,
+        "trusted = [\"127.0.0.1\"]\nrecording_url = \"https://pbx.example.com/rec/{sip_call_id}.wav\"",
+        &config(&kv.url, &strict.url),
+        None,
+        &[
+            ("kv.key", "pk_test_0123456789abcdef\n"),
+            ("strict.key", "pk_strict"),
+        ],
+    );
+
+    // 1. Answered, from a number both know or learn; Klaviyo's first answer is lost after it
+    //    recorded the event, so the retry is a repeat Klaviyo drops by unique_id.
+    kv.fail_next(1, Fault::LoseAnswer);
+    call(&daemon, "600123456", "100", Some("agents-answer.xml"), true);
+    // 2. Missed (rung, no answer), from a number only `kv` takes; `kv` fails once with a 503.
+    kv.fail_next(1, Fault::Status(503));
+    call(
+        &daemon,
+        "611222333",
+        "100",
+        Some("agents-ring-no-answer.xml"),
+        false,
+    );
+    // 3. Withheld, refused by a closed group.
+    call(&daemon, "anonymous", "300", None, false);
+
+    let calls = daemon.ended_calls(3);
+    let id_of = |caller: &str| {
+        calls
+            .iter()
+            .find(|c| c["caller"].as_str().unwrap().contains(caller))
+            .unwrap_or_else(|| panic!("no call from {caller}: {calls:#?}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (answered, missed, withheld) = (id_of("600123456"), id_of("611222333"), id_of("anonymous"));
+    let all = daemon.settled_deliveries(6, WAIT);
+    assert_eq!(all.len(), 6, "{all:#?}\n{}", daemon.log());
+
+    // `kv`: one event per call with a number, whatever the faults.
+    let events: Vec<Event> = kv.events();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let stats = kv.stats();
+    assert_eq!(
+        stats.repeats_dropped, 1,
+        "the retry after the lost answer was a repeat"
+    );
+    assert!(stats.rejections.is_empty(), "{:?}", stats.rejections);
+    let profiles = kv.profiles();
+    let profile_of = |phone: &str| {
+        profiles
+            .iter()
+            .find(|p| p.phone_number.as_deref() == Some(phone))
+            .unwrap_or_else(|| panic!("no profile {phone}: {profiles:#?}"))
+            .id
+            .clone()
+    };
+    let first = events
+        .iter()
+        .find(|e| e.unique_id.as_deref() == Some(answered.as_str()))
+        .unwrap();
+    assert_eq!(first.metric, "Phone Call Answered");
+    assert_eq!(first.profile_id, profile_of("+34600123456"));
+    let p = &first.properties;
+    assert_eq!(p["call_id"], answered.as_str());
+    assert_eq!(p["call_type"], "inbound_answered");
+    assert_eq!(p["agent_email"], "ana@example.com");
+    assert_eq!(p["group"], "support");
+    let offset = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Madrid").unwrap())
+        .strftime("%:z")
+        .to_string();
+    assert!(
+        p["started_at"].as_str().unwrap().ends_with(&offset),
+        "{p:#}"
+    );
+    assert!(
+        p["recording_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://pbx.example.com/rec/")
+    );
+    assert!(
+        p["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Agent: 2001 (ana@example.com)"),
+        "{p:#}"
+    );
+    let second = events
+        .iter()
+        .find(|e| e.unique_id.as_deref() == Some(missed.as_str()))
+        .unwrap();
+    assert_eq!(
+        second.metric, "Support Call Missed",
+        "the configured metric"
+    );
+    assert_eq!(second.profile_id, profile_of("+34611222333"));
+    assert_eq!(second.properties["reason"], "no_answer");
+    assert!(second.properties.get("agent_email").is_none());
+    assert_eq!(delivery(&all, &answered, "kv")["state"], "done");
+    assert_eq!(delivery(&all, &missed, "kv")["state"], "done");
+    assert!(delivery(&all, &missed, "kv")["attempts"].as_u64().unwrap() >= 2);
+    let anonymous = delivery(&all, &withheld, "kv");
+    assert_eq!(anonymous["state"], "skipped");
+    assert!(
+        anonymous["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("withheld")
+            || anonymous["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("withheld"),
+        "{anonymous:#}"
+    );
+
+    // `strict`: only the number it had a profile for; the unknown one is not logged, with why,
+    // and no profile is made.
+    let events = strict.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].profile_id, known);
+    assert_eq!(events[0].unique_id.as_deref(), Some(answered.as_str()));
+    assert_eq!(strict.profiles().len(), 1);
+    let unknown = delivery(&all, &missed, "strict");
+    assert_eq!(unknown["state"], "skipped", "{unknown:#}");
+    assert!(
+        unknown.to_string().contains("no contact has this number"),
+        "{unknown:#}"
+    );
+    assert_eq!(delivery(&all, &withheld, "strict")["state"], "skipped");
+}
