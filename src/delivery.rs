@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::CallRecord;
-use crate::config::{Config, HelpdeskSettings, Secret};
+use crate::config::{Config, HelpdeskSettings, Kind, Secret};
 use crate::directory::Directory;
 use crate::helpdesk::{Connector, Delivered, HelpdeskError, Job, Party};
 use crate::phone::Region;
@@ -294,8 +294,10 @@ impl Integration {
         let result = match (self.store.call_record(&delivery.call_id).await, connector) {
             (Ok(Some(call)), Ok(connector)) => {
                 let party = Party::of(&call, self.region);
+                // Said on the delivery where the helpdesk has an anonymous contact.
+                let has_contacts = matches!(self.settings.kind(), Kind::Zendesk | Kind::HelpScout);
                 let unreadable = match &party {
-                    Party::Anonymous { sent: Some(sent) } => Some(sent.clone()),
+                    Party::Anonymous { sent: Some(sent) } if has_contacts => Some(sent.clone()),
                     _ => None,
                 };
                 let job = Job {

@@ -105,11 +105,18 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     println!("{}: ok: {}", path.display(), config.summary());
     for helpdesk in &config.helpdesks {
-        if let Err(reason) = helpdesk.secret.read() {
-            eprintln!(
+        match helpdesk.secret.read() {
+            Err(reason) => eprintln!(
                 "warning: helpdesk \"{}\": {reason}; its deliveries wait until the secret is there",
                 helpdesk.name
-            );
+            ),
+            Ok(secret) => {
+                if let sipdesk::config::Vendor::Webhook(_) = helpdesk.vendor {
+                    if let Err(reason) = sipdesk::helpdesk::webhook::signing_keys(&secret) {
+                        anyhow::bail!("helpdesk \"{}\": {reason}", helpdesk.name);
+                    }
+                }
+            }
         }
     }
     Ok(())

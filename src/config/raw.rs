@@ -406,7 +406,7 @@ fn default_final_action() -> FinalAction {
 pub(crate) struct RawHelpdesk {
     /// Unique name, shown in `sipdesk deliveries` and logs.
     pub(crate) name: String,
-    /// `"zendesk"`, `"klaviyo"` or `"webhook"`.
+    /// `"zendesk"`, `"helpscout"`, `"klaviyo"` or `"webhook"`.
     pub(crate) kind: String,
     /// A file holding the secret (relative paths are under systemd's $CREDENTIALS_DIRECTORY when
     /// set). Never put the secret itself in this file.
@@ -435,14 +435,14 @@ pub(crate) struct RawHelpdesk {
     #[serde(default = "default_fields")]
     pub(crate) fields: Vec<String>,
     /// The helpdesk's request limit per minute; sipdesk paces itself below it. Default: per
-    /// kind (Zendesk 400, Klaviyo 3000, webhook 600).
+    /// kind (Zendesk 400, Help Scout 400, Klaviyo 3000, webhook 600).
     pub(crate) requests_per_minute: Option<u32>,
     /// How many calls are delivered at the same time.
     #[serde(default = "default_concurrency")]
     pub(crate) concurrency: u32,
     /// After this long without success a delivery is marked failed (it can be retried).
-    #[serde(default = "default_give_up_after")]
-    pub(crate) give_up_after: String,
+    /// Default: 24h, and 72h for a webhook.
+    pub(crate) give_up_after: Option<String>,
     /// How long one request may take.
     #[serde(default = "default_request_timeout")]
     pub(crate) request_timeout: String,
@@ -467,6 +467,18 @@ pub(crate) struct RawHelpdesk {
     /// Call tags that set ticket tags, type and priority.
     pub(crate) tag_rules: Option<Vec<RawTagRule>>,
 
+    // Help Scout.
+    /// The OAuth2 application's id (client credentials; its secret is the entry's secret).
+    pub(crate) client_id: Option<String>,
+    /// The mailbox (inbox) conversations are made in.
+    pub(crate) mailbox_id: Option<u64>,
+    /// With `log = "previous"`: a conversation closed less than this ago is reopened.
+    pub(crate) reopen_closed_within: Option<String>,
+    /// With `log = "previous"`: the conversation is assigned to the agent who took the call.
+    pub(crate) reassign_to_agent: Option<bool>,
+    /// Two customers with one number: `"most_recent"` or `"skip"`.
+    pub(crate) duplicates: Option<String>,
+
     // Webhook.
     /// Where the signed POSTs go.
     pub(crate) url: Option<String>,
@@ -486,6 +498,11 @@ impl RawHelpdesk {
             ("voice_comments", self.voice_comments.is_some()),
             ("tag_rules", self.tag_rules.is_some()),
             ("url", self.url.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("mailbox_id", self.mailbox_id.is_some()),
+            ("reopen_closed_within", self.reopen_closed_within.is_some()),
+            ("reassign_to_agent", self.reassign_to_agent.is_some()),
+            ("duplicates", self.duplicates.is_some()),
             (
                 "create_unknown_contacts",
                 self.create_unknown_contacts.is_some(),
@@ -549,10 +566,6 @@ fn default_fields() -> Vec<String> {
 
 fn default_concurrency() -> u32 {
     4
-}
-
-fn default_give_up_after() -> String {
-    "24h".to_owned()
 }
 
 fn default_request_timeout() -> String {

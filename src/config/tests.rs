@@ -718,7 +718,7 @@ fn helpdesk_values_are_checked_where_written() {
     assert_error(
         &format!("{MINIMAL}{unknown}"),
         "\"freshdesk\"",
-        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\", \"klaviyo\" or \"webhook\"",
+        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\", \"helpscout\", \"klaviyo\" or \"webhook\"",
     );
     let broken = ZENDESK
         .replace("subdomain = \"acme\"", "subdomain = \"acme.zendesk.com\"")

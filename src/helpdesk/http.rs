@@ -56,13 +56,14 @@ impl Pacer {
         }
     }
 
-    /// Waits for this request's turn.
-    pub async fn turn(&self) {
+    /// Waits for this request's turn; a request that counts `weight` times against the limit
+    /// takes that many turns.
+    pub async fn turn(&self, weight: u32) {
         let at = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let at = now.max(state.next).max(state.paused_until);
-            state.next = at + state.interval;
+            state.next = at + state.interval * weight.max(1);
             at
         };
         tokio::time::sleep_until(at.into()).await;
@@ -165,6 +166,11 @@ pub struct Vendor {
     pub rate_headers: RateHeaders,
     /// Whether a 2xx must carry JSON (an API) or may carry anything (a webhook receiver).
     pub json_answers: bool,
+    /// Statuses handed to the connector beyond the shared ones (Help Scout: 401, to fetch a
+    /// new token once).
+    pub pass_through: &'static [u16],
+    /// How many requests a write (POST, PUT, PATCH, DELETE) counts as (Help Scout: 2).
+    pub write_weight: u32,
 }
 
 /// A client for one integration.
@@ -253,8 +259,8 @@ impl Http {
             .await
     }
 
-    /// Sends one request whose JSON body is these very bytes (a signed one) in its turn and
-    /// classifies the answer.
+    /// Sends one request whose JSON body is these very bytes in its turn and classifies the
+    /// answer.
     pub async fn send_text(
         &self,
         method: Method,
@@ -262,7 +268,26 @@ impl Http {
         body: Option<String>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, HelpdeskError> {
-        self.pacer.turn().await;
+        self.send_signed(method, url, body, headers, |_| Vec::new())
+            .await
+    }
+
+    /// Like [`Http::send_text`], with headers made by `sign` from the body once the request's
+    /// turn has come (a signature whose timestamp must be the moment it leaves).
+    pub async fn send_signed(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+        sign: impl FnOnce(&str) -> Vec<(&'static str, String)>,
+    ) -> Result<Reply, HelpdeskError> {
+        let weight = if method == Method::GET || method == Method::HEAD {
+            1
+        } else {
+            self.vendor.write_weight
+        };
+        self.pacer.turn(weight).await;
         let what = format!("{method} {}", url.path());
         let mut request = match &self.vendor.credentials {
             Credentials::Basic { user, password } => self
@@ -280,6 +305,9 @@ impl Http {
         };
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        for (name, value) in sign(body.as_deref().unwrap_or("")) {
+            request = request.header(name, value);
         }
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
@@ -341,7 +369,15 @@ impl Http {
             Some(value) => error_message(value),
             None => excerpt(&text),
         };
-        match status.as_u16() {
+        let code = status.as_u16();
+        if self.vendor.pass_through.contains(&code) {
+            return Ok(Reply {
+                status,
+                headers,
+                body: json.unwrap_or_else(|| Value::String(excerpt(&text))),
+            });
+        }
+        match code {
             200..=299 => match json {
                 Some(body) => Ok(Reply {
                     status,
@@ -375,7 +411,7 @@ impl Http {
                 body: json.unwrap_or_else(|| Value::String(excerpt(&text))),
             }),
             401 => Err(HelpdeskError::Permanent(format!(
-                "{what}: {} refused the credentials (401 {}); check the e-mail and token (token_file/token_env)",
+                "{what}: {} refused the credentials (401 {}); check them (token_file/token_env, and the e-mail for a Zendesk API token)",
                 self.name,
                 message()
             ))),
@@ -385,7 +421,9 @@ impl Http {
                 message()
             ))),
             429 => {
-                let after = retry_after.unwrap_or(Duration::from_secs(60));
+                let after = retry_after
+                    .or(announced.wait)
+                    .unwrap_or(Duration::from_secs(60));
                 self.pacer.pause(after);
                 Err(HelpdeskError::Retry {
                     reason: format!(

@@ -11,6 +11,7 @@
 //! [`klaviyo`] (events on profiles) and [`webhook`] (Standard Webhooks). Adding a helpdesk is one module here, its keys in
 //! [`crate::config`], and a [`Connector`] variant.
 
+pub mod helpscout;
 pub mod http;
 pub mod klaviyo;
 pub mod webhook;
@@ -181,6 +182,7 @@ impl Job<'_> {
 /// A helpdesk integration, ready to deliver.
 pub enum Connector {
     Zendesk(zendesk::Zendesk),
+    HelpScout(helpscout::HelpScout),
     Klaviyo(klaviyo::Klaviyo),
     Webhook(webhook::Webhook),
 }
@@ -194,6 +196,9 @@ impl Connector {
             Vendor::Zendesk(own) => Ok(Connector::Zendesk(zendesk::Zendesk::new(
                 settings, own, &secret, region,
             )?)),
+            Vendor::HelpScout(own) => Ok(Connector::HelpScout(helpscout::HelpScout::new(
+                settings, own, &secret,
+            )?)),
             Vendor::Klaviyo(own) => Ok(Connector::Klaviyo(klaviyo::Klaviyo::new(
                 settings, own, &secret,
             )?)),
@@ -206,6 +211,7 @@ impl Connector {
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         match self {
             Connector::Zendesk(zendesk) => zendesk.deliver(job).await,
+            Connector::HelpScout(helpscout) => helpscout.deliver(job).await,
             Connector::Klaviyo(klaviyo) => klaviyo.deliver(job).await,
             Connector::Webhook(webhook) => webhook.deliver(job).await,
         }

@@ -5,13 +5,16 @@ It verifies every request with the Standard Webhooks reference library (`standar
 from PyPI) and checks every payload against sipdesk's JSON Schema (`jsonschema`, from PyPI),
 so neither the signing nor the payload is judged by sipdesk's own code.
 
-Usage: standard_webhooks.py SECRET SCHEMA LOG PORT_FILE [FAIL_FIRST]
+Usage: standard_webhooks.py SECRET SCHEMA LOG PORT_FILE [ANSWERS]
+       standard_webhooks.py --validate SCHEMA FILE...
 
 Every request is appended to LOG as one JSON line: the webhook headers, whether the signature
-verified, the schema error if any, the status answered and the body. The first FAIL_FIRST
-valid requests are answered 503, so the sender's retries are seen. Answers: 401 for a
-signature that does not verify, 400 for a payload the schema refuses, 503 while failing, 204
-(no body) otherwise. The port chosen is written to PORT_FILE once listening.
+verified, the schema error if any, the status answered and the body. Answers: 401 for a
+signature that does not verify, 400 for a payload the schema refuses; valid requests get, in
+turn, the answers listed in ANSWERS (comma-separated: a status such as 503 or 410, "503r5" for
+503 with Retry-After: 5, "200t" for 200 with a text body), then 204 with no body. The port
+chosen is written to PORT_FILE once listening. With --validate, each FILE is checked against
+the schema and the exit status says whether all passed.
 """
 
 import json
@@ -22,15 +25,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jsonschema
 from standardwebhooks import Webhook
 
+def load_validator(schema_path):
+    with open(schema_path, encoding="utf-8") as f:
+        schema = json.load(f)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    checker = jsonschema.FormatChecker()
+    # Without its optional checker, jsonschema skips "date-time" silently: refuse to run so.
+    assert "date-time" in checker.checkers, "rfc3339-validator is missing"
+    return jsonschema.Draft202012Validator(schema, format_checker=checker)
+
+
+if sys.argv[1] == "--validate":
+    validator = load_validator(sys.argv[2])
+    for path in sys.argv[3:]:
+        with open(path, encoding="utf-8") as f:
+            validator.validate(json.load(f))
+    sys.exit(0)
+
 secret, schema_path, log_path, port_file = sys.argv[1:5]
-fail_first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+answers = [a for a in (sys.argv[5] if len(sys.argv) > 5 else "").split(",") if a]
 webhook = Webhook(secret)
-with open(schema_path, encoding="utf-8") as f:
-    schema = json.load(f)
-jsonschema.Draft202012Validator.check_schema(schema)
-validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+validator = load_validator(schema_path)
 lock = threading.Lock()
-state = {"valid": 0}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -57,22 +73,27 @@ class Handler(BaseHTTPRequestHandler):
                 validator.validate(json.loads(body))
             except Exception as e:
                 entry["schema_error"] = str(e).splitlines()[0]
+        retry_after = None
         with lock:
             if not entry["verified"]:
-                status = 401
+                answer = "401"
             elif entry["schema_error"]:
-                status = 400
+                answer = "400"
             else:
-                state["valid"] += 1
-                status = 503 if state["valid"] <= fail_first else 204
+                answer = answers.pop(0) if answers else "204"
+            status = int(answer[:3])
+            if answer[3:].startswith("r"):
+                retry_after = answer[4:]
             entry["status"] = status
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(json.dumps(entry) + "\n")
         self.send_response(status)
+        if retry_after:
+            self.send_header("retry-after", retry_after)
         if status == 204:
             self.end_headers()
         else:
-            text = b"refused" if status != 503 else b"try later"
+            text = b"ok" if status < 300 else b"refused"
             self.send_header("content-type", "text/plain")
             self.send_header("content-length", str(len(text)))
             self.end_headers()

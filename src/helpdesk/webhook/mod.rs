@@ -1,39 +1,47 @@
 //! The signed webhook connector (`kind = "webhook"`): one JSON POST per finished call, signed as
 //! the Standard Webhooks specification says, for the systems no vendor integrates with.
 //!
-//! - Headers: `webhook-id` (the delivery's id, the same on every retry, so a receiver drops
-//!   repeats), `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature:
-//!   v1,<base64 HMAC-SHA256 of "id.timestamp.body">`. The secret is `whsec_` followed by the
-//!   base64 of 24 to 64 random bytes, the form the specification's libraries read.
+//! - Headers: `webhook-id` (`msg_` and a hash of the delivery's id: the same on every retry, so
+//!   a receiver drops repeats, and free of anything an admin typed), `webhook-timestamp` (Unix
+//!   seconds of the moment the attempt leaves, taken after any wait for the rate limit) and
+//!   `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`. The secret is
+//!   `whsec_` followed by the base64 of 24 to 64 random bytes, the form the specification's
+//!   libraries read; several secrets (one per line) sign each request with each, so a
+//!   receiver's secret can be rotated without losing a call.
 //! - The body ([`payload`]) is built once, saved before it is first sent, and every retry sends
 //!   those very bytes; only the timestamp and signature are new.
-//! - Any 2xx is success, whatever the body. 400, 413 and 422 fail the delivery at once (the
-//!   receiver refuses this payload; an admin retries it once the receiver is fixed); 410 too
-//!   (the receiver says the endpoint is gone); everything else (404 while a receiver deploys,
-//!   409, 429, 5xx, timeouts, no connection) is retried through the outbox.
+//! - Any 2xx is success, whatever the body. 410 (the receiver says the endpoint is gone) and 413
+//!   (the payload is too large for it) fail the delivery at once; everything else — a 400 or
+//!   401 while a receiver deploys or rotates its secret, 404, 429, 5xx, timeouts, no
+//!   connection — is retried through the outbox until `give_up_after` (three days by default,
+//!   as the specification's schedule suggests). A redirect fails the delivery (it is not
+//!   followed: the URL must be the receiver's own).
 
 pub mod payload;
 
 use std::time::Duration;
 
 use base64::Engine;
+use base64::alphabet::STANDARD as ALPHABET;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use reqwest::Method;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::http::{Credentials, Http, Vendor, error_message, no_rate_headers};
 use super::{Delivered, HelpdeskError, Job};
 use crate::config::{HelpdeskSettings, Secret, WebhookSettings};
-use crate::tickets::Rules;
+use crate::tickets::{self, Log, Rules};
 
 /// A webhook integration.
 pub struct Webhook {
     http: Http,
     name: String,
     rules: Rules,
-    key: Vec<u8>,
+    /// One key per secret given (several while a secret is rotated).
+    keys: Vec<Vec<u8>>,
 }
 
 /// The request a delivery saved before it was first sent: the body's very bytes, marked as a
@@ -44,12 +52,27 @@ enum Saved {
     Webhook { body: String },
 }
 
-/// The signing key a `whsec_…` secret holds; `Err` says what is wrong with it.
-pub fn signing_key(secret: &Secret) -> Result<Vec<u8>, String> {
-    let Some(encoded) = secret.expose().strip_prefix("whsec_") else {
+/// The signing keys the secret holds: one `whsec_…` per line (or separated by spaces); `Err`
+/// says what is wrong with them.
+pub fn signing_keys(secret: &Secret) -> Result<Vec<Vec<u8>>, String> {
+    secret
+        .expose()
+        .split_whitespace()
+        .map(signing_key)
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// The key one `whsec_…` secret holds (base64, padded or not, as the reference libraries read
+/// it).
+fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let Some(encoded) = secret.strip_prefix("whsec_") else {
         return Err("the webhook secret must start with whsec_ (generate one with: echo \"whsec_$(head -c 32 /dev/urandom | base64)\")".to_owned());
     };
-    let key = BASE64
+    let lenient = GeneralPurpose::new(
+        &ALPHABET,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let key = lenient
         .decode(encoded)
         .map_err(|e| format!("the webhook secret after whsec_ is not base64: {e}"))?;
     if !(24..=64).contains(&key.len()) {
@@ -61,7 +84,22 @@ pub fn signing_key(secret: &Secret) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-/// The `webhook-signature` value for one attempt.
+/// The `webhook-id` of a delivery: stable across retries, with nothing an admin typed in it.
+pub fn message_id(delivery_id: &str) -> String {
+    let digest = Sha256::digest(delivery_id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// The `webhook-signature` value for one attempt: a `v1,` signature per key, space-separated.
+pub fn signatures(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &str) -> String {
+    keys.iter()
+        .map(|key| signature(key, id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One `v1,` signature.
 pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());
@@ -78,7 +116,7 @@ impl Webhook {
         webhook: &WebhookSettings,
         secret: &Secret,
     ) -> Result<Webhook, String> {
-        let key = signing_key(secret)?;
+        let keys = signing_keys(secret)?;
         let http = Http::new(
             &settings.name,
             &webhook.url,
@@ -86,6 +124,8 @@ impl Webhook {
                 credentials: Credentials::None,
                 rate_headers: no_rate_headers,
                 json_answers: false,
+                pass_through: &[401, 403],
+                write_weight: 1,
             },
             settings.requests_per_minute,
             settings.request_timeout,
@@ -94,12 +134,19 @@ impl Webhook {
             http,
             name: settings.name.clone(),
             rules: settings.rules.clone(),
-            key,
+            keys,
         })
     }
 
     /// Carries out one delivery: the saved body, or a new one saved first, signed and posted.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
+        let call_type = job.call.call_type();
+        if self.rules.log.get(call_type) == Log::Nothing {
+            // The rule changed to "none" (a reload) after the delivery was queued.
+            return Ok(Delivered::Skipped(
+                tickets::Skip::NotLogged(call_type).to_string(),
+            ));
+        }
         let saved = job
             .delivery
             .request
@@ -124,36 +171,47 @@ impl Webhook {
                 body
             }
         };
-        let id = job.delivery.id.as_str();
-        let timestamp = Timestamp::now().as_second();
-        let signature = signature(&self.key, id, timestamp, &body);
+        let id = message_id(&job.delivery.id);
         let url = reqwest::Url::parse(self.http.base()).map_err(|e| {
             HelpdeskError::Permanent(format!("{} is not a URL: {e}", self.http.base()))
         })?;
-        let timestamp = timestamp.to_string();
         let reply = self
             .http
-            .send_text(
+            .send_signed(
                 Method::POST,
                 url,
                 Some(body),
-                &[
-                    ("webhook-id", id),
-                    ("webhook-timestamp", &timestamp),
-                    ("webhook-signature", &signature),
-                ],
+                &[("webhook-id", &id)],
+                |body| {
+                    // Signed when the request leaves, after any wait for the rate limit.
+                    let timestamp = Timestamp::now().as_second();
+                    vec![
+                        ("webhook-timestamp", timestamp.to_string()),
+                        (
+                            "webhook-signature",
+                            signatures(&self.keys, &id, timestamp, body),
+                        ),
+                    ]
+                },
             )
             .await?;
         let status = reply.status.as_u16();
         match status {
             200..=299 => Ok(Delivered::Ticket {
-                id: id.to_owned(),
+                id,
                 detail: format!("posted the call (receiver answered {status})"),
             }),
-            400 | 413 | 422 => Err(HelpdeskError::Permanent(format!(
-                "POST: the receiver refused the payload ({status} {})",
+            413 => Err(HelpdeskError::Permanent(format!(
+                "POST: the receiver refused the payload as too large (413 {})",
                 error_message(&reply.body)
             ))),
+            401 | 403 => Err(HelpdeskError::Retry {
+                reason: format!(
+                    "POST: the receiver refused the signature ({status} {}); check that it has the same secret and that both clocks are right",
+                    error_message(&reply.body)
+                ),
+                after: None,
+            }),
             410 => Err(HelpdeskError::Permanent(format!(
                 "POST: the receiver says this endpoint is gone (410 {}); fix url and retry the delivery",
                 error_message(&reply.body)
@@ -175,17 +233,20 @@ mod tests {
 
     #[test]
     fn secrets_are_read_in_the_whsec_form_and_checked() {
-        let key = signing_key(&Secret::new(
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        let keys = signing_keys(&Secret::new(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nwhsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAA"
+                .to_owned(),
         ))
         .unwrap();
-        assert_eq!(key.len(), 24);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].len(), 24);
+        assert_eq!(keys[1].len(), 25, "unpadded base64 is read too");
         for (secret, says) in [
             ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with whsec_"),
             ("whsec_not base64!", "is not base64"),
             ("whsec_c2hvcnQ=", "holds 5 bytes"),
         ] {
-            let error = signing_key(&Secret::new(secret.to_owned())).unwrap_err();
+            let error = signing_keys(&Secret::new(secret.to_owned())).unwrap_err();
             assert!(error.contains(says), "{secret}: {error}");
         }
     }
@@ -194,10 +255,7 @@ mod tests {
     fn the_signature_is_the_specifications_example() {
         // The example of the Standard Webhooks specification (and of its reference libraries'
         // tests): this key, id, timestamp and body sign to this value.
-        let key = signing_key(&Secret::new(
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        ))
-        .unwrap();
+        let key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(
             signature(
                 &key,
@@ -207,5 +265,22 @@ mod tests {
             ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+        // Two keys, two signatures.
+        let both = signatures(
+            &[key.clone(), key],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(both.split(' ').count(), 2);
+    }
+
+    #[test]
+    fn message_ids_are_stable_and_plain() {
+        let id = message_id("0192f5c3a1b2-1:soporte-españa\n");
+        assert_eq!(id, message_id("0192f5c3a1b2-1:soporte-españa\n"));
+        assert_ne!(id, message_id("0192f5c3a1b2-1:other"));
+        assert!(id.starts_with("msg_") && id.len() == 36);
+        assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

@@ -237,6 +237,8 @@ impl Zendesk {
                 credentials,
                 rate_headers,
                 json_answers: true,
+                pass_through: &[],
+                write_weight: 1,
             },
             settings.requests_per_minute,
             settings.request_timeout,
