@@ -469,7 +469,7 @@ fn the_example_helpdesks_are_read_with_their_rules() {
     };
     let text = include_str!("../../config.example.toml");
     let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.helpdesks.len(), 4);
+    assert_eq!(config.helpdesks.len(), 5);
     let madrid = &config.helpdesks[0];
     assert_eq!(madrid.name, "zendesk-madrid");
     assert_eq!(madrid.kind(), Kind::Zendesk);
@@ -530,7 +530,27 @@ fn the_example_helpdesks_are_read_with_their_rules() {
         r.create_out_of_hours && r.create_unknown_contacts && zd.update_title && !zd.voice_comments
     );
     assert_eq!(zd.missed_assignee, None);
-    let klaviyo = &config.helpdesks[2];
+    let helpscout = &config.helpdesks[2];
+    match &helpscout.vendor {
+        Vendor::HelpScout(own) => {
+            assert_eq!(own.base_url, "https://api.helpscout.net");
+            assert_eq!(
+                (own.client_id.as_str(), own.mailbox_id),
+                ("a1b2c3d4e5f6", 123456)
+            );
+            assert_eq!(own.status.missed, HelpScoutStatus::Active);
+            assert_eq!(own.status.inbound_answered, HelpScoutStatus::Closed);
+            assert_eq!(
+                own.reopen_closed_within,
+                Some(Duration::from_secs(48 * 3600))
+            );
+            assert!(own.reassign_to_agent);
+            assert_eq!(own.duplicates, Duplicates::MostRecent);
+        }
+        other => panic!("not Help Scout: {other:?}"),
+    }
+    assert_eq!(helpscout.rules.log.missed, Log::Previous);
+    let klaviyo = &config.helpdesks[3];
     match &klaviyo.vendor {
         Vendor::Klaviyo(own) => {
             assert_eq!(own.base_url, "https://a.klaviyo.com");
@@ -540,7 +560,7 @@ fn the_example_helpdesks_are_read_with_their_rules() {
         other => panic!("not Klaviyo: {other:?}"),
     }
     assert_eq!(klaviyo.requests_per_minute, 3000);
-    let hook = &config.helpdesks[3];
+    let hook = &config.helpdesks[4];
     assert_eq!(hook.kind(), Kind::Webhook);
     match &hook.vendor {
         Vendor::Webhook(own) => assert_eq!(own.url, "https://crm.iberiahogar.es/hooks/sipdesk"),
@@ -644,6 +664,35 @@ missed = { log = "previous", status = "open", metric = "" }
         &format!("{MINIMAL}{metric_on_zendesk}"),
         "metric = |\"X\"",
         "metric is a Klaviyo key",
+    );
+    // Help Scout: its own statuses, listed when one is wrong; its required keys.
+    let helpscout = r#"
+[[helpdesks]]
+name = "hs"
+kind = "helpscout"
+token_env = "HS"
+groups = ["support"]
+missed = { log = "new", status = "solved" }
+duplicates = "first"
+reopen_closed_within = "forever"
+"#;
+    let text = format!("{MINIMAL}{helpscout}");
+    assert_error(
+        &text,
+        "status = |\"solved\"",
+        "\"solved\" is not a status of this helpdesk; write \"active\", \"pending\" or \"closed\"",
+    );
+    assert_error(&text, "[[helpdesks]]|\"hs\"", "Help Scout needs client_id");
+    assert_error(&text, "[[helpdesks]]|\"hs\"", "Help Scout needs mailbox_id");
+    assert_error(
+        &text,
+        "duplicates = |\"first\"",
+        "write \"most_recent\" or \"skip\"",
+    );
+    assert_error(
+        &text,
+        "reopen_closed_within = |\"forever\"",
+        "is not a duration",
     );
     // Existing Zendesk entries keep working; a table without status takes the default status.
     let no_status = ZENDESK.replace(

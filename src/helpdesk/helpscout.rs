@@ -38,7 +38,7 @@ use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
 use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::{CallRecord, Direction, Outcome};
 use crate::config::{Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, Secret};
-use crate::tickets::{self, Log, Rules, Skip};
+use crate::tickets::{self, Log, Rules};
 
 /// How long an agent's e-mail → user answer is trusted.
 const AGENT_CACHE: Duration = Duration::from_secs(600);
@@ -764,10 +764,4 @@ impl HelpScout {
         }
         Ok(reply.body.to_string().contains(marker))
     }
-}
-
-/// Why a call's party is not logged, for the directory's "not found".
-#[allow(dead_code)]
-fn unknown(anonymous: bool) -> String {
-    Skip::UnknownContact { anonymous }.to_string()
 }

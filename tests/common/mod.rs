@@ -5,6 +5,7 @@
 pub(crate) mod calls;
 pub(crate) mod daemon;
 pub(crate) mod fs;
+pub(crate) mod helpscout;
 pub(crate) mod klaviyo;
 pub(crate) mod zendesk;
 
