@@ -59,7 +59,7 @@ fn check_config_accepts_the_example_with_a_one_line_summary() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout
-            .contains(": ok: 4 groups, 4 queues, 10 agents, 4 global holidays, 5 helpdesks, PBX 127.0.0.1:5080"),
+            .contains(": ok: 4 groups, 4 queues, 10 agents, 4 global holidays, 6 helpdesks, PBX 127.0.0.1:5080"),
         "{stdout}"
     );
     // The example's helpdesk secrets are not on this machine: said, but not an error.

@@ -28,8 +28,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use diagnostic::Diagnostic;
 use diagnostic::Source;
 pub use helpdesk::{
-    Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, Kind, KlaviyoSettings,
-    Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth, ZendeskSettings,
+    Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, IntercomSettings, Kind,
+    KlaviyoSettings, Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth, ZendeskSettings,
 };
 use raw::{RawAdmin, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
 

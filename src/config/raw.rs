@@ -406,7 +406,7 @@ fn default_final_action() -> FinalAction {
 pub(crate) struct RawHelpdesk {
     /// Unique name, shown in `sipdesk deliveries` and logs.
     pub(crate) name: String,
-    /// `"zendesk"`, `"helpscout"`, `"klaviyo"` or `"webhook"`.
+    /// `"zendesk"`, `"helpscout"`, `"intercom"`, `"klaviyo"` or `"webhook"`.
     pub(crate) kind: String,
     /// A file holding the secret (relative paths are under systemd's $CREDENTIALS_DIRECTORY when
     /// set). Never put the secret itself in this file.
@@ -479,6 +479,14 @@ pub(crate) struct RawHelpdesk {
     /// Two customers with one number: `"most_recent"` or `"skip"`.
     pub(crate) duplicates: Option<String>,
 
+    // Intercom.
+    /// `"us"`, `"eu"` or `"au"`: where the workspace's data is hosted.
+    pub(crate) region: Option<String>,
+    /// The Intercom admin who writes the notes and takes answered calls whose agent is no admin.
+    pub(crate) admin_email: Option<String>,
+    /// The e-mail of the one lead withheld numbers are logged under.
+    pub(crate) anonymous_email: Option<String>,
+
     // Webhook.
     /// Where the signed POSTs go.
     pub(crate) url: Option<String>,
@@ -503,6 +511,9 @@ impl RawHelpdesk {
             ("reopen_closed_within", self.reopen_closed_within.is_some()),
             ("reassign_to_agent", self.reassign_to_agent.is_some()),
             ("duplicates", self.duplicates.is_some()),
+            ("region", self.region.is_some()),
+            ("admin_email", self.admin_email.is_some()),
+            ("anonymous_email", self.anonymous_email.is_some()),
             (
                 "create_unknown_contacts",
                 self.create_unknown_contacts.is_some(),

@@ -469,7 +469,7 @@ fn the_example_helpdesks_are_read_with_their_rules() {
     };
     let text = include_str!("../../config.example.toml");
     let config = Config::from_toml(text, "config.example.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.helpdesks.len(), 5);
+    assert_eq!(config.helpdesks.len(), 6);
     let madrid = &config.helpdesks[0];
     assert_eq!(madrid.name, "zendesk-madrid");
     assert_eq!(madrid.kind(), Kind::Zendesk);
@@ -550,7 +550,20 @@ fn the_example_helpdesks_are_read_with_their_rules() {
         other => panic!("not Help Scout: {other:?}"),
     }
     assert_eq!(helpscout.rules.log.missed, Log::Previous);
-    let klaviyo = &config.helpdesks[3];
+    let intercom = &config.helpdesks[3];
+    match &intercom.vendor {
+        Vendor::Intercom(own) => {
+            assert_eq!(own.base_url, "https://api.intercom.io");
+            assert_eq!(own.admin_email, "suporte@iberiahogar.com.br");
+            assert_eq!(
+                own.anonymous_email.as_deref(),
+                Some("anonimo@iberiahogar.com.br")
+            );
+        }
+        other => panic!("not Intercom: {other:?}"),
+    }
+    assert_eq!(intercom.requests_per_minute, 1000);
+    let klaviyo = &config.helpdesks[4];
     match &klaviyo.vendor {
         Vendor::Klaviyo(own) => {
             assert_eq!(own.base_url, "https://a.klaviyo.com");
@@ -560,7 +573,7 @@ fn the_example_helpdesks_are_read_with_their_rules() {
         other => panic!("not Klaviyo: {other:?}"),
     }
     assert_eq!(klaviyo.requests_per_minute, 3000);
-    let hook = &config.helpdesks[4];
+    let hook = &config.helpdesks[5];
     assert_eq!(hook.kind(), Kind::Webhook);
     match &hook.vendor {
         Vendor::Webhook(own) => assert_eq!(own.url, "https://crm.iberiahogar.es/hooks/sipdesk"),
@@ -694,6 +707,43 @@ reopen_closed_within = "forever"
         "reopen_closed_within = |\"forever\"",
         "is not a duration",
     );
+    // Intercom: a region it hosts, an admin, no status.
+    let intercom = r#"
+[[helpdesks]]
+name = "ic"
+kind = "intercom"
+token_env = "IC"
+groups = ["support"]
+region = "ca"
+anonymous_email = "nobody"
+missed = { log = "new", status = "open" }
+"#;
+    let text = format!("{MINIMAL}{intercom}");
+    assert_error(&text, "region = |\"ca\"", "write \"us\", \"eu\" or \"au\"");
+    assert_error(&text, "[[helpdesks]]|\"ic\"", "Intercom needs admin_email");
+    assert_error(
+        &text,
+        "anonymous_email = |\"nobody\"",
+        "is not an e-mail address",
+    );
+    assert_error(
+        &text,
+        "status = |\"open\"",
+        "an Intercom conversation has no status",
+    );
+    let eu = intercom
+        .replace(
+            "region = \"ca\"",
+            "region = \"eu\"\nadmin_email = \"a@example.com\"",
+        )
+        .replace("anonymous_email = \"nobody\"\n", "")
+        .replace(", status = \"open\"", "");
+    let config = Config::from_toml(&format!("{MINIMAL}{eu}"), "t.toml").unwrap();
+    let Vendor::Intercom(own) = &config.helpdesks[0].vendor else {
+        panic!("not Intercom")
+    };
+    assert_eq!(own.base_url, "https://api.eu.intercom.io");
+    assert_eq!(own.anonymous_email, None);
     // Existing Zendesk entries keep working; a table without status takes the default status.
     let no_status = ZENDESK.replace(
         "groups = [\"support\"]",
@@ -767,7 +817,7 @@ fn helpdesk_values_are_checked_where_written() {
     assert_error(
         &format!("{MINIMAL}{unknown}"),
         "\"freshdesk\"",
-        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\", \"helpscout\", \"klaviyo\" or \"webhook\"",
+        "\"freshdesk\" is not a helpdesk sipdesk knows; write \"zendesk\", \"helpscout\", \"intercom\", \"klaviyo\" or \"webhook\"",
     );
     let broken = ZENDESK
         .replace("subdomain = \"acme\"", "subdomain = \"acme.zendesk.com\"")

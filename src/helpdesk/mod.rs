@@ -13,6 +13,7 @@
 
 pub mod helpscout;
 pub mod http;
+pub mod intercom;
 pub mod klaviyo;
 pub mod webhook;
 pub mod zendesk;
@@ -183,6 +184,7 @@ impl Job<'_> {
 pub enum Connector {
     Zendesk(zendesk::Zendesk),
     HelpScout(helpscout::HelpScout),
+    Intercom(intercom::Intercom),
     Klaviyo(klaviyo::Klaviyo),
     Webhook(webhook::Webhook),
 }
@@ -199,6 +201,9 @@ impl Connector {
             Vendor::HelpScout(own) => Ok(Connector::HelpScout(helpscout::HelpScout::new(
                 settings, own, &secret,
             )?)),
+            Vendor::Intercom(own) => Ok(Connector::Intercom(intercom::Intercom::new(
+                settings, own, &secret,
+            )?)),
             Vendor::Klaviyo(own) => Ok(Connector::Klaviyo(klaviyo::Klaviyo::new(
                 settings, own, &secret,
             )?)),
@@ -212,6 +217,7 @@ impl Connector {
         match self {
             Connector::Zendesk(zendesk) => zendesk.deliver(job).await,
             Connector::HelpScout(helpscout) => helpscout.deliver(job).await,
+            Connector::Intercom(intercom) => intercom.deliver(job).await,
             Connector::Klaviyo(klaviyo) => klaviyo.deliver(job).await,
             Connector::Webhook(webhook) => webhook.deliver(job).await,
         }

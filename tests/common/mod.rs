@@ -6,6 +6,7 @@ pub(crate) mod calls;
 pub(crate) mod daemon;
 pub(crate) mod fs;
 pub(crate) mod helpscout;
+pub(crate) mod intercom;
 pub(crate) mod klaviyo;
 pub(crate) mod zendesk;
 

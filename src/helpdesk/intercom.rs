@@ -1,0 +1,615 @@
+//! The Intercom connector (`kind = "intercom"`, REST API version [`VERSION`]), following the
+//! seed on Intercom: each call is a message in the contact's new (or, with `log = "previous"`,
+//! latest open) conversation, then an internal note with the details.
+//!
+//! - Bearer token, `Intercom-Version` pinned, the region's API (`region`).
+//! - Contacts are found by phone (`POST /contacts/search`). Several contacts with the number:
+//!   the call is not logged (the seed), with that reason. No contact: when
+//!   `create_unknown_contacts` allows it, a lead named "<E.164> New contact" with that phone. A
+//!   409 on create means the contact exists: the id in Intercom's message is used. Withheld
+//!   numbers share one lead, the one with `anonymous_email`, created under the same rule;
+//!   without `anonymous_email` they are not logged. Search lags behind writes, so the
+//!   directory (what sipdesk learnt) is the key.
+//! - The message: "<Inbound call answered | Inbound call unanswered | Outbound call answered |
+//!   Outbound call unanswered | Missed call | Voicemail> on <group>" ("unanswered" when agents
+//!   were rung, "Missed call" when nobody could be). The note (written by `admin_email`'s
+//!   admin): the caller's number, the queue and group, and the configured fields (wait, who
+//!   answered or dialled, duration, recording).
+//! - Assignment (seed): an answered or outbound call to the Intercom admin with the agent's
+//!   e-mail, else to `admin_email`'s admin; a missed call is left unassigned so Intercom's own
+//!   assignment rules apply.
+//! - The call's tags are applied to the conversation (tags are created when missing).
+//! - Each step is saved on the delivery; a retry looks for its own note (it ends with the
+//!   call's marker) before writing it again.
+//! - Limits: Intercom counts requests in 10-second windows (`X-RateLimit-Limit` per window,
+//!   `X-RateLimit-Reset` when the next starts); sipdesk follows the announced window and waits
+//!   for the reset when it is used up or on 429.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
+use super::{Delivered, HelpdeskError, Job, Party};
+use crate::call::{CallRecord, CallType, Direction, MissedReason, Outcome};
+use crate::config::{HelpdeskSettings, IntercomSettings, Secret};
+use crate::tickets::{self, Log, Rules, Skip};
+
+/// The API version sipdesk is written against.
+pub const VERSION: &str = "2.16";
+
+/// How long the admins list is trusted.
+const ADMINS_FRESH: Duration = Duration::from_secs(600);
+/// How long a contact from the directory is used before Intercom is asked again.
+const CONTACT_FRESH: Duration = Duration::from_secs(24 * 3600);
+
+/// An Intercom integration.
+pub struct Intercom {
+    http: Http,
+    name: String,
+    rules: Rules,
+    settings: IntercomSettings,
+    /// The workspace's admins by lower-cased e-mail, and when they were read.
+    admins: Mutex<Option<(HashMap<String, String>, Instant)>>,
+}
+
+/// What a delivery saved of its progress.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Progress {
+    /// Always "intercom": a request saved by another kind of connector is not ours.
+    kind: String,
+    /// A conversation create was sent (its answer may have been lost).
+    creating: bool,
+    conversation: Option<String>,
+    done: Vec<String>,
+}
+
+/// Intercom's headers: the limit of the 10-second window, what remains, and when it resets
+/// (Unix seconds).
+fn rate_headers(headers: &HeaderMap) -> Announced {
+    let per_window = header_number(headers, "x-ratelimit-limit");
+    let exhausted = header_number(headers, "x-ratelimit-remaining") == Some(0);
+    let reset = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let wait = reset.filter(|_| exhausted).map(|at| {
+        Duration::from_secs(
+            u64::try_from(at - Timestamp::now().as_second())
+                .unwrap_or(0)
+                .clamp(1, 60),
+        )
+    });
+    Announced {
+        per_minute: per_window.map(|n| n.saturating_mul(6)),
+        wait,
+    }
+}
+
+/// What Intercom's `error.list` says.
+fn errors(reply: &Reply) -> String {
+    let listed: Vec<String> = reply
+        .body
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            [e.get("code"), e.get("message")]
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .collect();
+    if listed.is_empty() {
+        super::http::error_message(&reply.body)
+    } else {
+        listed.join("; ")
+    }
+}
+
+/// The seed's words for a call.
+pub fn headline(call: &CallRecord) -> &'static str {
+    match call.call_type() {
+        CallType::InboundAnswered => "Inbound call answered",
+        CallType::Missed if call.reason == Some(MissedReason::NoAnswer) => {
+            "Inbound call unanswered"
+        }
+        CallType::Missed => "Missed call",
+        CallType::Voicemail => "Voicemail",
+        CallType::OutboundAnswered => "Outbound call answered",
+        CallType::OutboundUnanswered => "Outbound call unanswered",
+    }
+}
+
+/// Text for a note: Intercom shows admin notes as HTML.
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .split('\n')
+        .map(|line| format!("<p>{line}</p>"))
+        .collect()
+}
+
+/// The contact id in a 409's "… already exists with id=<id>".
+fn conflicting_id(reply: &Reply) -> Option<String> {
+    let text = errors(reply);
+    let at = text.find("id=")? + 3;
+    let id: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+impl Intercom {
+    pub fn new(
+        settings: &HelpdeskSettings,
+        intercom: &IntercomSettings,
+        secret: &Secret,
+    ) -> Result<Intercom, String> {
+        let http = Http::new(
+            &settings.name,
+            &intercom.base_url,
+            Vendor {
+                credentials: Credentials::Bearer(secret.clone()),
+                rate_headers,
+                json_answers: true,
+                pass_through: &[],
+                write_weight: 1,
+            },
+            settings.requests_per_minute,
+            settings.request_timeout,
+        )?;
+        Ok(Intercom {
+            http,
+            name: settings.name.clone(),
+            rules: settings.rules.clone(),
+            settings: intercom.clone(),
+            admins: Mutex::new(None),
+        })
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, HelpdeskError> {
+        let url = self.http.url(path, &[])?;
+        self.http
+            .send(method, url, body, &[("intercom-version", VERSION)])
+            .await
+    }
+
+    fn refused(&self, what: &str, reply: &Reply) -> HelpdeskError {
+        let reason = format!(
+            "{what}: {} refused it ({} {})",
+            self.name,
+            reply.status.as_u16(),
+            errors(reply)
+        );
+        if reply.status.as_u16() == 409 {
+            HelpdeskError::Retry {
+                reason,
+                after: None,
+            }
+        } else {
+            HelpdeskError::Permanent(reason)
+        }
+    }
+
+    /// Carries out one delivery.
+    pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
+        let call = job.call;
+        if self.rules.log.get(call.call_type()) == Log::Nothing {
+            return Ok(Delivered::Skipped(
+                Skip::NotLogged(call.call_type()).to_string(),
+            ));
+        }
+        let mut progress = job
+            .delivery
+            .request
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Progress>(text).ok())
+            .filter(|p| p.kind == "intercom")
+            .unwrap_or_else(|| Progress {
+                kind: "intercom".to_owned(),
+                ..Progress::default()
+            });
+        let contact = match self.contact(job).await? {
+            Ok(found) => found,
+            Err(skip) => return Ok(Delivered::Skipped(skip)),
+        };
+        let admin = self
+            .admin(&self.settings.admin_email)
+            .await?
+            .ok_or_else(|| {
+                HelpdeskError::Permanent(format!(
+                    "admin_email {} is not an admin of this Intercom workspace",
+                    self.settings.admin_email
+                ))
+            })?;
+        let group = call.group.as_deref().unwrap_or("sipdesk");
+        let message = format!("{} on {group}", headline(call));
+        let marker = tickets::marker(&call.id);
+        let step_done = |p: &Progress, step: &str| p.done.iter().any(|d| d == step);
+
+        if progress.conversation.is_none() && progress.creating {
+            // A create whose answer was lost: the conversation may exist already.
+            progress.conversation = self.made_for(&contact, call, &message).await?;
+            if progress.conversation.is_some() {
+                progress.done.push("message".to_owned());
+            }
+        }
+        if progress.conversation.is_none() && self.rules.log.get(call.call_type()) == Log::Previous
+        {
+            if let Some(id) = self.latest_open(&contact).await? {
+                let path = format!("/conversations/{id}/reply");
+                let body = json!({
+                    "message_type": "comment", "type": "user",
+                    "intercom_user_id": contact, "body": message,
+                });
+                let reply = self.request(Method::POST, &path, Some(&body)).await?;
+                if !reply.is_success() {
+                    return Err(self.refused(&format!("POST {path}"), &reply));
+                }
+                progress.conversation = Some(id);
+                progress.done.push("message".to_owned());
+                self.save(job, &progress).await?;
+            }
+        }
+        let conversation = match progress.conversation.clone() {
+            Some(id) => id,
+            None => {
+                progress.creating = true;
+                self.save(job, &progress).await?;
+                // `contact` stands for a user or a lead alike.
+                let body = json!({ "from": { "type": "contact", "id": contact }, "body": message });
+                let reply = self
+                    .request(Method::POST, "/conversations", Some(&body))
+                    .await?;
+                if !reply.is_success() {
+                    return Err(self.refused("POST /conversations", &reply));
+                }
+                let id = match reply.body.get("conversation_id") {
+                    Some(Value::String(id)) => id.clone(),
+                    Some(Value::Number(id)) => id.to_string(),
+                    _ => {
+                        return Err(HelpdeskError::Retry {
+                            reason: "POST /conversations: no conversation_id in the answer"
+                                .to_owned(),
+                            after: None,
+                        });
+                    }
+                };
+                progress.conversation = Some(id.clone());
+                progress.done.push("message".to_owned());
+                self.save(job, &progress).await?;
+                id
+            }
+        };
+        if !step_done(&progress, "note") && !self.has_note(&conversation, &marker).await? {
+            let path = format!("/conversations/{conversation}/reply");
+            let mut text = format!(
+                "{message}\nNumber: {}\n",
+                match &job.party {
+                    Party::Number(n) => n.clone(),
+                    Party::Anonymous { .. } => "withheld".to_owned(),
+                }
+            );
+            text.push_str(&tickets::note(&self.rules, call));
+            let body = json!({ "message_type": "note", "type": "admin", "admin_id": admin, "body": html(&text) });
+            let reply = self.request(Method::POST, &path, Some(&body)).await?;
+            if !reply.is_success() {
+                return Err(self.refused(&format!("POST {path}"), &reply));
+            }
+        }
+        if !step_done(&progress, "note") {
+            progress.done.push("note".to_owned());
+            self.save(job, &progress).await?;
+        }
+        let handled = call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
+        let mut assigned = String::new();
+        if handled && !step_done(&progress, "assign") {
+            let agent = match &call.agent_email {
+                Some(email) => self.admin(email).await?,
+                None => None,
+            };
+            let assignee = agent.clone().unwrap_or_else(|| admin.clone());
+            let path = format!("/conversations/{conversation}/parts");
+            let body = json!({ "message_type": "assignment", "type": "admin", "admin_id": admin, "assignee_id": assignee });
+            let reply = self.request(Method::POST, &path, Some(&body)).await?;
+            if !reply.is_success() {
+                return Err(self.refused(&format!("POST {path}"), &reply));
+            }
+            progress.done.push("assign".to_owned());
+            self.save(job, &progress).await?;
+            assigned = if agent.is_some() {
+                ", assigned to the agent".to_owned()
+            } else {
+                format!(", assigned to {}", self.settings.admin_email)
+            };
+        }
+        for tag in &call.tags {
+            let step = format!("tag:{tag}");
+            if step_done(&progress, &step) {
+                continue;
+            }
+            let reply = self
+                .request(Method::POST, "/tags", Some(&json!({ "name": tag })))
+                .await?;
+            let id = reply
+                .body
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let Some(id) = id.filter(|_| reply.is_success()) else {
+                return Err(self.refused("POST /tags", &reply));
+            };
+            let path = format!("/conversations/{conversation}/tags");
+            let reply = self
+                .request(
+                    Method::POST,
+                    &path,
+                    Some(&json!({ "id": id, "admin_id": admin })),
+                )
+                .await?;
+            if !reply.is_success() {
+                return Err(self.refused(&format!("POST {path}"), &reply));
+            }
+            progress.done.push(step);
+            self.save(job, &progress).await?;
+        }
+        Ok(Delivered::Ticket {
+            id: conversation.clone(),
+            detail: format!("logged \"{message}\" in conversation {conversation}{assigned}"),
+        })
+    }
+
+    async fn save(&self, job: &Job<'_>, progress: &Progress) -> Result<(), HelpdeskError> {
+        let text = serde_json::to_string(progress)
+            .map_err(|e| HelpdeskError::Permanent(format!("cannot save the progress: {e}")))?;
+        job.remember_request(Some(&text)).await
+    }
+
+    /// The contact the call goes to (`Err`: why it is not logged).
+    async fn contact(&self, job: &Job<'_>) -> Result<Result<String, String>, HelpdeskError> {
+        let anonymous = matches!(job.party, Party::Anonymous { .. });
+        let (field, value) = match &job.party {
+            Party::Number(number) => ("phone", number.clone()),
+            Party::Anonymous { .. } => match &self.settings.anonymous_email {
+                Some(email) => ("email", email.clone()),
+                None => {
+                    return Ok(Err(
+                        "the number is withheld and anonymous_email is not set, so there is no anonymous lead to log it under".to_owned(),
+                    ));
+                }
+            },
+        };
+        if let Some(entry) = job.directory_entry().await? {
+            let age = Timestamp::now()
+                .duration_since(entry.checked_at)
+                .unsigned_abs();
+            if let (Some(id), true) = (&entry.contact_id, age < CONTACT_FRESH) {
+                job.remember_contact(id).await?;
+                return Ok(Ok(id.clone()));
+            }
+        }
+        let body = json!({ "query": { "field": field, "operator": "=", "value": value } });
+        let reply = self
+            .request(Method::POST, "/contacts/search", Some(&body))
+            .await?;
+        if !reply.is_success() {
+            return Err(self.refused("POST /contacts/search", &reply));
+        }
+        let found: Vec<String> = reply
+            .body
+            .get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some(c.get("id")?.as_str()?.to_owned()))
+            .collect();
+        let id = match found.len() {
+            1 => found.into_iter().next().expect("one"),
+            0 => {
+                if let Err(skip) = tickets::may_create_contact(&self.rules, anonymous) {
+                    return Ok(Err(skip.to_string()));
+                }
+                let body = match &job.party {
+                    Party::Number(number) => {
+                        json!({ "role": "lead", "phone": number, "name": format!("{number} New contact") })
+                    }
+                    Party::Anonymous { .. } => {
+                        json!({ "role": "lead", "email": value, "name": "Anonymous contact" })
+                    }
+                };
+                let reply = self.request(Method::POST, "/contacts", Some(&body)).await?;
+                let id = if reply.status.as_u16() == 409 {
+                    conflicting_id(&reply)
+                } else if reply.is_success() {
+                    reply
+                        .body
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                } else {
+                    return Err(self.refused("POST /contacts", &reply));
+                };
+                let Some(id) = id else {
+                    return Err(self.refused("POST /contacts", &reply));
+                };
+                id
+            }
+            n => {
+                return Ok(Err(format!(
+                    "{n} Intercom contacts have this number; its calls are not logged until only one has it (the Intercom seed)"
+                )));
+            }
+        };
+        job.learn(Some(id.clone()), None, false).await?;
+        job.remember_contact(&id).await?;
+        Ok(Ok(id))
+    }
+
+    /// The id of the admin with this e-mail, if any.
+    async fn admin(&self, email: &str) -> Result<Option<String>, HelpdeskError> {
+        let key = email.to_lowercase();
+        {
+            let held = self.admins.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((admins, at)) = held.as_ref() {
+                if at.elapsed() < ADMINS_FRESH {
+                    return Ok(admins.get(&key).cloned());
+                }
+            }
+        }
+        let reply = self.request(Method::GET, "/admins", None).await?;
+        if !reply.is_success() {
+            return Err(self.refused("GET /admins", &reply));
+        }
+        let admins: HashMap<String, String> = reply
+            .body
+            .get("admins")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                let id = match a.get("id")? {
+                    Value::String(id) => id.clone(),
+                    Value::Number(id) => id.to_string(),
+                    _ => return None,
+                };
+                Some((a.get("email")?.as_str()?.to_lowercase(), id))
+            })
+            .collect();
+        let found = admins.get(&key).cloned();
+        *self.admins.lock().unwrap_or_else(|e| e.into_inner()) = Some((admins, Instant::now()));
+        Ok(found)
+    }
+
+    /// The contact's conversations matching `more` (search filters), as listed.
+    async fn search(&self, contact: &str, more: Value) -> Result<Vec<Value>, HelpdeskError> {
+        let body = json!({
+            "query": { "operator": "AND", "value": [
+                { "field": "contact_ids", "operator": "=", "value": contact },
+                more,
+            ]},
+            "pagination": { "per_page": 50 },
+        });
+        let reply = self
+            .request(Method::POST, "/conversations/search", Some(&body))
+            .await?;
+        if !reply.is_success() {
+            return Err(self.refused("POST /conversations/search", &reply));
+        }
+        Ok(reply
+            .body
+            .get("conversations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The contact's most recently updated open conversation.
+    async fn latest_open(&self, contact: &str) -> Result<Option<String>, HelpdeskError> {
+        let open = self
+            .search(
+                contact,
+                json!({ "field": "open", "operator": "=", "value": true }),
+            )
+            .await?;
+        Ok(open
+            .iter()
+            .filter(|c| c.get("state").and_then(Value::as_str) == Some("open"))
+            .max_by_key(|c| c.get("updated_at").and_then(Value::as_i64).unwrap_or(0))
+            .and_then(|c| c.get("id"))
+            .and_then(|id| match id {
+                Value::String(id) => Some(id.clone()),
+                Value::Number(id) => Some(id.to_string()),
+                _ => None,
+            }))
+    }
+
+    /// A conversation started for this call by an attempt whose answer was lost: the contact's,
+    /// made since the call ended, whose first message is this call's.
+    async fn made_for(
+        &self,
+        contact: &str,
+        call: &CallRecord,
+        message: &str,
+    ) -> Result<Option<String>, HelpdeskError> {
+        let since = call.ended_at.as_second() - 1;
+        let made = self
+            .search(
+                contact,
+                json!({ "field": "created_at", "operator": ">", "value": since }),
+            )
+            .await?;
+        Ok(made
+            .iter()
+            .find(|c| {
+                c.pointer("/source/body")
+                    .and_then(Value::as_str)
+                    .is_some_and(|body| body.contains(message))
+            })
+            .and_then(|c| c.get("id"))
+            .and_then(|id| id.as_str().map(str::to_owned)))
+    }
+
+    /// Whether the conversation already has this call's note.
+    async fn has_note(&self, conversation: &str, marker: &str) -> Result<bool, HelpdeskError> {
+        let path = format!("/conversations/{conversation}");
+        let reply = self.request(Method::GET, &path, None).await?;
+        if !reply.is_success() {
+            return Err(self.refused(&format!("GET {path}"), &reply));
+        }
+        Ok(reply
+            .body
+            .pointer("/conversation_parts/conversation_parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|part| {
+                part.get("body")
+                    .and_then(Value::as_str)
+                    .is_some_and(|b| b.contains(marker))
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tickets::tests::call;
+
+    #[test]
+    fn the_message_uses_the_seeds_words() {
+        let mut missed = call(CallType::Missed);
+        assert_eq!(headline(&missed), "Inbound call unanswered");
+        missed.reason = Some(MissedReason::OutOfHours);
+        assert_eq!(headline(&missed), "Missed call");
+        assert_eq!(
+            headline(&call(CallType::InboundAnswered)),
+            "Inbound call answered"
+        );
+        assert_eq!(headline(&call(CallType::Voicemail)), "Voicemail");
+        assert_eq!(
+            headline(&call(CallType::OutboundAnswered)),
+            "Outbound call answered"
+        );
+        assert_eq!(
+            headline(&call(CallType::OutboundUnanswered)),
+            "Outbound call unanswered"
+        );
+    }
+}
