@@ -41,7 +41,7 @@ base_url = "{kv}"
 token_file = "kv.key"
 groups = ["support", "closed"]
 missed = {{ log = "new", metric = "Support Call Missed" }}
-fields = ["call_type", "agent", "start"]
+fields = ["call_type", "agent", "start", "group"]
 request_timeout = "2s"
 
 [[helpdesks]]
@@ -114,7 +114,9 @@ fn every_call_is_one_event_on_the_callers_profile() {
     //    recorded the event, so the retry is a repeat Klaviyo drops by unique_id.
     kv.fail_next(1, Fault::LoseAnswer);
     call(&daemon, "600123456", "100", Some("agents-answer.xml"), true);
-    // 2. Missed (rung, no answer), from a number only `kv` takes; `kv` fails once with a 503.
+    // 2. Missed (rung, no answer), from a number only `kv` takes; `kv` fails once with a 503
+    //    (once the first call's deliveries are settled, so the fault is this call's).
+    daemon.settled_deliveries(2, WAIT);
     kv.fail_next(1, Fault::Status(503));
     call(
         &daemon,

@@ -667,7 +667,7 @@ missed = { log = "previous", status = "open", metric = "" }
     assert_error(
         &text,
         "metric = |\"\"",
-        "a metric is a name of 1 to 128 characters",
+        "a metric is a name of 1 to 127 characters",
     );
     let metric_on_zendesk = ZENDESK.replace(
         "groups = [\"support\"]",

@@ -58,18 +58,43 @@ pub struct HelpScout {
     agents: Mutex<HashMap<String, (Option<u64>, Instant)>>,
 }
 
-/// What a delivery saved of its progress.
+/// What a delivery saved of its progress. Help Scout has no idempotency keys and its search
+/// lags behind writes, so every write whose answer may have been lost is marked here first, and
+/// a retry looks before writing again.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Progress {
     /// Always "helpscout": a request saved by another kind of connector is not ours.
     kind: String,
-    /// A conversation create was sent (its answer may have been lost).
+    /// A customer create was sent and its answer may have been lost.
+    customer_sent: bool,
+    /// A conversation create was sent and its answer may have been lost.
     creating: bool,
+    /// How many times a retry waited for the search to show what an earlier attempt made.
+    looked: u32,
     /// The conversation the call went to, once known.
     conversation: Option<u64>,
     /// The steps done on it.
     done: Vec<String>,
+    /// The chosen conversation turned out full, merged or deleted: open a new one.
+    fresh: bool,
 }
+
+impl Progress {
+    fn did(&self, step: &str) -> bool {
+        self.done.iter().any(|d| d == step)
+    }
+
+    fn mark(&mut self, step: &str) {
+        if !self.did(step) {
+            self.done.push(step.to_owned());
+        }
+    }
+}
+
+/// How many times a retry waits for Help Scout's search before writing again.
+const LOOKS: u32 = 3;
+/// How long it waits each time.
+const LAG_WAIT: Duration = Duration::from_secs(10);
 
 /// A conversation, as listed.
 #[derive(Clone, Debug, Deserialize)]
@@ -99,11 +124,24 @@ impl Conversation {
 #[derive(Clone, Debug, PartialEq)]
 enum Target {
     New,
-    Existing {
-        id: u64,
-        reopen: bool,
-        tags: Vec<String>,
-    },
+    Existing { id: u64, reopen: bool },
+}
+
+/// How a write to a chosen conversation went.
+enum Step {
+    Done,
+    /// The conversation is gone (404), merged into another (301) or full (412).
+    Gone(&'static str),
+}
+
+/// Why a conversation can take no more of the call, if it cannot.
+fn gone(reply: &Reply) -> Option<&'static str> {
+    match reply.status.as_u16() {
+        301 => Some("was merged into another"),
+        404 => Some("is gone"),
+        412 => Some("is full (100 threads)"),
+        _ => None,
+    }
 }
 
 /// Help Scout's rate-limit headers: `X-RateLimit-Limit-Minute`, and when the minute is used up
@@ -178,7 +216,7 @@ impl HelpScout {
                 credentials: Credentials::None,
                 rate_headers,
                 json_answers: true,
-                pass_through: &[401],
+                pass_through: &[301, 401, 412],
                 write_weight: 2,
             },
             settings.requests_per_minute,
@@ -297,6 +335,12 @@ impl HelpScout {
     /// Carries out one delivery.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
+        if self.rules.log.get(call.call_type()) == Log::Nothing {
+            // The rule changed to "none" (a reload) after the delivery was queued.
+            return Ok(Delivered::Skipped(
+                tickets::Skip::NotLogged(call.call_type()).to_string(),
+            ));
+        }
         let mut progress = job
             .delivery
             .request
@@ -307,13 +351,15 @@ impl HelpScout {
                 kind: "helpscout".to_owned(),
                 ..Progress::default()
             });
-        let customer = match self.customer(job).await? {
+        let customer = match self.customer(job, &mut progress).await? {
             Ok(id) => id,
             Err(skip) => return Ok(Delivered::Skipped(skip)),
         };
         let agent = match &call.agent_email {
             Some(email)
-                if call.outcome == Outcome::Answered || call.direction == Direction::Outbound =>
+                if self.settings.reassign_to_agent
+                    && (call.outcome == Outcome::Answered
+                        || call.direction == Direction::Outbound) =>
             {
                 self.agent(email).await?
             }
@@ -321,20 +367,40 @@ impl HelpScout {
         };
         let status = self.settings.status.get(call.call_type());
         let marker = tickets::marker(&call.id);
-        // A retried create whose answer was lost: the conversation may exist already.
+        // A create whose answer was lost: the conversation may exist, once search shows it.
         if progress.creating && progress.conversation.is_none() {
-            if let Some(id) = self.conversation_with(customer, &marker).await? {
-                progress.conversation = Some(id);
-                progress.done = vec!["phone".to_owned(), "note".to_owned()];
-                self.save(job, &progress).await?;
+            match self.conversation_with(customer, &marker).await? {
+                Some(id) => progress.conversation = Some(id),
+                None if progress.looked < LOOKS => {
+                    progress.looked += 1;
+                    self.save(job, &progress).await?;
+                    return Err(HelpdeskError::Retry {
+                        reason: "an earlier attempt may have created the conversation; waiting for Help Scout's search to show it".to_owned(),
+                        after: Some(LAG_WAIT),
+                    });
+                }
+                None => {}
             }
         }
+        // A conversation chosen by an earlier attempt: what it already holds of this call.
+        if let Some(id) = progress.conversation {
+            match self.threads_of(id, &marker).await? {
+                None => return self.start_over(job, &mut progress, id, "is gone").await,
+                Some((phone, note)) => {
+                    if phone {
+                        progress.mark("phone");
+                    }
+                    if note {
+                        progress.mark("note");
+                    }
+                }
+            }
+        }
+        // Withheld callers share one customer: their calls never join each other's.
+        let anonymous = matches!(job.party, Party::Anonymous { .. });
         let target = match progress.conversation {
-            Some(id) => Target::Existing {
-                id,
-                reopen: false,
-                tags: Vec::new(),
-            },
+            Some(id) => Target::Existing { id, reopen: false },
+            None if progress.fresh || anonymous => Target::New,
             None if self.rules.log.get(call.call_type()) == Log::Previous => {
                 self.previous(customer).await?
             }
@@ -342,51 +408,71 @@ impl HelpScout {
         };
         match target {
             Target::New => {
-                progress.creating = true;
-                self.save(job, &progress).await?;
-                let mut body = json!({
-                    "subject": tickets::subject(call),
-                    "type": "phone",
-                    "mailboxId": self.settings.mailbox_id,
-                    "status": status.as_str(),
-                    "customer": { "id": customer },
-                    "tags": call_tags(call),
-                    "threads": [
-                        { "type": "phone", "customer": { "id": customer }, "text": html(&self.phone_text(call)) },
-                        { "type": "note", "text": html(&tickets::note(&self.rules, call)) },
-                    ],
-                });
-                if let Some(user) = agent {
-                    body["assignTo"] = json!(user);
-                }
-                let reply = self
-                    .request(Method::POST, "/v2/conversations", &[], Some(&body))
-                    .await?;
-                let id = self.created("POST /v2/conversations", &reply)?;
-                progress.conversation = Some(id);
-                progress.done = vec!["phone".to_owned(), "note".to_owned()];
-                self.save(job, &progress).await?;
-                Ok(Delivered::Ticket {
-                    id: id.to_string(),
-                    detail: format!("created conversation {id} ({})", status.as_str()),
-                })
+                self.create(job, &mut progress, customer, agent, status)
+                    .await
             }
-            Target::Existing { id, reopen, tags } => {
+            Target::Existing { id, reopen } => {
                 progress.conversation = Some(id);
                 self.save(job, &progress).await?;
-                self.add_to(
-                    job,
-                    &mut progress,
-                    id,
-                    customer,
-                    reopen,
-                    tags,
-                    agent,
-                    status,
-                )
-                .await
+                self.add_to(job, &mut progress, id, customer, reopen, agent, status)
+                    .await
             }
         }
+    }
+
+    /// A new phone conversation holding the call: one request, its answer awaited under a mark.
+    async fn create(
+        &self,
+        job: &Job<'_>,
+        progress: &mut Progress,
+        customer: u64,
+        agent: Option<u64>,
+        status: HelpScoutStatus,
+    ) -> Result<Delivered, HelpdeskError> {
+        let call = job.call;
+        progress.creating = true;
+        progress.looked = 0;
+        self.save(job, progress).await?;
+        let mut body = json!({
+            "subject": tickets::subject(call),
+            "type": "phone",
+            "mailboxId": self.settings.mailbox_id,
+            "status": status.as_str(),
+            "customer": { "id": customer },
+            "tags": call_tags(call),
+            "threads": [
+                { "type": "phone", "customer": { "id": customer }, "text": html(&self.phone_text(call)) },
+                { "type": "note", "text": html(&tickets::note(&self.rules, call)) },
+            ],
+        });
+        if let Some(user) = agent {
+            body["assignTo"] = json!(user);
+        }
+        let reply = self
+            .request(Method::POST, "/v2/conversations", &[], Some(&body))
+            .await?;
+        if self.customer_refused(&reply) {
+            return self.customer_gone(job, progress).await;
+        }
+        let id = self.created("POST /v2/conversations", &reply)?;
+        progress.creating = false;
+        progress.conversation = Some(id);
+        for step in ["phone", "note", "tags", "assign"] {
+            progress.mark(step);
+        }
+        self.save(job, progress).await?;
+        Ok(Delivered::Ticket {
+            id: id.to_string(),
+            detail: format!(
+                "created conversation {id} ({}){}",
+                status.as_str(),
+                if agent.is_some() {
+                    ", assigned to the agent"
+                } else {
+                    ""
+                }
+            ),
+        })
     }
 
     /// Adds the call to an existing conversation, step by step, each step saved.
@@ -398,53 +484,66 @@ impl HelpScout {
         id: u64,
         customer: u64,
         reopen: bool,
-        tags: Vec<String>,
         agent: Option<u64>,
         status: HelpScoutStatus,
     ) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
-        let marker = tickets::marker(&call.id);
-        let step_done = |p: &Progress, step: &str| p.done.iter().any(|d| d == step);
-        // A retry that does not know whether its note went in looks for it first.
-        if !step_done(progress, "note")
-            && !progress.done.is_empty()
-            && self.has_note(id, &marker).await?
-        {
-            progress.done.push("phone".to_owned());
-            progress.done.push("note".to_owned());
-        }
-        if reopen && !step_done(progress, "reopen") {
-            self.patch(id, "/status", json!("active")).await?;
-            progress.done.push("reopen".to_owned());
+        if reopen && !progress.did("reopen") {
+            match self.patch(id, "/status", json!("active")).await? {
+                Step::Done => {}
+                Step::Gone(why) => return self.start_over(job, progress, id, why).await,
+            }
+            progress.mark("reopen");
             self.save(job, progress).await?;
         }
-        if !step_done(progress, "phone") {
-            let path = format!("/v2/conversations/{id}/phones");
-            let body =
-                json!({ "customer": { "id": customer }, "text": html(&self.phone_text(call)) });
+        // The phone thread tells the call; the note carries the fields and sets the status.
+        for (step, path, body) in [
+            (
+                "phone",
+                format!("/v2/conversations/{id}/phones"),
+                json!({ "customer": { "id": customer }, "text": html(&self.phone_text(call)) }),
+            ),
+            (
+                "note",
+                format!("/v2/conversations/{id}/notes"),
+                json!({ "text": html(&tickets::note(&self.rules, call)), "status": status.as_str() }),
+            ),
+        ] {
+            if progress.did(step) {
+                continue;
+            }
+            // Marked before it is sent: a retry then looks for it in the conversation.
+            progress.mark(&format!("{step}-sent"));
+            self.save(job, progress).await?;
             let reply = self.request(Method::POST, &path, &[], Some(&body)).await?;
-            if reply.status.as_u16() == 404 {
-                return self.gone(job, progress, id).await;
+            if let Some(why) = gone(&reply) {
+                return self.start_over(job, progress, id, why).await;
+            }
+            if self.customer_refused(&reply) {
+                return self.customer_gone(job, progress).await;
             }
             self.created(&format!("POST {path}"), &reply)?;
-            progress.done.push("phone".to_owned());
+            progress.mark(step);
             self.save(job, progress).await?;
         }
-        if !step_done(progress, "note") {
-            let path = format!("/v2/conversations/{id}/notes");
-            let body = json!({ "text": html(&tickets::note(&self.rules, call)), "status": status.as_str() });
-            let reply = self.request(Method::POST, &path, &[], Some(&body)).await?;
-            self.created(&format!("POST {path}"), &reply)?;
-            progress.done.push("note".to_owned());
-            self.save(job, progress).await?;
-        }
-        if !step_done(progress, "status") {
-            self.patch(id, "/status", json!(status.as_str())).await?;
-            progress.done.push("status".to_owned());
-            self.save(job, progress).await?;
-        }
-        if !step_done(progress, "tags") {
-            let mut merged = tags;
+        if !progress.did("tags") {
+            // Read now, just before the write that replaces the list, so no tag is lost.
+            let path = format!("/v2/conversations/{id}");
+            let reply = self.request(Method::GET, &path, &[], None).await?;
+            if let Some(why) = gone(&reply) {
+                return self.start_over(job, progress, id, why).await;
+            }
+            if !reply.is_success() {
+                return Err(self.refused(&format!("GET {path}"), &reply));
+            }
+            let mut merged: Vec<String> = reply
+                .body
+                .get("tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("tag").and_then(Value::as_str).map(str::to_owned))
+                .collect();
             for tag in call_tags(call) {
                 if !merged.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
                     merged.push(tag);
@@ -454,20 +553,23 @@ impl HelpScout {
             let reply = self
                 .request(Method::PUT, &path, &[], Some(&json!({ "tags": merged })))
                 .await?;
-            if !reply.is_success() {
+            if !reply.is_success() && gone(&reply).is_none() {
                 return Err(self.refused(&format!("PUT {path}"), &reply));
             }
-            progress.done.push("tags".to_owned());
+            progress.mark("tags");
             self.save(job, progress).await?;
         }
-        let mut assigned = "";
-        if let (true, Some(user)) = (self.settings.reassign_to_agent, agent) {
-            if !step_done(progress, "assign") {
-                self.patch(id, "/assignTo", json!(user)).await?;
-                progress.done.push("assign".to_owned());
-                self.save(job, progress).await?;
-            }
-            assigned = ", assigned to the agent";
+        let mut assigned = String::new();
+        if let Some(user) = agent.filter(|_| !progress.did("assign")) {
+            // An assignment Help Scout refuses does not undo the call's logging: said, not failed.
+            assigned = match self.patch(id, "/assignTo", json!(user)).await {
+                Ok(Step::Done) => ", assigned to the agent".to_owned(),
+                Ok(Step::Gone(why)) => format!(", not assigned (the conversation {why})"),
+                Err(HelpdeskError::Permanent(reason)) => format!(", not assigned: {reason}"),
+                Err(other) => return Err(other),
+            };
+            progress.mark("assign");
+            self.save(job, progress).await?;
         }
         Ok(Delivered::Ticket {
             id: id.to_string(),
@@ -479,30 +581,69 @@ impl HelpScout {
         })
     }
 
-    /// The conversation was deleted meanwhile: start over with a new one.
-    async fn gone(
+    /// The chosen conversation is gone, merged or full: the next attempt opens a new one.
+    async fn start_over(
         &self,
         job: &Job<'_>,
         progress: &mut Progress,
         id: u64,
+        why: &str,
     ) -> Result<Delivered, HelpdeskError> {
+        *progress = Progress {
+            kind: "helpscout".to_owned(),
+            fresh: true,
+            ..Progress::default()
+        };
+        self.save(job, progress).await?;
+        Err(HelpdeskError::Retry {
+            reason: format!("conversation {id} {why}; the call goes to a new one"),
+            after: Some(Duration::from_secs(1)),
+        })
+    }
+
+    /// Help Scout no longer has the customer (deleted or merged): forgotten, looked up again.
+    async fn customer_gone(
+        &self,
+        job: &Job<'_>,
+        progress: &mut Progress,
+    ) -> Result<Delivered, HelpdeskError> {
+        job.contact_gone().await?;
         *progress = Progress {
             kind: "helpscout".to_owned(),
             ..Progress::default()
         };
         self.save(job, progress).await?;
         Err(HelpdeskError::Retry {
-            reason: format!("conversation {id} is gone; the call goes to a new one"),
+            reason: "Help Scout no longer has the customer; looking the caller up again".to_owned(),
             after: Some(Duration::from_secs(1)),
         })
     }
 
-    async fn patch(&self, id: u64, path: &str, value: Value) -> Result<(), HelpdeskError> {
+    /// Whether Help Scout refused the request for its customer id (deleted or merged).
+    fn customer_refused(&self, reply: &Reply) -> bool {
+        reply.status.as_u16() == 400
+            && reply
+                .body
+                .pointer("/_embedded/errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e.get("path")
+                        .and_then(Value::as_str)
+                        .is_some_and(|p| p.starts_with("customer"))
+                })
+    }
+
+    async fn patch(&self, id: u64, path: &str, value: Value) -> Result<Step, HelpdeskError> {
         let url = format!("/v2/conversations/{id}");
         let body = json!({ "op": "replace", "path": path, "value": value });
         let reply = self.request(Method::PATCH, &url, &[], Some(&body)).await?;
+        if let Some(why) = gone(&reply) {
+            return Ok(Step::Gone(why));
+        }
         if reply.is_success() {
-            Ok(())
+            Ok(Step::Done)
         } else {
             Err(self.refused(&format!("PATCH {url} {path}"), &reply))
         }
@@ -523,11 +664,18 @@ impl HelpScout {
         if call.answered_at.is_some() {
             text.push_str(&format!(", {}s", call.talk_seconds().round()));
         }
+        // The marker lets a retry see that this thread went in.
+        text.push(' ');
+        text.push_str(&tickets::marker(&call.id));
         text
     }
 
     /// The customer the call goes to (`Err`: why it is not logged).
-    async fn customer(&self, job: &Job<'_>) -> Result<Result<u64, String>, HelpdeskError> {
+    async fn customer(
+        &self,
+        job: &Job<'_>,
+        progress: &mut Progress,
+    ) -> Result<Result<u64, String>, HelpdeskError> {
         if let Some(id) = job
             .delivery
             .contact_id
@@ -553,53 +701,27 @@ impl HelpScout {
             }
         }
         let found = match &job.party {
-            Party::Number(number) => {
-                let query = format!("phone:\"{number}\"");
-                let reply = self
-                    .request(
-                        Method::GET,
-                        "/v3/customers/search",
-                        &[("query", &query)],
-                        None,
-                    )
-                    .await?;
-                if !reply.is_success() {
-                    return Err(self.refused("GET /v3/customers/search", &reply));
-                }
-                let mut customers: Vec<(Timestamp, u64)> = reply
-                    .body
-                    .pointer("/_embedded/customers")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| {
-                        let id = c.get("id")?.as_u64()?;
-                        let created = c
-                            .get("createdAt")
-                            .and_then(Value::as_str)
-                            .and_then(|t| t.parse().ok())
-                            .unwrap_or(Timestamp::UNIX_EPOCH);
-                        Some((created, id))
-                    })
-                    .collect();
-                customers.sort();
-                match (customers.len(), self.settings.duplicates) {
-                    (0, _) => None,
-                    (1, _) | (_, Duplicates::MostRecent) => customers.last().map(|(_, id)| *id),
-                    (n, Duplicates::Skip) => {
-                        return Ok(Err(format!(
-                            "{n} customers have this number and duplicates = \"skip\"; merge them in Help Scout"
-                        )));
-                    }
-                }
-            }
-            Party::Anonymous { .. } => None,
+            Party::Number(number) => self.customer_by_phone(number).await?,
+            Party::Anonymous { .. } => Ok(None),
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(skip) => return Ok(Err(skip)),
         };
         let id = match found {
             Some(id) => id,
             None => {
                 if let Err(skip) = tickets::may_create_contact(&self.rules, anonymous) {
                     return Ok(Err(skip.to_string()));
+                }
+                // An earlier attempt's create may have gone through: search lags behind it.
+                if progress.customer_sent && !anonymous && progress.looked < LOOKS {
+                    progress.looked += 1;
+                    self.save(job, progress).await?;
+                    return Err(HelpdeskError::Retry {
+                        reason: "an earlier attempt may have created the customer; waiting for Help Scout's search to show it".to_owned(),
+                        after: Some(LAG_WAIT),
+                    });
                 }
                 let body = match &job.party {
                     Party::Number(number) => json!({
@@ -611,6 +733,8 @@ impl HelpScout {
                         json!({ "firstName": "Anonymous", "lastName": "caller" })
                     }
                 };
+                progress.customer_sent = true;
+                self.save(job, progress).await?;
                 let reply = self
                     .request(Method::POST, "/v2/customers", &[], Some(&body))
                     .await?;
@@ -619,7 +743,56 @@ impl HelpScout {
         };
         job.learn(Some(id.to_string()), None, false).await?;
         job.remember_contact(&id.to_string()).await?;
+        if progress.customer_sent {
+            progress.customer_sent = false;
+            progress.looked = 0;
+            self.save(job, progress).await?;
+        }
         Ok(Ok(id))
+    }
+
+    /// The customer with this phone (`Err`: why the call is not logged): the only one, or by
+    /// `duplicates` when several have it.
+    async fn customer_by_phone(
+        &self,
+        number: &str,
+    ) -> Result<Result<Option<u64>, String>, HelpdeskError> {
+        let query = format!("phone:\"{number}\"");
+        let reply = self
+            .request(
+                Method::GET,
+                "/v3/customers/search",
+                &[("query", &query)],
+                None,
+            )
+            .await?;
+        if !reply.is_success() {
+            return Err(self.refused("GET /v3/customers/search", &reply));
+        }
+        let mut customers: Vec<(Timestamp, u64)> = reply
+            .body
+            .pointer("/_embedded/customers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let id = c.get("id")?.as_u64()?;
+                let created = c
+                    .get("createdAt")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                Some((created, id))
+            })
+            .collect();
+        customers.sort();
+        Ok(match (customers.len(), self.settings.duplicates) {
+            (0, _) => Ok(None),
+            (1, _) | (_, Duplicates::MostRecent) => Ok(customers.last().map(|(_, id)| *id)),
+            (n, Duplicates::Skip) => Err(format!(
+                "{n} customers have this number and duplicates = \"skip\"; merge them in Help Scout"
+            )),
+        })
     }
 
     /// The Help Scout user with the agent's e-mail, if any (cached a while).
@@ -634,8 +807,15 @@ impl HelpScout {
                 return Ok(*id);
             }
         }
+        // Only users with access to the mailbox can be assigned its conversations.
+        let mailbox = self.settings.mailbox_id.to_string();
         let reply = self
-            .request(Method::GET, "/v2/users", &[("email", email)], None)
+            .request(
+                Method::GET,
+                "/v2/users",
+                &[("email", email), ("mailbox", &mailbox)],
+                None,
+            )
             .await?;
         if !reply.is_success() {
             return Err(self.refused("GET /v2/users", &reply));
@@ -709,7 +889,6 @@ impl HelpScout {
     /// `reopen_closed_within`, the newest closed less than that ago.
     async fn previous(&self, customer: u64) -> Result<Target, HelpdeskError> {
         let all = self.conversations(customer, false).await?;
-        let tags = |c: &Conversation| c.tags.iter().map(|t| t.tag.clone()).collect();
         if let Some((open, _)) = all
             .iter()
             .find(|(c, _)| !c.is_spam() && c.status != "closed")
@@ -717,7 +896,6 @@ impl HelpScout {
             return Ok(Target::Existing {
                 id: open.id,
                 reopen: false,
-                tags: tags(open),
             });
         }
         if let Some(within) = self.settings.reopen_closed_within {
@@ -729,7 +907,6 @@ impl HelpScout {
                 return Ok(Target::Existing {
                     id: closed.id,
                     reopen: true,
-                    tags: tags(closed),
                 });
             }
         }
@@ -750,18 +927,36 @@ impl HelpScout {
             .map(|(c, _)| c.id))
     }
 
-    /// Whether the conversation has a thread with this marker.
-    async fn has_note(&self, id: u64, marker: &str) -> Result<bool, HelpdeskError> {
+    /// Which of this call's threads the conversation holds (phone, note), by their marker;
+    /// `None` when the conversation is gone or merged.
+    async fn threads_of(
+        &self,
+        id: u64,
+        marker: &str,
+    ) -> Result<Option<(bool, bool)>, HelpdeskError> {
         let path = format!("/v2/conversations/{id}");
         let reply = self
             .request(Method::GET, &path, &[("embed", "threads")], None)
             .await?;
-        if reply.status.as_u16() == 404 {
-            return Ok(false);
+        if gone(&reply).is_some() {
+            return Ok(None);
         }
         if !reply.is_success() {
             return Err(self.refused(&format!("GET {path}"), &reply));
         }
-        Ok(reply.body.to_string().contains(marker))
+        let threads: Vec<&Value> = reply
+            .body
+            .pointer("/_embedded/threads")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .collect();
+        let has = |kind: &str| {
+            threads.iter().any(|t| {
+                t.get("type").and_then(Value::as_str) == Some(kind)
+                    && t.to_string().contains(marker)
+            })
+        };
+        Ok(Some((has("phone"), has("note"))))
     }
 }

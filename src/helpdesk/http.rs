@@ -416,7 +416,7 @@ impl Http {
                 message()
             ))),
             403 => Err(HelpdeskError::Permanent(format!(
-                "{what}: {} refused the request (403 {}); check the user's role and permissions",
+                "{what}: {} refused the request (403 {}); check the permissions of the token or its user (role, scopes)",
                 self.name,
                 message()
             ))),
@@ -515,6 +515,24 @@ mod tests {
         // A higher announced limit does not raise the configured one.
         pacer.announced_limit(2500);
         assert_eq!(pacer.interval(), Duration::from_secs_f64(0.1 / 0.98));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_counts_double_takes_two_turns() {
+        let pacer = Pacer::new(60);
+        let interval = pacer.interval();
+        let start = tokio::time::Instant::now();
+        // Tokio's timer counts whole milliseconds.
+        let waited = |turns: u32| {
+            let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
+            (elapsed - (interval * turns).as_secs_f64()).abs() < 0.002
+        };
+        pacer.turn(2).await;
+        assert!(waited(0), "the first request goes at once");
+        pacer.turn(1).await;
+        assert!(waited(2), "the read waited for both turns of the write before it");
+        pacer.turn(1).await;
+        assert!(waited(3));
     }
 
     #[test]

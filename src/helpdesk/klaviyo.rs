@@ -7,17 +7,22 @@
 //!   no body.
 //! - The profile is named by its E.164 phone number; Klaviyo finds it or makes it. With
 //!   `create_unknown_contacts = false` the profile is looked up first (`GET /api/profiles`
-//!   filtered on `phone_number`; the answer kept in the directory) and a number with no
-//!   profile is not logged, with that reason. Withheld numbers have no profile: skipped, with
-//!   the reason.
-//! - The metric (event name) per call type is configurable; the call's fields are the event's
-//!   properties; `time` is when the call started; `unique_id` is the call id, so a retry — or
-//!   an attempt whose answer was lost — never counts the call twice (Klaviyo keeps one event
-//!   per unique id).
+//!   filtered on `phone_number`; the answer kept in memory for a while, not in the contact
+//!   directory: a marketing profile is not a helpdesk contact, and routing must not take it
+//!   for one) and a number with no profile is not logged, with that reason. Withheld numbers
+//!   have no profile: skipped, with the reason.
+//! - The metric (event name) per call type is configurable; the event's properties are the
+//!   call's identity (id, type, direction, outcome and reason, out of hours, tags) and, of its
+//!   details, those the integration's `fields` list — what leaves for a marketing tool is the
+//!   admin's choice; `time` is when the call started; `unique_id` is the call id, so a retry —
+//!   or an attempt whose answer was lost — never counts the call twice (Klaviyo keeps one event
+//!   per unique id and profile and metric).
 //! - Limits: Create Event allows 350 a second in bursts and 3,500 a minute steady; sipdesk
 //!   paces at `requests_per_minute` (3,000 by default) and honours `Retry-After` on 429.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use reqwest::Method;
@@ -27,8 +32,9 @@ use serde_json::{Map, Value, json};
 use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
 use super::webhook::payload::local;
 use super::{Delivered, HelpdeskError, Job, Party};
+use crate::call::Direction;
 use crate::config::{HelpdeskSettings, KlaviyoSettings, Secret};
-use crate::tickets::{self, Rules, Skip};
+use crate::tickets::{self, Field, Rules, Skip};
 
 /// The API revision sipdesk is written against.
 pub const REVISION: &str = "2026-07-15";
@@ -47,6 +53,8 @@ pub struct Klaviyo {
     name: String,
     rules: Rules,
     settings: KlaviyoSettings,
+    /// Whether a profile has the number, and when Klaviyo said so.
+    profiles: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 /// Klaviyo's rate-limit headers, which describe the steady (one-minute) window:
@@ -117,6 +125,7 @@ impl Klaviyo {
             name: settings.name.clone(),
             rules: settings.rules.clone(),
             settings: klaviyo.clone(),
+            profiles: Mutex::new(HashMap::new()),
         })
     }
 
@@ -135,7 +144,7 @@ impl Klaviyo {
                     .to_owned(),
             ));
         };
-        if !self.rules.create_unknown_contacts && !self.has_profile(job, phone).await? {
+        if !self.rules.create_unknown_contacts && !self.has_profile(phone).await? {
             return Ok(Delivered::Skipped(
                 Skip::UnknownContact { anonymous: false }.to_string(),
             ));
@@ -172,10 +181,6 @@ impl Klaviyo {
                 id: call.id.clone(),
                 detail: format!("recorded the event \"{metric}\" on the profile {phone}"),
             }),
-            409 => Err(HelpdeskError::Retry {
-                reason: format!("POST /api/events: conflict (409 {})", errors(&reply)),
-                after: None,
-            }),
             status => Err(HelpdeskError::Permanent(format!(
                 "POST /api/events: {} refused the event ({status} {})",
                 self.name,
@@ -184,19 +189,22 @@ impl Klaviyo {
         }
     }
 
-    /// Whether Klaviyo has a profile with this phone number: the directory's answer while it
-    /// is fresh, else Klaviyo's (remembered).
-    async fn has_profile(&self, job: &Job<'_>, phone: &str) -> Result<bool, HelpdeskError> {
-        if let Some(entry) = job.directory_entry().await? {
-            let age = Timestamp::now()
-                .duration_since(entry.checked_at)
-                .unsigned_abs();
-            let fresh = match entry.contact_id {
-                Some(_) => CONTACT_FRESH,
-                None => NO_CONTACT_FRESH,
+    /// Whether Klaviyo has a profile with this phone number: the answer held while it is
+    /// fresh, else Klaviyo's.
+    async fn has_profile(&self, phone: &str) -> Result<bool, HelpdeskError> {
+        if let Some((found, at)) = self
+            .profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(phone)
+        {
+            let fresh = if *found {
+                CONTACT_FRESH
+            } else {
+                NO_CONTACT_FRESH
             };
-            if age < fresh {
-                return Ok(entry.contact_id.is_some());
+            if at.elapsed() < fresh {
+                return Ok(*found);
             }
         }
         let filter = format!("equals(phone_number,\"{phone}\")");
@@ -215,27 +223,29 @@ impl Klaviyo {
             .await?;
         if !reply.is_success() {
             return Err(HelpdeskError::Permanent(format!(
-                "GET /api/profiles: {} refused the search ({} {})",
+                "GET /api/profiles: {} refused the search ({} {}); the key needs the profiles:read scope",
                 self.name,
                 reply.status.as_u16(),
                 errors(&reply)
             )));
         }
-        let found = reply
-            .body
-            .pointer("/data/0/id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        job.learn(found.clone(), None, false).await?;
-        Ok(found.is_some())
+        let found = reply.body.pointer("/data/0/id").is_some();
+        let mut held = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() > 100_000 {
+            held.clear();
+        }
+        held.insert(phone.to_owned(), (found, Instant::now()));
+        Ok(found)
     }
 }
 
-/// The event's properties: the call's fields, flat, times in the group's zone with its offset.
+/// The event's properties: the call's identity always, its details as `fields` lists them,
+/// times in the group's zone with its offset.
 fn properties(rules: &Rules, job: &Job<'_>) -> Value {
     let call = job.call;
     let zone = rules.zone_of(call);
     let time = |t: Timestamp| Value::String(local(t, zone));
+    let wants = |field: Field| rules.fields.contains(&field);
     let mut p = Map::new();
     let mut put = |key: &str, value: Value| {
         if !value.is_null() {
@@ -247,28 +257,44 @@ fn properties(rules: &Rules, job: &Job<'_>) -> Value {
     put("direction", json!(call.direction));
     put("outcome", json!(call.outcome));
     put("reason", json!(call.reason));
-    put("queue", json!(call.queue));
-    put("group", json!(call.group));
-    put("groups", json!(call.groups));
-    put("agent_extension", json!(call.agent));
-    put("agent_email", json!(call.agent_email));
-    put("started_at", time(call.started_at));
-    put("answered_at", call.answered_at.map_or(Value::Null, time));
-    put("ended_at", time(call.ended_at));
-    put(
-        "wait_seconds",
-        json!(
-            (call.direction == crate::call::Direction::Inbound)
-                .then(|| call.wait_seconds().round())
-        ),
-    );
-    put(
-        "talk_seconds",
-        json!(call.answered_at.map(|_| call.talk_seconds().round())),
-    );
     put("out_of_hours", json!(call.out_of_hours));
-    put("recording_url", json!(call.recording_url));
     put("tags", json!(call.tags));
+    if wants(Field::Queue) {
+        put("queue", json!(call.queue));
+    }
+    if wants(Field::Group) {
+        put("group", json!(call.group));
+        put("groups", json!(call.groups));
+    }
+    if wants(Field::Agent) {
+        put("agent_extension", json!(call.agent));
+        put("agent_email", json!(call.agent_email));
+    }
+    if wants(Field::Start) {
+        put("started_at", time(call.started_at));
+        put("answered_at", call.answered_at.map_or(Value::Null, time));
+    }
+    if wants(Field::End) {
+        put("ended_at", time(call.ended_at));
+    }
+    if wants(Field::WaitTime) && call.direction == Direction::Inbound {
+        put("wait_seconds", json!(call.wait_seconds().round()));
+    }
+    if wants(Field::Duration) {
+        put(
+            "talk_seconds",
+            json!(call.answered_at.map(|_| call.talk_seconds().round())),
+        );
+    }
+    if wants(Field::RecordingUrl) {
+        put("recording_url", json!(call.recording_url));
+    }
+    if wants(Field::Disposition) {
+        put("ended_by", json!(call.ended_by));
+    }
+    if wants(Field::Explanation) {
+        put("explanation", json!(call.explanation));
+    }
     put("summary", json!(tickets::summary(rules, call)));
     Value::Object(p)
 }

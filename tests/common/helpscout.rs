@@ -22,7 +22,10 @@
 //! - Users: `GET /v2/users?email=`.
 //! - Validation errors: 400 `{"logRef", "message": "Bad request", "_embedded": {"errors":
 //!   [{"path", "message", "rejectedValue", "source": "JSON"}]}}`.
-//! - Faults on demand: a status with an error body, or no answer, for the next N requests.
+//! - Conversation lists filtered with `query` come from Help Scout's search index, which lags
+//!   behind writes: a conversation shows up in them `search_lag` after it was made.
+//! - Faults on demand: a status with an error body, no answer, or the request processed and
+//!   its answer lost — for the next N requests, or for the next request to one method and path.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -63,7 +66,10 @@ impl Default for Settings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
     Status(u16),
+    /// No answer, the request not processed.
     Hang,
+    /// The request processed, its answer never sent.
+    LoseAnswer,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +103,7 @@ pub(crate) struct Conversation {
     pub(crate) created_at: Timestamp,
     pub(crate) closed_at: Option<Timestamp>,
     pub(crate) threads: Vec<Thread>,
+    indexed_at: Instant,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -118,6 +125,8 @@ struct Account {
     next_id: u64,
     window: Vec<(Instant, u32)>,
     faults: Vec<Fault>,
+    /// Faults for the next request to a method and path.
+    aimed: Vec<(String, String, Fault)>,
     stats: Stats,
 }
 
@@ -150,6 +159,7 @@ impl FakeHelpScout {
             next_id: 1000,
             window: Vec::new(),
             faults: Vec::new(),
+            aimed: Vec::new(),
             stats: Stats::default(),
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -235,6 +245,7 @@ impl FakeHelpScout {
                     kind: "customer".to_owned(),
                     text: "Hello".to_owned(),
                 }],
+                indexed_at: Instant::now(),
             });
             a.next_id += 1;
             id
@@ -265,6 +276,16 @@ impl FakeHelpScout {
 
     pub(crate) fn fail_next(&self, n: usize, fault: Fault) {
         self.with(|a| a.faults.extend(std::iter::repeat_n(fault, n)));
+    }
+
+    /// The next request with this method and path gets `fault`.
+    pub(crate) fn fail_on(&self, method: &str, path: &str, fault: Fault) {
+        self.with(|a| a.aimed.push((method.to_owned(), path.to_owned(), fault)));
+    }
+
+    /// The customer is deleted (as an admin would in Help Scout).
+    pub(crate) fn delete_customer(&self, id: u64) {
+        self.with(|a| a.customers.retain(|c| c.id != id));
     }
 }
 
@@ -389,15 +410,33 @@ impl Account {
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Option<Answer> {
-        if !self.faults.is_empty() {
-            return match self.faults.remove(0) {
-                Fault::Hang => None,
-                Fault::Status(status) => Some(json_answer(
-                    status,
-                    json!({"logRef": "f", "message": "Internal error"}),
-                )),
-            };
+        let aimed = self
+            .aimed
+            .iter()
+            .position(|(m, p, _)| m == method.as_str() && p == uri.path())
+            .map(|i| self.aimed.remove(i).2);
+        let fault = aimed.or_else(|| (!self.faults.is_empty()).then(|| self.faults.remove(0)));
+        match fault {
+            None => self.answer(method, uri, headers, body),
+            Some(Fault::Hang) => None,
+            Some(Fault::LoseAnswer) => {
+                self.answer(method, uri, headers, body);
+                None
+            }
+            Some(Fault::Status(status)) => Some(json_answer(
+                status,
+                json!({"logRef": "f", "message": "Internal error"}),
+            )),
         }
+    }
+
+    fn answer(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Option<Answer> {
         let path = uri.path().trim_end_matches('/').to_owned();
         if method == Method::POST && path == "/v2/oauth2/token" {
             return Some(self.token(headers, body));
@@ -708,6 +747,14 @@ impl Account {
             else {
                 return bad_request(&format!("threads[{i}].text"), "may not be empty", None);
             };
+            if matches!(kind, "phone" | "customer")
+                && thread
+                    .pointer("/customer/id")
+                    .and_then(Value::as_u64)
+                    .is_none()
+            {
+                return bad_request(&format!("threads[{i}].customer"), "may not be null", None);
+            }
             made.push((kind.to_owned(), body.to_owned()));
         }
         let id = self.new_id();
@@ -739,6 +786,7 @@ impl Account {
             assignee,
             created_at: Timestamp::now(),
             threads,
+            indexed_at: Instant::now() + self.settings.search_lag,
         });
         created(id)
     }
@@ -767,9 +815,12 @@ impl Account {
             },
         };
         let threads = q.get("embed").is_some_and(|e| e == "threads");
+        let now = Instant::now();
         let mut found: Vec<&Conversation> = self
             .conversations
             .iter()
+            // `query` is answered from the search index, which lags behind writes.
+            .filter(|c| customer.is_none() || now >= c.indexed_at)
             .filter(|c| mailboxes.is_empty() || mailboxes.contains(&c.mailbox))
             .filter(|c| customer.is_none_or(|id| c.customer == id))
             .filter(|c| match status {
@@ -841,13 +892,15 @@ impl Account {
         else {
             return bad_request("text", "may not be empty", None);
         };
-        if kind == "phone"
-            && doc
-                .pointer("/customer/id")
-                .and_then(Value::as_u64)
-                .is_none()
-        {
-            return bad_request("customer", "may not be null", None);
+        if kind == "phone" {
+            let customer = doc.pointer("/customer/id").and_then(Value::as_u64);
+            if !customer.is_some_and(|c| self.customers.iter().any(|k| k.id == c)) {
+                return bad_request(
+                    "customer.id",
+                    "Invalid identifier",
+                    doc.pointer("/customer/id"),
+                );
+            }
         }
         let status = doc.get("status").and_then(Value::as_str).map(str::to_owned);
         if status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {

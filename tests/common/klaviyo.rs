@@ -16,7 +16,8 @@
 //!   identifier. A repeated `unique_id` for the same profile and metric is accepted (202) and
 //!   dropped: only the first event is kept.
 //! - `GET /api/profiles?filter=equals(phone_number,"+…")`: the profiles with that number.
-//! - Rate limits per account in fixed windows: `burst` a second and `steady` a minute; beyond,
+//! - Rate limits per account and endpoint in fixed windows: `burst` a second and `steady` a
+//!   minute for Create Event, 75 and 750 for Get Profiles; beyond,
 //!   429 with `Retry-After` (whole seconds) and no RateLimit headers; other answers carry
 //!   `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` of the steady window.
 //! - Faults on demand: a status with a JSON:API error, or no answer at all, for the next N
@@ -104,6 +105,8 @@ struct Account {
     next_id: u64,
     second: (Instant, u32),
     minute: (Instant, u32),
+    /// Get Profiles' own windows.
+    profile_windows: ((Instant, u32), (Instant, u32)),
     faults: Vec<Fault>,
     stats: Stats,
 }
@@ -135,6 +138,7 @@ impl FakeKlaviyo {
             next_id: 0,
             second: (now, 0),
             minute: (now, 0),
+            profile_windows: ((now, 0), (now, 0)),
             faults: Vec::new(),
             stats: Stats::default(),
         }));
@@ -269,24 +273,34 @@ impl Account {
         id
     }
 
-    /// Counts the request in both windows; `Some(wait)` when it is over a limit.
-    fn over_limit(&mut self) -> Option<u64> {
+    /// Counts the request in its endpoint's windows; `Some(wait)` when it is over a limit.
+    fn over_limit(&mut self, profiles: bool) -> Option<u64> {
         let now = Instant::now();
-        if now.duration_since(self.second.0) >= Duration::from_secs(1) {
-            self.second = (now, 0);
+        let (burst, steady) = if profiles {
+            (75, 750)
+        } else {
+            (self.settings.burst, self.settings.steady)
+        };
+        let (second, minute) = if profiles {
+            (&mut self.profile_windows.0, &mut self.profile_windows.1)
+        } else {
+            (&mut self.second, &mut self.minute)
+        };
+        if now.duration_since(second.0) >= Duration::from_secs(1) {
+            *second = (now, 0);
         }
-        if now.duration_since(self.minute.0) >= Duration::from_secs(60) {
-            self.minute = (now, 0);
+        if now.duration_since(minute.0) >= Duration::from_secs(60) {
+            *minute = (now, 0);
         }
-        if self.minute.1 >= self.settings.steady {
-            let left = Duration::from_secs(60).saturating_sub(now.duration_since(self.minute.0));
+        if minute.1 >= steady {
+            let left = Duration::from_secs(60).saturating_sub(now.duration_since(minute.0));
             return Some(left.as_secs_f64().ceil().max(1.0) as u64);
         }
-        if self.second.1 >= self.settings.burst {
+        if second.1 >= burst {
             return Some(1);
         }
-        self.second.1 += 1;
-        self.minute.1 += 1;
+        second.1 += 1;
+        minute.1 += 1;
         None
     }
 
@@ -334,7 +348,7 @@ impl Account {
                 None,
             ));
         }
-        if let Some(wait) = self.over_limit() {
+        if let Some(wait) = self.over_limit(uri.path().starts_with("/api/profiles")) {
             self.stats.rate_limited += 1;
             return Some(
                 (

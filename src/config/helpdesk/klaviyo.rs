@@ -54,13 +54,14 @@ pub(super) fn build(h: &RawHelpdesk, at: &[Seg], src: &mut Source<'_>) -> Option
         }
         match table.metric.as_deref().map(str::trim) {
             None => {}
-            Some(name) if !name.is_empty() && name.chars().count() <= 128 => {
+            // Klaviyo: "must be less than 128 characters".
+            Some(name) if !name.is_empty() && name.chars().count() < 128 => {
                 metric.set(call_type, name.to_owned());
             }
             Some(_) => {
                 src.error(
                     &join(at, &[Seg::Key(key), Seg::Key("metric")]),
-                    "a metric is a name of 1 to 128 characters, e.g. \"Phone Call Missed\"",
+                    "a metric is a name of 1 to 127 characters, e.g. \"Phone Call Missed\"",
                 );
                 ok = false;
             }

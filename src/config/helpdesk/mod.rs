@@ -142,11 +142,6 @@ impl Kind {
         }
     }
 
-    /// The request limit per minute when `requests_per_minute` is not given: the vendor's
-    /// documented limit (Zendesk Growth/Professional 400; Help Scout Plus 400, writes counting
-    /// double; Intercom a fraction of an app's 10,000 a minute, the workspace sharing it with
-    /// other apps; Klaviyo's Create Event 3,500 steady, paced at 3,000), and a gentle 10 a
-    /// second for a webhook receiver.
     /// How long a delivery is retried when `give_up_after` is not given: a day, and three for
     /// a webhook (the Standard Webhooks retry schedule spans about three days).
     fn default_give_up_after(self) -> &'static str {
@@ -156,6 +151,11 @@ impl Kind {
         }
     }
 
+    /// The request limit per minute when `requests_per_minute` is not given: the vendor's
+    /// documented limit (Zendesk Growth/Professional 400; Help Scout Plus 400, writes counting
+    /// double; Intercom a fraction of an app's 10,000 a minute, the workspace sharing it with
+    /// other apps; Klaviyo's Create Event 3,500 steady, paced at 3,000), and a gentle 10 a
+    /// second for a webhook receiver.
     fn default_requests_per_minute(self) -> u32 {
         match self {
             Kind::Zendesk | Kind::HelpScout => 400,
