@@ -530,7 +530,10 @@ mod tests {
         pacer.turn(2).await;
         assert!(waited(0), "the first request goes at once");
         pacer.turn(1).await;
-        assert!(waited(2), "the read waited for both turns of the write before it");
+        assert!(
+            waited(2),
+            "the read waited for both turns of the write before it"
+        );
         pacer.turn(1).await;
         assert!(waited(3));
     }
