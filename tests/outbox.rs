@@ -10,74 +10,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use common::calls::{caller_scenario, injection_file};
-use common::daemon::{Daemon, SippMore, SippRun, free_port, test_dir};
+use common::calls::{answered_calls, caller_scenario, groups, numbers};
+use common::daemon::{Daemon, SippRun, free_port, test_dir};
 use common::zendesk::{FakeZendesk, Fault, Settings};
 use serde_json::Value;
-
-/// One group, queue 100, with `agents` agents (enough for the calls that come at once).
-fn groups(agents: u32) -> String {
-    let mut list = vec!["{ extension = \"2001\", email = \"ana@example.com\" }".to_owned()];
-    list.extend((2002..2001 + agents).map(|e| format!("{{ extension = \"{e}\" }}")));
-    format!(
-        "[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"support\"\nqueues = [\"100\"]\n\
-         agents = [{}]\nring_timeout = \"1s\"\nwrap_up = \"0s\"\n",
-        list.join(", ")
-    )
-}
 
 fn zendesk(name: &str, url: &str, extra: &str) -> String {
     format!(
         "\n[[helpdesks]]\nname = \"{name}\"\nkind = \"zendesk\"\nbase_url = \"{url}\"\nemail = \"bot@example.com\"\n\
          token_file = \"{name}.token\"\ngroups = [\"support\"]\nrequest_timeout = \"2s\"\n{extra}\n"
     )
-}
-
-/// Places `calls` answered calls, the n-th from `numbers[n]`, `limit` at a time.
-fn answered_calls(daemon: &Daemon, numbers: &[String], rate: u32, limit: u32) {
-    let calls = numbers.len() as u32;
-    let uas = SippRun {
-        scenario: "agents-answer.xml",
-        ip: "127.0.0.1",
-        port: daemon.pbx_port,
-        target: None,
-        service: "",
-        calls,
-        rate: 0,
-        tcp: false,
-    }
-    .spawn(&daemon.dir);
-    std::thread::sleep(Duration::from_millis(300));
-    let scenario = caller_scenario(&daemon.dir, "caller-answered.xml", "[field0]", None);
-    let inf = injection_file(&daemon.dir, numbers);
-    let (code, errors) = SippRun {
-        scenario: scenario.to_str().unwrap(),
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: "100",
-        calls,
-        rate,
-        tcp: false,
-    }
-    .spawn_with(
-        &daemon.dir,
-        &SippMore {
-            inf: Some(inf),
-            limit: Some(limit),
-        },
-    )
-    .wait();
-    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
-    let (code, errors) = uas.wait();
-    assert_eq!(code, 0, "agents SIPp failed:\n{errors}\n{}", daemon.log());
-}
-
-/// Spanish mobile numbers, national form, one per caller.
-fn numbers(n: usize, first: usize) -> Vec<String> {
-    (first..first + n)
-        .map(|i| format!("6{:08}", 10_000_000 + i))
-        .collect()
 }
 
 /// Every call's marker is in exactly one ticket, and the tickets hold nothing else; every

@@ -20,7 +20,9 @@
 //!   assignment rules apply.
 //! - The call's tags are applied to the conversation (tags are created when missing).
 //! - Each step is saved on the delivery; a retry looks for its own note (it ends with the
-//!   call's marker) before writing it again.
+//!   call's marker) before writing it again, and a contact or conversation whose create may
+//!   have gone through without an answer is looked for (waiting for search to catch up) before
+//!   it is made again.
 //! - Limits: Intercom counts requests in 10-second windows (`X-RateLimit-Limit` per window,
 //!   `X-RateLimit-Reset` when the next starts); sipdesk follows the announced window and waits
 //!   for the reset when it is used up or on 429.
@@ -44,6 +46,11 @@ use crate::tickets::{self, Log, Rules, Skip};
 /// The API version sipdesk is written against.
 pub const VERSION: &str = "2.16";
 
+/// How many times a retry waits for Intercom's search before creating a contact again.
+const LOOKS: u32 = 3;
+/// How long it waits each time (Intercom: new contacts "may not appear" for a few minutes).
+const LAG_WAIT: Duration = Duration::from_secs(20);
+
 /// How long the admins list is trusted.
 const ADMINS_FRESH: Duration = Duration::from_secs(600);
 /// How long a contact from the directory is used before Intercom is asked again.
@@ -64,6 +71,10 @@ pub struct Intercom {
 struct Progress {
     /// Always "intercom": a request saved by another kind of connector is not ours.
     kind: String,
+    /// A contact create was sent and its answer may have been lost.
+    contact_sent: bool,
+    /// How many times a retry waited for the search to show that contact.
+    looked: u32,
     /// A conversation create was sent (its answer may have been lost).
     creating: bool,
     conversation: Option<String>,
@@ -226,7 +237,7 @@ impl Intercom {
                 kind: "intercom".to_owned(),
                 ..Progress::default()
             });
-        let contact = match self.contact(job).await? {
+        let contact = match self.contact(job, &mut progress).await? {
             Ok(found) => found,
             Err(skip) => return Ok(Delivered::Skipped(skip)),
         };
@@ -383,7 +394,11 @@ impl Intercom {
     }
 
     /// The contact the call goes to (`Err`: why it is not logged).
-    async fn contact(&self, job: &Job<'_>) -> Result<Result<String, String>, HelpdeskError> {
+    async fn contact(
+        &self,
+        job: &Job<'_>,
+        progress: &mut Progress,
+    ) -> Result<Result<String, String>, HelpdeskError> {
         let anonymous = matches!(job.party, Party::Anonymous { .. });
         let (field, value) = match &job.party {
             Party::Number(number) => ("phone", number.clone()),
@@ -434,6 +449,17 @@ impl Intercom {
                         json!({ "role": "lead", "email": value, "name": "Anonymous contact" })
                     }
                 };
+                // An earlier attempt's create may have gone through: search lags behind it.
+                if progress.contact_sent && progress.looked < LOOKS {
+                    progress.looked += 1;
+                    self.save(job, progress).await?;
+                    return Err(HelpdeskError::Retry {
+                        reason: "an earlier attempt may have created the contact; waiting for Intercom's search to show it".to_owned(),
+                        after: Some(LAG_WAIT),
+                    });
+                }
+                progress.contact_sent = true;
+                self.save(job, progress).await?;
                 let reply = self.request(Method::POST, "/contacts", Some(&body)).await?;
                 let id = if reply.status.as_u16() == 409 {
                     conflicting_id(&reply)
@@ -459,6 +485,11 @@ impl Intercom {
         };
         job.learn(Some(id.clone()), None, false).await?;
         job.remember_contact(&id).await?;
+        if progress.contact_sent {
+            progress.contact_sent = false;
+            progress.looked = 0;
+            self.save(job, progress).await?;
+        }
         Ok(Ok(id))
     }
 

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::daemon::{free_port, scenario};
+use std::time::Duration;
+
+use super::daemon::{Daemon, SippMore, SippRun, free_port, scenario};
 
 /// A copy of a caller scenario of `tests/sipp` whose caller is `from` (a user part such as
 /// `611222333` or `[field0]`, or a whole `user@host`), with an extra header if given.
@@ -47,4 +49,62 @@ pub(crate) fn injection_file(dir: &Path, numbers: &[String]) -> PathBuf {
     let path = dir.join(format!("callers-{}.csv", free_port()));
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// One group, queue 100, with `agents` agents (enough for the calls that come at once).
+pub(crate) fn groups(agents: u32) -> String {
+    let mut list = vec!["{ extension = \"2001\", email = \"ana@example.com\" }".to_owned()];
+    list.extend((2002..2001 + agents).map(|e| format!("{{ extension = \"{e}\" }}")));
+    format!(
+        "[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"support\"\nqueues = [\"100\"]\n\
+         agents = [{}]\nring_timeout = \"1s\"\nwrap_up = \"0s\"\n",
+        list.join(", ")
+    )
+}
+
+/// Places `calls` answered calls, the n-th from `numbers[n]`, `limit` at a time.
+pub(crate) fn answered_calls(daemon: &Daemon, numbers: &[String], rate: u32, limit: u32) {
+    let calls = numbers.len() as u32;
+    let uas = SippRun {
+        scenario: "agents-answer.xml",
+        ip: "127.0.0.1",
+        port: daemon.pbx_port,
+        target: None,
+        service: "",
+        calls,
+        rate: 0,
+        tcp: false,
+    }
+    .spawn(&daemon.dir);
+    std::thread::sleep(Duration::from_millis(300));
+    let scenario = caller_scenario(&daemon.dir, "caller-answered.xml", "[field0]", None);
+    let inf = injection_file(&daemon.dir, numbers);
+    let (code, errors) = SippRun {
+        scenario: scenario.to_str().unwrap(),
+        ip: "127.0.0.1",
+        port: free_port(),
+        target: Some(format!("127.0.0.1:{}", daemon.port)),
+        service: "100",
+        calls,
+        rate,
+        tcp: false,
+    }
+    .spawn_with(
+        &daemon.dir,
+        &SippMore {
+            inf: Some(inf),
+            limit: Some(limit),
+        },
+    )
+    .wait();
+    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
+    let (code, errors) = uas.wait();
+    assert_eq!(code, 0, "agents SIPp failed:\n{errors}\n{}", daemon.log());
+}
+
+/// Spanish mobile numbers, national form, one per caller.
+pub(crate) fn numbers(n: usize, first: usize) -> Vec<String> {
+    (first..first + n)
+        .map(|i| format!("6{:08}", 10_000_000 + i))
+        .collect()
 }

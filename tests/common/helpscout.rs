@@ -49,6 +49,8 @@ pub(crate) struct Settings {
     /// Requests a minute (Plus: 400), writes counting two.
     pub(crate) rate_limit: u32,
     pub(crate) search_lag: Duration,
+    /// How long every answer takes.
+    pub(crate) latency: Duration,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             mailboxes: vec![7],
             rate_limit: 100_000,
             search_lag: Duration::from_secs(30),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -337,10 +340,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = account
-        .lock()
-        .unwrap()
-        .serve(&method, &uri, &headers, &body);
+    let (answer, latency) = {
+        let mut a = account.lock().unwrap();
+        (a.serve(&method, &uri, &headers, &body), a.settings.latency)
+    };
+    tokio::time::sleep(latency).await;
     match answer {
         None => {
             tokio::time::sleep(Duration::from_secs(120)).await;

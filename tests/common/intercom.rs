@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     /// Requests per 10-second window (10,000 a minute: 1,667).
     pub(crate) per_window: u32,
     pub(crate) search_lag: Duration,
+    /// How long every answer takes.
+    pub(crate) latency: Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             token: "ic-token".to_owned(),
             per_window: 1667,
             search_lag: Duration::from_secs(60),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -272,10 +275,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = account
-        .lock()
-        .unwrap()
-        .serve(&method, &uri, &headers, &body);
+    let (answer, latency) = {
+        let mut a = account.lock().unwrap();
+        (a.serve(&method, &uri, &headers, &body), a.settings.latency)
+    };
+    tokio::time::sleep(latency).await;
     match answer {
         None => {
             tokio::time::sleep(Duration::from_secs(120)).await;

@@ -8,6 +8,7 @@ pub(crate) mod fs;
 pub(crate) mod helpscout;
 pub(crate) mod intercom;
 pub(crate) mod klaviyo;
+pub(crate) mod receiver;
 pub(crate) mod zendesk;
 
 use std::sync::atomic::{AtomicU32, Ordering};
