@@ -9,18 +9,13 @@
 //! sipdesk following the limit Zendesk announces), `--latency-ms MS`, `--concurrency N`. Under `cargo test` it runs a small smoke version
 //! that only checks every call gets its ticket.
 
+#[path = "support/backlog.rs"]
+mod backlog;
 #[path = "../tests/common/zendesk.rs"]
 mod zendesk;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jiff::Timestamp;
-use sipdesk::call::{CallRecord, Direction, EndedBy, Outcome};
-use sipdesk::config::Config;
-use sipdesk::directory::Directory;
-use sipdesk::store::Store;
-use tokio_util::sync::CancellationToken;
 use zendesk::{FakeZendesk, Settings};
 
 struct Options {
@@ -82,31 +77,6 @@ fn options() -> (Options, bool) {
     (o, full)
 }
 
-fn record(i: usize, callers: usize, at: Timestamp) -> CallRecord {
-    CallRecord {
-        id: format!("bench-{i:05}"),
-        sip_call_id: format!("bench-{i}@pbx"),
-        direction: Direction::Inbound,
-        queue: Some("100".to_owned()),
-        group: Some("support".to_owned()),
-        groups: vec!["support".to_owned()],
-        caller: format!("+346{:08}", 10_000_000 + i % callers),
-        callee: "100".to_owned(),
-        agent: Some("2001".to_owned()),
-        agent_email: Some("ana@example.com".to_owned()),
-        started_at: at,
-        answered_at: Some(at),
-        ended_at: at,
-        outcome: Outcome::Answered,
-        reason: None,
-        ended_by: Some(EndedBy::Caller),
-        out_of_hours: false,
-        recording_url: None,
-        explanation: vec!["support: open".to_owned()],
-        tags: Vec::new(),
-    }
-}
-
 fn main() {
     let (o, full) = options();
     let fake = FakeZendesk::start(Settings {
@@ -120,20 +90,10 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("zd.token");
     std::fs::write(&token, "t0ken").unwrap();
-    let url = format!("sqlite://{}/sipdesk.db", dir.display());
-    let text = format!(
-        r#"
-[sip]
-pbx = "127.0.0.1:5080"
-[database]
-url = "{url}"
-[defaults]
-timezone = "Europe/Madrid"
-region = "ES"
-[[groups]]
-name = "support"
-queues = ["100"]
-agents = [{{ extension = "2001", email = "ana@example.com" }}]
+    let (url, config) = backlog::config(
+        &dir,
+        &format!(
+            r#"
 [[helpdesks]]
 name = "zd"
 kind = "zendesk"
@@ -144,80 +104,21 @@ groups = ["support"]
 requests_per_minute = {limit}
 concurrency = {concurrency}
 "#,
-        base = fake.url,
-        token = token.display(),
-        limit = o.configured.unwrap_or(o.limit),
-        concurrency = o.concurrency,
+            base = fake.url,
+            token = token.display(),
+            limit = o.configured.unwrap_or(o.limit),
+            concurrency = o.concurrency,
+        ),
     );
-    let config = Arc::new(Config::from_toml(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}")));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = runtime.block_on(Store::open(&url)).unwrap();
-    // The backlog: every call ended, its delivery waiting, before the worker starts.
-    let start = Timestamp::now();
-    let records: Vec<CallRecord> = (0..o.calls)
-        .map(|i| {
-            record(
-                i,
-                o.callers,
-                start
-                    .checked_add(jiff::SignedDuration::from_millis(i as i64))
-                    .unwrap(),
-            )
-        })
-        .collect();
-    for chunk in records.chunks(500) {
-        let changes: Vec<sipdesk::call::Change> = chunk
-            .iter()
-            .map(|r| sipdesk::call::Change::CallEnded(Box::new(r.clone())))
-            .collect();
-        let deliveries: Vec<_> = chunk
-            .iter()
-            .flat_map(|r| sipdesk::delivery::outbox_entries(&config, r))
-            .collect();
-        runtime
-            .block_on(store.apply(&changes, &deliveries))
-            .unwrap();
-    }
-    let (_tx, rx) = tokio::sync::watch::channel(config.clone());
-    let stop = CancellationToken::new();
-    let began = Instant::now();
-    let worker = sipdesk::delivery::spawn(
-        url.clone(),
-        rx,
-        Arc::new(Directory::default()),
-        stop.clone(),
-    )
-    .unwrap();
-    let deadline = began + Duration::from_secs(3600);
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let backlog = runtime.block_on(store.backlog()).unwrap();
-        let open: u64 = backlog.iter().map(|b| b.pending + b.in_progress).sum();
-        if open == 0 || Instant::now() > deadline {
-            break;
-        }
-    }
-    let elapsed = began.elapsed();
-    stop.cancel();
-    worker.join().unwrap();
-    let backlog = runtime.block_on(store.backlog()).unwrap();
+    let run = backlog::deliver(&url, config, o.calls, o.callers);
+    let elapsed = run.elapsed;
     let stats = fake.stats();
     let tickets = fake.tickets().len();
     // The busiest 60 s: the most arrivals within any minute.
-    let arrivals = &stats.arrivals;
-    let mut busiest = 0;
-    let mut first = 0;
-    for (last, at) in arrivals.iter().enumerate() {
-        while at.duration_since(arrivals[first]) >= Duration::from_secs(60) {
-            first += 1;
-        }
-        busiest = busiest.max(last + 1 - first);
-    }
+    let arrivals: Vec<_> = stats.arrivals.iter().map(|at| (*at, 1)).collect();
+    let (busiest, _) = backlog::busiest(&arrivals, Duration::from_secs(60));
     let span = match (arrivals.first(), arrivals.last()) {
-        (Some(a), Some(b)) => b.duration_since(*a),
+        (Some(a), Some(b)) => b.0.duration_since(a.0),
         _ => Duration::ZERO,
     };
     let per_minute = stats.requests as f64 / span.as_secs_f64().max(1e-9) * 60.0;
@@ -235,7 +136,7 @@ concurrency = {concurrency}
         "  all delivered in {:.1} s: {} tickets, {} failed",
         elapsed.as_secs_f64(),
         tickets,
-        backlog.iter().map(|b| b.failed).sum::<u64>()
+        run.failed
     );
     println!(
         "  requests: {} ({:.2} per call), {:.0} per minute over {:.1} s = {:.1}% of the limit",

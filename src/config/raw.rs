@@ -435,11 +435,10 @@ pub(crate) struct RawHelpdesk {
     #[serde(default = "default_fields")]
     pub(crate) fields: Vec<String>,
     /// The helpdesk's request limit per minute; sipdesk paces itself below it. Default: per
-    /// kind (Zendesk 400, Help Scout 400, Klaviyo 3000, webhook 600).
+    /// kind (Zendesk 400, Help Scout 400, Intercom 1000, Klaviyo 3500, webhook 600).
     pub(crate) requests_per_minute: Option<u32>,
-    /// How many calls are delivered at the same time.
-    #[serde(default = "default_concurrency")]
-    pub(crate) concurrency: u32,
+    /// How many calls are delivered at the same time. Default: 4 (Klaviyo 8).
+    pub(crate) concurrency: Option<u32>,
     /// After this long without success a delivery is marked failed (it can be retried).
     /// Default: 24h, and 72h for a webhook.
     pub(crate) give_up_after: Option<String>,
@@ -573,10 +572,6 @@ fn default_fields() -> Vec<String> {
     .iter()
     .map(|f| (*f).to_owned())
     .collect()
-}
-
-fn default_concurrency() -> u32 {
-    4
 }
 
 fn default_request_timeout() -> String {

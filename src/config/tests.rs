@@ -572,7 +572,8 @@ fn the_example_helpdesks_are_read_with_their_rules() {
         }
         other => panic!("not Klaviyo: {other:?}"),
     }
-    assert_eq!(klaviyo.requests_per_minute, 3000);
+    assert_eq!(klaviyo.requests_per_minute, 3500);
+    assert_eq!(klaviyo.concurrency, 8);
     let hook = &config.helpdesks[5];
     assert_eq!(hook.kind(), Kind::Webhook);
     match &hook.vendor {

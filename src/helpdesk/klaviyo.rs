@@ -18,7 +18,7 @@
 //!   or an attempt whose answer was lost — never counts the call twice (Klaviyo keeps one event
 //!   per unique id and profile and metric).
 //! - Limits: Create Event allows 350 a second in bursts and 3,500 a minute steady; sipdesk
-//!   paces at `requests_per_minute` (3,000 by default) and honours `Retry-After` on 429.
+//!   paces at `requests_per_minute` (3,500 by default, 8 deliveries at once) and honours `Retry-After` on 429.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

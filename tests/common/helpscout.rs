@@ -115,6 +115,8 @@ pub(crate) struct Stats {
     pub(crate) unauthorized: u64,
     pub(crate) rate_limited: u64,
     pub(crate) requests: u64,
+    /// When each request within the limit arrived, and what it counted (writes count two).
+    pub(crate) arrivals: Vec<(Instant, u32)>,
     /// Every 4xx other than 401 and 429: method, path, body.
     pub(crate) rejections: Vec<(u16, String)>,
 }
@@ -266,6 +268,13 @@ impl FakeHelpScout {
     pub(crate) fn conversation(&self, id: u64) -> Conversation {
         self.with(|a| a.conversations.iter().find(|c| c.id == id).cloned())
             .unwrap_or_else(|| panic!("no conversation {id}"))
+    }
+
+    /// The account's customers with their phones (the benchmark's callers), searchable now.
+    pub(crate) fn add_customers(&self, phones: &[String]) {
+        for phone in phones {
+            self.add_customer(phone, Duration::from_secs(3600));
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -486,6 +495,7 @@ impl Account {
         }
         self.window.push((now, weight));
         self.stats.requests += 1;
+        self.stats.arrivals.push((now, weight));
         let doc: Value = if body.is_empty() {
             Value::Null
         } else {

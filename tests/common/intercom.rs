@@ -95,6 +95,8 @@ pub(crate) struct Conversation {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) requests: u64,
+    /// When each request within the limit arrived.
+    pub(crate) arrivals: Vec<Instant>,
     pub(crate) unauthorized: u64,
     pub(crate) rate_limited: u64,
     pub(crate) conflicts: u64,
@@ -367,6 +369,7 @@ impl Account {
         }
         self.window.2 += 1;
         self.stats.requests += 1;
+        self.stats.arrivals.push(now);
         let rate = vec![
             ("x-ratelimit-limit", limit.to_string()),
             ("x-ratelimit-remaining", (limit - self.window.2).to_string()),
