@@ -262,7 +262,9 @@ fn bad_answers_and_bad_numbers_give_a_reason_and_lose_nothing() {
     let reason = wrong["last_error"].as_str().unwrap();
     assert!(
         reason.contains("401 Couldn't authenticate you")
-            && reason.contains("check the e-mail and token"),
+            && reason.contains(
+                "check them (token_file/token_env, and the e-mail for a Zendesk API token)"
+            ),
         "{reason}"
     );
     assert_eq!(wrong["attempts"], 1);

@@ -683,3 +683,96 @@ async fn calls_interrupted_by_a_crash_get_their_deliveries() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn tags_change_within_two_hours_and_every_delivery_of_the_call_follows() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let mut call = record("tagged-1");
+        call.tags = vec!["vip".into()];
+        let ended = call.ended_at;
+        let own = delivery("tagged-1", "+34600123456", "2026-11-23T09:00:00Z");
+        let skipped = NewDelivery {
+            integration: "kv".into(),
+            skipped: Some("not logged".into()),
+            ..own.clone()
+        };
+        store
+            .apply(
+                &[sipdesk::call::Change::CallEnded(Box::new(call))],
+                &[own, skipped],
+            )
+            .await
+            .unwrap();
+        let after = |minutes: i64| {
+            ended
+                .checked_add(jiff::SignedDuration::from_mins(minutes))
+                .unwrap()
+        };
+        let tag = |add: &[&str], remove: &[&str], at: Timestamp| {
+            let add: Vec<String> = add.iter().map(|t| (*t).to_owned()).collect();
+            let remove: Vec<String> = remove.iter().map(|t| (*t).to_owned()).collect();
+            let store = store.clone();
+            async move { store.tag_call("tagged-1", &add, &remove, at).await.unwrap() }
+        };
+        // Within two hours: the record changes and the delivery that wrote something follows,
+        // after the call's own (same contact, later id); the skipped one does not.
+        let tagged = tag(&["averia"], &["vip"], after(30)).await.unwrap();
+        assert_eq!(tagged.retag.tags, ["averia"], "{}", db.label);
+        assert_eq!(tagged.integrations, ["zd"]);
+        let record = store.call_record("tagged-1").await.unwrap().unwrap();
+        assert_eq!(record.tags, ["averia"]);
+        let all = store.deliveries_of("tagged-1").await.unwrap();
+        let retag = all
+            .iter()
+            .find(|d| d.id == "tagged-1:zd:tags:1")
+            .expect("a tag delivery");
+        assert!(
+            retag
+                .action
+                .as_deref()
+                .unwrap()
+                .contains("\"added\":[\"averia\"]")
+        );
+        let now = Timestamp::now();
+        let lease = now
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        let claimed = store.claim_deliveries("zd", 10, now, lease).await.unwrap();
+        assert_eq!(
+            claimed.len(),
+            1,
+            "{}: the call's own delivery first",
+            db.label
+        );
+        assert_eq!(claimed[0].id, "tagged-1:zd");
+        // Nothing to change; in the second change, a second tag delivery.
+        assert!(matches!(
+            tag(&["averia"], &["vip"], after(40)).await,
+            Err(sipdesk::store::tags::TagRefused::NothingChanged(_))
+        ));
+        tag(&["vip"], &[], after(50)).await.unwrap();
+        assert!(
+            store
+                .deliveries_of("tagged-1")
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.id == "tagged-1:zd:tags:2")
+        );
+        // Past two hours: refused, nothing written.
+        assert!(matches!(
+            tag(&["late"], &[], after(121)).await,
+            Err(sipdesk::store::tags::TagRefused::TooLate { .. })
+        ));
+        let record = store.call_record("tagged-1").await.unwrap().unwrap();
+        assert_eq!(record.tags, ["averia", "vip"], "{}", db.label);
+        assert!(matches!(
+            store
+                .tag_call("nobody", &["x".into()], &[], now)
+                .await
+                .unwrap(),
+            Err(sipdesk::store::tags::TagRefused::NoSuchCall(_))
+        ));
+    }
+}

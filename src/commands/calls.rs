@@ -1,5 +1,6 @@
-//! `sipdesk calls`: recent calls with their outcome, or end a stuck one through the running
-//! daemon's admin API.
+//! `sipdesk calls`: recent calls with their outcome; end a stuck one through the running
+//! daemon's admin API; tag one after it ended (written to the database, which every helpdesk
+//! the call went to then gets through the outbox).
 
 use sipdesk::config::Config;
 use sipdesk::store::{CallFilter, Store};
@@ -11,6 +12,15 @@ pub(crate) enum CallsAction {
     End {
         /// The call's id, as `sipdesk calls` shows it.
         id: String,
+    },
+    /// Add (`+averia`) or remove (`-vip`) tags on a call that ended less than two hours ago;
+    /// every helpdesk the call went to gets the change.
+    Tag {
+        /// The call's id, as `sipdesk calls` shows it.
+        id: String,
+        /// `+tag` to add, `-tag` to remove.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        changes: Vec<String>,
     },
 }
 
@@ -30,8 +40,10 @@ pub(crate) struct CallsArgs {
 }
 
 pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<()> {
-    if let Some(CallsAction::End { id }) = &args.action {
-        return end(config, id).await;
+    match &args.action {
+        Some(CallsAction::End { id }) => return end(config, id).await,
+        Some(CallsAction::Tag { id, changes }) => return tag(config, id, changes).await,
+        None => {}
     }
     let store = Store::open(&config.database.url).await?;
     let rows = store
@@ -100,5 +112,44 @@ async fn end(config: &Config, id: &str) -> anyhow::Result<()> {
         }
         (404, _) => anyhow::bail!("{id}: no such call in progress"),
         (status, body) => anyhow::bail!("sipdesk answered {status}: {body}"),
+    }
+}
+
+/// Adds and removes tags on an ended call, as the PBX's tags are written: trimmed, lower case.
+async fn tag(config: &Config, id: &str, changes: &[String]) -> anyhow::Result<()> {
+    let mut add = Vec::new();
+    let mut remove = Vec::new();
+    for change in changes {
+        if change.starts_with("--") {
+            anyhow::bail!(
+                "{change}: options go before the tags, e.g. sipdesk --config FILE calls tag ID +tag -tag"
+            );
+        }
+        let (list, tag) = match change.split_at_checked(1) {
+            Some(("+", tag)) => (&mut add, tag),
+            Some(("-", tag)) => (&mut remove, tag),
+            _ => anyhow::bail!("{change}: write +tag to add a tag, -tag to remove one"),
+        };
+        let tag = tag.trim().to_lowercase();
+        if tag.is_empty() || tag.contains(',') {
+            anyhow::bail!("{change}: a tag is a word without commas");
+        }
+        list.push(tag);
+    }
+    let store = Store::open(&config.database.url).await?;
+    match store
+        .tag_call(id, &add, &remove, jiff::Timestamp::now())
+        .await?
+    {
+        Ok(tagged) => {
+            let to = if tagged.integrations.is_empty() {
+                "no helpdesk took the call".to_owned()
+            } else {
+                format!("sent to {}", tagged.integrations.join(", "))
+            };
+            println!("{id}: tags now [{}]; {to}", tagged.retag.tags.join(", "));
+            Ok(())
+        }
+        Err(refused) => anyhow::bail!("{id}: {refused}"),
     }
 }

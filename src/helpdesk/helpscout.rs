@@ -38,6 +38,7 @@ use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
 use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::{CallRecord, Direction, Outcome};
 use crate::config::{Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, Secret};
+use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
 /// How long an agent's e-mail → user answer is trusted.
@@ -330,6 +331,50 @@ impl HelpScout {
                 reason: format!("{what}: {} answered without a Resource-ID", self.name),
                 after: None,
             })
+    }
+
+    /// Tags added or removed after the call: the conversation's tags, read and written back
+    /// with the change (Help Scout replaces the whole list).
+    pub async fn retag(
+        &self,
+        retag: &Retag,
+        conversation: &str,
+    ) -> Result<Delivered, HelpdeskError> {
+        let path = format!("/v2/conversations/{conversation}");
+        let reply = self.request(Method::GET, &path, &[], None).await?;
+        if let Some(why) = gone(&reply) {
+            return Err(HelpdeskError::Permanent(format!(
+                "conversation {conversation} {why}: its tags cannot change"
+            )));
+        }
+        if !reply.is_success() {
+            return Err(self.refused(&format!("GET {path}"), &reply));
+        }
+        let mut tags: Vec<String> = reply
+            .body
+            .get("tags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.get("tag").and_then(Value::as_str).map(str::to_owned))
+            .filter(|t| !retag.removed.iter().any(|r| r.eq_ignore_ascii_case(t)))
+            .collect();
+        for tag in &retag.added {
+            if !tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                tags.push(tag.clone());
+            }
+        }
+        let path = format!("/v2/conversations/{conversation}/tags");
+        let reply = self
+            .request(Method::PUT, &path, &[], Some(&json!({ "tags": tags })))
+            .await?;
+        if !reply.is_success() {
+            return Err(self.refused(&format!("PUT {path}"), &reply));
+        }
+        Ok(Delivered::Ticket {
+            id: conversation.to_owned(),
+            detail: format!("conversation {conversation}: tags now {}", tags.join(", ")),
+        })
     }
 
     /// Carries out one delivery.

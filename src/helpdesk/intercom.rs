@@ -41,6 +41,7 @@ use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
 use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::{CallRecord, CallType, Direction, MissedReason, Outcome};
 use crate::config::{HelpdeskSettings, IntercomSettings, Secret};
+use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules, Skip};
 
 /// The API version sipdesk is written against.
@@ -217,6 +218,74 @@ impl Intercom {
         } else {
             HelpdeskError::Permanent(reason)
         }
+    }
+
+    /// Tags added or removed after the call: applied to and removed from the conversation
+    /// (tags are created in Intercom when missing; one already off is fine).
+    pub async fn retag(
+        &self,
+        retag: &Retag,
+        conversation: &str,
+    ) -> Result<Delivered, HelpdeskError> {
+        let admin = self
+            .admin(&self.settings.admin_email)
+            .await?
+            .ok_or_else(|| {
+                HelpdeskError::Permanent(format!(
+                    "admin_email {} is not an admin of this Intercom workspace",
+                    self.settings.admin_email
+                ))
+            })?;
+        for (tag, on) in retag
+            .added
+            .iter()
+            .map(|t| (t, true))
+            .chain(retag.removed.iter().map(|t| (t, false)))
+        {
+            let reply = self
+                .request(Method::POST, "/tags", Some(&json!({ "name": tag })))
+                .await?;
+            let id = reply
+                .body
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let Some(id) = id.filter(|_| reply.is_success()) else {
+                return Err(self.refused("POST /tags", &reply));
+            };
+            let (method, path) = if on {
+                (Method::POST, format!("/conversations/{conversation}/tags"))
+            } else {
+                (
+                    Method::DELETE,
+                    format!("/conversations/{conversation}/tags/{id}"),
+                )
+            };
+            let body = if on {
+                json!({ "id": id, "admin_id": admin })
+            } else {
+                json!({ "admin_id": admin })
+            };
+            let reply = self.request(method.clone(), &path, Some(&body)).await?;
+            let already_off =
+                !on && reply.status.as_u16() == 404 && errors(&reply).contains("tag_not_found");
+            if !reply.is_success() && !already_off {
+                return Err(self.refused(&format!("{method} {path}"), &reply));
+            }
+        }
+        Ok(Delivered::Ticket {
+            id: conversation.to_owned(),
+            detail: format!(
+                "conversation {conversation}: tags {}",
+                retag
+                    .added
+                    .iter()
+                    .map(|t| format!("+{t}"))
+                    .chain(retag.removed.iter().map(|t| format!("-{t}")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        })
     }
 
     /// Carries out one delivery.

@@ -26,7 +26,8 @@ use crate::call::{CallRecord, Direction};
 use crate::config::{HelpdeskSettings, Vendor};
 use crate::directory::{Directory, Said};
 use crate::phone::{self, Caller, Region};
-use crate::store::{ContactEntry, Delivery, Store, StoreError};
+use crate::store::tags::Retag;
+use crate::store::{ContactEntry, Delivery, DeliveryState, NewDelivery, Store, StoreError};
 
 /// Why a delivery attempt did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -213,13 +214,68 @@ impl Connector {
         }
     }
 
+    /// Carries out a delivery: the call itself, or a later change to it.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
+        if let Some(action) = &job.delivery.action {
+            let Some(retag) = Retag::parse(action) else {
+                return Err(HelpdeskError::Permanent(format!(
+                    "sipdesk cannot read this delivery's action: {action}"
+                )));
+            };
+            return self.retag(job, &retag).await;
+        }
         match self {
             Connector::Zendesk(zendesk) => zendesk.deliver(job).await,
             Connector::HelpScout(helpscout) => helpscout.deliver(job).await,
             Connector::Intercom(intercom) => intercom.deliver(job).await,
             Connector::Klaviyo(klaviyo) => klaviyo.deliver(job).await,
             Connector::Webhook(webhook) => webhook.deliver(job).await,
+        }
+    }
+
+    /// Tags added or removed after the call: applied where the call's own delivery wrote it
+    /// (its ticket, conversation or event), once that delivery is done.
+    async fn retag(&self, job: &Job<'_>, retag: &Retag) -> Result<Delivered, HelpdeskError> {
+        let own_id = NewDelivery::id_of(&job.delivery.call_id, &job.delivery.integration);
+        let own = job.store.delivery(&own_id).await?;
+        let target = match &own {
+            Some(Delivery {
+                state: DeliveryState::Done,
+                ticket_id: Some(target),
+                ..
+            }) => target.clone(),
+            Some(Delivery {
+                state: state @ (DeliveryState::Pending | DeliveryState::InProgress),
+                ..
+            }) => {
+                return Err(HelpdeskError::Retry {
+                    reason: format!(
+                        "the call's own delivery is {}; the tags follow it",
+                        state.as_str()
+                    ),
+                    after: Some(Duration::from_secs(5)),
+                });
+            }
+            Some(other) => {
+                return Err(HelpdeskError::Permanent(format!(
+                    "the call's own delivery is {}: retry it (sipdesk deliveries retry {own_id}), then this one",
+                    other.state.as_str()
+                )));
+            }
+            None => {
+                return Err(HelpdeskError::Permanent(format!(
+                    "the call's own delivery {own_id} is not in the database"
+                )));
+            }
+        };
+        match self {
+            Connector::Zendesk(zendesk) => zendesk.retag(retag, &target).await,
+            Connector::HelpScout(helpscout) => helpscout.retag(retag, &target).await,
+            Connector::Intercom(intercom) => intercom.retag(retag, &target).await,
+            Connector::Klaviyo(_) => Ok(Delivered::Skipped(
+                "a Klaviyo event cannot change once recorded: the tags are not sent".to_owned(),
+            )),
+            Connector::Webhook(webhook) => webhook.retag(job, retag).await,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod outbox;
 mod rows;
 mod schema;
 pub mod spill;
+pub mod tags;
 mod write;
 pub mod writer;
 

@@ -105,6 +105,9 @@ pub struct Delivery {
     pub request: Option<String>,
     pub ticket_id: Option<String>,
     pub updated_at: Timestamp,
+    /// `None` for a call's own delivery; for a later change to a call already delivered (tags
+    /// added or removed), what to do, as JSON ([`crate::store::tags::Retag`]).
+    pub action: Option<String>,
 }
 
 /// Which deliveries to list.
@@ -168,7 +171,7 @@ pub(super) async fn insert(
     Ok(())
 }
 
-fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
+pub(super) fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
     let e = || query_error("read delivery");
     Ok(Delivery {
         id: row.try_get("id").map_err(e())?,
@@ -187,11 +190,12 @@ fn delivery(row: &AnyRow) -> Result<Delivery, StoreError> {
         request: row.try_get("request").map_err(e())?,
         ticket_id: row.try_get("ticket_id").map_err(e())?,
         updated_at: from_millis(row.try_get("updated_at").map_err(e())?),
+        action: row.try_get("action").map_err(e())?,
     })
 }
 
 const SELECT: &str = "SELECT id, call_id, integration, contact_key, call_started_at, state, attempts, created_at, pending_since,
-    next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at FROM deliveries";
+    next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at, action FROM deliveries";
 
 /// The condition under which a claim still holds, compared with the claim's attempt number:
 /// the delivery is in progress and nobody claimed it since (each claim counts an attempt).
@@ -248,7 +252,7 @@ impl Store {
                AND ((state = 'pending' AND next_attempt_at <= $2)
                     OR (state = 'in_progress' AND lease_until < $2))
              RETURNING id, call_id, integration, contact_key, call_started_at, state, attempts, created_at, pending_since,
-                 next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at"
+                 next_attempt_at, last_error, detail, contact_id, request, ticket_id, updated_at, action"
         );
         let query = sqlx::query(&sql)
             .bind(millis(lease_until))

@@ -104,4 +104,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         )
         ",
     ),
+    (
+        4,
+        "
+        ALTER TABLE deliveries ADD COLUMN action TEXT
+        ",
+    ),
 ];

@@ -200,11 +200,11 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// Runs `sipdesk <args> --config <this daemon's>`; returns the exit code and stdout+stderr.
+    /// Runs `sipdesk --config <this daemon's> <args>`; returns the exit code and stdout+stderr.
     pub(crate) fn command(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
-            .args(args)
             .args(["--config", self.config.to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap();
         (

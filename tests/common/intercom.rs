@@ -18,7 +18,7 @@
 //!   `conversation_parts`), reply (admin comment or note with an existing `admin_id`, or a
 //!   contact's comment with `intercom_user_id`), parts (`assignment` by an admin to an admin,
 //!   or "0"), tags (create as upsert, case-insensitive; tag a conversation with string `id` and
-//!   `admin_id`). Errors in `error.list` shape; unknown ids are 404 `not_found`.
+//!   `admin_id`; untag with `DELETE …/tags/{id}` and `admin_id` in the body). Errors in `error.list` shape; unknown ids are 404 `not_found`.
 //! - Faults on demand: a status, or no answer, for the next N requests.
 #![allow(dead_code)]
 
@@ -433,6 +433,7 @@ impl Account {
             ("POST", ["conversations", id, "reply"]) => self.reply(id, doc),
             ("POST", ["conversations", id, "parts"]) => self.part(id, doc),
             ("POST", ["conversations", id, "tags"]) => self.tag_conversation(id, doc),
+            ("DELETE", ["conversations", id, "tags", tag]) => self.untag_conversation(id, tag, doc),
             ("POST", ["tags"]) => {
                 let Some(name) = doc
                     .get("name")
@@ -730,6 +731,32 @@ impl Account {
             body: String::new(),
         });
         (200, conversation_json(c, true))
+    }
+
+    /// Untagging needs the admin in the body (the spec: a JSON body with `admin_id`).
+    fn untag_conversation(&mut self, id: &str, tag: &str, doc: &Value) -> Answer {
+        let Some(admin) = id_of(doc.get("admin_id")) else {
+            return error(400, "parameter_not_found", "admin_id is required");
+        };
+        if !self.admins.iter().any(|(a, _)| *a == admin) {
+            return error(404, "admin_not_found", "Admin not found");
+        }
+        let Some(name) = self
+            .tags
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, n)| n.clone())
+        else {
+            return error(404, "tag_not_found", "Tag not found");
+        };
+        let Some(c) = self.conversations.iter_mut().find(|c| c.id == id) else {
+            return error(404, "not_found", "Conversation not found");
+        };
+        if !c.tags.contains(&name) {
+            return error(404, "tag_not_found", "Tag not found");
+        }
+        c.tags.retain(|t| *t != name);
+        (200, json!({"type": "tag", "id": tag, "name": name}))
     }
 
     fn tag_conversation(&mut self, id: &str, doc: &Value) -> Answer {

@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 use super::http::{Credentials, Http, Vendor, error_message, no_rate_headers};
 use super::{Delivered, HelpdeskError, Job};
 use crate::config::{HelpdeskSettings, Secret, WebhookSettings};
+use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
 /// A webhook integration.
@@ -147,6 +148,26 @@ impl Webhook {
                 tickets::Skip::NotLogged(call_type).to_string(),
             ));
         }
+        self.post(job, || {
+            payload::payload(&self.name, &self.rules, job.call, &job.party)
+        })
+        .await
+    }
+
+    /// Tags added or removed after the call: a `call.tagged` event.
+    pub async fn retag(&self, job: &Job<'_>, retag: &Retag) -> Result<Delivered, HelpdeskError> {
+        self.post(job, || {
+            payload::tagged(&self.name, job.call, retag, Timestamp::now())
+        })
+        .await
+    }
+
+    /// Posts the delivery's saved body, or `build`'s saved first, signed.
+    async fn post(
+        &self,
+        job: &Job<'_>,
+        build: impl FnOnce() -> serde_json::Value,
+    ) -> Result<Delivered, HelpdeskError> {
         let saved = job
             .delivery
             .request
@@ -163,8 +184,7 @@ impl Webhook {
         let body = match saved {
             Some(body) => body,
             None => {
-                let value = payload::payload(&self.name, &self.rules, job.call, &job.party);
-                let body = value.to_string();
+                let body = build().to_string();
                 let saved = serde_json::to_string(&Saved::Webhook { body: body.clone() })
                     .map_err(|e| HelpdeskError::Permanent(format!("cannot save the body: {e}")))?;
                 job.remember_request(Some(&saved)).await?;

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::call::{CallRecord, Direction};
 use crate::helpdesk::Party;
+use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
 /// The payload's version.
@@ -21,6 +22,9 @@ pub const VERSION: u32 = 1;
 
 /// The event type of a finished call.
 pub const CALL_ENDED: &str = "call.ended";
+
+/// The event type of tags added or removed after a call.
+pub const CALL_TAGGED: &str = "call.tagged";
 
 /// The payload's JSON Schema.
 pub const SCHEMA: &str = include_str!("schema.json");
@@ -84,6 +88,23 @@ pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Part
             "explanation": call.explanation,
             "log": log,
             "summary": tickets::summary(rules, call),
+        }
+    })
+}
+
+/// The payload of a tag change on a call already posted: what was added and removed, and the
+/// call's tags now.
+pub fn tagged(integration: &str, call: &CallRecord, retag: &Retag, at: Timestamp) -> Value {
+    json!({
+        "type": CALL_TAGGED,
+        "version": VERSION,
+        "timestamp": at.to_string(),
+        "integration": integration,
+        "data": {
+            "id": call.id,
+            "added": retag.added,
+            "removed": retag.removed,
+            "tags": retag.tags,
         }
     })
 }

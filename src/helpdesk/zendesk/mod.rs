@@ -41,6 +41,7 @@ use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::Outcome;
 use crate::config::{HelpdeskSettings, Secret, ZendeskAuth, ZendeskSettings};
 use crate::phone::{self, Caller, Region};
+use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
 pub mod rules;
@@ -256,6 +257,46 @@ impl Zendesk {
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, HelpdeskError> {
         let url = self.http.url(path, query)?;
         self.http.send(Method::GET, url, None, &[]).await
+    }
+
+    /// Tags added or removed after the call: the ticket tags their tag rules give, added to or
+    /// removed from the call's ticket (tags without a rule change nothing, as at the call).
+    pub async fn retag(&self, retag: &Retag, ticket: &str) -> Result<Delivered, HelpdeskError> {
+        let ticket_tags = |tags: &[String]| -> Vec<String> {
+            self.zendesk
+                .tag_rules
+                .iter()
+                .filter(|rule| tags.contains(&rule.tag))
+                .flat_map(|rule| rule.ticket_tags.iter().cloned())
+                .collect()
+        };
+        let (add, remove) = (ticket_tags(&retag.added), ticket_tags(&retag.removed));
+        if add.is_empty() && remove.is_empty() {
+            return Ok(Delivered::Ticket {
+                id: ticket.to_owned(),
+                detail:
+                    "no tag rule gives ticket tags for these call tags: the ticket is unchanged"
+                        .to_owned(),
+            });
+        }
+        let path = format!("/api/v2/tickets/{ticket}.json");
+        let url = self.http.url(&path, &[])?;
+        let body = json!({ "ticket": { "additional_tags": add, "remove_tags": remove } });
+        let reply = self.http.send(Method::PUT, url, Some(&body), &[]).await?;
+        if !reply.is_success() {
+            return Err(conflict_or_rejected(&format!("PUT {path}"), &reply));
+        }
+        Ok(Delivered::Ticket {
+            id: ticket.to_owned(),
+            detail: format!(
+                "ticket #{ticket}: tags {}",
+                add.iter()
+                    .map(|t| format!("+{t}"))
+                    .chain(remove.iter().map(|t| format!("-{t}")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        })
     }
 
     /// Carries out one delivery.
