@@ -18,6 +18,8 @@ mod helpscout;
 mod intercom;
 #[path = "../tests/common/klaviyo.rs"]
 mod klaviyo;
+#[path = "../tests/common/server.rs"]
+mod server;
 
 use std::time::{Duration, Instant};
 

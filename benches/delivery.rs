@@ -11,6 +11,8 @@
 
 #[path = "support/backlog.rs"]
 mod backlog;
+#[path = "../tests/common/server.rs"]
+mod server;
 #[path = "../tests/common/zendesk.rs"]
 mod zendesk;
 

@@ -12,34 +12,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::caller_scenario;
-use common::daemon::{Daemon, SippRun, free_port};
+use common::calls::{CLOSED, Ring, SUPPORT, place_and_settle};
+use common::daemon::Daemon;
 use common::helpscout::{FakeHelpScout, Fault, Settings};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(40);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn config(hs: &str, strict: &str) -> String {
     format!(
         r#"
-[defaults]
-timezone = "Europe/Madrid"
-region = "ES"
-
-[[groups]]
-name = "support"
-queues = ["100"]
-agents = [{{ extension = "2001", email = "ana@example.com" }}]
-ring_timeout = "1s"
-wrap_up = "0s"
-
-[[groups]]
-name = "closed"
-queues = ["300"]
-hours = {{}}
-agents = [{{ extension = "4001" }}]
-
+{SUPPORT}
+{CLOSED}
 [[helpdesks]]
 name = "hs"
 kind = "helpscout"
@@ -67,52 +51,6 @@ create_unknown_contacts = false
 request_timeout = "2s"
 "#
     )
-}
-
-/// Places one call and waits until both its deliveries are settled; returns the call id.
-fn call(
-    daemon: &Daemon,
-    n: usize,
-    from: &str,
-    queue: &str,
-    agents: Option<&str>,
-    answered: bool,
-) -> String {
-    let uas = agents.map(|scenario| daemon.agents(scenario, 1));
-    let base = if answered {
-        "caller-answered.xml"
-    } else {
-        "caller-refused.xml"
-    };
-    let scenario = caller_scenario(&daemon.dir, base, from, None);
-    let (code, errors) = SippRun {
-        scenario: scenario.to_str().unwrap(),
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: queue,
-        calls: 1,
-        rate: 1,
-        tcp: false,
-    }
-    .spawn(&daemon.dir)
-    .wait();
-    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
-    if let Some(uas) = uas {
-        daemon.succeeded(uas);
-    }
-    let calls = daemon.ended_calls(n);
-    let id = calls[0]["id"].as_str().unwrap().to_owned();
-    let all = daemon.settled_deliveries(2 * n, WAIT);
-    let mine: Vec<&Value> = all.iter().filter(|d| d["call_id"] == id.as_str()).collect();
-    assert_eq!(mine.len(), 2, "{all:#?}\n{}", daemon.log());
-    assert!(
-        mine.iter()
-            .all(|d| d["state"] == "done" || d["state"] == "skipped"),
-        "{mine:#?}\n{}",
-        daemon.log()
-    );
-    id
 }
 
 fn delivery(daemon: &Daemon, call: &str, integration: &str) -> Value {
@@ -161,14 +99,7 @@ fn calls_become_conversations_as_the_seed_says() {
     );
 
     // 1. A known customer with an open conversation calls and Ana answers: the call joins it.
-    let first = call(
-        &daemon,
-        1,
-        "600123456",
-        "100",
-        Some("agents-answer.xml"),
-        true,
-    );
+    let first = place_and_settle(&daemon, 1, 2, "600123456", "100", Ring::Answer, None);
     let joined = hs.conversation(open);
     let kinds: Vec<&str> = joined.threads.iter().map(|t| t.kind.as_str()).collect();
     assert_eq!(kinds, ["customer", "phone", "note"], "{joined:#?}");
@@ -215,14 +146,7 @@ fn calls_become_conversations_as_the_seed_says() {
     // 2. Tokens expire (48 hours pass): a 401 gets a new token, once. B's only open
     //    conversation is spam-tagged; one closed an hour ago is reopened instead.
     hs.expire_tokens();
-    let second = call(
-        &daemon,
-        2,
-        "611222333",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-    );
+    let second = place_and_settle(&daemon, 2, 2, "611222333", "100", Ring::NoAnswer, None);
     assert_eq!(hs.stats().tokens_issued, 2);
     let reopened = hs.conversation(recently_closed);
     assert_eq!(reopened.status, "active");
@@ -253,14 +177,7 @@ fn calls_become_conversations_as_the_seed_says() {
     //    it but the answer is lost; the retry finds it (once search shows it) instead of
     //    making a second.
     hs.fail_on("POST", "/v2/conversations", Fault::LoseAnswer);
-    let third = call(
-        &daemon,
-        3,
-        "622333444",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-    );
+    let third = place_and_settle(&daemon, 3, 2, "622333444", "100", Ring::NoAnswer, None);
     assert_eq!(hs.conversation(long_closed).threads.len(), 1);
     let of_c: Vec<_> = hs
         .conversations()
@@ -290,14 +207,7 @@ fn calls_become_conversations_as_the_seed_says() {
     );
 
     // 4. A number no customer has: `hs` creates "Caller <E.164>" with the phone.
-    call(
-        &daemon,
-        4,
-        "633444555",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-    );
+    place_and_settle(&daemon, 4, 2, "633444555", "100", Ring::NoAnswer, None);
     let made = hs
         .customers()
         .into_iter()
@@ -316,14 +226,7 @@ fn calls_become_conversations_as_the_seed_says() {
     );
 
     // 5. Two customers share a number: `hs` logs to the newer, `strict` skips, saying why.
-    let fifth = call(
-        &daemon,
-        5,
-        "644555666",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-    );
+    let fifth = place_and_settle(&daemon, 5, 2, "644555666", "100", Ring::NoAnswer, None);
     assert_eq!(
         hs.conversations()
             .iter()
@@ -340,8 +243,8 @@ fn calls_become_conversations_as_the_seed_says() {
 
     // 6. Two withheld calls: `hs` logs both under one "Anonymous caller", each in its own new
     //    conversation (withheld callers are not one customer); `strict` creates nobody.
-    let sixth = call(&daemon, 6, "anonymous", "300", None, false);
-    call(&daemon, 7, "anonymous", "300", None, false);
+    let sixth = place_and_settle(&daemon, 6, 2, "anonymous", "300", Ring::Nobody, None);
+    place_and_settle(&daemon, 7, 2, "anonymous", "300", Ring::Nobody, None);
     let anonymous: Vec<_> = hs
         .customers()
         .into_iter()
@@ -367,14 +270,7 @@ fn calls_become_conversations_as_the_seed_says() {
     // 7. A customer deleted in Help Scout: the next call from the number finds Help Scout
     //    refusing the remembered id, forgets it, and logs under a new customer.
     hs.delete_customer(a);
-    let eighth = call(
-        &daemon,
-        8,
-        "600123456",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-    );
+    let eighth = place_and_settle(&daemon, 8, 2, "600123456", "100", Ring::NoAnswer, None);
     let again: Vec<_> = hs
         .customers()
         .into_iter()

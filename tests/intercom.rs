@@ -10,27 +10,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::caller_scenario;
-use common::daemon::{Daemon, SippRun, free_port};
+use common::calls::{CLOSED, Ring, SUPPORT, place_and_settle};
+use common::daemon::Daemon;
 use common::intercom::{FakeIntercom, Fault, Settings};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(40);
 
 fn config(ic: &str, strict: &str) -> String {
     format!(
         r#"
-[defaults]
-timezone = "Europe/Madrid"
-region = "ES"
-
-[[groups]]
-name = "support"
-queues = ["100"]
-agents = [{{ extension = "2001", email = "ana@example.com" }}]
-ring_timeout = "1s"
-wrap_up = "0s"
-
+{SUPPORT}
 [[groups]]
 name = "sales"
 queues = ["200"]
@@ -38,12 +26,7 @@ agents = [{{ extension = "3001", email = "carl@example.com" }}]
 ring_timeout = "1s"
 wrap_up = "0s"
 
-[[groups]]
-name = "closed"
-queues = ["300"]
-hours = {{}}
-agents = [{{ extension = "4001" }}]
-
+{CLOSED}
 [[helpdesks]]
 name = "ic"
 kind = "intercom"
@@ -67,52 +50,6 @@ create_unknown_contacts = false
 request_timeout = "2s"
 "#
     )
-}
-
-/// Places one call and waits until both its deliveries are settled; returns the call id.
-fn call(
-    daemon: &Daemon,
-    n: usize,
-    from: &str,
-    queue: &str,
-    agents: Option<&str>,
-    answered: bool,
-    header: Option<&str>,
-) -> String {
-    let uas = agents.map(|scenario| daemon.agents(scenario, 1));
-    let base = if answered {
-        "caller-answered.xml"
-    } else {
-        "caller-refused.xml"
-    };
-    let scenario = caller_scenario(&daemon.dir, base, from, header);
-    let (code, errors) = SippRun {
-        scenario: scenario.to_str().unwrap(),
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: queue,
-        calls: 1,
-        rate: 1,
-        tcp: false,
-    }
-    .spawn(&daemon.dir)
-    .wait();
-    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
-    if let Some(uas) = uas {
-        daemon.succeeded(uas);
-    }
-    let id = daemon.ended_calls(n)[0]["id"].as_str().unwrap().to_owned();
-    let all = daemon.settled_deliveries(2 * n, WAIT);
-    let mine: Vec<&Value> = all.iter().filter(|d| d["call_id"] == id.as_str()).collect();
-    assert_eq!(mine.len(), 2, "{all:#?}\n{}", daemon.log());
-    assert!(
-        mine.iter()
-            .all(|d| d["state"] == "done" || d["state"] == "skipped"),
-        "{mine:#?}\n{}",
-        daemon.log()
-    );
-    id
 }
 
 fn delivery(daemon: &Daemon, call: &str, integration: &str) -> Value {
@@ -154,13 +91,13 @@ fn calls_become_conversations_as_the_seed_says() {
     // 1. A known contact calls and Ana (an Intercom admin) answers: the call joins their most
     //    recently updated open conversation, as the contact's message, then the admin's note;
     //    it is assigned to Ana and tagged with the call's tag.
-    let first = call(
+    let first = place_and_settle(
         &daemon,
         1,
+        2,
         "600123456",
         "100",
-        Some("agents-answer.xml"),
-        true,
+        Ring::Answer,
         Some("X-Sipdesk-Tags: vip"),
     );
     let joined = ic.conversation(&latest);
@@ -195,15 +132,7 @@ fn calls_become_conversations_as_the_seed_says() {
     assert!(made[0].assignee.is_some());
 
     // 2. Several contacts share a number: not logged (the seed), with the reason.
-    let second = call(
-        &daemon,
-        2,
-        "644555666",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-        None,
-    );
+    let second = place_and_settle(&daemon, 2, 2, "644555666", "100", Ring::NoAnswer, None);
     let shared = delivery(&daemon, &second, "ic");
     assert_eq!(shared["state"], "skipped");
     assert!(
@@ -217,15 +146,7 @@ fn calls_become_conversations_as_the_seed_says() {
     //    contact", a new conversation assigned to admin_email's admin. Intercom fails once
     //    with a 500 first; the retry still makes one conversation.
     ic.fail_next(1, Fault::Status(500));
-    let third = call(
-        &daemon,
-        3,
-        "633444555",
-        "200",
-        Some("agents-answer.xml"),
-        true,
-        None,
-    );
+    let third = place_and_settle(&daemon, 3, 2, "633444555", "200", Ring::Answer, None);
     let lead = ic
         .contacts()
         .into_iter()
@@ -254,7 +175,7 @@ fn calls_become_conversations_as_the_seed_says() {
     // 4. Nobody can take the call (a closed group), from a withheld number: the anonymous lead
     //    (found through the 409 on create), a "Missed call" left unassigned; `strict` has no
     //    anonymous lead.
-    let fourth = call(&daemon, 4, "anonymous", "300", None, false, None);
+    let fourth = place_and_settle(&daemon, 4, 2, "anonymous", "300", Ring::Nobody, None);
     assert_eq!(ic.stats().conflicts, 1);
     let missed: Vec<_> = ic
         .conversations()

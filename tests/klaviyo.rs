@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::caller_scenario;
-use common::daemon::{Daemon, SippRun, free_port};
+use common::calls::{CLOSED, Ring, SUPPORT, place_call};
+use common::daemon::Daemon;
 use common::klaviyo::{Event, FakeKlaviyo, Fault, Settings};
 use serde_json::Value;
 
@@ -17,23 +17,8 @@ const WAIT: Duration = Duration::from_secs(40);
 fn config(kv: &str, strict: &str) -> String {
     format!(
         r#"
-[defaults]
-timezone = "Europe/Madrid"
-region = "ES"
-
-[[groups]]
-name = "support"
-queues = ["100"]
-agents = [{{ extension = "2001", email = "ana@example.com" }}]
-ring_timeout = "1s"
-wrap_up = "0s"
-
-[[groups]]
-name = "closed"
-queues = ["300"]
-hours = {{}}
-agents = [{{ extension = "4001" }}]
-
+{SUPPORT}
+{CLOSED}
 [[helpdesks]]
 name = "kv"
 kind = "klaviyo"
@@ -54,34 +39,6 @@ create_unknown_contacts = false
 request_timeout = "2s"
 "#
     )
-}
-
-/// Places one call from `from` to `queue`: answered by agent 2001, rung without answer, or
-/// refused without ringing (a closed group).
-fn call(daemon: &Daemon, from: &str, queue: &str, agents: Option<&str>, answered: bool) {
-    let uas = agents.map(|scenario| daemon.agents(scenario, 1));
-    let base = if answered {
-        "caller-answered.xml"
-    } else {
-        "caller-refused.xml"
-    };
-    let scenario = caller_scenario(&daemon.dir, base, from, None);
-    let (code, errors) = SippRun {
-        scenario: scenario.to_str().unwrap(),
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: queue,
-        calls: 1,
-        rate: 1,
-        tcp: false,
-    }
-    .spawn(&daemon.dir)
-    .wait();
-    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
-    if let Some(uas) = uas {
-        daemon.succeeded(uas);
-    }
 }
 
 fn delivery<'a>(all: &'a [Value], call: &str, integration: &str) -> &'a Value {
@@ -113,20 +70,14 @@ fn every_call_is_one_event_on_the_callers_profile() {
     // 1. Answered, from a number both know or learn; Klaviyo's first answer is lost after it
     //    recorded the event, so the retry is a repeat Klaviyo drops by unique_id.
     kv.fail_next(1, Fault::LoseAnswer);
-    call(&daemon, "600123456", "100", Some("agents-answer.xml"), true);
+    place_call(&daemon, "600123456", "100", Ring::Answer, None);
     // 2. Missed (rung, no answer), from a number only `kv` takes; `kv` fails once with a 503
     //    (once the first call's deliveries are settled, so the fault is this call's).
     daemon.settled_deliveries(2, WAIT);
     kv.fail_next(1, Fault::Status(503));
-    call(
-        &daemon,
-        "611222333",
-        "100",
-        Some("agents-ring-no-answer.xml"),
-        false,
-    );
+    place_call(&daemon, "611222333", "100", Ring::NoAnswer, None);
     // 3. Withheld, refused by a closed group.
-    call(&daemon, "anonymous", "300", None, false);
+    place_call(&daemon, "anonymous", "300", Ring::Nobody, None);
 
     let calls = daemon.ended_calls(3);
     let id_of = |caller: &str| {

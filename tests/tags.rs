@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::calls::caller_scenario;
-use common::daemon::{Daemon, SippRun, free_port, test_dir};
+use common::calls::{Ring, SUPPORT, place_call};
+use common::daemon::{Daemon, test_dir};
 use common::helpscout::{self, FakeHelpScout};
 use common::intercom::{self, FakeIntercom};
 use common::klaviyo::{self, FakeKlaviyo};
@@ -23,17 +23,7 @@ const WAIT: Duration = Duration::from_secs(40);
 fn config(zd: &str, hs: &str, ic: &str, kv: &str, hook: &str) -> String {
     format!(
         r#"
-[defaults]
-timezone = "Europe/Madrid"
-region = "ES"
-
-[[groups]]
-name = "support"
-queues = ["100"]
-agents = [{{ extension = "2001", email = "ana@example.com" }}]
-ring_timeout = "1s"
-wrap_up = "0s"
-
+{SUPPORT}
 [[helpdesks]]
 name = "zd"
 kind = "zendesk"
@@ -101,27 +91,13 @@ fn tags_added_and_removed_after_the_call_reach_every_helpdesk() {
         ],
     );
 
-    let agents = daemon.agents("agents-answer.xml", 1);
-    let scenario = caller_scenario(
-        &dir,
-        "caller-answered.xml",
+    place_call(
+        &daemon,
         "600123456",
+        "100",
+        Ring::Answer,
         Some("X-Sipdesk-Tags: vip"),
     );
-    let (code, errors) = SippRun {
-        scenario: scenario.to_str().unwrap(),
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: "100",
-        calls: 1,
-        rate: 1,
-        tcp: false,
-    }
-    .spawn(&dir)
-    .wait();
-    assert_eq!(code, 0, "{errors}\n{}", daemon.log());
-    daemon.succeeded(agents);
     let call = daemon.ended_calls(1)[0]["id"].as_str().unwrap().to_owned();
     let first = daemon.settled_deliveries(5, WAIT);
     assert!(

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::calls::caller_scenario;
-use common::daemon::{Daemon, SippRun, free_port};
+use common::calls::{CLOSED, Ring, SUPPORT, place_call};
+use common::daemon::Daemon;
 use common::receiver::{Receiver, SECRET, python};
 use serde_json::Value;
 
@@ -25,23 +25,8 @@ const WAIT: Duration = Duration::from_secs(30);
 fn config(url: &str) -> String {
     format!(
         r#"
-[defaults]
-timezone = "Europe/Madrid"
-region = "ES"
-
-[[groups]]
-name = "support"
-queues = ["100"]
-agents = [{{ extension = "2001", email = "ana@example.com" }}]
-ring_timeout = "1s"
-wrap_up = "0s"
-
-[[groups]]
-name = "closed"
-queues = ["300"]
-hours = {{}}
-agents = [{{ extension = "4001" }}]
-
+{SUPPORT}
+{CLOSED}
 [[helpdesks]]
 name = "hook"
 kind = "webhook"
@@ -53,33 +38,6 @@ fields = ["call_type", "agent", "start", "queue"]
 request_timeout = "2s"
 "#
     )
-}
-
-/// Places one call from `from` to `queue`, answered by agent 2001 or refused.
-fn call(daemon: &Daemon, from: &str, queue: &str, answered: bool) {
-    let agents = answered.then(|| daemon.agents("agents-answer.xml", 1));
-    let base = if answered {
-        "caller-answered.xml"
-    } else {
-        "caller-refused.xml"
-    };
-    let scenario = caller_scenario(&daemon.dir, base, from, None);
-    let (code, errors) = SippRun {
-        scenario: scenario.to_str().unwrap(),
-        ip: "127.0.0.1",
-        port: free_port(),
-        target: Some(format!("127.0.0.1:{}", daemon.port)),
-        service: queue,
-        calls: 1,
-        rate: 1,
-        tcp: false,
-    }
-    .spawn(&daemon.dir)
-    .wait();
-    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
-    if let Some(agents) = agents {
-        daemon.succeeded(agents);
-    }
 }
 
 /// Waits until the receiver has had `n` requests.
@@ -129,7 +87,7 @@ fn every_call_reaches_the_receiver_signed_once_and_as_the_schema_says() {
         &[("hook.secret", &format!("{SECRET}\n"))],
     );
 
-    call(&daemon, "600123456", "100", true);
+    place_call(&daemon, "600123456", "100", Ring::Answer, None);
     // While the first attempt waits out its Retry-After, the fields change: the retry must
     // still send the bytes it saved.
     wait_for(&receiver, 1, &daemon);
@@ -143,9 +101,9 @@ fn every_call_reaches_the_receiver_signed_once_and_as_the_schema_says() {
     );
     let answered_id = daemon.ended_calls(1)[0]["id"].as_str().unwrap().to_owned();
     daemon.settled_deliveries(1, WAIT);
-    call(&daemon, "anonymous", "300", false);
+    place_call(&daemon, "anonymous", "300", Ring::Nobody, None);
     daemon.settled_deliveries(2, WAIT);
-    call(&daemon, "611222333", "100", false);
+    place_call(&daemon, "611222333", "100", Ring::NoAnswer, None);
     let calls = daemon.ended_calls(3);
     let deliveries = daemon.settled_deliveries(3, WAIT);
     assert_eq!(deliveries.len(), 3, "{deliveries:#?}");

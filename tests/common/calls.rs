@@ -108,3 +108,102 @@ pub(crate) fn numbers(n: usize, first: usize) -> Vec<String> {
         .map(|i| format!("6{:08}", 10_000_000 + i))
         .collect()
 }
+
+/// The defaults and the `support` group (queue 100, agent 2001 with ana@example.com, rung for
+/// one second, no wrap-up) the helpdesk tests share.
+pub(crate) const SUPPORT: &str = r#"
+[defaults]
+timezone = "Europe/Madrid"
+region = "ES"
+
+[[groups]]
+name = "support"
+queues = ["100"]
+agents = [{ extension = "2001", email = "ana@example.com" }]
+ring_timeout = "1s"
+wrap_up = "0s"
+"#;
+
+/// A group closed at every hour (queue 300): its callers are refused without ringing.
+pub(crate) const CLOSED: &str = r#"
+[[groups]]
+name = "closed"
+queues = ["300"]
+hours = {}
+agents = [{ extension = "4001" }]
+"#;
+
+/// What the agents' phones do with a call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ring {
+    /// The agent answers; the caller hangs up after a moment.
+    Answer,
+    /// Rings out unanswered.
+    NoAnswer,
+    /// Nobody is rung (a closed group): the caller is refused.
+    Nobody,
+}
+
+/// Places one call from `from` (a user part, or `anonymous`) to `queue`, with an extra INVITE
+/// header if given, and waits until SIPp is done with it.
+pub(crate) fn place_call(
+    daemon: &Daemon,
+    from: &str,
+    queue: &str,
+    ring: Ring,
+    header: Option<&str>,
+) {
+    let agents = match ring {
+        Ring::Answer => Some(daemon.agents("agents-answer.xml", 1)),
+        Ring::NoAnswer => Some(daemon.agents("agents-ring-no-answer.xml", 1)),
+        Ring::Nobody => None,
+    };
+    let base = if ring == Ring::Answer {
+        "caller-answered.xml"
+    } else {
+        "caller-refused.xml"
+    };
+    let scenario = caller_scenario(&daemon.dir, base, from, header);
+    let (code, errors) = SippRun {
+        scenario: scenario.to_str().unwrap(),
+        ip: "127.0.0.1",
+        port: free_port(),
+        target: Some(format!("127.0.0.1:{}", daemon.port)),
+        service: queue,
+        calls: 1,
+        rate: 1,
+        tcp: false,
+    }
+    .spawn(&daemon.dir)
+    .wait();
+    assert_eq!(code, 0, "caller SIPp failed:\n{errors}\n{}", daemon.log());
+    if let Some(agents) = agents {
+        daemon.succeeded(agents);
+    }
+}
+
+/// Places the `n`-th call of a test ([`place_call`]) and waits until its `helpdesks` deliveries
+/// are settled, each done or skipped; returns the call's id.
+pub(crate) fn place_and_settle(
+    daemon: &Daemon,
+    n: usize,
+    helpdesks: usize,
+    from: &str,
+    queue: &str,
+    ring: Ring,
+    header: Option<&str>,
+) -> String {
+    place_call(daemon, from, queue, ring, header);
+    let id = daemon.ended_calls(n)[0]["id"].as_str().unwrap().to_owned();
+    let all = daemon.settled_deliveries(helpdesks * n, Duration::from_secs(40));
+    let mine: Vec<&serde_json::Value> =
+        all.iter().filter(|d| d["call_id"] == id.as_str()).collect();
+    assert_eq!(mine.len(), helpdesks, "{all:#?}\n{}", daemon.log());
+    assert!(
+        mine.iter()
+            .all(|d| d["state"] == "done" || d["state"] == "skipped"),
+        "{mine:#?}\n{}",
+        daemon.log()
+    );
+    id
+}

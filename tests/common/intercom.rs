@@ -22,7 +22,6 @@
 //! - Faults on demand: a status, or no answer, for the next N requests.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +32,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::{Value, json};
+
+use super::server::Server;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -119,22 +120,12 @@ struct Account {
 pub(crate) struct FakeIntercom {
     pub(crate) url: String,
     account: Arc<Mutex<Account>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for FakeIntercom {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    /// Stops serving when the fake is dropped.
+    _server: Server,
 }
 
 impl FakeIntercom {
     pub(crate) fn start(settings: Settings) -> FakeIntercom {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Intercom");
-        listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
         let account = Arc::new(Mutex::new(Account {
             settings,
             admins: Vec::new(),
@@ -146,28 +137,14 @@ impl FakeIntercom {
             faults: Vec::new(),
             stats: Stats::default(),
         }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shared = account.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = Router::new().fallback(handle).with_state(shared);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let server = Server::start(
+            "fake Intercom",
+            Router::new().fallback(handle).with_state(account.clone()),
+        );
         FakeIntercom {
-            url: format!("http://{addr}"),
+            url: server.url.clone(),
             account,
-            stop: Some(stop),
+            _server: server,
         }
     }
 

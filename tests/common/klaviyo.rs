@@ -24,7 +24,6 @@
 //!   requests.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::{Value, json};
+
+use super::server::Server;
 
 /// How the fake account is set up.
 #[derive(Clone, Debug)]
@@ -114,22 +115,12 @@ struct Account {
 pub(crate) struct FakeKlaviyo {
     pub(crate) url: String,
     account: Arc<Mutex<Account>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for FakeKlaviyo {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    /// Stops serving when the fake is dropped.
+    _server: Server,
 }
 
 impl FakeKlaviyo {
     pub(crate) fn start(settings: Settings) -> FakeKlaviyo {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Klaviyo");
-        listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
         let now = Instant::now();
         let account = Arc::new(Mutex::new(Account {
             settings,
@@ -142,28 +133,14 @@ impl FakeKlaviyo {
             faults: Vec::new(),
             stats: Stats::default(),
         }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shared = account.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = Router::new().fallback(handle).with_state(shared);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let server = Server::start(
+            "fake Klaviyo",
+            Router::new().fallback(handle).with_state(account.clone()),
+        );
         FakeKlaviyo {
-            url: format!("http://{addr}"),
+            url: server.url.clone(),
             account,
-            stop: Some(stop),
+            _server: server,
         }
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod helpscout;
 pub(crate) mod intercom;
 pub(crate) mod klaviyo;
 pub(crate) mod receiver;
+pub(crate) mod server;
 pub(crate) mod zendesk;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -29,7 +29,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +40,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use jiff::Timestamp;
 use serde_json::{Value, json};
+
+use super::server::Server;
 
 /// How the fake account is set up.
 #[derive(Clone, Debug)]
@@ -174,7 +175,8 @@ struct Account {
 pub(crate) struct FakeZendesk {
     pub(crate) url: String,
     account: Arc<Mutex<Account>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops serving when the fake is dropped.
+    _server: Server,
 }
 
 const TICKET_KEYS: &[&str] = &[
@@ -235,10 +237,6 @@ const TYPES: &[&str] = &["problem", "incident", "question", "task"];
 
 impl FakeZendesk {
     pub(crate) fn start(settings: Settings) -> FakeZendesk {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Zendesk");
-        listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
         let api_user = 1;
         let account = Arc::new(Mutex::new(Account {
             users: vec![User {
@@ -253,7 +251,8 @@ impl FakeZendesk {
                 indexed_at: Instant::now(),
             }],
             settings,
-            base: base.clone(),
+            // Known once the server listens, before any request.
+            base: String::new(),
             tickets: Vec::new(),
             next_id: 100,
             api_user,
@@ -263,28 +262,15 @@ impl FakeZendesk {
             faults: Faults::default(),
             stats: Stats::default(),
         }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shared = account.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = Router::new().fallback(handle).with_state(shared);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
+        let server = Server::start(
+            "fake Zendesk",
+            Router::new().fallback(handle).with_state(account.clone()),
+        );
+        account.lock().unwrap().base = server.url.clone();
         FakeZendesk {
-            url: base,
+            url: server.url.clone(),
             account,
-            stop: Some(stop),
+            _server: server,
         }
     }
 
@@ -411,14 +397,6 @@ impl FakeZendesk {
                 return tickets;
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for FakeZendesk {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
         }
     }
 }
