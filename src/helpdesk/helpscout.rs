@@ -303,20 +303,7 @@ impl HelpScout {
     }
 
     fn refused(&self, what: &str, reply: &Reply) -> HelpdeskError {
-        let reason = format!(
-            "{what}: {} refused it ({} {})",
-            self.name,
-            reply.status.as_u16(),
-            errors(reply)
-        );
-        if reply.status.as_u16() == 409 {
-            HelpdeskError::Retry {
-                reason,
-                after: None,
-            }
-        } else {
-            HelpdeskError::Permanent(reason)
-        }
+        super::refused(what, &self.name, reply, &errors(reply))
     }
 
     /// The id in a 201's `Resource-ID`.
@@ -387,10 +374,7 @@ impl HelpScout {
             ));
         }
         let mut progress = job
-            .delivery
-            .request
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<Progress>(text).ok())
+            .saved::<Progress>()
             .filter(|p| p.kind == "helpscout")
             .unwrap_or_else(|| Progress {
                 kind: "helpscout".to_owned(),
@@ -695,9 +679,7 @@ impl HelpScout {
     }
 
     async fn save(&self, job: &Job<'_>, progress: &Progress) -> Result<(), HelpdeskError> {
-        let text = serde_json::to_string(progress)
-            .map_err(|e| HelpdeskError::Permanent(format!("cannot save the progress: {e}")))?;
-        job.remember_request(Some(&text)).await
+        job.save(progress).await
     }
 
     /// The phone thread: the call in one line.

@@ -204,20 +204,7 @@ impl Intercom {
     }
 
     fn refused(&self, what: &str, reply: &Reply) -> HelpdeskError {
-        let reason = format!(
-            "{what}: {} refused it ({} {})",
-            self.name,
-            reply.status.as_u16(),
-            errors(reply)
-        );
-        if reply.status.as_u16() == 409 {
-            HelpdeskError::Retry {
-                reason,
-                after: None,
-            }
-        } else {
-            HelpdeskError::Permanent(reason)
-        }
+        super::refused(what, &self.name, reply, &errors(reply))
     }
 
     /// Tags added or removed after the call: applied to and removed from the conversation
@@ -297,10 +284,7 @@ impl Intercom {
             ));
         }
         let mut progress = job
-            .delivery
-            .request
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<Progress>(text).ok())
+            .saved::<Progress>()
             .filter(|p| p.kind == "intercom")
             .unwrap_or_else(|| Progress {
                 kind: "intercom".to_owned(),
@@ -457,9 +441,7 @@ impl Intercom {
     }
 
     async fn save(&self, job: &Job<'_>, progress: &Progress) -> Result<(), HelpdeskError> {
-        let text = serde_json::to_string(progress)
-            .map_err(|e| HelpdeskError::Permanent(format!("cannot save the progress: {e}")))?;
-        job.remember_request(Some(&text)).await
+        job.save(progress).await
     }
 
     /// The contact the call goes to (`Err`: why it is not logged).

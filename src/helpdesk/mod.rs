@@ -61,6 +61,23 @@ impl From<StoreError> for HelpdeskError {
     }
 }
 
+/// The helpdesk refused a request (`what`), saying `message`: a 409 (two writes to one record
+/// at once) is worth another try, anything else fails the delivery with the helpdesk's words.
+pub fn refused(what: &str, helpdesk: &str, reply: &http::Reply, message: &str) -> HelpdeskError {
+    let reason = format!(
+        "{what}: {helpdesk} refused it ({} {message})",
+        reply.status.as_u16()
+    );
+    if reply.status.as_u16() == 409 {
+        HelpdeskError::Retry {
+            reason,
+            after: None,
+        }
+    } else {
+        HelpdeskError::Permanent(reason)
+    }
+}
+
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivered {
@@ -139,6 +156,19 @@ impl Job<'_> {
     /// same one (same idempotency key, same body) or sees that it already went through.
     pub async fn remember_request(&self, request: Option<&str>) -> Result<(), HelpdeskError> {
         Ok(self.store.delivery_request(self.delivery, request).await?)
+    }
+
+    /// The progress an earlier attempt saved, when it is of type `T` (another kind of
+    /// connector's, after the entry's kind changed, is not).
+    pub fn saved<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_str(self.delivery.request.as_deref()?).ok()
+    }
+
+    /// Saves the connector's progress, so the next attempt takes up from there.
+    pub async fn save<T: serde::Serialize>(&self, progress: &T) -> Result<(), HelpdeskError> {
+        let text = serde_json::to_string(progress)
+            .map_err(|e| HelpdeskError::Permanent(format!("cannot save the progress: {e}")))?;
+        self.remember_request(Some(&text)).await
     }
 
     /// What the directory knows of the party on this integration.
