@@ -297,7 +297,11 @@ impl Integration {
                 // Said on the delivery where the helpdesk has an anonymous contact.
                 let has_contacts = matches!(self.settings.kind(), Kind::Zendesk | Kind::HelpScout);
                 let unreadable = match &party {
-                    Party::Anonymous { sent: Some(sent) } if has_contacts => Some(sent.clone()),
+                    Party::Anonymous { sent: Some(sent) }
+                        if has_contacts && delivery.action.is_none() =>
+                    {
+                        Some(sent.clone())
+                    }
                     _ => None,
                 };
                 let job = Job {

@@ -686,6 +686,7 @@ async fn calls_interrupted_by_a_crash_get_their_deliveries() {
 
 #[tokio::test]
 async fn tags_change_within_two_hours_and_every_delivery_of_the_call_follows() {
+    use sipdesk::store::tags::TagRefused;
     for db in TestDb::all().await {
         let store = Store::open(&db.url).await.unwrap();
         let mut call = record("tagged-1");
@@ -709,15 +710,23 @@ async fn tags_change_within_two_hours_and_every_delivery_of_the_call_follows() {
                 .checked_add(jiff::SignedDuration::from_mins(minutes))
                 .unwrap()
         };
-        let tag = |add: &[&str], remove: &[&str], at: Timestamp| {
+        let configured = ["zd".to_owned(), "kv".to_owned()];
+        let tag = |add: &[&str], remove: &[&str], at: Timestamp, to: &[String]| {
             let add: Vec<String> = add.iter().map(|t| (*t).to_owned()).collect();
             let remove: Vec<String> = remove.iter().map(|t| (*t).to_owned()).collect();
-            let store = store.clone();
-            async move { store.tag_call("tagged-1", &add, &remove, at).await.unwrap() }
+            let (store, to) = (store.clone(), to.to_vec());
+            async move {
+                store
+                    .tag_call("tagged-1", &add, &remove, at, &to)
+                    .await
+                    .unwrap()
+            }
         };
         // Within two hours: the record changes and the delivery that wrote something follows,
         // after the call's own (same contact, later id); the skipped one does not.
-        let tagged = tag(&["averia"], &["vip"], after(30)).await.unwrap();
+        let tagged = tag(&["averia"], &["vip"], after(30), &configured)
+            .await
+            .unwrap();
         assert_eq!(tagged.retag.tags, ["averia"], "{}", db.label);
         assert_eq!(tagged.integrations, ["zd"]);
         let record = store.call_record("tagged-1").await.unwrap().unwrap();
@@ -725,7 +734,7 @@ async fn tags_change_within_two_hours_and_every_delivery_of_the_call_follows() {
         let all = store.deliveries_of("tagged-1").await.unwrap();
         let retag = all
             .iter()
-            .find(|d| d.id == "tagged-1:zd:tags:1")
+            .find(|d| d.id == "tagged-1:zd:tags:000001")
             .expect("a tag delivery");
         assert!(
             retag
@@ -738,41 +747,79 @@ async fn tags_change_within_two_hours_and_every_delivery_of_the_call_follows() {
         let lease = now
             .checked_add(jiff::SignedDuration::from_secs(30))
             .unwrap();
+        let ids = |claimed: &[sipdesk::store::Delivery]| -> Vec<String> {
+            claimed.iter().map(|d| d.id.clone()).collect()
+        };
         let claimed = store.claim_deliveries("zd", 10, now, lease).await.unwrap();
         assert_eq!(
-            claimed.len(),
-            1,
-            "{}: the call's own delivery first",
+            ids(&claimed),
+            ["tagged-1:zd"],
+            "{}: the call's own first",
             db.label
         );
-        assert_eq!(claimed[0].id, "tagged-1:zd");
-        // Nothing to change; in the second change, a second tag delivery.
-        assert!(matches!(
-            tag(&["averia"], &["vip"], after(40)).await,
-            Err(sipdesk::store::tags::TagRefused::NothingChanged(_))
-        ));
-        tag(&["vip"], &[], after(50)).await.unwrap();
+        store
+            .delivery_done(&claimed[0], "101", "created ticket #101")
+            .await
+            .unwrap();
+        let claimed = store.claim_deliveries("zd", 10, now, lease).await.unwrap();
+        assert_eq!(ids(&claimed), ["tagged-1:zd:tags:000001"], "{}", db.label);
+        // While the change is in progress, a later call of the same contact waits.
+        let later = delivery("tagged-2", "+34600123456", "2026-11-23T10:00:00Z");
+        store.apply(&[], &[later]).await.unwrap();
         assert!(
             store
-                .deliveries_of("tagged-1")
+                .claim_deliveries("zd", 10, Timestamp::now(), lease)
                 .await
                 .unwrap()
-                .iter()
-                .any(|d| d.id == "tagged-1:zd:tags:2")
+                .is_empty()
         );
-        // Past two hours: refused, nothing written.
+        store
+            .delivery_done(&claimed[0], "101", "ticket #101: +averia")
+            .await
+            .unwrap();
+        // (The later call's delivery was made after `now`: it is due from its own making.)
+        let later_now = Timestamp::now();
+        let claimed = store
+            .claim_deliveries("zd", 10, later_now, lease)
+            .await
+            .unwrap();
+        assert_eq!(ids(&claimed), ["tagged-2:zd"], "{}", db.label);
+        // Repeats count once; an integration no longer configured gets nothing.
+        let tagged = tag(&["x", "x"], &[], after(35), &["kv".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(tagged.retag.added, ["x"]);
+        assert!(tagged.integrations.is_empty(), "{:?}", tagged.integrations);
+        tag(&[], &["x"], after(36), &[]).await.unwrap();
+        // Nothing to change is refused; a second change is a second tag delivery, ordered
+        // after the first even from the tenth on.
         assert!(matches!(
-            tag(&["late"], &[], after(121)).await,
-            Err(sipdesk::store::tags::TagRefused::TooLate { .. })
+            tag(&["averia"], &["vip"], after(40), &configured).await,
+            Err(TagRefused::NothingChanged(_))
+        ));
+        tag(&["vip"], &[], after(50), &configured).await.unwrap();
+        let all = store.deliveries_of("tagged-1").await.unwrap();
+        assert!(all.iter().any(|d| d.id == "tagged-1:zd:tags:000002"));
+        // Past two hours: refused, nothing written.
+        let events = store.events("tagged-1").await.unwrap().len();
+        assert!(matches!(
+            tag(&["late"], &[], after(121), &configured).await,
+            Err(TagRefused::TooLate { .. })
         ));
         let record = store.call_record("tagged-1").await.unwrap().unwrap();
         assert_eq!(record.tags, ["averia", "vip"], "{}", db.label);
+        assert_eq!(store.events("tagged-1").await.unwrap().len(), events);
+        assert_eq!(
+            store.deliveries_of("tagged-1").await.unwrap().len(),
+            all.len()
+        );
         assert!(matches!(
             store
-                .tag_call("nobody", &["x".into()], &[], now)
+                .tag_call("nobody", &["x".into()], &[], now, &configured)
                 .await
                 .unwrap(),
-            Err(sipdesk::store::tags::TagRefused::NoSuchCall(_))
+            Err(TagRefused::NoSuchCall(_))
         ));
+        db.drop_db().await;
     }
 }

@@ -106,6 +106,8 @@ fn tags_added_and_removed_after_the_call_reach_every_helpdesk() {
         daemon.log()
     );
     assert!(zd.tickets()[0].tags.contains(&"cliente_vip".to_owned()));
+    assert!(hs.conversations()[0].tags.contains(&"vip".to_owned()));
+    assert_eq!(ic.conversations()[0].tags, ["vip"]);
 
     // Nothing to change, an unknown call, a bad word: refused with the reason.
     let (code, out) = daemon.command(&["calls", "tag", &call, "+vip"]);
@@ -121,16 +123,22 @@ fn tags_added_and_removed_after_the_call_reach_every_helpdesk() {
         "{out}"
     );
 
+    let (code, out) = daemon.command(&["calls", "tag", &call, "+x", "-x"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("added and removed at once"), "{out}");
+
+    // Intercom fails the first request of the change: it is retried, not lost.
+    ic.fail_next(1, intercom::Fault::Status(500));
     let (code, out) = daemon.command(&["calls", "tag", &call, "+Averia", "-vip"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("tags now [averia]") && out.contains("sent to hook, hs, ic, kv, zd"),
+        out.contains("tags now [averia]") && out.contains("queued for hook, hs, ic, kv, zd"),
         "{out}"
     );
     let all = daemon.settled_deliveries(10, WAIT);
     let tag_deliveries: Vec<&Value> = all
         .iter()
-        .filter(|d| d["id"].as_str().unwrap().ends_with(":tags:1"))
+        .filter(|d| d["id"].as_str().unwrap().ends_with(":tags:000001"))
         .collect();
     assert_eq!(tag_deliveries.len(), 5, "{all:#?}");
     let state = |integration: &str| {
@@ -141,6 +149,11 @@ fn tags_added_and_removed_after_the_call_reach_every_helpdesk() {
             .to_owned()
             .clone()
     };
+    assert!(
+        state("ic")["attempts"].as_u64().unwrap() >= 2,
+        "{:#}",
+        state("ic")
+    );
     for integration in ["zd", "hs", "ic", "hook"] {
         assert_eq!(
             state(integration)["state"],

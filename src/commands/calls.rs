@@ -14,7 +14,7 @@ pub(crate) enum CallsAction {
         id: String,
     },
     /// Add (`+averia`) or remove (`-vip`) tags on a call that ended less than two hours ago;
-    /// every helpdesk the call went to gets the change.
+    /// the change is queued for every helpdesk the call went to (a Klaviyo event cannot change).
     Tag {
         /// The call's id, as `sipdesk calls` shows it.
         id: String,
@@ -131,21 +131,37 @@ async fn tag(config: &Config, id: &str, changes: &[String]) -> anyhow::Result<()
             _ => anyhow::bail!("{change}: write +tag to add a tag, -tag to remove one"),
         };
         let tag = tag.trim().to_lowercase();
-        if tag.is_empty() || tag.contains(',') {
-            anyhow::bail!("{change}: a tag is a word without commas");
+        if tag.is_empty() || tag.contains(',') || tag.chars().any(char::is_whitespace) {
+            anyhow::bail!("{change}: a tag is one word, without commas or spaces");
         }
         list.push(tag);
     }
+    if let Some(both) = add.iter().find(|t| remove.contains(t)) {
+        anyhow::bail!("{both}: added and removed at once; say which");
+    }
     let store = Store::open(&config.database.url).await?;
     match store
-        .tag_call(id, &add, &remove, jiff::Timestamp::now())
+        .tag_call(
+            id,
+            &add,
+            &remove,
+            jiff::Timestamp::now(),
+            &config
+                .helpdesks
+                .iter()
+                .map(|h| h.name.clone())
+                .collect::<Vec<_>>(),
+        )
         .await?
     {
         Ok(tagged) => {
             let to = if tagged.integrations.is_empty() {
-                "no helpdesk took the call".to_owned()
+                "no helpdesk configured now took the call".to_owned()
             } else {
-                format!("sent to {}", tagged.integrations.join(", "))
+                format!(
+                    "queued for {} (sipdesk deliveries shows how each went)",
+                    tagged.integrations.join(", ")
+                )
             };
             println!("{id}: tags now [{}]; {to}", tagged.retag.tags.join(", "));
             Ok(())

@@ -26,7 +26,7 @@ pub(crate) struct DeliveriesArgs {
 pub(crate) enum DeliveriesAction {
     /// Send a delivery again now (the running daemon picks it up within a second).
     Retry {
-        /// The delivery's ID, as listed (`<call id>:<integration>`).
+        /// The delivery's ID, as listed (`<call id>:<integration>`, or `…:tags:NNNNNN` for a tag change).
         #[arg(required_unless_present = "failed", conflicts_with = "failed")]
         id: Option<String>,
         /// Every failed delivery.

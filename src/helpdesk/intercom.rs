@@ -208,7 +208,8 @@ impl Intercom {
     }
 
     /// Tags added or removed after the call: applied to and removed from the conversation
-    /// (tags are created in Intercom when missing; one already off is fine).
+    /// (a tag to add is created in Intercom when missing; one to remove that is already off,
+    /// or unknown to Intercom, is fine).
     pub async fn retag(
         &self,
         retag: &Retag,
@@ -223,12 +224,30 @@ impl Intercom {
                     self.settings.admin_email
                 ))
             })?;
-        for (tag, on) in retag
-            .added
-            .iter()
-            .map(|t| (t, true))
-            .chain(retag.removed.iter().map(|t| (t, false)))
-        {
+        // Tags to remove are looked up, never created: one Intercom does not have is not on
+        // the conversation either.
+        let known: Vec<(String, String)> = if retag.removed.is_empty() {
+            Vec::new()
+        } else {
+            let reply = self.request(Method::GET, "/tags", None).await?;
+            if !reply.is_success() {
+                return Err(self.refused("GET /tags", &reply));
+            }
+            reply
+                .body
+                .get("data")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    Some((
+                        t.get("name")?.as_str()?.to_lowercase(),
+                        t.get("id")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        };
+        for tag in &retag.added {
             let reply = self
                 .request(Method::POST, "/tags", Some(&json!({ "name": tag })))
                 .await?;
@@ -240,24 +259,25 @@ impl Intercom {
             let Some(id) = id.filter(|_| reply.is_success()) else {
                 return Err(self.refused("POST /tags", &reply));
             };
-            let (method, path) = if on {
-                (Method::POST, format!("/conversations/{conversation}/tags"))
-            } else {
-                (
-                    Method::DELETE,
-                    format!("/conversations/{conversation}/tags/{id}"),
-                )
+            let path = format!("/conversations/{conversation}/tags");
+            let body = json!({ "id": id, "admin_id": admin });
+            let reply = self.request(Method::POST, &path, Some(&body)).await?;
+            if !reply.is_success() {
+                return Err(self.refused(&format!("POST {path}"), &reply));
+            }
+        }
+        for tag in &retag.removed {
+            let Some((_, id)) = known.iter().find(|(name, _)| *name == tag.to_lowercase()) else {
+                continue;
             };
-            let body = if on {
-                json!({ "id": id, "admin_id": admin })
-            } else {
-                json!({ "admin_id": admin })
-            };
-            let reply = self.request(method.clone(), &path, Some(&body)).await?;
+            let path = format!("/conversations/{conversation}/tags/{id}");
+            let reply = self
+                .request(Method::DELETE, &path, Some(&json!({ "admin_id": admin })))
+                .await?;
             let already_off =
-                !on && reply.status.as_u16() == 404 && errors(&reply).contains("tag_not_found");
+                reply.status.as_u16() == 404 && errors(&reply).contains("tag_not_found");
             if !reply.is_success() && !already_off {
-                return Err(self.refused(&format!("{method} {path}"), &reply));
+                return Err(self.refused(&format!("DELETE {path}"), &reply));
             }
         }
         Ok(Delivered::Ticket {

@@ -266,6 +266,11 @@ impl Connector {
     /// Tags added or removed after the call: applied where the call's own delivery wrote it
     /// (its ticket, conversation or event), once that delivery is done.
     async fn retag(&self, job: &Job<'_>, retag: &Retag) -> Result<Delivered, HelpdeskError> {
+        if let Connector::Klaviyo(_) = self {
+            return Ok(Delivered::Skipped(
+                "a Klaviyo event cannot change once recorded: the tags are not sent".to_owned(),
+            ));
+        }
         let own_id = NewDelivery::id_of(&job.delivery.call_id, &job.delivery.integration);
         let own = job.store.delivery(&own_id).await?;
         let target = match &own {
@@ -286,6 +291,16 @@ impl Connector {
                     after: Some(Duration::from_secs(5)),
                 });
             }
+            Some(Delivery {
+                state: DeliveryState::Skipped,
+                detail,
+                ..
+            }) => {
+                return Ok(Delivered::Skipped(format!(
+                    "the call was not logged here ({}): nothing to tag",
+                    detail.as_deref().unwrap_or("skipped")
+                )));
+            }
             Some(other) => {
                 return Err(HelpdeskError::Permanent(format!(
                     "the call's own delivery is {}: retry it (sipdesk deliveries retry {own_id}), then this one",
@@ -302,9 +317,7 @@ impl Connector {
             Connector::Zendesk(zendesk) => zendesk.retag(retag, &target).await,
             Connector::HelpScout(helpscout) => helpscout.retag(retag, &target).await,
             Connector::Intercom(intercom) => intercom.retag(retag, &target).await,
-            Connector::Klaviyo(_) => Ok(Delivered::Skipped(
-                "a Klaviyo event cannot change once recorded: the tags are not sent".to_owned(),
-            )),
+            Connector::Klaviyo(_) => unreachable!("answered above"),
             Connector::Webhook(webhook) => webhook.retag(job, retag).await,
         }
     }

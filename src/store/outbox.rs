@@ -220,7 +220,8 @@ fn claim_held(claim: &Delivery, rows: u64) -> Result<(), StoreError> {
 impl Store {
     /// Takes up to `limit` due deliveries of `integration` for this worker until `lease_until`:
     /// pending ones whose time has come, and in-progress ones whose lease ran out, oldest call
-    /// first, never one whose contact has an earlier delivery still pending or in progress.
+    /// first, never one whose contact has an earlier delivery still pending, nor any delivery in
+    /// progress (a tag change of an earlier call must not run beside a later call's delivery).
     pub async fn claim_deliveries(
         &self,
         integration: &str,
@@ -244,9 +245,11 @@ impl Store {
                    AND NOT EXISTS (
                        SELECT 1 FROM deliveries e
                        WHERE e.integration = d.integration AND e.contact_key = d.contact_key
-                         AND e.state IN ('pending', 'in_progress')
-                         AND (e.call_started_at < d.call_started_at
-                              OR (e.call_started_at = d.call_started_at AND e.id < d.id)))
+                         AND e.id <> d.id
+                         AND (e.state = 'in_progress'
+                              OR (e.state = 'pending'
+                                  AND (e.call_started_at < d.call_started_at
+                                       OR (e.call_started_at = d.call_started_at AND e.id < d.id)))))
                  ORDER BY d.call_started_at, d.id
                  LIMIT $4 {lock})
                AND ((state = 'pending' AND next_attempt_at <= $2)

@@ -59,23 +59,24 @@ pub enum TagRefused {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tagged {
     pub retag: Retag,
-    /// The integrations that get the change.
+    /// The integrations the change is queued for.
     pub integrations: Vec<String>,
 }
 
 impl Store {
     /// Adds and removes tags on an ended call and queues the change for every integration the
-    /// call went to.
+    /// call went to among `integrations` (those configured now).
     pub async fn tag_call(
         &self,
         call_id: &str,
         add: &[String],
         remove: &[String],
         now: Timestamp,
+        integrations: &[String],
     ) -> Result<Result<Tagged, TagRefused>, StoreError> {
         let mut write = Write::begin(&self.pool, self.backend).await?;
         let result = self
-            .tag_call_on(&mut write, call_id, add, remove, now)
+            .tag_call_on(&mut write, call_id, add, remove, now, integrations)
             .await;
         write.end(result).await
     }
@@ -87,13 +88,22 @@ impl Store {
         add: &[String],
         remove: &[String],
         now: Timestamp,
+        integrations: &[String],
     ) -> Result<Result<Tagged, TagRefused>, StoreError> {
         let conn = write.conn();
-        let row = sqlx::query("SELECT ended_at, tags_json FROM calls WHERE id = $1")
-            .bind(call_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(query_error("read call"))?;
+        // The row is locked until the end (PostgreSQL; SQLite's BEGIN IMMEDIATE already holds
+        // the whole database), so two changes at once apply one after the other.
+        let lock = match self.backend {
+            super::Backend::Postgres => " FOR UPDATE",
+            super::Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT ended_at, tags_json FROM calls WHERE id = $1{lock}"
+        ))
+        .bind(call_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(query_error("read call"))?;
         let Some(row) = row else {
             return Ok(Err(TagRefused::NoSuchCall(call_id.to_owned())));
         };
@@ -102,18 +112,26 @@ impl Store {
             return Ok(Err(TagRefused::InProgress));
         };
         let ended = from_millis(ended);
-        if now.duration_since(ended).unsigned_abs() > TAG_WINDOW {
+        // An end "in the future" (clocks of two hosts apart) counts as just now.
+        let since = now.duration_since(ended);
+        if since.is_positive() && since.unsigned_abs() > TAG_WINDOW {
             return Ok(Err(TagRefused::TooLate { ended }));
         }
         let old: Vec<String> =
             serde_json::from_str(&row.try_get::<String, _>("tags_json").map_err(e())?)
                 .unwrap_or_default();
-        let removed: Vec<String> = remove.iter().filter(|t| old.contains(t)).cloned().collect();
-        let added: Vec<String> = add
-            .iter()
-            .filter(|t| !old.contains(t) && !remove.contains(t))
-            .cloned()
-            .collect();
+        // Each tag once, in the order given.
+        let once = |list: &[String], keep: &dyn Fn(&String) -> bool| {
+            let mut out: Vec<String> = Vec::new();
+            for tag in list {
+                if keep(tag) && !out.contains(tag) {
+                    out.push(tag.clone());
+                }
+            }
+            out
+        };
+        let removed = once(remove, &|t| old.contains(t));
+        let added = once(add, &|t| !old.contains(t) && !remove.contains(t));
         if added.is_empty() && removed.is_empty() {
             return Ok(Err(TagRefused::NothingChanged(old)));
         }
@@ -157,11 +175,15 @@ impl Store {
         .fetch_all(&mut *conn)
         .await
         .map_err(query_error("read deliveries"))?;
-        let mut integrations = Vec::new();
+        let mut queued = Vec::new();
         for row in own {
             let e = || query_error("read deliveries");
             let id: String = row.try_get("id").map_err(e())?;
             let integration: String = row.try_get("integration").map_err(e())?;
+            if !integrations.contains(&integration) {
+                // No longer configured: nobody would carry the change out.
+                continue;
+            }
             let earlier = sqlx::query(
                 "SELECT COUNT(*) AS n FROM deliveries WHERE call_id = $1 AND integration = $2",
             )
@@ -178,7 +200,8 @@ impl Store {
                      pending_since, next_attempt_at, updated_at, action)
                  VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)",
             )
-            .bind(format!("{id}:tags:{earlier}"))
+            // Zero-padded: the outbox orders one contact's deliveries by id as text.
+            .bind(format!("{id}:tags:{earlier:06}"))
             .bind(call_id)
             .bind(integration.as_str())
             .bind(row.try_get::<String, _>("contact_key").map_err(e())?)
@@ -191,11 +214,11 @@ impl Store {
             .execute(&mut *conn)
             .await
             .map_err(query_error("save tag delivery"))?;
-            integrations.push(integration);
+            queued.push(integration);
         }
         Ok(Ok(Tagged {
             retag,
-            integrations,
+            integrations: queued,
         }))
     }
 }

@@ -411,6 +411,10 @@ impl Account {
             ("POST", ["conversations", id, "parts"]) => self.part(id, doc),
             ("POST", ["conversations", id, "tags"]) => self.tag_conversation(id, doc),
             ("DELETE", ["conversations", id, "tags", tag]) => self.untag_conversation(id, tag, doc),
+            ("GET", ["tags"]) => (
+                200,
+                json!({"type": "list", "data": self.tags.iter().map(|(id, name)| json!({"type": "tag", "id": id, "name": name})).collect::<Vec<_>>()}),
+            ),
             ("POST", ["tags"]) => {
                 let Some(name) = doc
                     .get("name")

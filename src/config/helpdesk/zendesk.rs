@@ -185,7 +185,8 @@ pub(super) fn build(h: &RawHelpdesk, at: &[Seg], src: &mut Source<'_>) -> Option
         };
         match (ticket_type, priority) {
             (Some(ticket_type), Some(priority)) => tag_rules.push(TagRule {
-                tag: tag.tag.clone(),
+                // Call tags are lower case (the PBX's and `calls tag`'s alike).
+                tag: tag.tag.trim().to_lowercase(),
                 ticket_tags: tag.ticket_tags.clone(),
                 ticket_type,
                 priority,

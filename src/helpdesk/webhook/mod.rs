@@ -156,8 +156,9 @@ impl Webhook {
 
     /// Tags added or removed after the call: a `call.tagged` event.
     pub async fn retag(&self, job: &Job<'_>, retag: &Retag) -> Result<Delivered, HelpdeskError> {
+        // When the tags changed: when the change was queued, not when it could be sent.
         self.post(job, || {
-            payload::tagged(&self.name, job.call, retag, Timestamp::now())
+            payload::tagged(&self.name, job.call, retag, job.delivery.created_at)
         })
         .await
     }

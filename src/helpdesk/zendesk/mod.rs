@@ -259,8 +259,11 @@ impl Zendesk {
         self.http.send(Method::GET, url, None, &[]).await
     }
 
-    /// Tags added or removed after the call: the ticket tags their tag rules give, added to or
-    /// removed from the call's ticket (tags without a rule change nothing, as at the call).
+    /// Tags added or removed after the call: the ticket tags their tag rules give (the rules in
+    /// force now), added to or removed from the call's ticket — tags without a rule change
+    /// nothing, as at the call, and a ticket tag another of the call's tags still gives stays.
+    /// Type and priority are set at the call only. Like the call's own update, this uses the
+    /// ticket's `additional_tags` / `remove_tags`, which leave every other tag as it is.
     pub async fn retag(&self, retag: &Retag, ticket: &str) -> Result<Delivered, HelpdeskError> {
         let ticket_tags = |tags: &[String]| -> Vec<String> {
             self.zendesk
@@ -270,7 +273,16 @@ impl Zendesk {
                 .flat_map(|rule| rule.ticket_tags.iter().cloned())
                 .collect()
         };
-        let (add, remove) = (ticket_tags(&retag.added), ticket_tags(&retag.removed));
+        // A ticket tag another of the call's tags still gives stays.
+        let still = ticket_tags(&retag.tags);
+        let remove: Vec<String> = ticket_tags(&retag.removed)
+            .into_iter()
+            .filter(|t| !still.contains(t))
+            .collect();
+        let add: Vec<String> = ticket_tags(&retag.added)
+            .into_iter()
+            .filter(|t| !remove.contains(t))
+            .collect();
         if add.is_empty() && remove.is_empty() {
             return Ok(Delivered::Ticket {
                 id: ticket.to_owned(),
