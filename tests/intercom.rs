@@ -103,7 +103,10 @@ fn calls_become_conversations_as_the_seed_says() {
     let joined = ic.conversation(&latest);
     let kinds: Vec<&str> = joined.parts.iter().map(|p| p.kind.as_str()).collect();
     assert_eq!(kinds, ["comment", "note", "assignment"], "{joined:#?}");
-    assert_eq!(joined.parts[0].body, "Inbound call answered on support");
+    assert_eq!(
+        joined.parts[0].body,
+        "<p>Inbound call answered on support</p>"
+    );
     assert_eq!(joined.parts[0].author, known, "the contact's own message");
     let note = &joined.parts[1].body;
     assert_eq!(
@@ -127,7 +130,10 @@ fn calls_become_conversations_as_the_seed_says() {
     assert_eq!(made.len(), 1);
     assert_eq!(
         (made[0].contact.as_str(), made[0].source.as_str()),
-        (strict_known.as_str(), "Inbound call answered on support")
+        (
+            strict_known.as_str(),
+            "<p>Inbound call answered on support</p>"
+        )
     );
     assert!(made[0].assignee.is_some());
 
@@ -162,7 +168,7 @@ fn calls_become_conversations_as_the_seed_says() {
         .filter(|c| c.contact == lead.id)
         .collect();
     assert_eq!(theirs.len(), 1, "{theirs:#?}");
-    assert_eq!(theirs[0].source, "Inbound call answered on sales");
+    assert_eq!(theirs[0].source, "<p>Inbound call answered on sales</p>");
     assert_eq!(theirs[0].assignee.as_deref(), Some(boss.as_str()));
     assert!(
         delivery(&daemon, &third, "ic")["attempts"]
@@ -183,7 +189,7 @@ fn calls_become_conversations_as_the_seed_says() {
         .filter(|c| c.contact == anonymous)
         .collect();
     assert_eq!(missed.len(), 1, "{missed:#?}");
-    assert_eq!(missed[0].source, "Missed call on closed");
+    assert_eq!(missed[0].source, "<p>Missed call on closed</p>");
     assert_eq!(
         missed[0].assignee, None,
         "left to Intercom's own assignment rules"
@@ -192,13 +198,30 @@ fn calls_become_conversations_as_the_seed_says() {
     assert_eq!(none["state"], "skipped");
     assert!(none.to_string().contains("anonymous_email"), "{none:#}");
 
-    for (name, fake) in [("ic", &ic), ("strict", &strict)] {
-        let stats = fake.stats();
-        assert!(
-            stats.rejections.is_empty(),
-            "{name} refused requests: {:#?}",
-            stats.rejections
-        );
-        assert_eq!(stats.unauthorized, 0);
-    }
+    // 5. A contact deleted (or merged) in Intercom: the next call from the number finds it
+    //    gone, forgets it and logs under a new lead.
+    ic.delete_contact(&known);
+    let fifth = place_and_settle(&daemon, 5, 2, "600123456", "100", Ring::NoAnswer, None);
+    let again: Vec<_> = ic
+        .contacts()
+        .into_iter()
+        .filter(|c| c.phone.as_deref() == Some("+34600123456"))
+        .collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_ne!(again[0].id, known);
+    assert_eq!(delivery(&daemon, &fifth, "ic")["state"], "done");
+    assert!(ic.conversations().iter().any(|c| c.contact == again[0].id));
+
+    // Intercom refused nothing but the deleted contact (step 5, once).
+    let refused = ic.stats().rejections;
+    assert!(
+        refused.len() == 1 && refused[0].contains(&known) && refused[0].contains("User Not Found"),
+        "{refused:#?}"
+    );
+    assert!(
+        strict.stats().rejections.is_empty(),
+        "{:#?}",
+        strict.stats().rejections
+    );
+    assert_eq!(ic.stats().unauthorized + strict.stats().unauthorized, 0);
 }

@@ -19,10 +19,12 @@
 //!   e-mail, else to `admin_email`'s admin; a missed call is left unassigned so Intercom's own
 //!   assignment rules apply.
 //! - The call's tags are applied to the conversation (tags are created when missing).
-//! - Each step is saved on the delivery; a retry looks for its own note (it ends with the
-//!   call's marker) before writing it again, and a contact or conversation whose create may
-//!   have gone through without an answer is looked for (waiting for search to catch up) before
-//!   it is made again.
+//! - Each write whose answer may be lost is marked on the delivery first; a retry looks for
+//!   what it may have written before writing again: its note (it ends with the call's marker),
+//!   its message in a joined conversation (one more of the contact's messages like it than
+//!   before), a contact or conversation it may have created (waiting up to three minutes for
+//!   search to catch up). A contact deleted or merged in Intercom (404 "User Not Found") is
+//!   forgotten and the caller looked up again.
 //! - Limits: Intercom counts requests in 10-second windows (`X-RateLimit-Limit` per window,
 //!   `X-RateLimit-Reset` when the next starts); sipdesk follows the announced window and waits
 //!   for the reset when it is used up or on 429.
@@ -48,9 +50,10 @@ use crate::tickets::{self, Log, Rules, Skip};
 pub const VERSION: &str = "2.16";
 
 /// How many times a retry waits for Intercom's search before creating a contact again.
-const LOOKS: u32 = 3;
-/// How long it waits each time (Intercom: new contacts "may not appear" for a few minutes).
-const LAG_WAIT: Duration = Duration::from_secs(20);
+const LOOKS: u32 = 6;
+/// How long it waits each time: Intercom says new contacts "may not appear" in search for a few
+/// minutes, so six looks span three.
+const LAG_WAIT: Duration = Duration::from_secs(30);
 
 /// How long the admins list is trusted.
 const ADMINS_FRESH: Duration = Duration::from_secs(600);
@@ -76,8 +79,14 @@ struct Progress {
     contact_sent: bool,
     /// How many times a retry waited for the search to show that contact.
     looked: u32,
-    /// A conversation create was sent (its answer may have been lost).
+    /// A conversation create was sent (its answer may have been lost), at this Unix second.
     creating: bool,
+    #[serde(default)]
+    sent_at: i64,
+    /// A reply to this conversation was sent, when it already held this many of the contact's
+    /// messages like it: more on a retry means it went in.
+    #[serde(default)]
+    joining: Option<(String, usize)>,
     conversation: Option<String>,
     done: Vec<String>,
 }
@@ -150,6 +159,27 @@ fn html(text: &str) -> String {
         .split('\n')
         .map(|line| format!("<p>{line}</p>"))
         .collect()
+}
+
+/// Text as Intercom shows it back: HTML tags dropped, entities read.
+fn plain(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+        .trim()
+        .to_owned()
 }
 
 /// The contact id in a 409's "… already exists with id=<id>".
@@ -329,39 +359,74 @@ impl Intercom {
         let step_done = |p: &Progress, step: &str| p.done.iter().any(|d| d == step);
 
         if progress.conversation.is_none() && progress.creating {
-            // A create whose answer was lost: the conversation may exist already.
-            progress.conversation = self.made_for(&contact, call, &message).await?;
-            if progress.conversation.is_some() {
-                progress.done.push("message".to_owned());
+            // A create whose answer was lost: the conversation may exist, once search shows it.
+            match self.made_for(&contact, progress.sent_at, &message).await? {
+                Some(id) => {
+                    progress.conversation = Some(id);
+                    progress.done.push("message".to_owned());
+                }
+                None if progress.looked < LOOKS => {
+                    progress.looked += 1;
+                    self.save(job, &progress).await?;
+                    return Err(HelpdeskError::Retry {
+                        reason: "an earlier attempt may have started the conversation; waiting for Intercom's search to show it".to_owned(),
+                        after: Some(LAG_WAIT),
+                    });
+                }
+                None => {}
             }
         }
-        if progress.conversation.is_none() && self.rules.log.get(call.call_type()) == Log::Previous
-        {
-            if let Some(id) = self.latest_open(&contact).await? {
-                let path = format!("/conversations/{id}/reply");
-                let body = json!({
-                    "message_type": "comment", "type": "user",
-                    "intercom_user_id": contact, "body": message,
-                });
-                let reply = self.request(Method::POST, &path, Some(&body)).await?;
-                if !reply.is_success() {
-                    return Err(self.refused(&format!("POST {path}"), &reply));
-                }
+        if let (None, Some((id, seen))) = (&progress.conversation, progress.joining.clone()) {
+            // A reply whose answer was lost: did it go in?
+            if self.messages_like(&id, &contact, &message).await? > seen {
                 progress.conversation = Some(id);
                 progress.done.push("message".to_owned());
                 self.save(job, &progress).await?;
             }
         }
+        if progress.conversation.is_none()
+            && progress.joining.is_none()
+            && self.rules.log.get(call.call_type()) == Log::Previous
+            && !matches!(job.party, Party::Anonymous { .. })
+        {
+            if let Some(id) = self.latest_open(&contact).await? {
+                let seen = self.messages_like(&id, &contact, &message).await?;
+                progress.joining = Some((id, seen));
+                self.save(job, &progress).await?;
+            }
+        }
+        if let (None, Some((id, _))) = (&progress.conversation, progress.joining.clone()) {
+            let path = format!("/conversations/{id}/reply");
+            let body = json!({
+                "message_type": "comment", "type": "user",
+                "intercom_user_id": contact, "body": message,
+            });
+            let reply = self.request(Method::POST, &path, Some(&body)).await?;
+            if reply.status.as_u16() == 404 {
+                return self.contact_gone(job, &reply).await;
+            }
+            if !reply.is_success() {
+                return Err(self.refused(&format!("POST {path}"), &reply));
+            }
+            progress.conversation = Some(id);
+            progress.done.push("message".to_owned());
+            self.save(job, &progress).await?;
+        }
         let conversation = match progress.conversation.clone() {
             Some(id) => id,
             None => {
                 progress.creating = true;
+                progress.looked = 0;
+                progress.sent_at = Timestamp::now().as_second();
                 self.save(job, &progress).await?;
                 // `contact` stands for a user or a lead alike.
                 let body = json!({ "from": { "type": "contact", "id": contact }, "body": message });
                 let reply = self
                     .request(Method::POST, "/conversations", Some(&body))
                     .await?;
+                if reply.status.as_u16() == 404 {
+                    return self.contact_gone(job, &reply).await;
+                }
                 if !reply.is_success() {
                     return Err(self.refused("POST /conversations", &reply));
                 }
@@ -382,13 +447,19 @@ impl Intercom {
                 id
             }
         };
-        if !step_done(&progress, "note") && !self.has_note(&conversation, &marker).await? {
+        // The note: looked for first only when an earlier attempt sent it.
+        let noted = step_done(&progress, "note")
+            || (step_done(&progress, "note-sent") && self.has_note(&conversation, &marker).await?);
+        if !noted {
+            progress.done.push("note-sent".to_owned());
+            self.save(job, &progress).await?;
             let path = format!("/conversations/{conversation}/reply");
             let mut text = format!(
                 "{message}\nNumber: {}\n",
                 match &job.party {
                     Party::Number(n) => n.clone(),
-                    Party::Anonymous { .. } => "withheld".to_owned(),
+                    Party::Anonymous { sent: None } => "withheld".to_owned(),
+                    Party::Anonymous { sent: Some(sent) } => format!("{sent} (not a phone number)"),
                 }
             );
             text.push_str(&tickets::note(&self.rules, call));
@@ -549,9 +620,14 @@ impl Intercom {
                 id
             }
             n => {
-                return Ok(Err(format!(
-                    "{n} Intercom contacts have this number; its calls are not logged until only one has it (the Intercom seed)"
-                )));
+                return Ok(Err(match &job.party {
+                    Party::Number(_) => format!(
+                        "{n} Intercom contacts have this number; its calls are not logged until only one has it (the Intercom seed)"
+                    ),
+                    Party::Anonymous { .. } => {
+                        format!("{n} Intercom contacts have the anonymous_email {value}; keep one")
+                    }
+                }));
             }
         };
         job.learn(Some(id.clone()), None, false).await?;
@@ -642,19 +718,18 @@ impl Intercom {
             }))
     }
 
-    /// A conversation started for this call by an attempt whose answer was lost: the contact's,
-    /// made since the call ended, whose first message is this call's.
+    /// A conversation started for this call by an attempt whose answer was lost: the
+    /// contact's, made since that attempt sent it, whose first message is this call's.
     async fn made_for(
         &self,
         contact: &str,
-        call: &CallRecord,
+        sent_at: i64,
         message: &str,
     ) -> Result<Option<String>, HelpdeskError> {
-        let since = call.ended_at.as_second() - 1;
         let made = self
             .search(
                 contact,
-                json!({ "field": "created_at", "operator": ">", "value": since }),
+                json!({ "field": "created_at", "operator": ">", "value": sent_at - 1 }),
             )
             .await?;
         Ok(made
@@ -662,10 +737,56 @@ impl Intercom {
             .find(|c| {
                 c.pointer("/source/body")
                     .and_then(Value::as_str)
-                    .is_some_and(|body| body.contains(message))
+                    .is_some_and(|body| plain(body) == message)
             })
             .and_then(|c| c.get("id"))
             .and_then(|id| id.as_str().map(str::to_owned)))
+    }
+
+    /// How many of the contact's messages in the conversation read `message`.
+    async fn messages_like(
+        &self,
+        conversation: &str,
+        contact: &str,
+        message: &str,
+    ) -> Result<usize, HelpdeskError> {
+        let path = format!("/conversations/{conversation}");
+        let reply = self.request(Method::GET, &path, None).await?;
+        if !reply.is_success() {
+            return Err(self.refused(&format!("GET {path}"), &reply));
+        }
+        Ok(reply
+            .body
+            .pointer("/conversation_parts/conversation_parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|part| {
+                part.pointer("/author/id").and_then(Value::as_str) == Some(contact)
+                    && part
+                        .get("body")
+                        .and_then(Value::as_str)
+                        .is_some_and(|b| plain(b) == message)
+            })
+            .count())
+    }
+
+    /// Intercom no longer has the contact (deleted, or merged into another): forgotten, and
+    /// the caller looked up again.
+    async fn contact_gone(&self, job: &Job<'_>, reply: &Reply) -> Result<Delivered, HelpdeskError> {
+        job.contact_gone().await?;
+        job.save(&Progress {
+            kind: "intercom".to_owned(),
+            ..Progress::default()
+        })
+        .await?;
+        Err(HelpdeskError::Retry {
+            reason: format!(
+                "Intercom no longer has the contact ({}); looking the caller up again",
+                errors(reply)
+            ),
+            after: Some(Duration::from_secs(1)),
+        })
     }
 
     /// Whether the conversation already has this call's note.

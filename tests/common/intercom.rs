@@ -8,7 +8,7 @@
 //!   `X-RateLimit-Reset` (Unix seconds) on every authenticated answer; beyond, 429
 //!   `rate_limit_exceeded` ("Exceeded rate limit of N in 10_seconds"), no `Retry-After`.
 //! - Contacts: search (`phone` or `email` with `=`, alone or in an `AND` group; a contact made
-//!   through the API shows up after `search_lag`, as the spec warns), create (one of `email`,
+//!   through the API shows up after `search_lag`, as the spec warns; conversations too), create (one of `email`,
 //!   `external_id`, `role` required; `role` user or lead; an e-mail already taken is 409
 //!   `conflict` "A contact matching those details already exists with id=<id>"; 200 with the
 //!   contact).
@@ -91,6 +91,7 @@ pub(crate) struct Conversation {
     pub(crate) parts: Vec<Part>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    indexed_at: Instant,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -203,9 +204,15 @@ impl FakeIntercom {
                 parts: Vec::new(),
                 created_at: at,
                 updated_at: at,
+                indexed_at: Instant::now(),
             });
             id
         })
+    }
+
+    /// The contact is deleted (or merged into another), as an admin would in Intercom.
+    pub(crate) fn delete_contact(&self, id: &str) {
+        self.with(|a| a.contacts.retain(|c| c.id != id));
     }
 
     pub(crate) fn contacts(&self) -> Vec<Contact> {
@@ -579,13 +586,20 @@ impl Account {
         self.conversations.push(Conversation {
             id: id.clone(),
             contact,
-            source: body.to_owned(),
+            // Intercom gives bodies back as HTML.
+            source: format!(
+                "<p>{}</p>",
+                body.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            ),
             open: true,
             assignee: None,
             tags: Vec::new(),
             parts: Vec::new(),
             created_at: now,
             updated_at: now,
+            indexed_at: Instant::now() + self.settings.search_lag,
         });
         (
             200,
@@ -598,9 +612,12 @@ impl Account {
             Ok(f) => f,
             Err(e) => return e,
         };
+        let now = Instant::now();
         let found: Vec<Value> = self
             .conversations
             .iter()
+            // Conversation search is index-based too.
+            .filter(|c| now >= c.indexed_at)
             .filter(|c| {
                 filters
                     .iter()
@@ -610,7 +627,8 @@ impl Account {
                         ("state", "=") => {
                             value.as_str() == Some(if c.open { "open" } else { "closed" })
                         }
-                        ("created_at", ">") => value.as_i64().is_some_and(|t| c.created_at > t),
+                        // The spec: `>` means greater than or equal.
+                        ("created_at", ">") => value.as_i64().is_some_and(|t| c.created_at >= t),
                         _ => false,
                     })
             })
@@ -650,6 +668,9 @@ impl Account {
                         "intercom_user_id, user_id or email is required",
                     );
                 };
+                if !self.contacts.iter().any(|c| c.id == user) {
+                    return not_found("User Not Found");
+                }
                 if message_type != "comment" {
                     return error(400, "parameter_invalid", "message_type is invalid");
                 }
@@ -666,10 +687,21 @@ impl Account {
         if kind == "user" && c.contact != author {
             return not_found("User Not Found");
         }
+        // A contact's message comes back as HTML, as Intercom keeps it; an admin's is HTML already.
+        let body = if kind == "user" {
+            format!(
+                "<p>{}</p>",
+                body.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            )
+        } else {
+            body.to_owned()
+        };
         c.parts.push(Part {
             kind: message_type.to_owned(),
             author,
-            body: body.to_owned(),
+            body,
         });
         c.updated_at = Timestamp::now().as_second();
         if kind == "user" {

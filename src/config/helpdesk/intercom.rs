@@ -48,6 +48,12 @@ pub(super) fn build(h: &RawHelpdesk, at: &[Seg], src: &mut Source<'_>) -> Option
             None
         }
     };
+    if h.base_url.is_some() && h.region.is_some() {
+        src.error(
+            &join(at, keys!["region"]),
+            "give region or base_url, not both: base_url replaces the region's API",
+        );
+    }
     let base_url = match &h.base_url {
         Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
             Some(url.trim_end_matches('/').to_owned())
