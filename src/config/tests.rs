@@ -732,6 +732,15 @@ missed = { log = "new", status = "open" }
         "status = |\"open\"",
         "an Intercom conversation has no status",
     );
+    let both = intercom.replace(
+        "region = \"ca\"",
+        "region = \"eu\"\nbase_url = \"http://127.0.0.1:9\"",
+    );
+    assert_error(
+        &format!("{MINIMAL}{both}"),
+        "region = |\"eu\"",
+        "give region or base_url, not both",
+    );
     let eu = intercom
         .replace(
             "region = \"ca\"",
