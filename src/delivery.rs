@@ -35,7 +35,7 @@ use crate::directory::Directory;
 use crate::helpdesk::{Connector, Delivered, HelpdeskError, Job, Party};
 use crate::phone::Region;
 use crate::store::{Backend, Delivery, NewDelivery, Store, StoreError};
-use crate::tickets::{self, Skip};
+use crate::tickets::{self, Log, Skip};
 
 /// How long a claimed delivery is held before another worker may take it.
 const LEASE: Duration = Duration::from_secs(30);
@@ -292,6 +292,17 @@ impl Integration {
     async fn attempt(&self, delivery: &Delivery, connector: Result<Arc<Connector>, String>) {
         let name = &self.settings.name;
         let result = match (self.store.call_record(&delivery.call_id).await, connector) {
+            // The rule in force now: a call type turned to "none" by a reload after the
+            // delivery was queued, and before anything was sent, is not logged.
+            (Ok(Some(call)), Ok(_))
+                if delivery.action.is_none()
+                    && delivery.request.is_none()
+                    && self.settings.rules.log.get(call.call_type()) == Log::Nothing =>
+            {
+                Ok(Delivered::Skipped(
+                    Skip::NotLogged(call.call_type()).to_string(),
+                ))
+            }
             (Ok(Some(call)), Ok(connector)) => {
                 let party = Party::of(&call, self.region);
                 // Said on the delivery where the helpdesk has an anonymous contact.

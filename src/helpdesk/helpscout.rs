@@ -367,12 +367,6 @@ impl HelpScout {
     /// Carries out one delivery.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
-        if self.rules.log.get(call.call_type()) == Log::Nothing {
-            // The rule changed to "none" (a reload) after the delivery was queued.
-            return Ok(Delivered::Skipped(
-                tickets::Skip::NotLogged(call.call_type()).to_string(),
-            ));
-        }
         let mut progress = job
             .saved::<Progress>()
             .filter(|p| p.kind == "helpscout")

@@ -44,7 +44,7 @@ use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::{CallRecord, CallType, Direction, MissedReason, Outcome};
 use crate::config::{HelpdeskSettings, IntercomSettings, Secret};
 use crate::store::tags::Retag;
-use crate::tickets::{self, Log, Rules, Skip};
+use crate::tickets::{self, Log, Rules};
 
 /// The API version sipdesk is written against.
 pub const VERSION: &str = "2.16";
@@ -159,6 +159,15 @@ fn html(text: &str) -> String {
         .split('\n')
         .map(|line| format!("<p>{line}</p>"))
         .collect()
+}
+
+/// An id Intercom gives as a string or a number, as text.
+fn id_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
 }
 
 /// Text as Intercom shows it back: HTML tags dropped, entities read.
@@ -328,11 +337,6 @@ impl Intercom {
     /// Carries out one delivery.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
-        if self.rules.log.get(call.call_type()) == Log::Nothing {
-            return Ok(Delivered::Skipped(
-                Skip::NotLogged(call.call_type()).to_string(),
-            ));
-        }
         let mut progress = job
             .saved::<Progress>()
             .filter(|p| p.kind == "intercom")
@@ -430,16 +434,11 @@ impl Intercom {
                 if !reply.is_success() {
                     return Err(self.refused("POST /conversations", &reply));
                 }
-                let id = match reply.body.get("conversation_id") {
-                    Some(Value::String(id)) => id.clone(),
-                    Some(Value::Number(id)) => id.to_string(),
-                    _ => {
-                        return Err(HelpdeskError::Retry {
-                            reason: "POST /conversations: no conversation_id in the answer"
-                                .to_owned(),
-                            after: None,
-                        });
-                    }
+                let Some(id) = id_text(reply.body.get("conversation_id")) else {
+                    return Err(HelpdeskError::Retry {
+                        reason: "POST /conversations: no conversation_id in the answer".to_owned(),
+                        after: None,
+                    });
                 };
                 progress.conversation = Some(id.clone());
                 progress.done.push("message".to_owned());
@@ -662,12 +661,10 @@ impl Intercom {
             .into_iter()
             .flatten()
             .filter_map(|a| {
-                let id = match a.get("id")? {
-                    Value::String(id) => id.clone(),
-                    Value::Number(id) => id.to_string(),
-                    _ => return None,
-                };
-                Some((a.get("email")?.as_str()?.to_lowercase(), id))
+                Some((
+                    a.get("email")?.as_str()?.to_lowercase(),
+                    id_text(a.get("id"))?,
+                ))
             })
             .collect();
         let found = admins.get(&key).cloned();
@@ -710,12 +707,7 @@ impl Intercom {
             .iter()
             .filter(|c| c.get("state").and_then(Value::as_str) == Some("open"))
             .max_by_key(|c| c.get("updated_at").and_then(Value::as_i64).unwrap_or(0))
-            .and_then(|c| c.get("id"))
-            .and_then(|id| match id {
-                Value::String(id) => Some(id.clone()),
-                Value::Number(id) => Some(id.to_string()),
-                _ => None,
-            }))
+            .and_then(|c| id_text(c.get("id"))))
     }
 
     /// A conversation started for this call by an attempt whose answer was lost: the

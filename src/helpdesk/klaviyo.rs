@@ -132,12 +132,6 @@ impl Klaviyo {
     /// Carries out one delivery.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
-        if self.rules.log.get(call.call_type()) == crate::tickets::Log::Nothing {
-            // The rule changed to "none" (a reload) after the delivery was queued.
-            return Ok(Delivered::Skipped(
-                Skip::NotLogged(call.call_type()).to_string(),
-            ));
-        }
         let Party::Number(phone) = &job.party else {
             return Ok(Delivered::Skipped(
                 "the number is withheld or not a phone number: no Klaviyo profile to put the event on"

@@ -34,7 +34,7 @@ use super::http::{Credentials, Http, Vendor, error_message, no_rate_headers};
 use super::{Delivered, HelpdeskError, Job};
 use crate::config::{HelpdeskSettings, Secret, WebhookSettings};
 use crate::store::tags::Retag;
-use crate::tickets::{self, Log, Rules};
+use crate::tickets::Rules;
 
 /// A webhook integration.
 pub struct Webhook {
@@ -141,13 +141,6 @@ impl Webhook {
 
     /// Carries out one delivery: the saved body, or a new one saved first, signed and posted.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
-        let call_type = job.call.call_type();
-        if self.rules.log.get(call_type) == Log::Nothing {
-            // The rule changed to "none" (a reload) after the delivery was queued.
-            return Ok(Delivered::Skipped(
-                tickets::Skip::NotLogged(call_type).to_string(),
-            ));
-        }
         self.post(job, || {
             payload::payload(&self.name, &self.rules, job.call, &job.party)
         })
