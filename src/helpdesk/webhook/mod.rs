@@ -213,7 +213,14 @@ impl Webhook {
         match status {
             200..=299 => Ok(Delivered::Ticket {
                 id,
-                detail: format!("posted the call (receiver answered {status})"),
+                detail: format!(
+                    "posted {} (receiver answered {status})",
+                    if job.delivery.action.is_some() {
+                        "the tag change"
+                    } else {
+                        "the call"
+                    }
+                ),
             }),
             413 => Err(HelpdeskError::Permanent(format!(
                 "POST: the receiver refused the payload as too large (413 {})",
