@@ -199,6 +199,19 @@ pub enum Change {
         group: String,
         extension: String,
     },
+    /// An agent or supervisor set an agent available or away.
+    Agent(AgentSetting),
+}
+
+/// The availability an agent or supervisor chose (the API, the wallboard, a feature code, the
+/// `sipdesk agents` command); kept so it survives a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSetting {
+    pub extension: String,
+    pub away: bool,
+    /// Why, when away.
+    pub reason: Option<String>,
+    pub at: Timestamp,
 }
 
 impl Change {
@@ -209,6 +222,7 @@ impl Change {
             Change::Event(event) => ("event", &event.call_id),
             Change::CallEnded(record) => ("call_ended", &record.id),
             Change::Cursor { group, .. } => ("cursor", group),
+            Change::Agent(setting) => ("agent", &setting.extension),
         }
     }
 }

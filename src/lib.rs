@@ -35,6 +35,8 @@ pub mod daemon;
 pub mod delivery;
 pub mod directory;
 pub mod helpdesk;
+pub mod live;
+pub mod metrics;
 pub mod phone;
 pub mod proxy;
 pub mod report;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use commands::agents::{AgentsArgs, agents};
 use commands::calls::{CallsArgs, calls};
 use commands::deliveries::{DeliveriesArgs, deliveries};
+use commands::groups::{GroupsArgs, groups};
 use commands::route::{RouteArgs, route};
 use sipdesk::config::{self, Config};
 
@@ -42,6 +43,8 @@ enum Command {
     Calls(CallsArgs),
     /// Show agents and their state, or set one.
     Agents(AgentsArgs),
+    /// Show each group now (callers waiting, agents by state) and today.
+    Groups(GroupsArgs),
     /// Show what became of each call on each helpdesk, or send failed ones again.
     Deliveries(DeliveriesArgs),
 }
@@ -60,6 +63,9 @@ fn main() -> ExitCode {
         Command::Calls(args) => load(&cli.config).and_then(|config| block_on(calls(&config, args))),
         Command::Agents(args) => {
             load(&cli.config).and_then(|config| block_on(agents(&config, args)))
+        }
+        Command::Groups(args) => {
+            load(&cli.config).and_then(|config| block_on(groups(&config, args)))
         }
         Command::Deliveries(args) => {
             load(&cli.config).and_then(|config| block_on(deliveries(&config, args)))

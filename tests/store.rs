@@ -150,14 +150,22 @@ async fn calls_events_cursors_and_agent_states_round_trip() {
             db.label
         );
 
-        let ext = Extension::parse("2003").unwrap();
-        store.set_agent_state(&ext, true).await.unwrap();
-        assert_eq!(
-            store.agent_states().await.unwrap(),
-            vec![(ext.clone(), true)]
-        );
-        store.set_agent_state(&ext, false).await.unwrap();
-        assert_eq!(store.agent_states().await.unwrap(), vec![(ext, false)]);
+        let at = jiff::Timestamp::from_millisecond(1_700_000_000_123).unwrap();
+        let away = sipdesk::call::AgentSetting {
+            extension: "2003".to_owned(),
+            away: true,
+            reason: Some("lunch".to_owned()),
+            at,
+        };
+        store.set_agent_state(&away).await.unwrap();
+        assert_eq!(store.agent_states().await.unwrap(), vec![away.clone()]);
+        let back = sipdesk::call::AgentSetting {
+            away: false,
+            reason: None,
+            ..away
+        };
+        store.set_agent_state(&back).await.unwrap();
+        assert_eq!(store.agent_states().await.unwrap(), vec![back]);
         drop(store);
         db.drop_db().await;
     }
@@ -414,7 +422,7 @@ async fn deliveries_of_one_contact_are_claimed_one_at_a_time_in_call_order() {
         );
         let failed = store
             .deliveries(DeliveryFilter {
-                failed_only: true,
+                state: Some(sipdesk::store::DeliveryState::Failed),
                 limit: 10,
             })
             .await

@@ -1,44 +1,68 @@
-//! The admin HTTP API (axum), on loopback: what supervisors, the `sipdesk` commands and
-//! monitoring ask of the running daemon. It reaches the proxy only through a
-//! [`crate::control::Handle`] and the store writer's [`Health`].
+//! The admin HTTP API (axum), on loopback: what supervisors, the wallboard, the `sipdesk`
+//! commands and monitoring ask of the running daemon. JSON in and out; the whole contract is
+//! `GET /openapi.json` (`openapi.json` beside this file), and a test checks every route here
+//! against it.
 //!
-//! - `GET /health`, without a token: 200 when sipdesk takes calls and can write its database,
-//!   503 while it is stopping or while the database refuses writes (the body says which).
-//! - Everything else needs `Authorization: Bearer <token>` (compared in constant time): 401
-//!   without it or with a wrong one. `DELETE /calls/{id}` ends a call in progress (an answered
-//!   one with BYE to both sides), 404 for no such call. `POST /agents/{extension}/free` frees an
-//!   agent: every call holding them ends (or, ringing them, moves on to the next agent).
+//! - Without a token: `GET /health` (200 ready; 503 while stopping or while the database
+//!   refuses writes, the body says which), `GET /openapi.json`, and `GET /wallboard` (the page
+//!   asks for the token and sends it with each request it makes).
+//! - Everything else needs `Authorization: Bearer <token>`, compared in constant time: 401
+//!   without it or with a wrong one; a bad body is 400 with the reason, an unknown call or
+//!   extension 404.
+//! - Live answers (calls in progress, agents, groups now, `/events`) come from the proxy's
+//!   published snapshot through the [`Handle`]; what happened (ended calls, today's figures,
+//!   deliveries) from the store. Changes go to the proxy as commands, never to its tables.
 //!
 //! The token is read from where the configuration says at each request, so a new token file
 //! works without a restart; by default the daemon makes one at start ([`generate_token`]).
+
+mod agents;
+mod calls;
+mod deliveries;
+mod events;
+mod groups;
+mod metrics;
+mod wallboard;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde_json::json;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::watch;
-
-use crate::config::{Config, SecretSource};
+use crate::config::Config;
 use crate::control::Handle;
-use crate::routing::Extension;
+use crate::store::Store;
 use crate::store::writer::Health;
+
+/// The API's contract.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// What the handlers share.
 #[derive(Clone)]
-struct Admin {
-    handle: Handle,
-    health: Arc<Health>,
-    token: SecretSource,
-    /// The configuration in force (which extensions are agents).
-    config: watch::Receiver<Arc<Config>>,
+pub struct Shared {
+    /// The way to the proxy's thread and its live snapshot.
+    pub handle: Handle,
+    /// Whether the store writer can write.
+    pub health: Arc<Health>,
+    /// For what happened: ended calls, deliveries, today's figures.
+    pub store: Store,
+    /// The configuration in force.
+    pub config: watch::Receiver<Arc<Config>>,
+}
+
+impl Shared {
+    fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
 }
 
 /// Why the admin API could not start.
@@ -91,28 +115,34 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AdminErro
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves the API until `cancel` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    handle: Handle,
-    health: Arc<Health>,
-    token: SecretSource,
-    config: watch::Receiver<Arc<Config>>,
-    cancel: CancellationToken,
-) {
-    let admin = Admin {
-        handle,
-        health,
-        token,
-        config,
-    };
-    let app = axum::Router::new()
+/// Every route; the ones after the token check need it.
+fn router(shared: Shared) -> axum::Router {
+    let protected = axum::Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/calls", get(calls::list))
+        .route("/calls/{id}", get(calls::show).delete(calls::end))
+        .route("/calls/{id}/tags", post(calls::tag))
+        .route("/agents", get(agents::list))
+        .route("/agents/{extension}", get(agents::show).put(agents::set))
+        .route("/agents/{extension}/free", post(agents::free))
+        .route("/groups", get(groups::list))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/events", get(events::stream))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authorized));
+    axum::Router::new()
         .route("/health", get(health_check))
-        .route("/calls/{id}", delete(end_call))
-        .route("/agents/{extension}/free", post(free_agent))
-        .with_state(admin);
+        .route("/openapi.json", get(openapi))
+        .route("/wallboard", get(wallboard::page))
+        .merge(protected)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(shared)
+}
+
+/// Serves the API until `cancel` fires.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, cancel: CancellationToken) {
     let stop = cancel.clone();
-    if let Err(error) = axum::serve(listener, app)
+    if let Err(error) = axum::serve(listener, router(shared))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
     {
@@ -120,80 +150,62 @@ pub async fn serve(
     }
 }
 
-async fn health_check(State(admin): State<Admin>) -> Response {
-    let (status, state) = if admin.handle.draining() {
+async fn health_check(State(shared): State<Shared>) -> Response {
+    let (status, state) = if shared.handle.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
-    } else if !admin.health.writable() {
+    } else if !shared.health.writable() {
         (StatusCode::SERVICE_UNAVAILABLE, "database_not_writable")
     } else {
         (StatusCode::OK, "ready")
     };
     let body = json!({
         "status": state,
-        "records_waiting": admin.health.waiting(),
-        "records_spilled": admin.health.spilled(),
+        "records_waiting": shared.health.waiting(),
+        "records_spilled": shared.health.spilled(),
     });
     (status, Json(body)).into_response()
 }
 
-async fn end_call(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> Response {
-    if let Some(refused) = refusal(&admin, &headers) {
-        return refused;
-    }
-    match admin.handle.end_call(&id).await {
-        Ok(true) => (StatusCode::OK, Json(json!({ "ended": id }))).into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, &format!("no call {id} in progress")),
-        Err(stopped) => error(StatusCode::SERVICE_UNAVAILABLE, &stopped.to_string()),
-    }
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn free_agent(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    UrlPath(extension): UrlPath<String>,
-) -> Response {
-    if let Some(refused) = refusal(&admin, &headers) {
-        return refused;
-    }
-    let Ok(extension) = Extension::parse(&extension) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("\"{extension}\" is not an extension"),
-        );
-    };
-    if !admin
-        .config
-        .borrow()
-        .groups
-        .iter()
-        .any(|g| g.agents.iter().any(|a| a.extension == extension))
-    {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("{extension} is not an agent of any group"),
-        );
-    }
-    match admin.handle.free_agent(extension.clone()).await {
-        Ok(calls) => (
-            StatusCode::OK,
-            Json(json!({ "extension": extension.as_str(), "calls_ended": calls })),
-        )
-            .into_response(),
-        Err(stopped) => error(StatusCode::SERVICE_UNAVAILABLE, &stopped.to_string()),
-    }
-}
-
+/// A JSON error: `{"error": "..."}`.
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// 503 when the proxy's thread no longer answers.
+fn stopping() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "sipdesk is stopping")
+}
+
+/// 500 for a store that failed, logged with its cause.
+fn store_failed(what: &str, failure: &crate::store::StoreError) -> Response {
+    tracing::error!(error = %crate::report::Chain(failure), "admin API: cannot {what}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("cannot {what}: the database did not answer"),
+    )
+}
+
+/// A JSON body that failed to parse, as 400 with the reason (axum's own rejection is text).
+fn bad_body(rejection: axum::extract::rejection::JsonRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, &rejection.body_text())
+}
+
+/// Lets the request through when it carries the token.
+async fn authorized(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    match refusal(&shared, request.headers()) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
 /// The answer to a request without the token (`None`: it has it).
-fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
-    let expected = match admin.token.read() {
+fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let source = shared.config().admin.token.source();
+    let expected = match source.read() {
         Ok(token) => token,
         Err(why) => {
             tracing::error!(why, "the admin API has no token to compare with");
@@ -204,7 +216,7 @@ fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
         }
     };
     let given = headers
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
@@ -213,7 +225,7 @@ fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     }
     let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
     response.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
+        header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
     Some(response)
@@ -237,5 +249,29 @@ mod tests {
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"ab"));
         assert!(!same(b"", b"a"));
+    }
+
+    #[test]
+    fn the_contract_is_json_and_names_every_route() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = document["paths"].as_object().unwrap();
+        for path in [
+            "/health",
+            "/openapi.json",
+            "/wallboard",
+            "/metrics",
+            "/calls",
+            "/calls/{id}",
+            "/calls/{id}/tags",
+            "/agents",
+            "/agents/{extension}",
+            "/agents/{extension}/free",
+            "/groups",
+            "/deliveries",
+            "/deliveries/{id}/retry",
+            "/events",
+        ] {
+            assert!(paths.contains_key(path), "{path} is missing");
+        }
     }
 }

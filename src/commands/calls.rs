@@ -45,6 +45,9 @@ pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<(
         Some(CallsAction::Tag { id, changes }) => return tag(config, id, changes).await,
         None => {}
     }
+    if args.active && super::daemon_runs(config).await {
+        return active(config, args.json).await;
+    }
     let store = Store::open(&config.database.url).await?;
     let rows = store
         .calls(CallFilter {
@@ -115,6 +118,47 @@ async fn end(config: &Config, id: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The calls in progress as the running daemon sees them: state and agent now.
+async fn active(config: &Config, json: bool) -> anyhow::Result<()> {
+    let answer = super::admin_json(config, "/calls?active=true").await?;
+    let calls = answer["calls"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&calls)?);
+        return Ok(());
+    }
+    if calls.is_empty() {
+        println!("no calls in progress");
+        return Ok(());
+    }
+    let zone = &config.defaults.timezone;
+    println!(
+        "{:<19}  {:<8}  {:<5}  {:<16}  {:<12}  {:<9}  {:<6}  ID",
+        "STARTED", "DIR", "QUEUE", "CALLER", "GROUP", "STATE", "AGENT"
+    );
+    for call in calls {
+        let text = |key: &str| call[key].as_str().unwrap_or("-").to_owned();
+        let started = text("started_at")
+            .parse::<jiff::Timestamp>()
+            .map(|t| {
+                zone.to_datetime(t)
+                    .strftime("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        println!(
+            "{started:<19}  {:<8}  {:<5}  {:<16}  {:<12}  {:<9}  {:<6}  {}",
+            text("direction"),
+            text("queue"),
+            text("caller"),
+            text("group"),
+            text("state"),
+            text("agent"),
+            text("id")
+        );
+    }
+    Ok(())
+}
+
 /// Adds and removes tags on an ended call, as the PBX's tags are written: trimmed, lower case.
 async fn tag(config: &Config, id: &str, changes: &[String]) -> anyhow::Result<()> {
     let mut add = Vec::new();
@@ -130,15 +174,10 @@ async fn tag(config: &Config, id: &str, changes: &[String]) -> anyhow::Result<()
             Some(("-", tag)) => (&mut remove, tag),
             _ => anyhow::bail!("{change}: write +tag to add a tag, -tag to remove one"),
         };
-        let tag = tag.trim().to_lowercase();
-        if tag.is_empty() || tag.contains(',') || tag.chars().any(char::is_whitespace) {
-            anyhow::bail!("{change}: a tag is one word, without commas or spaces");
-        }
-        list.push(tag);
+        list.push(tag.to_owned());
     }
-    if let Some(both) = add.iter().find(|t| remove.contains(t)) {
-        anyhow::bail!("{both}: added and removed at once; say which");
-    }
+    let (add, remove) =
+        sipdesk::store::tags::normalize(&add, &remove).map_err(|why| anyhow::anyhow!(why))?;
     let store = Store::open(&config.database.url).await?;
     match store
         .tag_call(

@@ -67,7 +67,7 @@ pub(crate) async fn deliveries(config: &Config, args: &DeliveriesArgs) -> anyhow
     }
     let list = store
         .deliveries(DeliveryFilter {
-            failed_only: args.failed,
+            state: args.failed.then_some(sipdesk::store::DeliveryState::Failed),
             limit: args.limit,
         })
         .await?;

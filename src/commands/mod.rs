@@ -4,15 +4,48 @@
 pub(crate) mod agents;
 pub(crate) mod calls;
 pub(crate) mod deliveries;
+pub(crate) mod groups;
 pub(crate) mod route;
 
 use sipdesk::config::Config;
+
+/// Whether the daemon runs: something answers on the admin API's address. Live state (agents,
+/// calls in progress, groups now) is asked of it then; without it, the store is read.
+pub(crate) async fn daemon_runs(config: &Config) -> bool {
+    match config.admin.listen {
+        Some(addr) => tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok()),
+        None => false,
+    }
+}
+
+/// A GET to the running daemon's admin API, parsed as JSON; fails on any status but 200.
+pub(crate) async fn admin_json(config: &Config, path: &str) -> anyhow::Result<serde_json::Value> {
+    match admin(config, reqwest::Method::GET, path).await? {
+        (200, body) => Ok(serde_json::from_str(&body)?),
+        (status, body) => anyhow::bail!("sipdesk answered {status}: {body}"),
+    }
+}
 
 /// A request to the running daemon's admin API, with its token; returns the status and body.
 pub(crate) async fn admin(
     config: &Config,
     method: reqwest::Method,
     path: &str,
+) -> anyhow::Result<(u16, String)> {
+    admin_with(config, method, path, None).await
+}
+
+/// A request with a JSON body.
+pub(crate) async fn admin_with(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
 ) -> anyhow::Result<(u16, String)> {
     let Some(addr) = config.admin.listen else {
         anyhow::bail!(
@@ -26,9 +59,13 @@ pub(crate) async fn admin(
         .read()
         .map_err(|why| anyhow::anyhow!("{why}; run this as root or as the sipdesk user"))?;
     sipdesk::helpdesk::http::install_crypto();
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method, format!("http://{addr}{path}"))
-        .bearer_auth(token.expose())
+        .bearer_auth(token.expose());
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach sipdesk at {addr} (is it running?): {e}"))?;

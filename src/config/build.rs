@@ -11,12 +11,12 @@ use jiff::tz::TimeZone;
 
 use super::diagnostic::{Seg, Source, join, keys};
 use super::raw::{
-    HolidayMode, RawAdmin, RawAgent, RawDatabase, RawDefaults, RawGroup, RawHoliday, RawHours,
-    RawSip,
+    HolidayMode, RawAdmin, RawAgent, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHoliday,
+    RawHours, RawSip,
 };
 use super::{
-    AdminSettings, AdminToken, Config, DatabaseSettings, DatabaseUrl, Defaults, HostPort, Listen,
-    RawConfig, SecretSource, SipSettings, Transport,
+    AdminSettings, AdminToken, AgentCodes, Config, DatabaseSettings, DatabaseUrl, Defaults,
+    HostPort, Listen, RawConfig, SecretSource, SipSettings, Transport,
 };
 use crate::phone::Region;
 use crate::routing::group::check_user_part;
@@ -37,6 +37,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         database.as_ref().map(|d| d.state_directory.as_path()),
         src,
     );
+    let agents = build_agent_codes(raw.agents.unwrap_or_default(), src);
     let defaults = raw.defaults.as_ref().and_then(|d| build_defaults(d, src));
     let holidays: Vec<Holiday> = raw
         .holidays
@@ -65,6 +66,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         sip: sip?,
         database: database?,
         admin: admin?,
+        agents: agents?,
         defaults: defaults?,
         global_holidays: holidays.len(),
         groups: groups?,
@@ -382,10 +384,53 @@ fn build_admin(
         (None, Some(var)) => Some(AdminToken::Configured(SecretSource::Env(var))),
         (None, None) => Some(AdminToken::Generated(state_directory?.join("admin.token"))),
     };
+    let service_level = duration(
+        &raw.service_level,
+        keys!["admin", "service_level"],
+        (Duration::from_secs(1), Duration::from_secs(3600)),
+        src,
+    );
     Some(AdminSettings {
         listen: listen?,
         token: token?,
+        service_level: service_level?,
     })
+}
+
+/// The feature codes: digits, `*` and `#`, at most 16, the two different; or "off".
+fn build_agent_codes(raw: RawAgents, src: &mut Source<'_>) -> Option<AgentCodes> {
+    let mut code = |text: &str, key: &'static str| -> Result<Option<String>, ()> {
+        let text = text.trim();
+        if text == "off" {
+            return Ok(None);
+        }
+        if text.is_empty()
+            || text.len() > 16
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+        {
+            src.error(
+                keys!["agents", key],
+                format!("\"{text}\" is not a feature code: digits, * and # only, e.g. \"*46\"; or \"off\""),
+            );
+            return Err(());
+        }
+        Ok(Some(text.to_owned()))
+    };
+    let away = code(&raw.away_code, "away_code");
+    let available = code(&raw.available_code, "available_code");
+    let (Ok(away), Ok(available)) = (away, available) else {
+        return None;
+    };
+    if away.is_some() && away == available {
+        src.error(
+            keys!["agents", "available_code"],
+            "the away and available codes must differ",
+        );
+        return None;
+    }
+    Some(AgentCodes { away, available })
 }
 
 fn build_defaults(raw: &RawDefaults, src: &mut Source<'_>) -> Option<Defaults> {

@@ -31,7 +31,9 @@ pub use helpdesk::{
     Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, IntercomSettings, Kind,
     KlaviyoSettings, Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth, ZendeskSettings,
 };
-use raw::{RawAdmin, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip};
+use raw::{
+    RawAdmin, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip,
+};
 
 use crate::phone::Region;
 use crate::routing::Groups;
@@ -49,6 +51,7 @@ pub struct Config {
     pub sip: SipSettings,
     pub database: DatabaseSettings,
     pub admin: AdminSettings,
+    pub agents: AgentCodes,
     pub defaults: Defaults,
     /// How many global holidays are defined (each group holds its own copy).
     pub global_holidays: usize,
@@ -199,6 +202,16 @@ pub struct AdminSettings {
     /// `None`: the API is off.
     pub listen: Option<SocketAddr>,
     pub token: AdminToken,
+    /// An answered call counts for the service level when answered within this wait.
+    pub service_level: Duration,
+}
+
+/// `[agents]`, checked: the feature codes agents dial to change their own availability (the
+/// PBX routes them to sipdesk; `None`: off).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentCodes {
+    pub away: Option<String>,
+    pub available: Option<String>,
 }
 
 /// Where the admin API's token comes from.
@@ -376,6 +389,7 @@ pub(crate) struct RawConfig {
     sip: Option<RawSip>,
     database: Option<RawDatabase>,
     admin: Option<RawAdmin>,
+    agents: Option<RawAgents>,
     defaults: Option<RawDefaults>,
     holidays: Vec<RawHoliday>,
     groups: Vec<Option<RawGroup>>,
@@ -386,10 +400,11 @@ pub(crate) struct RawConfig {
 }
 
 /// The top-level keys, in the order the example file uses.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "sip",
     "database",
     "admin",
+    "agents",
     "defaults",
     "holidays",
     "groups",
@@ -402,6 +417,7 @@ impl RawConfig {
             sip: None,
             database: None,
             admin: None,
+            agents: None,
             defaults: None,
             holidays: Vec::new(),
             groups: Vec::new(),
@@ -413,6 +429,7 @@ impl RawConfig {
                 "sip" => raw.sip = section(value, src),
                 "database" => raw.database = section(value, src),
                 "admin" => raw.admin = section(value, src),
+                "agents" => raw.agents = section(value, src),
                 "defaults" => raw.defaults = section(value, src),
                 "holidays" => {
                     raw.holidays = entries(value, "holidays", src)

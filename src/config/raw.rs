@@ -224,6 +224,10 @@ pub(crate) struct RawAdmin {
     pub(crate) token_file: Option<String>,
     /// An environment variable holding the token.
     pub(crate) token_env: Option<String>,
+    /// The wait within which an answered call counts for the service level (`GET /groups`,
+    /// the wallboard).
+    #[serde(default = "default_service_level")]
+    pub(crate) service_level: String,
 }
 
 impl Default for RawAdmin {
@@ -232,12 +236,46 @@ impl Default for RawAdmin {
             listen: default_admin_listen(),
             token_file: None,
             token_env: None,
+            service_level: default_service_level(),
         }
     }
 }
 
 fn default_admin_listen() -> String {
     "127.0.0.1:8640".to_owned()
+}
+
+fn default_service_level() -> String {
+    "20s".to_owned()
+}
+
+/// `[agents]`: what agents do from their own phones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgents {
+    /// The number an agent dials (the PBX routes it to sipdesk) to say they are away, or "off".
+    #[serde(default = "default_away_code")]
+    pub(crate) away_code: String,
+    /// The number an agent dials to say they are available again, or "off".
+    #[serde(default = "default_available_code")]
+    pub(crate) available_code: String,
+}
+
+impl Default for RawAgents {
+    fn default() -> RawAgents {
+        RawAgents {
+            away_code: default_away_code(),
+            available_code: default_available_code(),
+        }
+    }
+}
+
+fn default_away_code() -> String {
+    "*46".to_owned()
+}
+
+fn default_available_code() -> String {
+    "*47".to_owned()
 }
 
 /// `[defaults]`: what applies where a group says nothing.

@@ -81,8 +81,9 @@ pub enum DaemonError {
     },
 }
 
-/// How often agent states set with `sipdesk agents` are picked up from the store.
-const AGENT_REFRESH: Duration = Duration::from_secs(2);
+/// How often a snapshot of the live state is published even when nothing changed (a wrap-up
+/// ends by the clock).
+const LIVE_EVERY: Duration = Duration::from_secs(1);
 /// How often the systemd status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// On stop, how long sipdesk waits for the store writer beyond its own `stop_write_timeout`
@@ -91,7 +92,6 @@ const WRITER_MARGIN: Duration = Duration::from_secs(15);
 
 enum Control {
     Reload,
-    Away(Vec<(Extension, bool)>),
 }
 
 async fn resolve(config: &Config) -> Result<SocketAddr, DaemonError> {
@@ -240,12 +240,12 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let config = Arc::new(Config::load(&config_path)?);
     let (store, interrupted) = open_store(&config).await?;
     let cursors = store.cursors().await?;
-    let away: Vec<Extension> = store
+    let away: Vec<(Extension, Option<String>)> = store
         .agent_states()
         .await?
         .into_iter()
-        .filter(|(_, a)| *a)
-        .map(|(e, _)| e)
+        .filter(|s| s.away)
+        .filter_map(|s| Some((Extension::parse(&s.extension).ok()?, s.reason)))
         .collect();
     let pbx = resolve(&config).await?;
     // One network policy, read by the sockets and the proxy alike; a reload replaces it whole.
@@ -303,7 +303,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     .map_err(DaemonError::Worker)?;
 
     // The admin API, on loopback; it reaches the proxy through `handle`.
-    let (handle, mut commands) = control::Handle::new();
+    let (handle, mut commands, publisher) = control::Handle::new();
     let admin_stop = CancellationToken::new();
     if let Some(addr) = config.admin.listen {
         if let AdminToken::Generated(path) = &config.admin.token {
@@ -312,10 +312,12 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         let listener = admin::bind(addr).await?;
         tokio::spawn(admin::serve(
             listener,
-            handle.clone(),
-            health.clone(),
-            config.admin.token.source(),
-            config_rx.clone(),
+            admin::Shared {
+                handle: handle.clone(),
+                health: health.clone(),
+                store: store.clone(),
+                config: config_rx.clone(),
+            },
             admin_stop.clone(),
         ));
         tracing::info!(%addr, "admin API listening");
@@ -323,7 +325,6 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
 
     let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
-    spawn_agent_refresh(store.clone(), control.clone(), cancel.clone());
 
     crate::phone::warm_up();
     for (transport, addr) in &bound {
@@ -341,6 +342,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             .max(Duration::from_millis(100)),
     );
     let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut live_every = tokio::time::interval(LIVE_EVERY);
+    let mut published = tokio::time::Instant::now();
+    let mut publish_at: Option<tokio::time::Instant> = None;
+    publish(&publisher, &mut core);
     let mut held_peak = 0;
     let mut config = config;
     let mut draining_until: Option<tokio::time::Instant> = None;
@@ -380,6 +385,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             _ = sleep_until(deadline) => core.poll(Now::system()),
             Some(command) = control_rx.recv() => match command {
                 Control::Reload => {
+                    notify(&[
+                        sd_notify::NotifyState::Reloading,
+                        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Status("reloading")),
+                    ]);
                     if let Some(reloaded) = reload(&config_path, &config) {
                         warn_file_limit(&reloaded, file_limit);
                         // The proxy and the sockets take the new policy in this one step.
@@ -388,13 +397,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                         let _ = config_tx.send(reloaded.clone());
                         config = reloaded;
                     }
-                }
-                Control::Away(states) => {
-                    for (extension, away) in states {
-                        if core.set_away(&extension, away) {
-                            tracing::info!(%extension, state = if away { "away" } else { "available" }, "agent state changed");
-                        }
-                    }
+                    notify(&[sd_notify::NotifyState::Ready]);
                 }
             },
             Some(command) = commands.recv() => match command {
@@ -410,8 +413,21 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                     tracing::info!(%extension, calls = freed, "agent freed by an admin");
                     let _ = reply.send(freed);
                 }
+                control::Command::SetAgent { extension, away, reason, reply } => {
+                    let changed = core.set_away(Now::system(), &extension, away, reason);
+                    let _ = reply.send(changed);
+                }
             },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            _ = live_every.tick() => {
+                publish(&publisher, &mut core);
+                published = tokio::time::Instant::now();
+            }
+            _ = sleep_until(publish_at) => {
+                publish_at = None;
+                publish(&publisher, &mut core);
+                published = tokio::time::Instant::now();
+            }
             _ = status.tick() => {
                 // After a burst (a flood of requests) has drained, the memory goes back.
                 let census = core.census();
@@ -445,6 +461,16 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             }
         }
         flush(&mut core, &mut sockets, &changes);
+        if core.take_changed() {
+            // At most every PUBLISH_EVERY; a change in between waits for the next one (or the
+            // once-a-second tick).
+            if published.elapsed() >= control::PUBLISH_EVERY {
+                publish(&publisher, &mut core);
+                published = tokio::time::Instant::now();
+            } else {
+                publish_at = Some(published + control::PUBLISH_EVERY);
+            }
+        }
         if let Some(until) = draining_until {
             let active = core.active_calls();
             if active == 0 || tokio::time::Instant::now() >= until {
@@ -511,6 +537,12 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         _ => tracing::info!("sipdesk stopped"),
     }
     Ok(())
+}
+
+/// Hands the proxy's live state, counters and census to the admin API.
+fn publish(publisher: &control::Publisher, core: &mut Core) {
+    let live = core.live(Now::system());
+    publisher.publish(live, core.counters(), core.census());
 }
 
 /// Sends what the proxy produced and hands its records to the store writer.
@@ -606,27 +638,4 @@ fn spawn_signals(
         }
     });
     Ok(())
-}
-
-fn spawn_agent_refresh(
-    store: Store,
-    control: mpsc::UnboundedSender<Control>,
-    cancel: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(AGENT_REFRESH);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = every.tick() => match store.agent_states().await {
-                    Ok(states) => {
-                        if control.send(Control::Away(states)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(error) => tracing::warn!(error = %crate::report::Chain(&error), "cannot read agent states"),
-                },
-            }
-        }
-    });
 }

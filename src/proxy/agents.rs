@@ -12,6 +12,8 @@ use crate::routing::{AgentState, Extension, Presence};
 #[derive(Clone, Debug, Default)]
 struct Agent {
     away: bool,
+    /// Why the agent is away, when they said.
+    reason: Option<String>,
     /// Calls this agent is being rung for or is talking on.
     calls: u32,
     /// Of those, outbound calls the agent dialled.
@@ -28,12 +30,20 @@ pub struct Agents {
 }
 
 impl Agents {
-    /// Sets the state an agent or supervisor chose; returns whether it changed.
-    pub fn set_away(&mut self, extension: &Extension, away: bool) -> bool {
+    /// Sets the state an agent or supervisor chose, with why when away; returns whether it
+    /// changed.
+    pub fn set_away(&mut self, extension: &Extension, away: bool, reason: Option<String>) -> bool {
         let agent = self.agents.entry(extension.clone()).or_default();
-        let changed = agent.away != away;
+        let reason = reason.filter(|_| away);
+        let changed = agent.away != away || agent.reason != reason;
         agent.away = away;
+        agent.reason = reason;
         changed
+    }
+
+    /// Why the agent is away, when they said.
+    pub fn reason(&self, extension: &Extension) -> Option<&str> {
+        self.agents.get(extension).and_then(|a| a.reason.as_deref())
     }
 
     /// The agent is rung, or talks, on one more call.
@@ -157,8 +167,8 @@ mod tests {
         let now = Instant::now();
         let ext = Extension::parse("2001").unwrap();
         let mut agents = Agents::default();
-        assert!(agents.set_away(&ext, true));
-        assert!(!agents.set_away(&ext, true));
+        assert!(agents.set_away(&ext, true, None));
+        assert!(!agents.set_away(&ext, true, None));
         agents.engage(&ext);
         assert_eq!(agents.state(&ext, now), AgentState::Away);
     }

@@ -117,6 +117,42 @@ impl Call {
         self.state == State::Ended
     }
 
+    /// The call as supervisors see it now; `None` once ended.
+    pub(super) fn live(&self) -> Option<crate::live::LiveCall> {
+        use crate::live::CallState;
+        let (state, agent, group) = match (&self.state, &self.answer, &self.branch) {
+            (State::Ended, _, _) => return None,
+            (State::Answered, Some(answer), _) => (
+                CallState::Answered,
+                answer.extension.clone().or_else(|| self.dialler.clone()),
+                answer.group.clone(),
+            ),
+            (_, _, Some(branch)) => (
+                CallState::Ringing,
+                branch.extension.clone().or_else(|| self.dialler.clone()),
+                branch.group.clone(),
+            ),
+            _ => (CallState::Waiting, self.dialler.clone(), None),
+        };
+        let group = group.map(|g| g.to_string()).or_else(|| {
+            self.route
+                .as_ref()
+                .map(|r| self.config.groups.get(r.owner()).name.to_string())
+        });
+        Some(crate::live::LiveCall {
+            id: self.id.clone(),
+            direction: self.direction,
+            caller: self.caller.clone(),
+            callee: self.callee.clone(),
+            queue: self.queue.clone(),
+            group,
+            state,
+            agent: agent.map(|a| a.to_string()),
+            started_at: self.started.wall,
+            answered_at: self.answer.as_ref().map(|a| a.at),
+        })
+    }
+
     /// Where the caller's INVITE came from.
     pub(super) fn source(&self) -> Peer {
         self.source
@@ -302,6 +338,13 @@ impl Core {
     pub(super) fn on_invite(&mut self, now: Now, key: TxKey, request: Request, source: Peer) {
         let user = request.uri.user_unescaped().unwrap_or_default();
         let config = self.config.clone();
+        let codes = &config.agents;
+        for (code, away) in [(&codes.away, true), (&codes.available, false)] {
+            if code.as_deref() == Some(user.as_str()) {
+                self.feature_code(now, key, &request, away);
+                return;
+            }
+        }
         let queue_call = config.groups.by_queue(&user).is_some();
         // sipdesk answers queue calls itself, so it honours their Require.
         if queue_call && self.refuse_unsupported(now, &key, &request, &["Require"]) {
@@ -436,6 +479,37 @@ impl Core {
         self.put(call);
     }
 
+    /// An agent dialled the away or available feature code (`[agents]`): the agent is the
+    /// caller's extension (From). The answer is final at once — sipdesk plays no tone — and its
+    /// reason phrase is what the phone shows: `480 Away` or `480 Available` (480, so no dialog
+    /// is made and no media is needed), `403 Not an agent` for an extension of no group.
+    fn feature_code(&mut self, now: Now, key: TxKey, request: &Request, away: bool) {
+        let agent = match &request.from.uri {
+            crate::sip::syntax::Uri::Sip(uri) => uri
+                .user_unescaped()
+                .and_then(|u| Extension::parse(&u).ok())
+                .filter(|e| {
+                    self.config
+                        .groups
+                        .iter()
+                        .any(|g| g.agents.iter().any(|a| &a.extension == e))
+                }),
+            _ => None,
+        };
+        let Some(agent) = agent else {
+            self.reply(now, &key, request, 403, "Not an agent", &[]);
+            return;
+        };
+        self.set_away(now, &agent, away, None);
+        let (phrase, word) = if away {
+            ("Away", "away")
+        } else {
+            ("Available", "available")
+        };
+        let warning = format!("399 sipdesk \"{agent} is now {word}\"");
+        self.reply(now, &key, request, 480, phrase, &[("Warning", &warning)]);
+    }
+
     /// Rings the next agent that can take the call, or gives up.
     fn advance(&mut self, now: Now, call: &mut Call) {
         loop {
@@ -463,6 +537,11 @@ impl Core {
                 return;
             };
             self.agents.engage(&offer.extension);
+            *self
+                .counters
+                .ring_attempts
+                .entry(offer.group.to_string())
+                .or_default() += 1;
             self.cursors
                 .insert(offer.group.to_string(), offer.extension.clone());
             self.store(Change::Cursor {
@@ -617,6 +696,20 @@ impl Core {
         }
         self.event(now, call, "ended", detail);
         let record = self.record(now, call, outcome, reason, ended_by);
+        let outcome_name = match outcome {
+            Outcome::Answered => "answered",
+            Outcome::Missed if reason == Some(MissedReason::Abandoned) => "abandoned",
+            Outcome::Missed => "missed",
+            Outcome::Voicemail => "voicemail",
+        };
+        *self
+            .counters
+            .calls
+            .entry((record.group.clone().unwrap_or_default(), outcome_name))
+            .or_default() += 1;
+        if record.direction == Direction::Inbound {
+            self.counters.wait.observe(record.wait_seconds());
+        }
         self.store(Change::CallEnded(Box::new(record)));
         self.schedule(
             now.mono + 64 * self.config.sip.timers.t1,

@@ -20,6 +20,7 @@ mod agents;
 mod call;
 mod dialog;
 pub mod forward;
+mod live;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -231,6 +232,13 @@ pub struct Core {
     stats: Stats,
     /// What the helpdesks said about calling numbers (known, unknown, inactive).
     directory: Arc<Directory>,
+    /// Each agent's state in the last [`Core::live`] snapshot, the call it concerned, and since
+    /// when.
+    live_since: FxHashMap<Extension, (crate::live::AgentStatus, Option<String>, Timestamp)>,
+    /// Whether anything supervisors see may have changed since the last snapshot.
+    changed: bool,
+    /// What `GET /metrics` shows of the proxy.
+    counters: crate::metrics::Counters,
 }
 
 impl Core {
@@ -241,11 +249,11 @@ impl Core {
         config: Arc<Config>,
         policy: SharedPolicy,
         cursors: HashMap<String, Extension>,
-        away: &[Extension],
+        away: &[(Extension, Option<String>)],
     ) -> Core {
         let mut agents = Agents::default();
-        for extension in away {
-            agents.set_away(extension, true);
+        for (extension, reason) in away {
+            agents.set_away(extension, true, reason.clone());
         }
         Core {
             tx: Transactions::new(config.sip.timers),
@@ -271,6 +279,9 @@ impl Core {
             draining: false,
             stats: Stats::default(),
             directory: Arc::default(),
+            live_since: FxHashMap::default(),
+            changed: true,
+            counters: crate::metrics::Counters::default(),
         }
     }
 
@@ -325,9 +336,27 @@ impl Core {
             .extend(sip_call_ids.into_iter().map(|id| (id, until)));
     }
 
-    /// Marks an agent away or available (from the store, the CLI or the admin API).
-    pub fn set_away(&mut self, extension: &Extension, away: bool) -> bool {
-        self.agents.set_away(extension, away)
+    /// Marks an agent away (with why, when said) or available, as the agent or a supervisor
+    /// chose (the admin API, the wallboard, a feature code); the choice is stored so it
+    /// survives a restart. Returns whether it changed anything.
+    pub fn set_away(
+        &mut self,
+        now: Now,
+        extension: &Extension,
+        away: bool,
+        reason: Option<String>,
+    ) -> bool {
+        let changed = self.agents.set_away(extension, away, reason.clone());
+        if changed {
+            tracing::info!(%extension, state = if away { "away" } else { "available" }, reason = reason.as_deref().unwrap_or(""), "agent state changed");
+            self.store(Change::Agent(crate::call::AgentSetting {
+                extension: extension.to_string(),
+                away,
+                reason: reason.filter(|_| away),
+                at: now.wall,
+            }));
+        }
+        changed
     }
 
     /// Ends a call in progress by its sipdesk id, as an admin asks (see `DELETE /calls/{id}`);
@@ -468,13 +497,13 @@ impl Core {
     }
 
     fn send(&mut self, peer: Peer, bytes: impl Into<Bytes>) {
-        self.out.push(Output::Send {
-            peer,
-            bytes: bytes.into(),
-        });
+        let bytes = bytes.into();
+        self.counters.sent(&bytes);
+        self.out.push(Output::Send { peer, bytes });
     }
 
     fn store(&mut self, change: Change) {
+        self.changed = true;
         self.out.push(Output::Store(change));
     }
 
@@ -530,6 +559,8 @@ impl Core {
     fn on_message(&mut self, now: Now, message: Inbound, peer: Peer) {
         match message {
             Inbound::Request(request) => {
+                self.counters
+                    .sip_message("in", &request.method().to_string(), None);
                 let reply = reply_peer(&request, peer);
                 // The limit holds back new work, never the end of calls in progress: a CANCEL,
                 // or a request inside a dialog sipdesk follows (a BYE), is always taken.
@@ -542,7 +573,11 @@ impl Core {
                 };
                 self.tx.receive_request(now.mono, *request, reply, max);
             }
-            Inbound::Response(response) => self.tx.receive_response(now.mono, *response),
+            Inbound::Response(response) => {
+                self.counters
+                    .sip_message("in", &response.cseq.method, Some(response.status));
+                self.tx.receive_response(now.mono, *response)
+            }
         }
     }
 

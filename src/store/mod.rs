@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-use crate::call::{CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
+use crate::call::{AgentSetting, CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
 use crate::routing::Extension;
 use rows::{
     ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders, upsert_records,
@@ -373,6 +373,7 @@ impl Store {
         let mut events = Vec::new();
         let mut ends = Vec::new();
         let mut cursors: Vec<(&str, &str)> = Vec::new();
+        let mut agents: Vec<&AgentSetting> = Vec::new();
         for change in changes {
             match change {
                 Change::CallStarted(start) => starts.push(start),
@@ -382,6 +383,10 @@ impl Store {
                     // The last position of each group wins; one row per group per statement.
                     cursors.retain(|(g, _)| g != group);
                     cursors.push((group, extension));
+                }
+                Change::Agent(setting) => {
+                    agents.retain(|a| a.extension != setting.extension);
+                    agents.push(setting);
                 }
             }
         }
@@ -416,6 +421,12 @@ impl Store {
                 .execute(&mut *conn)
                 .await
                 .map_err(query_error("save cursors"))?;
+        }
+        for setting in agents {
+            agent_state_query(setting)
+                .execute(&mut *conn)
+                .await
+                .map_err(query_error("save agent state"))?;
         }
         Ok(())
     }
@@ -513,12 +524,14 @@ impl Store {
         Ok(cursors)
     }
 
-    /// Every agent state set by an agent or supervisor: extension → away.
-    pub async fn agent_states(&self) -> Result<Vec<(Extension, bool)>, StoreError> {
-        let rows = sqlx::query("SELECT extension, state FROM agent_states ORDER BY extension")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error("read agent states"))?;
+    /// Every agent state set by an agent or supervisor, by extension.
+    pub async fn agent_states(&self) -> Result<Vec<AgentSetting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT extension, state, reason, updated_at FROM agent_states ORDER BY extension",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read agent states"))?;
         let mut states = Vec::new();
         for row in rows {
             let extension: String = row
@@ -527,27 +540,27 @@ impl Store {
             let state: String = row
                 .try_get("state")
                 .map_err(query_error("read agent states"))?;
-            if let Ok(extension) = Extension::parse(&extension) {
-                states.push((extension, state == "away"));
-            }
+            let reason: Option<String> = row
+                .try_get("reason")
+                .map_err(query_error("read agent states"))?;
+            let at: i64 = row
+                .try_get("updated_at")
+                .map_err(query_error("read agent states"))?;
+            states.push(AgentSetting {
+                extension,
+                away: state == "away",
+                reason,
+                at: Timestamp::from_millisecond(at).unwrap_or_default(),
+            });
         }
         Ok(states)
     }
 
-    /// Records an agent as away or available.
-    pub async fn set_agent_state(
-        &self,
-        extension: &Extension,
-        away: bool,
-    ) -> Result<(), StoreError> {
-        let query = sqlx::query(
-            "INSERT INTO agent_states (extension, state, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (extension) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-        )
-        .bind(extension.as_str())
-        .bind(if away { "away" } else { "available" })
-        .bind(millis(Timestamp::now()));
-        self.execute_write("save agent state", query).await?;
+    /// Records an agent as away or available, at once (the daemon's own changes go through the
+    /// store writer as [`Change::Agent`]).
+    pub async fn set_agent_state(&self, setting: &AgentSetting) -> Result<(), StoreError> {
+        self.execute_write("save agent state", agent_state_query(setting))
+            .await?;
         Ok(())
     }
 
@@ -626,6 +639,28 @@ impl Store {
         rows.iter().map(call_row).collect()
     }
 
+    /// One call as listed; `None` for an unknown id.
+    pub async fn call(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read call"))?;
+        row.as_ref().map(call_row).transpose()
+    }
+
+    /// Inbound calls that started at or after `since`, oldest first (today's figures).
+    pub async fn inbound_calls_since(&self, since: Timestamp) -> Result<Vec<CallRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM calls WHERE started_at >= $1 AND direction = 'inbound' ORDER BY started_at",
+        )
+        .bind(millis(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("list today's calls"))?;
+        rows.iter().map(call_row).collect()
+    }
+
     /// One call's events, in order.
     pub async fn events(&self, call_id: &str) -> Result<Vec<CallEvent>, StoreError> {
         let rows = sqlx::query("SELECT call_id, seq, at, kind, detail FROM call_events WHERE call_id = $1 ORDER BY seq")
@@ -669,6 +704,21 @@ pub struct DeadRecord {
 }
 
 /// A database URL without its password, for messages.
+/// The statement that saves one agent state.
+fn agent_state_query(
+    setting: &AgentSetting,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO agent_states (extension, state, reason, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (extension) DO UPDATE SET state = excluded.state, reason = excluded.reason,
+         updated_at = excluded.updated_at",
+    )
+    .bind(setting.extension.as_str())
+    .bind(if setting.away { "away" } else { "available" })
+    .bind(setting.reason.as_deref())
+    .bind(millis(setting.at))
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -50,6 +50,19 @@ impl DeliveryState {
         }
     }
 
+    /// The state a name stands for; `None` for none of them.
+    pub fn from_name(text: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::InProgress,
+            DeliveryState::Done,
+            DeliveryState::Skipped,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     fn parse(text: &str) -> DeliveryState {
         match text {
             "in_progress" => DeliveryState::InProgress,
@@ -113,7 +126,8 @@ pub struct Delivery {
 /// Which deliveries to list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeliveryFilter {
-    pub failed_only: bool,
+    /// Only deliveries in this state.
+    pub state: Option<DeliveryState>,
     pub limit: u32,
 }
 
@@ -467,10 +481,12 @@ impl Store {
 
     /// Recent deliveries, newest call first.
     pub async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
-        let sql = if filter.failed_only {
-            format!("{SELECT} WHERE state = 'failed' ORDER BY call_started_at DESC, id LIMIT $1")
-        } else {
-            format!("{SELECT} ORDER BY call_started_at DESC, id LIMIT $1")
+        let sql = match filter.state {
+            Some(state) => format!(
+                "{SELECT} WHERE state = '{}' ORDER BY call_started_at DESC, id LIMIT $1",
+                state.as_str()
+            ),
+            None => format!("{SELECT} ORDER BY call_started_at DESC, id LIMIT $1"),
         };
         let rows = sqlx::query(&sql)
             .bind(i64::from(filter.limit))

@@ -110,4 +110,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE deliveries ADD COLUMN action TEXT
         ",
     ),
+    (
+        5,
+        "
+        ALTER TABLE agent_states ADD COLUMN reason TEXT
+        ",
+    ),
 ];

@@ -63,6 +63,34 @@ pub struct Tagged {
     pub integrations: Vec<String>,
 }
 
+/// Tags to add and remove as written by a person (the CLI, the admin API): each trimmed, lower
+/// case, one word without commas, none both added and removed.
+pub fn normalize(add: &[String], remove: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
+    let clean = |list: &[String]| -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for tag in list {
+            let clean = tag.trim().to_lowercase();
+            if clean.is_empty() || clean.contains(',') || clean.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "\"{tag}\": a tag is one word, without commas or spaces"
+                ));
+            }
+            if !out.contains(&clean) {
+                out.push(clean);
+            }
+        }
+        Ok(out)
+    };
+    let (add, remove) = (clean(add)?, clean(remove)?);
+    if let Some(both) = add.iter().find(|t| remove.contains(t)) {
+        return Err(format!("{both}: added and removed at once; say which"));
+    }
+    if add.is_empty() && remove.is_empty() {
+        return Err("no tag to add or remove".to_owned());
+    }
+    Ok((add, remove))
+}
+
 impl Store {
     /// Adds and removes tags on an ended call and queues the change for every integration the
     /// call went to among `integrations` (those configured now).
