@@ -415,6 +415,9 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 }
                 control::Command::SetAgent { extension, away, reason, reply } => {
                     let changed = core.set_away(Now::system(), &extension, away, reason);
+                    // Published before the answer, so what the caller reads next shows it.
+                    publish(&publisher, &mut core);
+                    published = tokio::time::Instant::now();
                     let _ = reply.send(changed);
                 }
             },

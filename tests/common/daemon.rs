@@ -236,12 +236,47 @@ impl Daemon {
 
     /// A plain HTTP/1.1 request to its admin API; returns the status and the body.
     pub(crate) fn admin(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        self.admin_body(method, path, token, None)
+    }
+
+    /// The token the daemon made at start.
+    pub(crate) fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token")).unwrap()
+    }
+
+    /// A request with the daemon's token and a JSON body; the answer parsed as JSON (`null`
+    /// when it is not JSON).
+    pub(crate) fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let (status, text) = self.admin_body(method, path, Some(&self.token()), body);
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// A plain HTTP/1.1 request with an optional JSON body.
+    pub(crate) fn admin_body(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let content = body.map_or(String::new(), |b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        });
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}{content}Connection: close\r\n\r\n{}",
+            body.unwrap_or_default()
         )
         .unwrap();
         let mut text = String::new();
