@@ -342,6 +342,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             .max(Duration::from_millis(100)),
     );
     let mut status = tokio::time::interval(STATUS_EVERY);
+    let pending = count_pending(store.clone(), cancel.clone());
     let mut live_every = tokio::time::interval(LIVE_EVERY);
     let mut published = tokio::time::Instant::now();
     let mut publish_at: Option<tokio::time::Instant> = None;
@@ -441,10 +442,11 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 }
                 held_peak = held_peak.max(held);
                 let active = core.active_calls();
+                let deliveries = pending.load(std::sync::atomic::Ordering::Relaxed);
                 let line = if health.writable() {
-                    format!("{active} calls in progress")
+                    format!("{active} calls in progress, {deliveries} helpdesk deliveries pending")
                 } else {
-                    format!("{active} calls in progress; the database cannot be written, {} records waiting", health.waiting())
+                    format!("{active} calls in progress, {deliveries} helpdesk deliveries pending; the database cannot be written, {} records waiting", health.waiting())
                 };
                 notify(&[sd_notify::NotifyState::Status(&line)]);
             }
@@ -641,4 +643,26 @@ fn spawn_signals(
         }
     });
     Ok(())
+}
+
+/// How many helpdesk deliveries wait (pending or being sent), for the status line: counted in
+/// the store every [`STATUS_EVERY`] off the proxy's loop, which only reads the last count.
+fn count_pending(store: Store, cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicU64> {
+    let pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = pending.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => {
+                    if let Ok(backlog) = store.backlog().await {
+                        let n = backlog.iter().map(|b| b.pending + b.in_progress).sum();
+                        count.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    });
+    pending
 }

@@ -63,6 +63,8 @@ pub(crate) struct Daemon {
     log: Arc<Mutex<Vec<String>>>,
     /// The open-file limit it runs under (as systemd's `LimitNOFILE=` would set it).
     nofile: Option<u64>,
+    /// More environment (as systemd would set: NOTIFY_SOCKET, WATCHDOG_USEC).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -112,6 +114,36 @@ impl Daemon {
         files: &[(&str, &str)],
         nofile: Option<u64>,
     ) -> Daemon {
+        let mut daemon = Daemon::configure(dir, sip_extra, body, database, files, nofile);
+        daemon.spawn();
+        daemon
+    }
+
+    /// Like [`Daemon::start`], with more environment variables.
+    pub(crate) fn start_with_env(
+        name: &str,
+        sip_extra: &str,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut daemon = Daemon::configure(test_dir(name), sip_extra, body, None, &[], None);
+        daemon.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        daemon.spawn();
+        daemon
+    }
+
+    /// Writes the configuration; does not start it.
+    fn configure(
+        dir: PathBuf,
+        sip_extra: &str,
+        body: &str,
+        database: Option<&str>,
+        files: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Daemon {
         for (file, contents) in files {
             std::fs::write(dir.join(file), contents).unwrap();
         }
@@ -128,7 +160,7 @@ impl Daemon {
         );
         let config = dir.join("sipdesk.toml");
         std::fs::write(&config, text).unwrap();
-        let mut daemon = Daemon {
+        Daemon {
             child: None,
             port,
             pbx_port,
@@ -137,9 +169,8 @@ impl Daemon {
             config,
             log: Arc::new(Mutex::new(Vec::new())),
             nofile,
-        };
-        daemon.spawn();
-        daemon
+            env: Vec::new(),
+        }
     }
 
     fn spawn(&mut self) {
@@ -158,6 +189,7 @@ impl Daemon {
             .current_dir(&self.dir)
             .env("SIPDESK_LOG", "info,sipdesk=debug")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -401,6 +433,9 @@ pub(crate) struct SippMore {
     pub(crate) inf: Option<PathBuf>,
     /// Most calls at once (`-l`); default 1.
     pub(crate) limit: Option<u32>,
+    /// How long an answered call lasts, in ms (`-d`, the caller scenarios' `<pause/>`);
+    /// default 300.
+    pub(crate) duration_ms: Option<u32>,
 }
 
 impl SippRun<'_> {
@@ -452,7 +487,7 @@ impl SippRun<'_> {
                 more.limit.unwrap_or(1).to_string(),
                 // How long an answered call lasts (the caller scenarios' <pause/>).
                 "-d".into(),
-                "300".into(),
+                more.duration_ms.unwrap_or(300).to_string(),
             ]);
             args.push(target.clone());
         }
