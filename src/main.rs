@@ -48,6 +48,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run) {
+        end_quietly_on_a_closed_pipe();
+    }
     journal::init(if matches!(cli.command, Command::Run) {
         "info"
     } else {
@@ -71,6 +74,17 @@ fn main() -> ExitCode {
             eprintln!("{error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The commands print with `println!`, which panics when stdout is a pipe whose reader has gone
+/// (`sipdesk calls | head -1`). The Rust runtime ignores SIGPIPE; restoring its default makes a
+/// command end as other Unix tools do there, at once and without a word (status 141 in a shell).
+/// Not for `run`: nothing the daemon writes may end it.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

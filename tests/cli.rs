@@ -1,5 +1,5 @@
 //! Black-box tests of `sipdesk check-config`, `sipdesk route` and what every command shares
-//! (logging): the built binary, real files, exit codes and what an admin reads on
+//! (logging, a closed pipe): the built binary, real files, exit codes and what an admin reads on
 //! the terminal.
 
 use std::path::PathBuf;
@@ -221,6 +221,29 @@ fn debug_logging_shows_sipdesk_not_the_database_drivers_statements_and_no_colour
             "colour codes in a pipe: {stderr:?}"
         );
     }
+}
+
+#[test]
+fn a_command_writing_to_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    // A pipe whose reader is gone before sipdesk writes a byte: `sipdesk route … | head -0`.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just opened and nothing else owns them.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+        .args(["route", "--config", &example(), "--queue", "100"])
+        .args(["--from", "600123456"])
+        .env_remove("SIPDESK_CONFIG")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr, "", "nothing said on stderr");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
 
 #[test]
