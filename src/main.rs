@@ -1,13 +1,14 @@
 //! The `sipdesk` command line: parses arguments, sets up logging, calls the library and maps
 //! errors to exit codes (0 success, 1 failure, 2 usage error).
 
+mod assets;
 mod commands;
 mod journal;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use commands::agents::{AgentsArgs, agents};
@@ -21,7 +22,8 @@ use sipdesk::config::{self, Config};
 #[command(
     name = "sipdesk",
     version,
-    about = "Queue calls from a PBX to agents, and every call to the helpdesk"
+    about = "Queue calls from a PBX to agents, and every call to the helpdesk",
+    after_long_help = AFTER_HELP
 )]
 struct Cli {
     /// The configuration file.
@@ -30,6 +32,19 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `sipdesk --help` and the manual page say after the options: plain paragraphs, as the
+/// manual page fills its lines.
+const AFTER_HELP: &str = "\
+Files: /etc/sipdesk/sipdesk.toml is the configuration (config.example.toml
+documents every key); /var/lib/sipdesk holds the SQLite database.
+
+Environment: SIPDESK_LOG says what is logged: a level (error, warn, info, debug,
+trace) for sipdesk itself, TARGET=LEVEL for a module or a dependency, separated
+by commas. debug shows every call event; debug,sqlx=debug adds every statement
+the database driver runs.
+
+Exit status: 0 success, 1 failure, 2 wrong usage.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -50,13 +65,35 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .subcommand(assets::subcommand())
+        .get_matches();
+    let result = match assets::requested(&matches) {
+        Some(dir) => assets::generate(Cli::command(), dir),
+        None => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => command(&cli),
+            Err(error) => error.format(&mut Cli::command()).exit(),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn command(cli: &Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Run) {
+        end_quietly_on_a_closed_pipe();
+    }
     journal::init(if matches!(cli.command, Command::Run) {
         "info"
     } else {
         "warn"
     });
-    let result = match &cli.command {
+    match &cli.command {
         Command::Run => run(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
         Command::Route(args) => route(&cli.config, args),
@@ -70,13 +107,17 @@ fn main() -> ExitCode {
         Command::Deliveries(args) => {
             load(&cli.config).and_then(|config| block_on(deliveries(&config, args)))
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{error:#}");
-            ExitCode::FAILURE
-        }
+    }
+}
+
+/// The commands print with `println!`, which panics when stdout is a pipe whose reader has gone
+/// (`sipdesk calls | head -1`). The Rust runtime ignores SIGPIPE; restoring its default makes a
+/// command end as other Unix tools do there, at once and without a word (status 141 in a shell).
+/// Not for `run`: nothing the daemon writes may end it.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Black-box tests of `sipdesk check-config` and `sipdesk route`: the built binary, real files,
-//! exit codes and what an admin reads on the terminal.
+//! Black-box tests of `sipdesk check-config`, `sipdesk route` and what every command shares
+//! (logging, a closed pipe): the built binary, real files, exit codes and what an admin reads on
+//! the terminal.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -145,6 +146,104 @@ fn every_error_is_printed_one_per_line() {
     assert_eq!(lines.len(), 5, "{stderr}");
     let prefix = format!("{}:", path.display());
     assert!(lines.iter().all(|l| l.starts_with(&prefix)), "{stderr}");
+}
+
+#[test]
+fn unknown_keys_and_wrong_values_are_printed_together() {
+    let broken = VALID
+        .replace(
+            "pbx = \"127.0.0.1:5080\"",
+            "pbx = \"127.0.0.1:5080\"\nmax_transaction = 10\nshutdown_grace = \"soon\"",
+        )
+        .replace("\"2001\" }]", "\"20 01\", nmae = \"Ana\" }]");
+    let path = write_config("keys-and-values", &broken);
+    let out = sipdesk(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = |line_col: &str, says: &str| {
+        let start = format!("{}:{line_col}: ", path.display());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&start) && l.contains(says)),
+            "expected {start}…{says}…, got:\n{stderr}"
+        );
+    };
+    at("3:1", "unknown field `max_transaction`");
+    at("4:18", "is not a duration");
+    at("13:25", "\"20 01\" has ' '");
+    at("13:34", "unknown field `nmae`");
+    assert_eq!(lines.len(), 4, "{stderr}");
+}
+
+/// A configuration on SQLite in a fresh temporary directory, for the commands that read the
+/// store.
+fn sqlite_config(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sipdesk-cli-{}-{name}", std::process::id()));
+    let config = VALID.replace(
+        "[defaults]",
+        &format!(
+            "[database]\nurl = \"sqlite://calls.db\"\nstate_directory = \"{}\"\n\n[defaults]",
+            dir.display()
+        ),
+    );
+    write_config(name, &config)
+}
+
+#[test]
+fn debug_logging_shows_sipdesk_not_the_database_drivers_statements_and_no_colour_off_a_terminal() {
+    let config = sqlite_config("log");
+    let calls = |filter: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+            .args(["calls", "--config", config.to_str().unwrap()])
+            .env("SIPDESK_LOG", filter)
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "no calls\n");
+        text(&out.stderr)
+    };
+    let debug = calls("debug");
+    assert!(!debug.contains("sqlx"), "{debug}");
+    // Named, the driver says every statement: the same run is where they would have been.
+    let statements = calls("debug,sqlx=debug");
+    assert!(
+        statements
+            .lines()
+            .any(|l| l.contains("DEBUG sqlx::query") && l.contains("PRAGMA")),
+        "{statements}"
+    );
+    for stderr in [debug, statements] {
+        assert!(
+            !stderr.contains('\x1b'),
+            "colour codes in a pipe: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn a_command_writing_to_a_closed_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    // A pipe whose reader is gone before sipdesk writes a byte: `sipdesk route … | head -0`.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just opened and nothing else owns them.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+        .args(["route", "--config", &example(), "--queue", "100"])
+        .args(["--from", "600123456"])
+        .env_remove("SIPDESK_CONFIG")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr, "", "nothing said on stderr");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
 
 #[test]

@@ -151,10 +151,15 @@ pub(crate) fn locate(origin: &str, text: &str, offset: usize, message: String) -
     }
 }
 
+/// Whether the error is a key the raw model does not have (`deny_unknown_fields`).
+pub(crate) fn is_unknown_key(error: &toml::de::Error) -> bool {
+    error.message().trim_start().starts_with("unknown field")
+}
+
 /// The parser's message on one line, without its excerpt of the file.
 fn toml_message(error: &toml::de::Error) -> String {
     let message = error.message().trim().replace('\n', "; ");
-    if message.starts_with("unknown field") {
+    if is_unknown_key(error) {
         format!("{message}; remove it or check its spelling")
     } else {
         message

@@ -470,11 +470,48 @@ impl RawConfig {
     }
 }
 
-/// Deserializes one section, recording its error.
+/// Deserializes one section, recording its errors. serde stops at the first unknown key, which
+/// would hide the section's other keys from the checks: each unknown key is recorded, left out,
+/// and the section read again, so one run reports misspelt keys and wrong values together.
 fn section<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>, src: &mut Source<'_>) -> Option<T> {
-    T::deserialize(ValueDeserializer::from(value.clone()))
-        .map_err(|e| src.toml_error(&e))
-        .ok()
+    let mut value = value.clone();
+    loop {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(section) => return Some(section),
+            Err(error) => {
+                src.toml_error(&error);
+                let left_out = diagnostic::is_unknown_key(&error)
+                    && error
+                        .span()
+                        .is_some_and(|key| remove_key(value.get_mut(), &key));
+                if !left_out {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the key written at `span` from a table at any depth; whether it was found.
+fn remove_key(value: &mut DeValue<'_>, span: &std::ops::Range<usize>) -> bool {
+    match value {
+        DeValue::Table(table) => {
+            let found = table
+                .iter()
+                .find(|(key, _)| key.span() == *span)
+                .map(|(key, _)| key.get_ref().to_string());
+            match found {
+                Some(key) => table.remove(key.as_str()).is_some(),
+                None => table
+                    .iter_mut()
+                    .any(|(_, item)| remove_key(item.get_mut(), span)),
+            }
+        }
+        DeValue::Array(items) => items
+            .iter_mut()
+            .any(|item| remove_key(item.get_mut(), span)),
+        _ => false,
+    }
 }
 
 /// Deserializes each entry of an array of tables on its own.

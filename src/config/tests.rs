@@ -424,10 +424,41 @@ fn every_error_is_reported_not_just_the_first() {
         "{}\n[[groups]]\nname = \"b\"\nqueues = [\"100\"]\nbogus = true\nagents = []\n\n[[groups]]\nname = \"c\"\nqueues = [\"300\"]\nagents = [{{ extension = \"x y\" }}]\noverflow = [{{ group = \"zzz\" }}]\n",
         MINIMAL.replace("Europe/Madrid", "Nowhere/City")
     );
+    // Bad zone; in b a queue taken, an unknown key and no agents; in c a bad extension and an
+    // unknown overflow target.
+    assert_error(&text, "\"Nowhere/City\"", "unknown time zone");
+    assert_error(&text, "name = \"b\"|\"100\"", "is already served by group");
+    assert_error(&text, "bogus", "unknown field `bogus`");
+    assert_error(&text, "bogus|[]", "group \"b\" has no agents");
+    assert_error(&text, "\"x y\"", "cannot carry unescaped");
+    assert_error(&text, "\"zzz\"", "no group is named \"zzz\"");
     let errors = errors(&text);
-    // Bad zone, unknown key in b (which hides b's other problems), bad extension and unknown
-    // overflow target in c.
-    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+}
+
+#[test]
+fn unknown_keys_do_not_hide_the_other_errors_of_their_table() {
+    // Two misspelt keys and two wrong values in [sip]; in the group, a misspelt key at each
+    // level, a wrong extension beside one, and a wrong ring timeout.
+    let text = MINIMAL
+        .replace(
+            "pbx = \"10.0.0.10:5060\"",
+            "pbx = \"10.0.0.10:5060\"\nmax_transaction = 10\ntrusted = [\"10.0.0.0/33\"]\nuntrusted_rte = 5\nshutdown_grace = \"soon\"",
+        )
+        .replace(
+            "agents = [{ extension = \"2001\" }]",
+            "agents = [{ extension = \"x y\", nmae = \"Ana\" }]\nring_timout = \"5s\"\nwrap_up = \"never\"",
+        );
+    assert_error(&text, "max_transaction", "unknown field `max_transaction`");
+    assert_error(&text, "untrusted_rte", "unknown field `untrusted_rte`");
+    assert_error(&text, "\"10.0.0.0/33\"", "is not an address or CIDR block");
+    assert_error(&text, "\"soon\"", "is not a duration");
+    assert_error(&text, "nmae", "unknown field `nmae`");
+    assert_error(&text, "\"x y\"", "cannot carry unescaped");
+    assert_error(&text, "ring_timout", "unknown field `ring_timout`");
+    assert_error(&text, "\"never\"", "is not a duration");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 8, "{errors:#?}");
 }
 
 #[test]
