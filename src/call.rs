@@ -1,5 +1,12 @@
 //! What a call is once sipdesk has followed it: the record (one per call) and the events that
 //! explain it. The proxy produces them, the store keeps them, ticket rules read them.
+//!
+//! Transfers: an answered call lists in `agents` every agent who held it, in order, each with
+//! their times: the one who answered (or dialled), then each one it was transferred to.
+//! `agent` and `agent_email` are the last of them, who held the call when sipdesk's part of it
+//! ended. Helpdesks assign the ticket to the last of them they have a user for
+//! ([`CallRecord::assignee_emails`]), so a transfer to someone without a helpdesk user leaves
+//! the ticket with whoever had it before (the seeds on Intercom and Help Scout).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -130,9 +137,16 @@ pub struct CallRecord {
     pub groups: Vec<String>,
     pub caller: String,
     pub callee: String,
-    /// The agent's extension: who answered (inbound) or who dialled (outbound).
+    /// The agent's extension: who held the call last (who answered, or the last agent it was
+    /// transferred to) for inbound calls; who dialled for outbound ones.
     pub agent: Option<String>,
+    /// That agent's configured e-mail.
     pub agent_email: Option<String>,
+    /// Every agent who held the answered call, in order, with their times (one entry unless it
+    /// was transferred); empty when nobody answered. Records written before transfers were
+    /// followed have none.
+    #[serde(default)]
+    pub agents: Vec<AgentLeg>,
     pub started_at: Timestamp,
     pub answered_at: Option<Timestamp>,
     pub ended_at: Timestamp,
@@ -147,7 +161,42 @@ pub struct CallRecord {
     pub tags: Vec<String>,
 }
 
+/// One agent's part of an answered call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLeg {
+    pub extension: String,
+    /// The agent's configured e-mail (`None` for an extension that is not a configured agent,
+    /// or one without an e-mail).
+    pub email: Option<String>,
+    /// When the agent took the call: the answer, or the transfer to them.
+    pub from: Timestamp,
+    /// When they stopped holding it: the transfer away from them, or the end of the call.
+    pub until: Timestamp,
+}
+
 impl CallRecord {
+    /// The e-mails a helpdesk looks its assignee up by, best first: the agents who held the
+    /// call, the last first, each once; `agent_email` for a record without `agents`. A
+    /// connector assigns the ticket to the first it has a user for.
+    pub fn assignee_emails(&self) -> Vec<&str> {
+        let mut emails: Vec<&str> = Vec::new();
+        let legs = self.agents.iter().rev().filter_map(|l| l.email.as_deref());
+        for email in legs.chain(self.agent_email.as_deref()) {
+            if !emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
+                emails.push(email);
+            }
+        }
+        emails
+    }
+
+    /// The e-mail of the agent who answered (or dialled): the first who held the call.
+    pub fn answered_by_email(&self) -> Option<&str> {
+        match self.agents.first() {
+            Some(leg) => leg.email.as_deref(),
+            None => self.agent_email.as_deref(),
+        }
+    }
+
     /// How long the caller waited before an answer, or in all when nobody answered.
     pub fn wait_seconds(&self) -> f64 {
         let until = self.answered_at.unwrap_or(self.ended_at);

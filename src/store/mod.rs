@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-use crate::call::{CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
+use crate::call::{AgentLeg, CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
 use crate::routing::Extension;
 use rows::{
     ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders, upsert_records,
@@ -169,7 +169,10 @@ pub struct CallRow {
     pub group: Option<String>,
     pub caller: String,
     pub callee: String,
+    /// Who held the call last (after any transfer).
     pub agent: Option<String>,
+    /// Every agent who held the answered call, with their times.
+    pub agents: Vec<AgentLeg>,
     pub started_at: Timestamp,
     pub answered_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,

@@ -110,4 +110,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE deliveries ADD COLUMN action TEXT
         ",
     ),
+    (
+        5,
+        "
+        ALTER TABLE calls ADD COLUMN agents_json TEXT NOT NULL DEFAULT '[]'
+        ",
+    ),
 ];
