@@ -261,3 +261,51 @@ impl Change {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tickets::tests::call;
+
+    fn leg(extension: &str, email: Option<&str>) -> AgentLeg {
+        let at: Timestamp = "2026-03-02T09:00:12Z".parse().unwrap();
+        AgentLeg {
+            extension: extension.to_owned(),
+            email: email.map(str::to_owned),
+            from: at,
+            until: at,
+        }
+    }
+
+    #[test]
+    fn the_assignee_is_looked_for_from_the_last_agent_back_to_the_first() {
+        let mut record = call(CallType::InboundAnswered);
+        record.agents = vec![
+            leg("201", Some("ana@example.com")),
+            leg("202", None),
+            leg("203", Some("Bea@example.com")),
+            leg("201", Some("ana@example.com")),
+            leg("204", Some("bea@example.com")),
+        ];
+        record.agent = Some("204".to_owned());
+        record.agent_email = Some("bea@example.com".to_owned());
+        assert_eq!(
+            record.assignee_emails(),
+            vec!["bea@example.com", "ana@example.com"]
+        );
+        assert_eq!(record.answered_by_email(), Some("ana@example.com"));
+        // A record from before transfers were followed: its agent alone.
+        record.agents.clear();
+        assert_eq!(record.assignee_emails(), vec!["bea@example.com"]);
+    }
+
+    #[test]
+    fn a_record_written_without_agents_still_reads() {
+        let record = call(CallType::InboundAnswered);
+        let mut json = serde_json::to_value(&record).unwrap();
+        json.as_object_mut().unwrap().remove("agents");
+        let read: CallRecord = serde_json::from_value(json).unwrap();
+        assert!(read.agents.is_empty());
+        assert_eq!(read.agent, record.agent);
+    }
+}
