@@ -28,7 +28,8 @@ use sqlx::{AnyPool, Row};
 use crate::call::{AgentLeg, CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
 use crate::routing::Extension;
 use rows::{
-    ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders, upsert_records,
+    CALL_COLUMNS, ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders,
+    upsert_records,
 };
 use write::{Conn, Write};
 
@@ -575,7 +576,8 @@ impl Store {
         now: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM calls WHERE ended_at IS NULL")
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL");
+        let rows = sqlx::query(&sql)
             .fetch_all(&mut *conn)
             .await
             .map_err(query_error("read interrupted calls"))?;
@@ -606,7 +608,8 @@ impl Store {
     /// A call's record as ticket rules read it; `None` for an unknown id. A call still in
     /// progress reads as missed at its start.
     pub async fn call_record(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
+        let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -616,12 +619,15 @@ impl Store {
 
     /// Recent calls, newest first.
     pub async fn calls(&self, filter: CallFilter) -> Result<Vec<CallRow>, StoreError> {
-        let sql = if filter.active {
-            "SELECT * FROM calls WHERE ended_at IS NULL ORDER BY started_at DESC LIMIT $1"
+        let only_active = if filter.active {
+            "WHERE ended_at IS NULL "
         } else {
-            "SELECT * FROM calls ORDER BY started_at DESC LIMIT $1"
+            ""
         };
-        let rows = sqlx::query(sql)
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls {only_active}ORDER BY started_at DESC LIMIT $1"
+        );
+        let rows = sqlx::query(&sql)
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
             .await

@@ -10,6 +10,15 @@ use super::{
 };
 use crate::call::{AgentLeg, CallEvent, CallRecord, CallStart, Direction, Outcome};
 
+/// The columns of a call row, named rather than `*`: a pooled SQLite connection that read the
+/// schema before a migration added a column expands `*` to the old columns, and when SQLite
+/// prepares the statement again on finding the schema changed, sqlx still expects the old
+/// count (a panic in its worker); a named column it does not know yet makes SQLite read the new
+/// schema first.
+pub(super) const CALL_COLUMNS: &str = "id, sip_call_id, direction, queue, group_name, groups_json, \
+     caller, callee, agent, agent_email, started_at, answered_at, ended_at, outcome, reason, \
+     ended_by, out_of_hours, recording_url, explanation_json, tags_json, agents_json";
+
 /// Whether a multi-row statement of `rows` rows is kept prepared on its connection. Small ones
 /// (the usual batch) are; large ones, made only by bursts, are prepared, run and dropped: a
 /// connection keeps up to 100 prepared statements, and a hundred 100-row inserts held
