@@ -1,5 +1,12 @@
 //! What a call is once sipdesk has followed it: the record (one per call) and the events that
 //! explain it. The proxy produces them, the store keeps them, ticket rules read them.
+//!
+//! Transfers: an answered call lists in `agents` every agent who held it, in order, each with
+//! their times: the one who answered (or dialled), then each one it was transferred to.
+//! `agent` and `agent_email` are the last of them, who held the call when sipdesk's part of it
+//! ended. Helpdesks assign the ticket to the last of them they have a user for
+//! ([`CallRecord::assignee_emails`]), so a transfer to someone without a helpdesk user leaves
+//! the ticket with whoever had it before (the seeds on Intercom and Help Scout).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -130,9 +137,16 @@ pub struct CallRecord {
     pub groups: Vec<String>,
     pub caller: String,
     pub callee: String,
-    /// The agent's extension: who answered (inbound) or who dialled (outbound).
+    /// The agent's extension: who held the call last (who answered, or the last agent it was
+    /// transferred to) for inbound calls; who dialled for outbound ones.
     pub agent: Option<String>,
+    /// That agent's configured e-mail.
     pub agent_email: Option<String>,
+    /// Every agent who held the answered call, in order, with their times (one entry unless it
+    /// was transferred); empty when nobody answered. Records written before transfers were
+    /// followed have none.
+    #[serde(default)]
+    pub agents: Vec<AgentLeg>,
     pub started_at: Timestamp,
     pub answered_at: Option<Timestamp>,
     pub ended_at: Timestamp,
@@ -147,7 +161,42 @@ pub struct CallRecord {
     pub tags: Vec<String>,
 }
 
+/// One agent's part of an answered call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLeg {
+    pub extension: String,
+    /// The agent's configured e-mail (`None` for an extension that is not a configured agent,
+    /// or one without an e-mail).
+    pub email: Option<String>,
+    /// When the agent took the call: the answer, or the transfer to them.
+    pub from: Timestamp,
+    /// When they stopped holding it: the transfer away from them, or the end of the call.
+    pub until: Timestamp,
+}
+
 impl CallRecord {
+    /// The e-mails a helpdesk looks its assignee up by, best first: the agents who held the
+    /// call, the last first, each once; `agent_email` for a record without `agents`. A
+    /// connector assigns the ticket to the first it has a user for.
+    pub fn assignee_emails(&self) -> Vec<&str> {
+        let mut emails: Vec<&str> = Vec::new();
+        let legs = self.agents.iter().rev().filter_map(|l| l.email.as_deref());
+        for email in legs.chain(self.agent_email.as_deref()) {
+            if !emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
+                emails.push(email);
+            }
+        }
+        emails
+    }
+
+    /// The e-mail of the agent who answered (or dialled): the first who held the call.
+    pub fn answered_by_email(&self) -> Option<&str> {
+        match self.agents.first() {
+            Some(leg) => leg.email.as_deref(),
+            None => self.agent_email.as_deref(),
+        }
+    }
+
     /// How long the caller waited before an answer, or in all when nobody answered.
     pub fn wait_seconds(&self) -> f64 {
         let until = self.answered_at.unwrap_or(self.ended_at);
@@ -224,5 +273,53 @@ impl Change {
             Change::Cursor { group, .. } => ("cursor", group),
             Change::Agent(setting) => ("agent", &setting.extension),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tickets::tests::call;
+
+    fn leg(extension: &str, email: Option<&str>) -> AgentLeg {
+        let at: Timestamp = "2026-03-02T09:00:12Z".parse().unwrap();
+        AgentLeg {
+            extension: extension.to_owned(),
+            email: email.map(str::to_owned),
+            from: at,
+            until: at,
+        }
+    }
+
+    #[test]
+    fn the_assignee_is_looked_for_from_the_last_agent_back_to_the_first() {
+        let mut record = call(CallType::InboundAnswered);
+        record.agents = vec![
+            leg("201", Some("ana@example.com")),
+            leg("202", None),
+            leg("203", Some("Bea@example.com")),
+            leg("201", Some("ana@example.com")),
+            leg("204", Some("bea@example.com")),
+        ];
+        record.agent = Some("204".to_owned());
+        record.agent_email = Some("bea@example.com".to_owned());
+        assert_eq!(
+            record.assignee_emails(),
+            vec!["bea@example.com", "ana@example.com"]
+        );
+        assert_eq!(record.answered_by_email(), Some("ana@example.com"));
+        // A record from before transfers were followed: its agent alone.
+        record.agents.clear();
+        assert_eq!(record.assignee_emails(), vec!["bea@example.com"]);
+    }
+
+    #[test]
+    fn a_record_written_without_agents_still_reads() {
+        let record = call(CallType::InboundAnswered);
+        let mut json = serde_json::to_value(&record).unwrap();
+        json.as_object_mut().unwrap().remove("agents");
+        let read: CallRecord = serde_json::from_value(json).unwrap();
+        assert!(read.agents.is_empty());
+        assert_eq!(read.agent, record.agent);
     }
 }

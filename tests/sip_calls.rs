@@ -6,6 +6,7 @@
 mod common;
 
 use common::daemon::{Daemon, SippRun, free_port};
+use common::zendesk::{FakeZendesk, Settings};
 use serde_json::Value;
 
 fn body() -> String {
@@ -382,5 +383,141 @@ fn twenty_calls_in_a_row_are_spread_round_robin_over_three_agents() {
         counts.values().max().unwrap(),
     );
     assert!(max - min <= 1, "{counts:?}");
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+/// Two groups for transfers: `support` (queue 100) allows them, `strict` (queue 600) does not;
+/// both agents of `support` have e-mails. Calls are logged to the Zendesk at `zendesk`.
+fn transfers(zendesk: &str) -> String {
+    format!(
+        r#"
+[defaults]
+timezone = "Europe/Madrid"
+region = "ES"
+
+[[groups]]
+name = "support"
+queues = ["100"]
+agents = [{{ extension = "2001", email = "ana@example.com" }}, {{ extension = "2002", email = "bea@example.com" }}]
+ring_timeout = "1s"
+wrap_up = "0s"
+allow_transfer = true
+
+[[groups]]
+name = "strict"
+queues = ["600"]
+agents = [{{ extension = "7001", email = "ana@example.com" }}]
+ring_timeout = "1s"
+wrap_up = "0s"
+
+[[helpdesks]]
+name = "zd"
+kind = "zendesk"
+base_url = "{zendesk}"
+email = "bot@example.com"
+token_file = "zd.token"
+groups = ["support", "strict"]
+request_timeout = "2s"
+"#
+    )
+}
+
+fn extensions(call: &Value) -> Vec<&str> {
+    call["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["extension"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_refer_transfer_reassigns_the_zendesk_ticket_to_the_new_agent() {
+    let zd = FakeZendesk::start(Settings::default());
+    let ana = zd.add_agent("Ana", "ana@example.com");
+    let bea = zd.add_agent("Bea", "bea@example.com");
+    let mut daemon = Daemon::start_with_files(
+        "transfer",
+        "trusted = [\"127.0.0.1\"]",
+        &transfers(&zd.url),
+        &[("zd.token", "t0ken\n")],
+    );
+    // 2001 answers and transfers to 2002 with REFER; the caller's side reports it done in a
+    // NOTIFY (sipfrag 200 OK), then 2001 hangs up its leg.
+    run(
+        &daemon,
+        Some("agents-answer-then-transfer.xml"),
+        "caller-answered-transferred.xml",
+        "100",
+        1,
+        false,
+        false,
+    );
+    let call = only_call(&daemon);
+    assert_eq!(call["outcome"], "answered");
+    assert_eq!(call["ended_by"], "agent");
+    assert_eq!(call["agent"], "2002");
+    assert_eq!(extensions(&call), vec!["2001", "2002"]);
+    assert_eq!(call["agents"][0]["until"], call["agents"][1]["from"]);
+    let events = events(&call);
+    assert!(
+        events.contains(&"transfer: 2001 transfers the call to 2002 (REFER)".to_owned())
+            && events.contains(
+                &"transfer: 2001 transferred the call to 2002 (NOTIFY 200 OK)".to_owned()
+            ),
+        "{events:#?}"
+    );
+    let deliveries = daemon.settled_deliveries(1, std::time::Duration::from_secs(30));
+    assert_eq!(
+        deliveries[0]["state"],
+        "done",
+        "{deliveries:#?}\n{}",
+        daemon.log()
+    );
+    let tickets = zd.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:#?}");
+    assert_eq!(
+        tickets[0].assignee_id,
+        Some(bea),
+        "assigned to 2002's user (Bea), not 2001's (Ana, {ana})"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_refer_in_a_group_without_transfers_is_refused_403_and_the_ticket_stays_with_the_agent() {
+    let zd = FakeZendesk::start(Settings::default());
+    let ana = zd.add_agent("Ana", "ana@example.com");
+    let mut daemon = Daemon::start_with_files(
+        "transfer-refused",
+        "trusted = [\"127.0.0.1\"]",
+        &transfers(&zd.url),
+        &[("zd.token", "t0ken\n")],
+    );
+    // The agents' SIPp expects the 403 to its REFER; the caller's side never sees the REFER.
+    run(
+        &daemon,
+        Some("agents-answer-transfer-refused.xml"),
+        "caller-answered-agent-hangs-up.xml",
+        "600",
+        1,
+        false,
+        false,
+    );
+    let call = only_call(&daemon);
+    assert_eq!(call["agent"], "7001");
+    assert_eq!(extensions(&call), vec!["7001"]);
+    assert!(
+        events(&call).contains(
+            &"transfer: 7001 asked to transfer the call to 2002: refused (403), group strict does not allow transfers"
+                .to_owned()
+        ),
+        "{:#?}",
+        events(&call)
+    );
+    daemon.settled_deliveries(1, std::time::Duration::from_secs(30));
+    let tickets = zd.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:#?}");
+    assert_eq!(tickets[0].assignee_id, Some(ana));
     assert_eq!(daemon.stop(), Some(0));
 }

@@ -6,7 +6,7 @@ mod common;
 use common::TestDb;
 use jiff::Timestamp;
 use sipdesk::call::{
-    CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
+    AgentLeg, CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
 };
 use sipdesk::routing::Extension;
 use sipdesk::store::{
@@ -39,8 +39,23 @@ fn record(id: &str) -> CallRecord {
         groups: vec!["support".into()],
         caller: "+34600123456".into(),
         callee: "100".into(),
-        agent: Some("2001".into()),
-        agent_email: Some("ana@example.com".into()),
+        agent: Some("2002".into()),
+        agent_email: Some("bea@example.com".into()),
+        // Answered by 2001, transferred to 2002.
+        agents: vec![
+            AgentLeg {
+                extension: "2001".into(),
+                email: Some("ana@example.com".into()),
+                from: at("2026-11-23T09:00:05Z"),
+                until: at("2026-11-23T09:01:05Z"),
+            },
+            AgentLeg {
+                extension: "2002".into(),
+                email: Some("bea@example.com".into()),
+                from: at("2026-11-23T09:01:05Z"),
+                until: at("2026-11-23T09:03:05Z"),
+            },
+        ],
         started_at: at("2026-11-23T09:00:00Z"),
         answered_at: Some(at("2026-11-23T09:00:05Z")),
         ended_at: at("2026-11-23T09:03:05Z"),
@@ -122,7 +137,16 @@ async fn calls_events_cursors_and_agent_states_round_trip() {
             .unwrap();
         let a = all.iter().find(|c| c.id == "a").unwrap();
         assert_eq!(a.outcome.as_deref(), Some("answered"), "{}", db.label);
-        assert_eq!(a.agent.as_deref(), Some("2001"));
+        assert_eq!(a.agent.as_deref(), Some("2002"));
+        assert_eq!(
+            a.agents
+                .iter()
+                .map(|l| l.extension.as_str())
+                .collect::<Vec<_>>(),
+            vec!["2001", "2002"],
+            "{}",
+            db.label
+        );
         assert_eq!(a.ended_by.as_deref(), Some("caller"));
         assert_eq!(a.answered_at, Some(at("2026-11-23T09:00:05Z")));
         assert_eq!(a.explanation, vec!["support: serves queue 100"]);

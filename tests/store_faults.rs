@@ -51,6 +51,7 @@ fn end(id: &str, caller: &str) -> Change {
         callee: "100".into(),
         agent: Some("2001".into()),
         agent_email: None,
+        agents: vec![],
         started_at: now,
         answered_at: Some(now),
         ended_at: now,

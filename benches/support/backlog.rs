@@ -27,6 +27,7 @@ pub(crate) fn record(i: usize, callers: usize, at: Timestamp) -> CallRecord {
         callee: "100".to_owned(),
         agent: Some("2001".to_owned()),
         agent_email: Some("ana@example.com".to_owned()),
+        agents: Vec::new(),
         started_at: at,
         answered_at: Some(at),
         ended_at: at,

@@ -1,6 +1,7 @@
 //! Sequences of well-formed SIP messages through the proxy, from both sides, with time passing:
 //! calls started, answered or refused by the agents, acknowledged or not, cancelled, hung up
-//! from either side, re-INVITEd, plus outbound calls, stray responses and garbage, in any order
+//! from either side, re-INVITEd, transferred (REFER and NOTIFY, connected-line updates), plus
+//! outbound calls, stray responses and garbage, in any order
 //! the fuzzer finds. Then an orderly end: the caller hangs up (or cancels) every call and every
 //! request sipdesk sends is answered 200. After that and the protocol's own timers (64·T1,
 //! Timer C, max_wait, wrap-up; `max_call_duration` is a week, so it cannot tidy up for the
@@ -35,6 +36,7 @@ agents = [{ extension = "2001" }, { extension = "2002" }]
 ring_timeout = "5s"
 max_wait = "20s"
 wrap_up = "3s"
+allow_transfer = true
 "#;
 
 fn config() -> Arc<Config> {
@@ -146,6 +148,19 @@ fn invite(call: &str, branch: u8, from_user: &str, to: &str) -> String {
 }
 
 fn in_dialog(method: &str, call: &str, agent_tag: &str, cseq: u32, from_caller: bool) -> String {
+    in_dialog_with(method, call, agent_tag, cseq, from_caller, "", "")
+}
+
+/// A request inside the dialog with more headers (each ending in CRLF) and a body.
+fn in_dialog_with(
+    method: &str,
+    call: &str,
+    agent_tag: &str,
+    cseq: u32,
+    from_caller: bool,
+    headers: &str,
+    body: &str,
+) -> String {
     let (from, to) = if from_caller {
         (
             format!("<sip:600123456@127.0.0.1>;tag=caller{call}"),
@@ -163,7 +178,8 @@ fn in_dialog(method: &str, call: &str, agent_tag: &str, cseq: u32, from_caller: 
         (PBX, "sip:600123456@127.0.0.1:5070")
     };
     format!(
-        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKd{method}{cseq}{call}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKd{method}{cseq}{call}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
 }
 
@@ -239,8 +255,30 @@ fuzz_target!(|data: &[u8]| {
                 run.collect();
             }
             13 => run.receive(CALLER, &invite(&call, arg, "600123456", "100")),
-            14 => run.receive(PBX, &in_dialog("INFO", &call, &tag, 1 + u32::from(arg % 5), false)),
-            _ => run.receive(CALLER, &in_dialog("UPDATE", &call, &tag, 2 + u32::from(arg % 5), true)),
+            14 => {
+                // From the agent's side: INFO, a REFER, or a connected-line update, naming a
+                // configured agent, the one who answered, or an extension sipdesk does not know.
+                let cseq = 1 + u32::from(arg % 5);
+                let who = ["2002", "2001", "4999"][usize::from(arg / 4) % 3];
+                let request = match (arg / 16) % 3 {
+                    1 => in_dialog_with("REFER", &call, &tag, cseq, false, &format!("Refer-To: <sip:{who}@127.0.0.1>\r\n"), ""),
+                    2 => in_dialog_with("UPDATE", &call, &tag, cseq, false, &format!("P-Asserted-Identity: <sip:{who}@127.0.0.1>\r\n"), ""),
+                    _ => in_dialog("INFO", &call, &tag, cseq, false),
+                };
+                run.receive(PBX, &request);
+            }
+            _ => {
+                let cseq = 2 + u32::from(arg % 5);
+                if (arg / 4) % 3 == 0 {
+                    // The transferee's report on a REFER: trying, done or failed.
+                    let status = ["100 Trying", "200 OK", "486 Busy Here"][usize::from(arg / 12) % 3];
+                    let headers = format!("Event: refer;id={}\r\nSubscription-State: active\r\nContent-Type: message/sipfrag\r\n", arg % 5);
+                    let body = format!("SIP/2.0 {status}\r\n");
+                    run.receive(CALLER, &in_dialog_with("NOTIFY", &call, &tag, cseq, true, &headers, &body));
+                } else {
+                    run.receive(CALLER, &in_dialog("UPDATE", &call, &tag, cseq, true));
+                }
+            }
         }
     }
     // The orderly end: every call hung up or cancelled by its caller, whatever agent answered,

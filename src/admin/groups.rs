@@ -183,6 +183,7 @@ mod tests {
             caller: "+34911000000".into(),
             callee: "600".into(),
             agent: None,
+            agents: Vec::new(),
             started_at: started,
             answered_at: (outcome == "answered")
                 .then(|| started + jiff::SignedDuration::from_secs(wait)),

@@ -415,7 +415,9 @@ pub(crate) struct RawGroup {
     /// When every option is exhausted: `"voicemail"` or `"reject"`.
     #[serde(default = "default_final_action")]
     pub(crate) final_action: FinalAction,
-    /// Whether agents may transfer a call to another agent of the group.
+    /// Whether agents may transfer a call they answered to another extension: sipdesk follows the
+    /// transfer (REFER, or a connected-line P-Asserted-Identity) and the ticket goes to the new
+    /// agent; when false, an agent's REFER is refused with 403.
     #[serde(default)]
     pub(crate) allow_transfer: bool,
 }

@@ -14,7 +14,8 @@
 //! - `log = "previous"` is the seed's "find an existing conversation": the customer's, in this
 //!   mailbox, with no `spam` tag and not closed; with `reopen_closed_within`, one closed less
 //!   than that ago is reopened; with `reassign_to_agent`, it is assigned to the Help Scout user
-//!   with the agent's e-mail. Otherwise (or when none qualifies) a new conversation.
+//!   with the agent's e-mail (after a transfer, the last agent who held the call with a Help
+//!   Scout user, else the one before). Otherwise (or when none qualifies) a new conversation.
 //! - Tags: `sipdesk`, `sipdesk-<call type>` and the call's tags; Help Scout replaces the whole
 //!   list on update, so the conversation's tags are merged in, never lost.
 //! - Created resources answer 201 with an empty body and the id in `Resource-ID`. Each step's
@@ -378,15 +379,11 @@ impl HelpScout {
             Ok(id) => id,
             Err(skip) => return Ok(Delivered::Skipped(skip)),
         };
-        let agent = match &call.agent_email {
-            Some(email)
-                if self.settings.reassign_to_agent
-                    && (call.outcome == Outcome::Answered
-                        || call.direction == Direction::Outbound) =>
-            {
-                self.agent(email).await?
-            }
-            _ => None,
+        let handled = call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
+        let agent = if self.settings.reassign_to_agent && handled {
+            self.first_agent(&call.assignee_emails()).await?
+        } else {
+            None
         };
         let status = self.settings.status.get(call.call_type());
         let marker = tickets::marker(&call.id);
@@ -817,6 +814,17 @@ impl HelpScout {
     }
 
     /// The Help Scout user with the agent's e-mail, if any (cached a while).
+    /// The first of these e-mails (the agents who held a call, the last first) that is a Help
+    /// Scout user's: a transferred call goes to the last agent Help Scout knows.
+    async fn first_agent(&self, emails: &[&str]) -> Result<Option<u64>, HelpdeskError> {
+        for email in emails {
+            if let Some(id) = self.agent(email).await? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
     async fn agent(&self, email: &str) -> Result<Option<u64>, HelpdeskError> {
         if let Some((id, at)) = self
             .agents

@@ -16,8 +16,9 @@
 //!   admin): the caller's number, the queue and group, and the configured fields (wait, who
 //!   answered or dialled, duration, recording).
 //! - Assignment (seed): an answered or outbound call to the Intercom admin with the agent's
-//!   e-mail, else to `admin_email`'s admin; a missed call is left unassigned so Intercom's own
-//!   assignment rules apply.
+//!   e-mail (a transferred call: the last agent who held it with an admin, else the one before
+//!   down to who answered), else to `admin_email`'s admin; a missed call is left unassigned so
+//!   Intercom's own assignment rules apply.
 //! - The call's tags are applied to the conversation (tags are created when missing).
 //! - Each write whose answer may be lost is marked on the delivery first; a retry looks for
 //!   what it may have written before writing again: its note (it ends with the call's marker),
@@ -475,10 +476,15 @@ impl Intercom {
         let handled = call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
         let mut assigned = String::new();
         if handled && !step_done(&progress, "assign") {
-            let agent = match &call.agent_email {
-                Some(email) => self.admin(email).await?,
-                None => None,
-            };
+            // After a transfer, the last agent who held the call with an Intercom admin, else
+            // the one before (the seed: it stays with the original teammate).
+            let mut agent = None;
+            for email in call.assignee_emails() {
+                agent = self.admin(email).await?;
+                if agent.is_some() {
+                    break;
+                }
+            }
             let assignee = agent.clone().unwrap_or_else(|| admin.clone());
             let path = format!("/conversations/{conversation}/parts");
             let body = json!({ "message_type": "assignment", "type": "admin", "admin_id": admin, "assignee_id": assignee });

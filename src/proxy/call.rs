@@ -1,6 +1,9 @@
 //! One call through sipdesk: its state, and the proxy's handling of it from the caller's INVITE
 //! to the record. Inbound calls walk their groups' agents one at a time; outbound calls (an agent
-//! dialling an external number) go to the PBX once.
+//! dialling an external number) go to the PBX once. An answered inbound call may then pass from
+//! agent to agent ([`transfer`]).
+
+mod transfer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +14,7 @@ use super::dialog::{Dialog, Side};
 use super::forward;
 use super::{Core, Now, Own, Timer};
 use crate::call::{
-    CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
+    AgentLeg, CallEvent, CallRecord, CallStart, Change, Direction, EndedBy, MissedReason, Outcome,
 };
 use crate::config::Config;
 use crate::phone::{self, Caller};
@@ -20,6 +23,7 @@ use crate::sip::message::{self, Request, Response};
 use crate::sip::peer::Peer;
 use crate::sip::syntax::SipUri;
 use crate::sip::transaction::TxKey;
+use transfer::Referral;
 
 /// How long an outbound call may ring before sipdesk gives up on it.
 const OUTBOUND_RING: Duration = Duration::from_secs(300);
@@ -41,6 +45,17 @@ struct Branch {
     extension: Option<Extension>,
     group: Option<Arc<str>>,
     ringing: bool,
+}
+
+/// One agent's part of an answered inbound call: the one who answered, then each one it was
+/// transferred to. It lasts until the next one's `from`, or the end of the call.
+#[derive(Clone, Debug)]
+struct Leg {
+    extension: Extension,
+    from: Timestamp,
+    /// Whether the agent is counted busy on this call ([`super::Agents::engage`]): the one who
+    /// answered always, one it was transferred to when configured as an agent.
+    counted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +109,10 @@ pub(super) struct Call {
     cseqs: [u32; 2],
     /// Whether the caller acknowledged the answer.
     acked: bool,
+    /// Who held the answered inbound call, in order; the last holds it now.
+    legs: Vec<Leg>,
+    /// A transfer asked for with REFER, until its outcome is known.
+    referral: Option<Referral>,
 }
 
 impl Call {
@@ -111,6 +130,13 @@ impl Call {
             dialog.refresh(side, target.clone());
         }
         *self.contact_mut(side) = Some(target);
+    }
+
+    /// The agent counted busy on the answered inbound call now: who answered, or the configured
+    /// agent it was last transferred to (`None` after a transfer to an extension sipdesk does not
+    /// route to).
+    fn holder(&self) -> Option<&Extension> {
+        self.legs.last().filter(|l| l.counted).map(|l| &l.extension)
     }
 
     pub(super) fn is_ended(&self) -> bool {
@@ -171,6 +197,15 @@ impl Call {
         };
         far == Some(agent_tag)
     }
+}
+
+/// The wrap-up time of an agent: their first group's.
+fn wrap_up_of(call: &Call, agent: &Extension) -> Duration {
+    call.config
+        .groups
+        .iter()
+        .find(|g| g.agents.iter().any(|a| &a.extension == agent))
+        .map_or(Duration::ZERO, |g| g.wrap_up)
 }
 
 /// The URI of a message's first Contact.
@@ -312,6 +347,8 @@ impl Core {
             recording_url: None,
             dialog: None,
             acked: false,
+            legs: Vec::new(),
+            referral: None,
             cseqs: [request.cseq.seq, 0],
             invite: request,
         })
@@ -675,6 +712,7 @@ impl Core {
         ended_by: Option<EndedBy>,
     ) {
         call.state = State::Ended;
+        self.transfer_unsettled(now, call);
         if let Some(agent) = &call.dialler {
             // An outbound call nobody answered frees the agent who dialled at once (an answered
             // one did, with wrap-up, in `hang_up`).
@@ -752,18 +790,45 @@ impl Core {
             .answer
             .as_ref()
             .and_then(|a| a.group.as_ref().map(|g| g.to_string()));
-        let agent = match call.direction {
-            Direction::Inbound => call.answer.as_ref().and_then(|a| a.extension.clone()),
-            Direction::Outbound => call.dialler.clone(),
-        };
-        let agent_email = agent.as_ref().and_then(|ext| {
+        let email_of = |ext: &Extension| {
             call.config
                 .groups
                 .iter()
                 .flat_map(|g| g.agents.iter())
                 .find(|a| &a.extension == ext)
                 .and_then(|a| a.email.clone())
-        });
+        };
+        let (agent, agents) = match call.direction {
+            Direction::Inbound => {
+                let ends = call.legs.iter().skip(1).map(|l| l.from).chain([now.wall]);
+                let agents: Vec<AgentLeg> = call
+                    .legs
+                    .iter()
+                    .zip(ends)
+                    .map(|(leg, until)| AgentLeg {
+                        extension: leg.extension.to_string(),
+                        email: email_of(&leg.extension),
+                        from: leg.from,
+                        until,
+                    })
+                    .collect();
+                let last = call.legs.last().map(|l| l.extension.clone());
+                (last, agents)
+            }
+            Direction::Outbound => {
+                let agents = match (&call.dialler, &call.answer) {
+                    (Some(dialler), Some(answer)) => vec![AgentLeg {
+                        extension: dialler.to_string(),
+                        email: email_of(dialler),
+                        from: answer.at,
+                        until: now.wall,
+                    }],
+                    _ => Vec::new(),
+                };
+                (call.dialler.clone(), agents)
+            }
+        };
+        let agent_email = agent.as_ref().and_then(email_of);
         let out_of_hours = matches!(
             call.route.as_ref().and_then(Route::reason),
             Some(Reason::OutOfHours | Reason::Holiday)
@@ -779,6 +844,7 @@ impl Core {
             callee: call.callee.clone(),
             agent: agent.map(|a| a.to_string()),
             agent_email,
+            agents,
             started_at: call.started.wall,
             answered_at: call.answer.as_ref().map(|a| a.at),
             ended_at: now.wall,
@@ -970,6 +1036,13 @@ impl Core {
             extension: branch.extension.clone(),
             group: branch.group.clone(),
         });
+        if let Some(extension) = &branch.extension {
+            call.legs.push(Leg {
+                extension: extension.clone(),
+                from: now.wall,
+                counted: true,
+            });
+        }
         call.recording_url = self.recording_url(call, response);
         let who = branch
             .extension
@@ -1095,18 +1168,15 @@ impl Core {
         self.put(call);
     }
 
+    /// An answered call ends: the agent holding it (the last it was transferred to, if counted
+    /// busy) or who dialled it starts their wrap-up.
     fn hang_up(&mut self, now: Now, call: &mut Call, by: EndedBy) {
         let agent = match call.direction {
-            Direction::Inbound => call.answer.as_ref().and_then(|a| a.extension.clone()),
+            Direction::Inbound => call.holder().cloned(),
             Direction::Outbound => call.dialler.clone(),
         };
         if let Some(agent) = agent {
-            let wrap_up = call
-                .config
-                .groups
-                .iter()
-                .find(|g| g.agents.iter().any(|a| a.extension == agent))
-                .map_or(Duration::ZERO, |g| g.wrap_up);
+            let wrap_up = wrap_up_of(call, &agent);
             self.agents.finish(&agent, now.mono + wrap_up);
         }
         self.end(now, call, Outcome::Answered, None, Some(by));
@@ -1294,7 +1364,7 @@ impl Core {
             .filter(|(_, c)| !c.is_ended())
             .filter(|(_, c)| {
                 c.dialler.as_ref() == Some(extension)
-                    || c.answer.as_ref().and_then(|a| a.extension.as_ref()) == Some(extension)
+                    || (c.state == State::Answered && c.holder() == Some(extension))
                     || c.branch.as_ref().and_then(|b| b.extension.as_ref()) == Some(extension)
             })
             .map(|(k, _)| *k)
@@ -1438,10 +1508,11 @@ impl Core {
                     self.bye_both(now, &call);
                     // The agent who answered is free at once (the dialler of an outbound call
                     // is freed as the call ends).
-                    if let Some(agent) = call.answer.as_ref().and_then(|a| a.extension.clone()) {
+                    if let Some(agent) = call.holder().cloned() {
                         self.agents.release(&agent);
                     }
                     call.answer = None;
+                    call.legs.clear();
                     self.end(
                         now,
                         &mut call,

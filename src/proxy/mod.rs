@@ -12,7 +12,8 @@
 //! Decisions sipdesk makes where RFC 3261 leaves room: every request is refused with 483 when
 //! Max-Forwards is 0 (sipdesk is a proxy for all of them); OPTIONS is always answered by sipdesk
 //! (keep-alive); REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
-//! 405; a queue INVITE whose body is not SDP gets 415 and one whose Accept excludes SDP gets 406,
+//! 405 (inside a call's dialog they pass, and transfers are followed or, where the group forbids
+//! them, a REFER from the agent gets 403); a queue INVITE whose body is not SDP gets 415 and one whose Accept excludes SDP gets 406,
 //! because sipdesk may have to answer it itself (voicemail); the `voicemail` final action answers
 //! 480 until the media layer exists.
 
@@ -775,6 +776,9 @@ impl Core {
             return;
         };
         self.saw_request(call, side, &request);
+        if self.transfer_request(now, &key, call, side, &request) {
+            return;
+        }
         let bye = request.method() == rsip::Method::Bye;
         let Some((forwarded, peer, branch)) = self.in_dialog_forward(call, &request, source) else {
             if bye {
@@ -860,6 +864,7 @@ impl Core {
             if response.status >= 200 {
                 if let Some((_, request)) = self.forwarded.remove(&tx) {
                     self.target_refreshed(&request, &response);
+                    self.transfer_answered(now, &request, response.status, Some(&response));
                 }
             }
             self.tx
@@ -934,6 +939,7 @@ impl Core {
         } else if let Some((call, own)) = self.own.remove(&tx) {
             self.on_own_answer(now, call, own, None);
         } else if let Some((server, request)) = self.forwarded.remove(&tx) {
+            self.transfer_answered(now, &request, 408, None);
             self.reply(now, &server, &request, 408, "Request Timeout", &[]);
         }
     }
@@ -971,3 +977,5 @@ fn unsupported_options(request: &Request, names: &[&str]) -> Vec<String> {
 mod fault_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer_tests;

@@ -59,7 +59,12 @@ impl Harness {
             "trusted = [\"127.0.0.1\"]",
             &format!("trusted = [\"127.0.0.1\"]\n{sip}"),
         );
-        let config = Arc::new(Config::from_toml(&text, "test.toml").unwrap());
+        Harness::with_config(at, &text)
+    }
+
+    /// With a whole configuration of its own (the PBX and listening addresses as in [`CONFIG`]).
+    pub(super) fn with_config(at: &str, text: &str) -> Harness {
+        let config = Arc::new(Config::from_toml(text, "test.toml").unwrap());
         let local = Local {
             host: "127.0.0.1".into(),
             port: 5060,
@@ -130,6 +135,17 @@ impl Harness {
             .iter()
             .filter_map(|c| match c {
                 Change::CallStarted(s) => Some(s.id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The call events stored so far of one kind, by detail.
+    pub(super) fn events(&self, kind: &str) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Event(e) if e.kind == kind => Some(e.detail.clone()),
                 _ => None,
             })
             .collect()

@@ -136,6 +136,7 @@ pub struct Group {
     pub unknown_caller_group: Option<GroupId>,
     pub inactive_caller_group: Option<GroupId>,
     pub final_action: FinalAction,
+    /// Whether the transfers of its answered calls are followed (else an agent's REFER gets 403).
     pub allow_transfer: bool,
     /// Where each extension is in `agents` (filled by [`Groups::new`]).
     pub positions: FxHashMap<Extension, usize>,

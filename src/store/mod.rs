@@ -25,10 +25,13 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-use crate::call::{AgentSetting, CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome};
+use crate::call::{
+    AgentLeg, AgentSetting, CallEvent, CallRecord, Change, EndedBy, MissedReason, Outcome,
+};
 use crate::routing::Extension;
 use rows::{
-    ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders, upsert_records,
+    CALL_COLUMNS, ROWS, cached, call_record, call_row, insert_events, insert_starts, placeholders,
+    upsert_records,
 };
 use write::{Conn, Write};
 
@@ -169,7 +172,10 @@ pub struct CallRow {
     pub group: Option<String>,
     pub caller: String,
     pub callee: String,
+    /// Who held the call last (after any transfer).
     pub agent: Option<String>,
+    /// Every agent who held the answered call, with their times.
+    pub agents: Vec<AgentLeg>,
     pub started_at: Timestamp,
     pub answered_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
@@ -585,7 +591,8 @@ impl Store {
         now: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM calls WHERE ended_at IS NULL")
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL");
+        let rows = sqlx::query(&sql)
             .fetch_all(&mut *conn)
             .await
             .map_err(query_error("read interrupted calls"))?;
@@ -616,7 +623,8 @@ impl Store {
     /// A call's record as ticket rules read it; `None` for an unknown id. A call still in
     /// progress reads as missed at its start.
     pub async fn call_record(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
+        let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -626,12 +634,15 @@ impl Store {
 
     /// Recent calls, newest first.
     pub async fn calls(&self, filter: CallFilter) -> Result<Vec<CallRow>, StoreError> {
-        let sql = if filter.active {
-            "SELECT * FROM calls WHERE ended_at IS NULL ORDER BY started_at DESC LIMIT $1"
+        let only_active = if filter.active {
+            "WHERE ended_at IS NULL "
         } else {
-            "SELECT * FROM calls ORDER BY started_at DESC LIMIT $1"
+            ""
         };
-        let rows = sqlx::query(sql)
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls {only_active}ORDER BY started_at DESC LIMIT $1"
+        );
+        let rows = sqlx::query(&sql)
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
             .await
@@ -641,7 +652,8 @@ impl Store {
 
     /// One call as listed; `None` for an unknown id.
     pub async fn call(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM calls WHERE id = $1")
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
+        let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -651,13 +663,14 @@ impl Store {
 
     /// Inbound calls that started at or after `since`, oldest first (today's figures).
     pub async fn inbound_calls_since(&self, since: Timestamp) -> Result<Vec<CallRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM calls WHERE started_at >= $1 AND direction = 'inbound' ORDER BY started_at",
-        )
-        .bind(millis(since))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error("list today's calls"))?;
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE started_at >= $1 AND direction = 'inbound' ORDER BY started_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(millis(since))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list today's calls"))?;
         rows.iter().map(call_row).collect()
     }
 

@@ -8,7 +8,16 @@ use super::write::Conn;
 use super::{
     Backend, CallRow, StoreError, from_millis, json, millis, name, query_error, text, text_opt,
 };
-use crate::call::{CallEvent, CallRecord, CallStart, Direction, Outcome};
+use crate::call::{AgentLeg, CallEvent, CallRecord, CallStart, Direction, Outcome};
+
+/// The columns of a call row, named rather than `*`: a pooled SQLite connection that read the
+/// schema before a migration added a column expands `*` to the old columns, and when SQLite
+/// prepares the statement again on finding the schema changed, sqlx still expects the old
+/// count (a panic in its worker); a named column it does not know yet makes SQLite read the new
+/// schema first.
+pub(super) const CALL_COLUMNS: &str = "id, sip_call_id, direction, queue, group_name, groups_json, \
+     caller, callee, agent, agent_email, started_at, answered_at, ended_at, outcome, reason, \
+     ended_by, out_of_hours, recording_url, explanation_json, tags_json, agents_json";
 
 /// Whether a multi-row statement of `rows` rows is kept prepared on its connection. Small ones
 /// (the usual batch) are; large ones, made only by bursts, are prepared, run and dropped: a
@@ -108,7 +117,7 @@ pub(super) async fn upsert_records(
     let sql = format!(
         "INSERT INTO calls (id, sip_call_id, direction, queue, group_name, groups_json, caller, callee,
              agent, agent_email, started_at, answered_at, ended_at, outcome, reason, ended_by,
-             out_of_hours, recording_url, explanation_json, tags_json)
+             out_of_hours, recording_url, explanation_json, tags_json, agents_json)
          VALUES {}
          ON CONFLICT (id) DO UPDATE SET
              group_name = excluded.group_name, groups_json = excluded.groups_json,
@@ -116,8 +125,9 @@ pub(super) async fn upsert_records(
              answered_at = excluded.answered_at, ended_at = excluded.ended_at,
              outcome = excluded.outcome, reason = excluded.reason, ended_by = excluded.ended_by,
              out_of_hours = excluded.out_of_hours, recording_url = excluded.recording_url,
-             explanation_json = excluded.explanation_json, tags_json = excluded.tags_json",
-        placeholders(backend, records.len(), 20)
+             explanation_json = excluded.explanation_json, tags_json = excluded.tags_json,
+             agents_json = excluded.agents_json",
+        placeholders(backend, records.len(), 21)
     );
     let mut query = sqlx::query(&sql).persistent(cached(records.len()));
     for r in records {
@@ -141,7 +151,8 @@ pub(super) async fn upsert_records(
             .bind(i32::from(r.out_of_hours))
             .bind(text_opt(&r.recording_url))
             .bind(json(&r.explanation))
-            .bind(json(&r.tags));
+            .bind(json(&r.tags))
+            .bind(json(&r.agents));
     }
     query
         .execute(&mut *conn)
@@ -175,6 +186,7 @@ pub(super) fn call_record(row: &AnyRow) -> Result<CallRecord, StoreError> {
         callee: row.try_get("callee").map_err(e())?,
         agent: text("agent")?,
         agent_email: text("agent_email")?,
+        agents: agents(row)?,
         started_at,
         answered_at: row
             .try_get::<Option<i64>, _>("answered_at")
@@ -196,6 +208,15 @@ pub(super) fn call_record(row: &AnyRow) -> Result<CallRecord, StoreError> {
     })
 }
 
+/// The agents who held a call; a list that cannot be read is read as none, as the other JSON
+/// lists are.
+fn agents(row: &AnyRow) -> Result<Vec<AgentLeg>, StoreError> {
+    let text: String = row
+        .try_get("agents_json")
+        .map_err(query_error("read call"))?;
+    Ok(serde_json::from_str(&text).unwrap_or_default())
+}
+
 pub(super) fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {
     let e = || query_error("read call");
     let explanation: String = row.try_get("explanation_json").map_err(e())?;
@@ -208,6 +229,7 @@ pub(super) fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {
         caller: row.try_get("caller").map_err(e())?,
         callee: row.try_get("callee").map_err(e())?,
         agent: row.try_get("agent").map_err(e())?,
+        agents: agents(row)?,
         started_at: from_millis(row.try_get("started_at").map_err(e())?),
         answered_at: row
             .try_get::<Option<i64>, _>("answered_at")

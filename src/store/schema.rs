@@ -113,6 +113,12 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         "
+        ALTER TABLE calls ADD COLUMN agents_json TEXT NOT NULL DEFAULT '[]'
+        ",
+    ),
+    (
+        6,
+        "
         ALTER TABLE agent_states ADD COLUMN reason TEXT
         ",
     ),

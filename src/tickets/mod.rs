@@ -259,9 +259,27 @@ pub fn summary(rules: &Rules, call: &CallRecord) -> String {
                 }
                 Some(text)
             }
-            Field::Agent => call.agent.as_ref().map(|a| match &call.agent_email {
-                Some(email) => format!("Agent: {a} ({email})"),
-                None => format!("Agent: {a}"),
+            Field::Agent => call.agent.as_ref().map(|a| {
+                let mut text = match &call.agent_email {
+                    Some(email) => format!("Agent: {a} ({email})"),
+                    None => format!("Agent: {a}"),
+                };
+                if call.agents.len() > 1 {
+                    let handovers: Vec<String> = call
+                        .agents
+                        .windows(2)
+                        .map(|w| {
+                            format!(
+                                "{} → {} at {}",
+                                w[0].extension,
+                                w[1].extension,
+                                time(w[1].from)
+                            )
+                        })
+                        .collect();
+                    text.push_str(&format!("\nTransferred: {}", handovers.join(", ")));
+                }
+                text
             }),
             Field::Start => Some(format!("Start: {}", time(call.started_at))),
             Field::End => Some(format!("End: {}", time(call.ended_at))),

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::*;
-use crate::call::{CallRecord, Direction, EndedBy, MissedReason, Outcome};
+use crate::call::{AgentLeg, CallRecord, Direction, EndedBy, MissedReason, Outcome};
 
 pub(crate) fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -70,6 +70,16 @@ pub(crate) fn call(call_type: CallType) -> CallRecord {
         agent: (answered || direction == Direction::Outbound).then(|| "201".to_owned()),
         agent_email: (answered || direction == Direction::Outbound)
             .then(|| "ana@example.com".to_owned()),
+        agents: if answered {
+            vec![AgentLeg {
+                extension: "201".to_owned(),
+                email: Some("ana@example.com".to_owned()),
+                from: at("2026-03-02T09:00:12Z"),
+                until: at("2026-03-02T09:03:27Z"),
+            }]
+        } else {
+            Vec::new()
+        },
         started_at: at("2026-03-02T09:00:00Z"),
         answered_at: answered.then(|| at("2026-03-02T09:00:12Z")),
         ended_at: at("2026-03-02T09:03:27Z"),
@@ -285,6 +295,21 @@ fn the_note_lists_the_configured_fields_in_the_groups_local_time() {
     assert_eq!(
         note(&rules, &call),
         "Call from +34911239613\nDuration: 3m 15s\nQueue: 900\n[sipdesk:c0ffee-1]"
+    );
+    // A transferred call names the agent who has it last, and the hand-overs.
+    let mut transferred = call.clone();
+    let mut second = transferred.agents[0].clone();
+    second.extension = "202".to_owned();
+    second.email = None;
+    second.from = at("2026-03-02T09:01:00Z");
+    transferred.agents[0].until = second.from;
+    transferred.agents.push(second);
+    transferred.agent = Some("202".to_owned());
+    transferred.agent_email = None;
+    rules.fields = vec![Field::Agent];
+    assert_eq!(
+        note(&rules, &transferred),
+        "Call from +34911239613\nAgent: 202\nTransferred: 201 → 202 at 2026-03-02 10:01:00 +01:00\n[sipdesk:c0ffee-1]"
     );
     let missed = self::call(CallType::Missed);
     rules.fields = vec![

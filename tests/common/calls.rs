@@ -94,6 +94,7 @@ pub(crate) fn answered_calls(daemon: &Daemon, numbers: &[String], rate: u32, lim
         &SippMore {
             inf: Some(inf),
             limit: Some(limit),
+            ..SippMore::default()
         },
     )
     .wait();

@@ -3,7 +3,8 @@
 //! (the tests check every payload they receive against it; the README shows an example).
 //!
 //! Versioning: fields may be added within version 1; a field removed, renamed or given another
-//! meaning makes version 2, announced in the README before it ships.
+//! meaning makes version 2, announced in the README before it ships. Added in version 1:
+//! `agents` (every agent who held the call, transfers included; `agent` is the last of them).
 //!
 //! Times are RFC 3339 with the offset of the group's time zone (`2026-03-02T10:00:12+01:00`),
 //! the zone named in `timezone`, so a receiver shows them as the office saw them.
@@ -76,6 +77,12 @@ pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Part
                 "extension": extension,
                 "email": call.agent_email,
             })),
+            "agents": call.agents.iter().map(|leg| json!({
+                "extension": leg.extension,
+                "email": leg.email,
+                "from": time(leg.from),
+                "until": time(leg.until),
+            })).collect::<Vec<_>>(),
             "timezone": zone.iana_name().unwrap_or("UTC"),
             "started_at": time(call.started_at),
             "answered_at": call.answered_at.map(time),
@@ -141,6 +148,9 @@ mod tests {
         assert_eq!(data["talk_seconds"], 195.0);
         assert_eq!(data["party"]["number"], "+34911239613");
         assert_eq!(data["agent"]["email"], "ana@example.com");
+        assert_eq!(data["agents"][0]["extension"], "201");
+        assert_eq!(data["agents"][0]["from"], "2026-03-02T10:00:12+01:00");
+        assert_eq!(data["agents"][0]["until"], "2026-03-02T10:03:27+01:00");
         assert_eq!(data["log"], "new");
         assert!(!data["summary"].as_str().unwrap().contains("[sipdesk:"));
         // São Paulo's calls in São Paulo's time; a zone at UTC still writes its offset.
@@ -161,6 +171,7 @@ mod tests {
         );
         assert_eq!(body["data"]["started_at"], "2026-03-02T09:00:00+00:00");
         assert_eq!(body["data"]["agent"], Value::Null);
+        assert_eq!(body["data"]["agents"], json!([]));
         assert_eq!(body["data"]["talk_seconds"], Value::Null);
         assert_eq!(body["data"]["reason"], "no_answer");
         assert_eq!(body["data"]["party"]["as_sent"], "abc");
@@ -202,6 +213,10 @@ mod readme {
         assert_eq!(
             keys(&example["data"]["agent"]),
             keys(&sent["data"]["agent"])
+        );
+        assert_eq!(
+            keys(&example["data"]["agents"][0]),
+            keys(&sent["data"]["agents"][0])
         );
     }
 }

@@ -358,8 +358,9 @@ impl Zendesk {
         let assignee = self
             .assignee(&rules::assignee_candidates(&self.zendesk, call))
             .await?;
-        // The voice comment names the agent who answered, never a fallback assignee.
-        let answered_by = match (call.outcome, &call.agent_email) {
+        // The voice comment names the agent who answered (before any transfer), never a
+        // fallback assignee.
+        let answered_by = match (call.outcome, call.answered_by_email()) {
             (Outcome::Answered, Some(email)) => self.agent(email).await?,
             _ => None,
         };

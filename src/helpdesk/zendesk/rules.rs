@@ -8,7 +8,8 @@
 //! - Assignment: an answered call goes to the agent's Zendesk user (matched by e-mail), else to
 //!   `default_assignee`; a missed call or voicemail to `missed_assignee`, else unassigned; an
 //!   outbound call, answered or not, to the agent who dialled, else `default_assignee`
-//!   (`missed_assignee` is the follow-up of customers who could not reach the company)
+//!   (`missed_assignee` is the follow-up of customers who could not reach the company); a
+//!   transferred call to the last agent who held it with a Zendesk user, else the ones before
 //!   ([`assignee_candidates`]).
 //! - Every ticket carries the tags `sipdesk` and `sipdesk_<call type>`, plus those of the tag
 //!   rules whose call tag the call has; tag rules also set type and priority. An update adds the
@@ -209,16 +210,18 @@ pub fn previous_ticket(tickets: &[TicketSummary]) -> Option<&TicketSummary> {
 }
 
 /// Who the ticket should go to, in order of preference: the first that the helpdesk knows wins.
+/// A transferred call goes to the last agent who held it with a Zendesk user, else to the one
+/// before, down to the one who answered ([`CallRecord::assignee_emails`]).
 pub fn assignee_candidates(zendesk: &ZendeskRules, call: &CallRecord) -> Vec<Assignee> {
     let handled_by_an_agent =
         call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
     if !handled_by_an_agent {
         return zendesk.missed_assignee.iter().cloned().collect();
     }
-    call.agent_email
-        .iter()
-        .chain(&zendesk.default_assignee)
-        .map(|email| Assignee::User(email.clone()))
+    call.assignee_emails()
+        .into_iter()
+        .chain(zendesk.default_assignee.as_deref())
+        .map(|email| Assignee::User(email.to_owned()))
         .collect()
 }
 

@@ -7,7 +7,7 @@
 use std::ops::{Deref, DerefMut};
 
 use super::*;
-use crate::call::CallType;
+use crate::call::{AgentLeg, CallType};
 use crate::tickets::tests::{TYPES, at, call};
 use crate::tickets::{Rules, marker, tests};
 
@@ -370,12 +370,44 @@ fn assignment_follows_the_outcome() {
         rules.missed_assignee = missed_assignee.clone();
         let mut call = call(call_type);
         call.agent_email = agent_email.map(str::to_owned);
+        for leg in &mut call.agents {
+            leg.email = call.agent_email.clone();
+        }
         assert_eq!(
             assignee_candidates(&rules, &call),
             expected,
             "{call_type:?} {agent_email:?} {default_assignee:?} {missed_assignee:?}"
         );
     }
+}
+
+#[test]
+fn a_transferred_call_goes_to_the_last_agent_with_an_email_then_those_before() {
+    let mut rules = rules();
+    rules.default_assignee = Some("lead@example.com".to_owned());
+    let mut call = call(CallType::InboundAnswered);
+    let first = call.agents[0].clone();
+    let leg = |extension: &str, email: Option<&str>| AgentLeg {
+        extension: extension.to_owned(),
+        email: email.map(str::to_owned),
+        ..first.clone()
+    };
+    // 201 (ana) → 202 (bea) → 203 (no e-mail): bea first, then ana, then the default user.
+    call.agents = vec![
+        first.clone(),
+        leg("202", Some("bea@example.com")),
+        leg("203", None),
+    ];
+    call.agent = Some("203".to_owned());
+    call.agent_email = None;
+    assert_eq!(
+        assignee_candidates(&rules, &call),
+        ["bea@example.com", "ana@example.com", "lead@example.com"]
+            .map(|e| Assignee::User(e.to_owned()))
+            .to_vec()
+    );
+    // The voice comment still names who answered.
+    assert_eq!(call.answered_by_email(), Some("ana@example.com"));
 }
 
 #[test]
