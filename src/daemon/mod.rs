@@ -1,12 +1,16 @@
 //! The running daemon: configuration → store → sockets → the proxy loop, with the signals and
 //! systemd notifications an IT person expects (`Type=notify`).
 //!
-//! - READY=1 once the database is migrated and every socket is bound; STATUS= shows the calls in
-//!   progress; watchdog pings come from the proxy loop itself, so a stuck loop is restarted.
-//! - SIGHUP re-reads the configuration: an invalid file is logged with its errors and the running
-//!   configuration stays. Listen addresses and the database need a restart (logged).
-//! - SIGTERM or SIGINT: new calls get 503, calls in progress may finish until `shutdown_grace`,
-//!   then the loop stops, the store writer commits everything it holds (systemd is asked to
+//! - READY=1 once the database is migrated and proven writable and every socket is bound;
+//!   STATUS= shows the calls in progress and the helpdesk deliveries pending; watchdog pings come
+//!   from the proxy loop itself, so a stuck loop is restarted.
+//! - SIGHUP re-reads the configuration between RELOADING=1 and READY=1: an invalid file is
+//!   logged with its errors and the running configuration stays. Listen addresses and the
+//!   database need a restart (logged).
+//! - The proxy loop answers the admin API's commands ([`crate::control`]) and publishes the live
+//!   snapshot after each change (at most every 200 ms) and once a second.
+//! - SIGTERM or SIGINT: STOPPING=1, new calls get 503, calls in progress may finish until
+//!   `shutdown_grace` (and the answers to their last BYEs reach the phones), then the loop stops, the store writer commits everything it holds (systemd is asked to
 //!   wait, `EXTEND_TIMEOUT_USEC`, while it does) and the process exits.
 //! - At start, calls a previous run left open (crash, `kill -9`) are closed as interrupted, with
 //!   their helpdesk deliveries.
@@ -478,7 +482,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         }
         if let Some(until) = draining_until {
             let active = core.active_calls();
-            if active == 0 || tokio::time::Instant::now() >= until {
+            // The last BYE's answer too: a call ends for sipdesk when the BYE passes, and the
+            // answer coming back from the other side must still reach the one who hung up.
+            let settled = active == 0 && core.census().pending_requests == 0;
+            if settled || tokio::time::Instant::now() >= until {
                 if active > 0 {
                     tracing::warn!(
                         calls = active,

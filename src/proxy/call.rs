@@ -150,7 +150,12 @@ impl Call {
             (State::Ended, _, _) => return None,
             (State::Answered, Some(answer), _) => (
                 CallState::Answered,
-                answer.extension.clone().or_else(|| self.dialler.clone()),
+                // After a transfer, whoever holds the call now.
+                self.legs
+                    .last()
+                    .map(|l| l.extension.clone())
+                    .or_else(|| answer.extension.clone())
+                    .or_else(|| self.dialler.clone()),
                 answer.group.clone(),
             ),
             (_, _, Some(branch)) => (

@@ -7,6 +7,7 @@ use super::tests::{
     CONFIG, Harness, OPEN, caller, from_caller_in_dialog, invite, lines, pbx, respond, sent_to_pbx,
 };
 use crate::call::{EndedBy, Outcome};
+use crate::live::AgentStatus;
 use crate::routing::{AgentState, Extension};
 
 /// The test configuration with transfers allowed in `support` (2001 ana@, 2002, 2003; wrap-up
@@ -136,6 +137,12 @@ fn a_refer_completed_by_a_notify_200_hands_the_call_to_the_new_agent() {
     assert_eq!(state(&h, "2001"), AgentState::WrapUp);
     assert_eq!(state(&h, "2002"), AgentState::Busy);
     let transferred_at = h.now.wall;
+    // Supervisors see the same: the call is 2002's now.
+    let live = h.core.live(h.now);
+    assert_eq!(live.calls[0].agent.as_deref(), Some("2002"));
+    let status = |ext: &str| live.agent(ext).map(|a| (a.state, a.call.is_some()));
+    assert_eq!(status("2001"), Some((AgentStatus::WrapUp, false)));
+    assert_eq!(status("2002"), Some((AgentStatus::OnCall, true)));
     // 2001 hangs up its leg: the PBX carries the call on without sipdesk.
     h.advance(Duration::from_secs(1));
     agent_hangs_up(&mut h, "xfer", 2);
