@@ -34,6 +34,7 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod directory;
+pub mod figures;
 pub mod helpdesk;
 pub mod live;
 pub mod metrics;

@@ -19,7 +19,7 @@ pub struct Live {
     pub at: Timestamp,
     /// Calls not yet ended, oldest first.
     pub calls: Vec<LiveCall>,
-    /// Every configured agent (and any other extension a call holds), by extension.
+    /// Every configured agent, in configuration order.
     pub agents: Vec<LiveAgent>,
 }
 
@@ -87,6 +87,9 @@ pub struct LiveAgent {
     pub since: Timestamp,
     /// The call ringing them or that they talk on.
     pub call: Option<String>,
+    /// Whether the agent said they are away: routing skips them. Usually `state` is `away` then,
+    /// but a call already in progress shows until it ends.
+    pub away: bool,
     /// Why the agent is away, when they said.
     pub reason: Option<String>,
 }
@@ -165,6 +168,7 @@ mod tests {
             state,
             since: Timestamp::UNIX_EPOCH,
             call: None,
+            away: state == AgentStatus::Away,
             reason: None,
         }
     }

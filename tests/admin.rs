@@ -102,6 +102,9 @@ fn every_endpoint_answers_as_its_contract_says_and_refuses_clearly() {
     assert_eq!(status, 200, "{body}");
     let (status, document) = daemon.admin("GET", "/openapi.json", None);
     assert_eq!(status, 200);
+    std::fs::write(daemon.dir.join("openapi.json"), &document).unwrap();
+    conforms(&daemon, "Health", &serde_json::from_str(&body).unwrap());
+    assert_eq!(status, 200);
     let doc = daemon.dir.join("openapi.json");
     std::fs::write(&doc, &document).unwrap();
     assert_eq!(check(&["openapi", doc.to_str().unwrap()]).trim(), "valid");
@@ -310,6 +313,7 @@ fn an_agent_set_away_is_skipped_and_supervisors_see_every_change_live() {
         3,
         "{snapshot}"
     );
+    conforms(&daemon, "Live", &snapshot);
 
     let (status, answer) = daemon.api(
         "PUT",
@@ -339,6 +343,17 @@ fn an_agent_set_away_is_skipped_and_supervisors_see_every_change_live() {
     events.wait_for("6002 on the call", |n, v| {
         n == "agent" && v["agent"]["extension"] == "6002" && v["agent"]["state"] == "on_call"
     });
+
+    conforms(&daemon, "LiveEvent", &answered);
+    // 6002, on the call, says it is going away after it: the call still shows, and so does the
+    // choice; and back.
+    let (status, _) = daemon.api("PUT", "/agents/6002", Some(r#"{"state": "away"}"#));
+    assert_eq!(status, 200);
+    let (_, agent) = daemon.api("GET", "/agents/6002", None);
+    assert_eq!(agent["state"], "on_call", "{agent}");
+    assert_eq!(agent["away"], true, "{agent}");
+    let (status, _) = daemon.api("PUT", "/agents/6002", Some(r#"{"state": "available"}"#));
+    assert_eq!(status, 200);
 
     // While it is in progress, every view agrees.
     let (status, calls) = daemon.api("GET", "/calls?active=true", None);
@@ -381,6 +396,13 @@ fn an_agent_set_away_is_skipped_and_supervisors_see_every_change_live() {
     assert_eq!(status, 200);
     assert_eq!(shown["call"]["outcome"], "answered", "{shown}");
     assert!(shown["events"].as_array().unwrap().len() >= 3, "{shown}");
+    conforms(&daemon, "CallRow", &shown["call"]);
+    for event in shown["events"].as_array().unwrap() {
+        conforms(&daemon, "CallEvent", event);
+    }
+    let (status, recent) = daemon.api("GET", "/calls?limit=5", None);
+    assert_eq!(status, 200);
+    assert_eq!(recent["calls"][0]["id"], id.as_str());
     let families = metrics(&daemon);
     assert_eq!(
         sample(

@@ -24,36 +24,48 @@ agents = [{ extension = "6001" }, { extension = "6002" }, { extension = "6003" }
 wrap_up = "0s"
 "#;
 
-/// What systemd would receive on its notification socket, with when.
+/// What systemd would receive on its notification socket: each datagram whole, and whether
+/// sipdesk answered SIP the moment READY=1 came.
 struct Notifications {
-    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+    datagrams: Arc<Mutex<Vec<String>>>,
+    answered_at_ready: Arc<Mutex<Option<bool>>>,
 }
 
 impl Notifications {
-    fn listen(path: &std::path::Path) -> Notifications {
+    /// Listens on `path`; when READY=1 first comes, sends an OPTIONS to `sip` at once.
+    fn listen(path: &std::path::Path, sip: u16) -> Notifications {
         let socket = UnixDatagram::bind(path).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
+        let datagrams = Arc::new(Mutex::new(Vec::new()));
+        let answered_at_ready = Arc::new(Mutex::new(None));
+        let (sink, probe) = (datagrams.clone(), answered_at_ready.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = socket.recv(&mut buf) {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                // One datagram may carry several assignments, one a line.
-                for line in text.lines() {
-                    sink.lock().unwrap().push((Instant::now(), line.to_owned()));
+                if text.lines().any(|l| l == "READY=1") && probe.lock().unwrap().is_none() {
+                    *probe.lock().unwrap() = Some(options_answered(sip));
                 }
+                sink.lock().unwrap().push(text);
             }
         });
-        Notifications { seen }
+        Notifications {
+            datagrams,
+            answered_at_ready,
+        }
     }
 
+    /// Every assignment, in order (one datagram may carry several, a line each).
     fn lines(&self) -> Vec<String> {
-        self.seen
+        self.datagrams
             .lock()
             .unwrap()
             .iter()
-            .map(|(_, l)| l.clone())
+            .flat_map(|d| d.lines().map(str::to_owned).collect::<Vec<_>>())
             .collect()
+    }
+
+    fn datagrams(&self) -> Vec<String> {
+        self.datagrams.lock().unwrap().clone()
     }
 
     fn count(&self, line: &str) -> usize {
@@ -98,12 +110,28 @@ fn signal(daemon: &Daemon, name: &str) {
         .unwrap();
 }
 
+/// Whether sipdesk answers an OPTIONS on UDP within a second.
+fn options_answered(port: u16) -> bool {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap().port();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-ready\r\nFrom: <sip:probe@127.0.0.1>;tag=r\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ready-probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(options.as_bytes(), ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    matches!(socket.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"SIP/2.0 200"))
+}
+
 #[test]
 fn systemd_hears_ready_watchdog_status_reloading_and_stopping_at_the_right_moments() {
     let dir = common::daemon::test_dir("notify-socket");
     let socket = dir.join("notify.sock");
-    let notes = Notifications::listen(&socket);
-    let mut daemon = Daemon::start_with_env(
+    let mut daemon = Daemon::prepare_with_env(
         "notify",
         "trusted = [\"127.0.0.1\"]",
         BODY,
@@ -113,10 +141,22 @@ fn systemd_hears_ready_watchdog_status_reloading_and_stopping_at_the_right_momen
             ("WATCHDOG_USEC", "1000000"),
         ],
     );
+    let notes = Notifications::listen(&socket, daemon.port);
+    daemon.launch();
     let ready = notes.wait_for("READY=1", 0);
-    // Nothing said ready before the database check and the sockets: by READY the database
-    // holds its write check, and the SIP port answers.
-    assert!(daemon.dir.join("sipdesk.db").exists());
+    // Nothing said ready before the sockets: the moment READY=1 came, SIP was answered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answered = loop {
+        if let Some(answered) = *notes.answered_at_ready.lock().unwrap() {
+            break answered;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "READY came, the probe did not run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(answered, "READY=1 came before sipdesk answered SIP");
     one_call(&daemon);
     assert!(
         notes.lines()[..ready]
@@ -144,11 +184,20 @@ fn systemd_hears_ready_watchdog_status_reloading_and_stopping_at_the_right_momen
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // A reload: RELOADING=1 (with the monotonic time systemd asks for), then READY=1.
+    // A reload: RELOADING=1 with, in the same message, the monotonic time systemd asks for
+    // (sd_notify(3)); then READY=1.
     let before = notes.lines().len();
     signal(&daemon, "HUP");
     let reloading = notes.wait_for("RELOADING=1", before);
-    notes.wait_for("MONOTONIC_USEC=", before);
+    assert!(
+        notes
+            .datagrams()
+            .iter()
+            .any(|d| d.lines().any(|l| l == "RELOADING=1")
+                && d.lines().any(|l| l.starts_with("MONOTONIC_USEC="))),
+        "{:?}",
+        notes.datagrams()
+    );
     notes.wait_for("READY=1", reloading + 1);
     // A broken file: the same, the running configuration stays, calls are still routed.
     let good = std::fs::read_to_string(&daemon.config).unwrap();

@@ -37,7 +37,12 @@ pub(super) async fn stream(
                 Ok(event) => Event::default()
                     .event(event.name())
                     .data(serde_json::to_string(event.as_ref()).unwrap_or_default()),
-                Err(RecvError::Lagged(_)) => snapshot(&shared),
+                Err(RecvError::Lagged(_)) => {
+                    // Start again from now: the snapshot, then only what comes after it (not
+                    // the older events still buffered).
+                    events = events.resubscribe();
+                    snapshot(&shared)
+                }
                 Err(RecvError::Closed) => return None,
             };
             Some((Ok(event), (None, events, shared)))

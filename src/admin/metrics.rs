@@ -1,6 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition. The proxy's counters and census come from its
 //! last published snapshot (at most a second old); deliveries are counted in the store at
-//! scrape time, and the store writer's queue is read as it is.
+//! scrape time, and the store writer's queue is read as it is. When the store cannot be read
+//! the deliveries are left out (`sipdesk_deliveries_up 0`) and everything else still answers:
+//! a database outage is exactly when the other figures matter.
 
 use std::fmt::Write as _;
 
@@ -8,14 +10,17 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::{Shared, store_failed};
+use super::Shared;
 use crate::metrics::{header as help, label};
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(shared): State<Shared>) -> Response {
     let backlog = match shared.store.backlog().await {
-        Ok(backlog) => backlog,
-        Err(failure) => return store_failed("count deliveries", &failure),
+        Ok(backlog) => Some(backlog),
+        Err(failure) => {
+            tracing::warn!(error = %crate::report::Chain(&failure), "metrics: cannot count deliveries");
+            None
+        }
     };
     let published = shared.handle.counters();
     let (counters, census) = published.as_ref();
@@ -72,7 +77,7 @@ pub(super) async fn metrics(State(shared): State<Shared>) -> Response {
         "gauge",
         "Helpdesk deliveries, by helpdesk and state.",
     );
-    for entry in &backlog {
+    for entry in backlog.iter().flatten() {
         for (state, n) in [
             ("pending", entry.pending),
             ("in_progress", entry.in_progress),
@@ -86,6 +91,13 @@ pub(super) async fn metrics(State(shared): State<Shared>) -> Response {
             );
         }
     }
+    help(
+        &mut out,
+        "sipdesk_deliveries_up",
+        "gauge",
+        "1 when the deliveries could be counted in the database for this scrape, else 0.",
+    );
+    let _ = writeln!(out, "sipdesk_deliveries_up {}", u8::from(backlog.is_some()));
     help(
         &mut out,
         "sipdesk_records_waiting",

@@ -109,7 +109,13 @@ async fn set(
             at: jiff::Timestamp::now(),
         })
         .await?;
-    println!("{extension}: {word} (sipdesk is not running: taken at its next start)");
+    if config.admin.listen.is_none() {
+        println!(
+            "{extension}: {word}, saved; with the admin API off ([admin] listen = \"off\") a running sipdesk takes it at its next start"
+        );
+    } else {
+        println!("{extension}: {word} (sipdesk is not running: taken at its next start)");
+    }
     Ok(())
 }
 

@@ -59,6 +59,26 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         defaults.as_ref().map(|d| &d.timezone),
         src,
     );
+    if let (Some(codes), Some(groups)) = (&agents, &groups) {
+        for (code, key) in [
+            (&codes.away, "away_code"),
+            (&codes.available, "available_code"),
+        ] {
+            if let Some(group) = code
+                .as_deref()
+                .and_then(|c| groups.iter().find(|g| g.queues.iter().any(|q| q == c)))
+            {
+                src.error(
+                    keys!["agents", key],
+                    format!(
+                        "\"{}\" is also a queue of group \"{}\"; a feature code must be a number of its own",
+                        code.as_deref().unwrap_or_default(),
+                        group.name
+                    ),
+                );
+            }
+        }
+    }
     if src.has_errors() {
         return None;
     }

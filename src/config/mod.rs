@@ -343,9 +343,21 @@ impl Config {
             changes.need_restart.push("database");
             self.database = running.database.clone();
         }
-        if self.admin != running.admin {
+        // The admin API's address and token need a restart; the service level is read at each
+        // request.
+        let service_level = self.admin.service_level;
+        if self.admin.service_level != running.admin.service_level {
+            changes.applied.push("admin.service_level");
+        }
+        let mut admin = self.admin.clone();
+        admin.service_level = running.admin.service_level;
+        if admin != running.admin {
             changes.need_restart.push("admin");
             self.admin = running.admin.clone();
+            self.admin.service_level = service_level;
+        }
+        if self.agents != running.agents {
+            changes.applied.push("agents");
         }
         let differ = |a: &dyn fmt::Debug, b: &dyn fmt::Debug| format!("{a:?}") != format!("{b:?}");
         if differ(&self.defaults, &running.defaults) {

@@ -383,7 +383,10 @@ impl Core {
         let codes = &config.agents;
         for (code, away) in [(&codes.away, true), (&codes.available, false)] {
             if code.as_deref() == Some(user.as_str()) {
-                self.feature_code(now, key, &request, away);
+                // sipdesk answers it itself, so it honours its Require (RFC 3261 §8.2.2.3).
+                if !self.refuse_unsupported(now, &key, &request, &["Require"]) {
+                    self.feature_code(now, key, &request, away);
+                }
                 return;
             }
         }
@@ -530,12 +533,7 @@ impl Core {
             crate::sip::syntax::Uri::Sip(uri) => uri
                 .user_unescaped()
                 .and_then(|u| Extension::parse(&u).ok())
-                .filter(|e| {
-                    self.config
-                        .groups
-                        .iter()
-                        .any(|g| g.agents.iter().any(|a| &a.extension == e))
-                }),
+                .filter(|e| self.is_agent(e)),
             _ => None,
         };
         let Some(agent) = agent else {

@@ -1,11 +1,14 @@
 //! The proxy's live view for supervisors ([`crate::live`]): built from the calls table and the
 //! agents' availability, never from the store. An agent's state is read from the calls that
-//! hold them (ringing, or on a call), then from their own choice (away) and the wrap-up clock,
-//! so what the wallboard shows is what routing uses.
+//! hold them (ringing for an inbound call offered to them, on a call when answered or when they
+//! dialled out), then from their own choice (away) and the wrap-up clock, so what the wallboard
+//! shows is what routing uses. Only configured agents are listed: a transfer to an extension
+//! of no group shows on the call, not as an agent.
 
 use rustc_hash::FxHashMap;
 
 use super::{Core, Now};
+use crate::call::Direction;
 use crate::live::{AgentStatus, CallState, Live, LiveAgent, LiveCall};
 use crate::routing::{AgentState, Extension};
 
@@ -31,9 +34,11 @@ impl Core {
             let Some(agent) = call.agent.as_deref() else {
                 continue;
             };
-            let status = match call.state {
-                CallState::Answered => AgentStatus::OnCall,
-                CallState::Ringing | CallState::Waiting => AgentStatus::Ringing,
+            let status = match (call.direction, call.state) {
+                (Direction::Outbound, _) | (_, CallState::Answered) => AgentStatus::OnCall,
+                (Direction::Inbound, CallState::Ringing | CallState::Waiting) => {
+                    AgentStatus::Ringing
+                }
             };
             let entry = holding.entry(agent).or_insert((status, &call.id));
             if status == AgentStatus::OnCall {
@@ -41,7 +46,7 @@ impl Core {
             }
         }
 
-        // Configured agents in configuration order, then any other extension a call holds.
+        // Configured agents in configuration order.
         let mut order: Vec<(Extension, Option<String>, Vec<String>)> = Vec::new();
         for group in self.config.groups.iter() {
             for agent in &group.agents {
@@ -52,13 +57,6 @@ impl Core {
                         agent.name.clone(),
                         vec![group.name.to_string()],
                     )),
-                }
-            }
-        }
-        for extension in holding.keys() {
-            if let Ok(extension) = Extension::parse(extension) {
-                if !order.iter().any(|(e, _, _)| *e == extension) {
-                    order.push((extension, None, Vec::new()));
                 }
             }
         }
@@ -84,6 +82,7 @@ impl Core {
             self.live_since
                 .insert(extension.clone(), (state, call.clone(), since));
             agents.push(LiveAgent {
+                away: routing == AgentState::Away,
                 reason: self.agents.reason(&extension).map(str::to_owned),
                 extension: extension.to_string(),
                 name,
@@ -93,7 +92,7 @@ impl Core {
                 call,
             });
         }
-        // Extensions no longer configured nor held are forgotten.
+        // Extensions no longer configured are forgotten.
         self.live_since
             .retain(|e, _| agents.iter().any(|a| a.extension == e.as_str()));
         Live {

@@ -360,6 +360,14 @@ impl Core {
         changed
     }
 
+    /// Whether an extension is an agent of some group in the configuration in force.
+    fn is_agent(&self, extension: &Extension) -> bool {
+        self.config
+            .groups
+            .iter()
+            .any(|g| g.agents.iter().any(|a| &a.extension == extension))
+    }
+
     /// Ends a call in progress by its sipdesk id, as an admin asks (see `DELETE /calls/{id}`);
     /// returns whether there was one.
     pub fn end_call(&mut self, now: Now, id: &str) -> bool {

@@ -858,3 +858,47 @@ fn a_cancelled_reinvite_is_cancelled_downstream_too() {
     );
     assert_eq!(h.core.active_calls(), 1, "the call itself goes on");
 }
+
+/// An agent's phone dialling a feature code (`*46` away, `*47` available).
+fn feature_code(code: &str, from: &str, call_id: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:{code}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{call_id}\r\nFrom: <sip:{from}@127.0.0.1>;tag=agent\r\nTo: <sip:{code}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from}@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The first lines of what sipdesk sent since the last look.
+fn answers(h: &mut Harness) -> Vec<String> {
+    h.take_sent()
+        .iter()
+        .map(|(_, t)| first_line(t).to_owned())
+        .collect()
+}
+
+#[test]
+fn feature_codes_set_the_dialling_agent_away_and_back_with_a_final_answer_the_phone_shows() {
+    let mut h = Harness::with_config(OPEN, CONFIG);
+    let ext = Extension::parse("2002").unwrap();
+    h.receive(caller(), &feature_code("*46", "2002", "fc1", ""));
+    assert_eq!(answers(&mut h), vec!["SIP/2.0 480 Away"]);
+    assert_eq!(h.core.agents.state(&ext, h.now.mono), AgentState::Away);
+    assert!(h.core.live(h.now).agent("2002").unwrap().away);
+    // The choice goes to the store, so it survives a restart.
+    assert!(h.changes.iter().any(|c| matches!(
+        c,
+        Change::Agent(s) if s.extension == "2002" && s.away
+    )));
+    h.receive(caller(), &feature_code("*47", "2002", "fc2", ""));
+    assert_eq!(answers(&mut h), vec!["SIP/2.0 480 Available"]);
+    assert_eq!(h.core.agents.state(&ext, h.now.mono), AgentState::Available);
+    // Not an agent of any group: refused, nothing changes.
+    h.receive(caller(), &feature_code("*46", "600123456", "fc3", ""));
+    assert_eq!(answers(&mut h), vec!["SIP/2.0 403 Not an agent"]);
+    // sipdesk answers it itself, so an extension it does not support is refused (RFC 3261
+    // §8.2.2.3) and the agent stays available.
+    h.receive(
+        caller(),
+        &feature_code("*46", "2002", "fc4", "Require: 100rel\r\n"),
+    );
+    assert_eq!(answers(&mut h), vec!["SIP/2.0 420 Bad Extension"]);
+    assert_eq!(h.core.agents.state(&ext, h.now.mono), AgentState::Available);
+}

@@ -265,7 +265,7 @@ fn a_transfer_that_fails_leaves_the_call_with_the_first_agent() {
 }
 
 #[test]
-fn a_connected_line_update_hands_the_call_to_the_extension_it_asserts() {
+fn a_connected_line_update_hands_the_call_to_the_agent_it_asserts() {
     let mut h = allowing();
     answered(&mut h, "pai");
     // The agent's own identity changes nothing.
@@ -302,25 +302,24 @@ fn a_connected_line_update_hands_the_call_to_the_extension_it_asserts() {
     );
     assert_eq!(state(&h, "2001"), AgentState::WrapUp);
     assert_eq!(state(&h, "2003"), AgentState::Busy);
-    // Then on to an extension sipdesk does not route to (an UPDATE with a tel: identity).
-    agent_request_answered(
-        &mut h,
-        &from_agent(
-            "UPDATE",
-            "pai",
-            3,
-            "P-Asserted-Identity: <tel:4999>\r\n",
-            "",
-        ),
-        200,
-        "OK",
-    );
-    assert_eq!(
-        h.events("transfer")[1],
-        "2003 transferred the call to 4999 (P-Asserted-Identity in UPDATE), not a configured agent"
-    );
-    assert_eq!(state(&h, "2003"), AgentState::WrapUp);
-    assert_eq!(h.core.census().busy_agents, 0, "4999 is not tracked");
+    // An identity that is no agent's (an extension sipdesk does not route to, a trunk's E.164
+    // number) is not taken for a transfer: 2003 keeps the call.
+    for (cseq, identity) in [(3, "<tel:4999>"), (4, "<tel:+34911000000>")] {
+        agent_request_answered(
+            &mut h,
+            &from_agent(
+                "UPDATE",
+                "pai",
+                cseq,
+                &format!("P-Asserted-Identity: {identity}\r\n"),
+                "",
+            ),
+            200,
+            "OK",
+        );
+    }
+    assert_eq!(h.events("transfer").len(), 1);
+    assert_eq!(state(&h, "2003"), AgentState::Busy);
     // Freeing the first agent does not touch a call they handed on.
     assert_eq!(
         h.core.free_agent(h.now, &Extension::parse("2001").unwrap()),
@@ -334,13 +333,13 @@ fn a_connected_line_update_hands_the_call_to_the_extension_it_asserts() {
     );
     let r = h.records()[0];
     assert_eq!(r.ended_by, Some(EndedBy::Caller));
-    assert_eq!(r.agent.as_deref(), Some("4999"));
+    assert_eq!(r.agent.as_deref(), Some("2003"));
     assert_eq!(
         r.agents
             .iter()
             .map(|l| l.extension.as_str())
             .collect::<Vec<_>>(),
-        vec!["2001", "2003", "4999"]
+        vec!["2001", "2003"]
     );
     assert_eq!(r.assignee_emails(), vec!["ana@example.com"]);
     assert_eq!(h.core.census().busy_agents, 0);

@@ -716,7 +716,6 @@ pub struct DeadRecord {
     pub payload: String,
 }
 
-/// A database URL without its password, for messages.
 /// The statement that saves one agent state.
 fn agent_state_query(
     setting: &AgentSetting,
@@ -732,6 +731,7 @@ fn agent_state_query(
     .bind(millis(setting.at))
 }
 
+/// A database URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

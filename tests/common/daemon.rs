@@ -119,8 +119,9 @@ impl Daemon {
         daemon
     }
 
-    /// Like [`Daemon::start`], with more environment variables.
-    pub(crate) fn start_with_env(
+    /// Like [`Daemon::start`] with more environment variables, configured but not started:
+    /// [`Daemon::launch`] starts it (its ports are known before).
+    pub(crate) fn prepare_with_env(
         name: &str,
         sip_extra: &str,
         body: &str,
@@ -131,8 +132,12 @@ impl Daemon {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        daemon.spawn();
         daemon
+    }
+
+    /// Starts a prepared daemon; returns once it says it is ready.
+    pub(crate) fn launch(&mut self) {
+        self.spawn();
     }
 
     /// Writes the configuration; does not start it.

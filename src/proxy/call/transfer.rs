@@ -14,21 +14,27 @@
 //!   non-2xx answer to the REFER is a failed transfer. Only the last REFER is followed.
 //! - a connected-line update, as Asterisk and FreeSWITCH send one into the bridged dialog once
 //!   they have transferred the call themselves: a re-INVITE or UPDATE whose P-Asserted-Identity
-//!   (RFC 3325; a `sip:` user or a `tel:` number) is another extension than the agent holding
-//!   the call. It counts when it arrives (a refused re-INVITE sent again names the same
+//!   (RFC 3325; a `sip:` user or a `tel:` number; the PBX is a trusted peer) is another
+//!   configured agent than the one holding the call, or the extension a pending REFER named
+//!   (any other identity, an E.164 number say, is not a transfer). It counts when it arrives (a refused re-INVITE sent again names the same
 //!   extension, which then holds the call already).
 //!
 //! With `allow_transfer = false` a REFER from the agent's side is answered 403 and not sent on;
 //! connected-line updates are sent on and not followed. Requests from the caller's side, and
 //! transfers on outbound calls, pass as any other request.
 //!
-//! Any extension can receive a transfer, configured as an agent or not (the event says which).
+//! A REFER may hand the call to any extension, configured as an agent or not (the event says
+//! which).
 //! The agent who hands the call on starts their wrap-up then; the one who takes it counts as busy
 //! on the call when configured (an extension sipdesk does not route to is not tracked), until
 //! the call ends or is handed on again. The call ends for sipdesk when its dialog ends, usually
 //! the first agent's BYE after a blind transfer, though the PBX carries the conversation on
 //! without it: the record's end, and the last agent's `until`, are that moment, and nothing is
 //! held past it. A REFER whose outcome has not come when the call ends is noted and not counted.
+//! The agent who took the call is then in wrap-up and, after it, available in sipdesk's eyes
+//! though still talking through the PBX, like an agent on any call that does not pass through
+//! sipdesk: a queue call offered to them meanwhile gets their phone's 486 Busy Here and moves
+//! on to the next agent at once.
 
 use super::{Call, Leg, State};
 use crate::call::Direction;
@@ -194,6 +200,17 @@ impl Core {
                     return false;
                 };
                 if call.legs.last().is_some_and(|l| l.extension == extension) {
+                    return false;
+                }
+                // An identity that is no agent's (a PBX asserting an E.164 number, a trunk) is
+                // not taken for a transfer: only one of the configured agents, or the
+                // extension a pending REFER named.
+                let known = self.is_agent(&extension)
+                    || call
+                        .referral
+                        .as_ref()
+                        .is_some_and(|r| r.target == extension);
+                if !known {
                     return false;
                 }
                 if call
