@@ -37,6 +37,7 @@ pub mod directory;
 pub mod figures;
 pub mod helpdesk;
 pub mod live;
+pub mod media;
 pub mod metrics;
 pub mod phone;
 pub mod proxy;
