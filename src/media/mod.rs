@@ -1,0 +1,6 @@
+//! Media for the calls sipdesk answers itself (voicemail, issue 11): the formats, with no I/O
+//! and no clock, so the RTP session that uses them stays a thin loop around sockets.
+//!
+//! - [`g711`]: μ-law and A-law companding (PCMU and PCMA).
+
+pub mod g711;
