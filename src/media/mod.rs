@@ -1,6 +1,8 @@
 //! Media for the calls sipdesk answers itself (voicemail, issue 11): the formats, with no I/O
 //! and no clock, so the RTP session that uses them stays a thin loop around sockets.
 //!
-//! - [`g711`]: μ-law and A-law companding (PCMU and PCMA).
+//! - [`g711`]: μ-law and A-law companding (PCMU and PCMA);
+//! - [`resample`]: greetings at any rate from 8 to 48 kHz down to G.711's 8 kHz.
 
 pub mod g711;
+pub mod resample;
