@@ -2,7 +2,9 @@
 //! and no clock, so the RTP session that uses them stays a thin loop around sockets.
 //!
 //! - [`g711`]: μ-law and A-law companding (PCMU and PCMA);
+//! - [`wav`]: reading greeting files, writing recordings;
 //! - [`resample`]: greetings at any rate from 8 to 48 kHz down to G.711's 8 kHz.
 
 pub mod g711;
 pub mod resample;
+pub mod wav;
