@@ -3,8 +3,10 @@
 //!
 //! - [`g711`]: μ-law and A-law companding (PCMU and PCMA);
 //! - [`wav`]: reading greeting files, writing recordings;
-//! - [`resample`]: greetings at any rate from 8 to 48 kHz down to G.711's 8 kHz.
+//! - [`resample`]: greetings at any rate from 8 to 48 kHz down to G.711's 8 kHz;
+//! - [`greeting`]: a group's greeting file, checked and converted once to both laws.
 
 pub mod g711;
+pub mod greeting;
 pub mod resample;
 pub mod wav;
