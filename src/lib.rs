@@ -11,6 +11,7 @@
 //! - [`sip`]: SIP messages (parsing around rsip), transactions (sans-io) and transports;
 //! - [`proxy`]: call control (sans-io): forking to agents one at a time, outcomes, agent states;
 //! - [`call`]: the call record and events the proxy produces;
+//! - [`media`]: voicemail's formats: G.711, SDP offer/answer, WAV greetings and recordings;
 //! - [`store`]: SQLite/PostgreSQL: calls, cursors, agent states, the outbox, the contact
 //!   directory; a background writer;
 //! - [`tickets`]: pure ticket rules: whether a call is logged, which ticket, what is written;
@@ -22,10 +23,10 @@
 //! - [`daemon`]: the wiring: threads, signals, systemd notifications;
 //! - [`report`]: errors as logs show them, with every cause.
 //!
-//! Dependency direction: `routing`, `phone`, `tickets` and the sans-io parts of `sip` and
-//! `proxy` do no I/O; `sip` and `proxy` know nothing of helpdesks or the store (the proxy emits
-//! changes, the daemon hands them to the store); `helpdesk` knows nothing of SIP; only `daemon`
-//! (and `main`) see everything.
+//! Dependency direction: `routing`, `phone`, `tickets`, `media` (but for reading a greeting file)
+//! and the sans-io parts of `sip` and `proxy` do no I/O; `sip` and `proxy` know nothing of
+//! helpdesks or the store (the proxy emits changes, the daemon hands them to the store);
+//! `helpdesk` knows nothing of SIP; only `daemon` (and `main`) see everything.
 
 pub mod admin;
 pub mod call;
