@@ -359,6 +359,22 @@ impl Integration {
                 tracing::error!(integration = %name, call = %delivery.call_id, delivery = %delivery.id, "delivery failed: {reason}");
                 self.store.delivery_failed(delivery, &reason).await
             }
+            Err(HelpdeskError::Wait { reason, after }) => {
+                let now = Timestamp::now();
+                let waited = now.duration_since(delivery.pending_since).unsigned_abs();
+                if waited >= self.settings.give_up_after {
+                    let reason = format!(
+                        "gave up after {}: {reason}",
+                        humantime::format_duration(self.settings.give_up_after)
+                    );
+                    tracing::error!(integration = %name, call = %delivery.call_id, delivery = %delivery.id, "delivery failed: {reason}");
+                    self.store.delivery_failed(delivery, &reason).await
+                } else {
+                    tracing::info!(integration = %name, call = %delivery.call_id, retry_in = %humantime::format_duration(after), "delivery waits: {reason}");
+                    let next = now.checked_add(after).unwrap_or(now);
+                    self.store.delivery_wait(delivery, &reason, next).await
+                }
+            }
             Err(HelpdeskError::Retry { reason, after }) => {
                 let now = Timestamp::now();
                 let waited = now.duration_since(delivery.pending_since).unsigned_abs();

@@ -394,9 +394,9 @@ impl HelpScout {
                 None if progress.looked < LOOKS => {
                     progress.looked += 1;
                     self.save(job, &progress).await?;
-                    return Err(HelpdeskError::Retry {
+                    return Err(HelpdeskError::Wait {
                         reason: "an earlier attempt may have created the conversation; waiting for Help Scout's search to show it".to_owned(),
-                        after: Some(LAG_WAIT),
+                        after: LAG_WAIT,
                     });
                 }
                 None => {}
@@ -615,9 +615,9 @@ impl HelpScout {
             ..Progress::default()
         };
         self.save(job, progress).await?;
-        Err(HelpdeskError::Retry {
+        Err(HelpdeskError::Wait {
             reason: format!("conversation {id} {why}; the call goes to a new one"),
-            after: Some(Duration::from_secs(1)),
+            after: Duration::from_secs(1),
         })
     }
 
@@ -633,9 +633,9 @@ impl HelpScout {
             ..Progress::default()
         };
         self.save(job, progress).await?;
-        Err(HelpdeskError::Retry {
+        Err(HelpdeskError::Wait {
             reason: "Help Scout no longer has the customer; looking the caller up again".to_owned(),
-            after: Some(Duration::from_secs(1)),
+            after: Duration::from_secs(1),
         })
     }
 
@@ -736,9 +736,9 @@ impl HelpScout {
                 if progress.customer_sent && !anonymous && progress.looked < LOOKS {
                     progress.looked += 1;
                     self.save(job, progress).await?;
-                    return Err(HelpdeskError::Retry {
+                    return Err(HelpdeskError::Wait {
                         reason: "an earlier attempt may have created the customer; waiting for Help Scout's search to show it".to_owned(),
-                        after: Some(LAG_WAIT),
+                        after: LAG_WAIT,
                     });
                 }
                 let body = match &job.party {

@@ -373,9 +373,9 @@ impl Intercom {
                 None if progress.looked < LOOKS => {
                     progress.looked += 1;
                     self.save(job, &progress).await?;
-                    return Err(HelpdeskError::Retry {
+                    return Err(HelpdeskError::Wait {
                         reason: "an earlier attempt may have started the conversation; waiting for Intercom's search to show it".to_owned(),
-                        after: Some(LAG_WAIT),
+                        after: LAG_WAIT,
                     });
                 }
                 None => {}
@@ -600,9 +600,9 @@ impl Intercom {
                 if progress.contact_sent && progress.looked < LOOKS {
                     progress.looked += 1;
                     self.save(job, progress).await?;
-                    return Err(HelpdeskError::Retry {
+                    return Err(HelpdeskError::Wait {
                         reason: "an earlier attempt may have created the contact; waiting for Intercom's search to show it".to_owned(),
-                        after: Some(LAG_WAIT),
+                        after: LAG_WAIT,
                     });
                 }
                 progress.contact_sent = true;
@@ -778,12 +778,12 @@ impl Intercom {
             ..Progress::default()
         })
         .await?;
-        Err(HelpdeskError::Retry {
+        Err(HelpdeskError::Wait {
             reason: format!(
                 "Intercom no longer has the contact ({}); looking the caller up again",
                 errors(reply)
             ),
-            after: Some(Duration::from_secs(1)),
+            after: Duration::from_secs(1),
         })
     }
 

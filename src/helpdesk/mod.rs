@@ -39,6 +39,14 @@ pub enum HelpdeskError {
         reason: String,
         after: Option<Duration>,
     },
+    /// Nothing failed: the attempt stops to let the helpdesk catch up (its search lags behind a
+    /// write an earlier attempt may have made), to let the call's own delivery go first, or to
+    /// start again at once after forgetting an id the helpdesk no longer has. The delivery is
+    /// tried again after exactly `after`; it does not count as a failed attempt, so the
+    /// failures' exponential back-off (which an outage may have driven to minutes) does not
+    /// stretch the wait.
+    #[error("{reason}")]
+    Wait { reason: String, after: Duration },
     /// Will not succeed by trying again (refused credentials, a request the helpdesk rejects):
     /// the delivery fails at once with this reason, until an admin retries it.
     #[error("{0}")]
@@ -283,12 +291,12 @@ impl Connector {
                 state: state @ (DeliveryState::Pending | DeliveryState::InProgress),
                 ..
             }) => {
-                return Err(HelpdeskError::Retry {
+                return Err(HelpdeskError::Wait {
                     reason: format!(
                         "the call's own delivery is {}; the tags follow it",
                         state.as_str()
                     ),
-                    after: Some(Duration::from_secs(5)),
+                    after: Duration::from_secs(5),
                 });
             }
             Some(Delivery {

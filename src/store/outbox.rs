@@ -411,6 +411,27 @@ impl Store {
         .await
     }
 
+    /// Tries the delivery again at `next_attempt_at` after an attempt that did not fail but
+    /// waited (see [`crate::helpdesk::HelpdeskError::Wait`]): the claim's attempt is given back,
+    /// so `attempts` keeps counting failures.
+    pub async fn delivery_wait(
+        &self,
+        claim: &Delivery,
+        reason: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write_claimed(
+            "reschedule delivery",
+            "state = 'pending', last_error = $1, next_attempt_at = $2, lease_until = NULL, attempts = attempts - 1",
+            &[
+                Param::Text(Some(reason)),
+                Param::Int(millis(next_attempt_at)),
+            ],
+            claim,
+        )
+        .await
+    }
+
     /// `UPDATE deliveries SET <set>` (whose parameters are `params`, `$1`…), stamped with the
     /// time, for as long as `claim` holds.
     async fn write_claimed(
