@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dtmf::PoundDetector;
+use super::g711::Law;
 
 /// The packet time, and the samples in one packet at 8 kHz.
 pub const PTIME: Duration = Duration::from_millis(20);
@@ -48,16 +49,11 @@ const LONGEST_GAP: u32 = RATE;
 /// The `telephone-event` code of `#` (RFC 4733 §3.2).
 const POUND: u8 = 11;
 
-/// A G.711 law: how samples become bytes on the wire.
-pub trait Law: Copy + std::fmt::Debug {
-    fn encode(self, sample: i16) -> u8;
-    fn decode(self, byte: u8) -> i16;
-}
-
 /// What the negotiation (SDP) and the configuration decided.
 #[derive(Clone, Debug)]
-pub struct Settings<L: Law> {
-    pub law: L,
+pub struct Settings {
+    /// The negotiated codec's law.
+    pub law: Law,
     /// The payload type of the audio codec.
     pub payload_type: u8,
     /// The caller's `telephone-event` payload type, when offered.
@@ -106,8 +102,8 @@ enum Phase {
 }
 
 /// One session.
-pub struct Session<L: Law> {
-    settings: Settings<L>,
+pub struct Session {
+    settings: Settings,
     greeting: Arc<[i16]>,
     phase: Phase,
     sequence: u16,
@@ -127,9 +123,9 @@ pub struct Session<L: Law> {
     out: Vec<Action>,
 }
 
-impl<L: Law> Session<L> {
+impl Session {
     /// A session that starts playing `greeting` (8 kHz linear samples) at `now`.
-    pub fn new(now: Instant, settings: Settings<L>, greeting: Arc<[i16]>) -> Session<L> {
+    pub fn new(now: Instant, settings: Settings, greeting: Arc<[i16]>) -> Session {
         Session {
             sequence: settings.first_sequence,
             timestamp: settings.first_timestamp,
