@@ -10,16 +10,18 @@
 //! - [`session`]: one media session — the greeting and tone paced out as RTP, the caller's audio
 //!   put back in order and recorded, and the end of the recording (`#`, silence, no media,
 //!   maximum length);
-//! - [`dtmf`]: `#` found in band, for phones that send keys as sound.
+//! - [`dtmf`]: `#` found in band, for phones that send keys as sound;
+//! - [`runner`]: the I/O around a session — its port, its UDP socket, its recording file.
 //!
-//! Not built yet: the sockets and the proxy's side (answering the call, hold, BYE), the
-//! recordings' files and retention, and the helpdesks' attachments; a group whose final action
-//! is `voicemail` still answers 480.
+//! Not built yet: the proxy's side (answering the call with the SDP answer, hold, BYE), the
+//! `[media]` configuration and the groups' greetings, the recordings' retention, and the
+//! helpdesks' attachments; a group whose final action is `voicemail` still answers 480.
 
 pub mod dtmf;
 pub mod g711;
 pub mod greeting;
 pub mod resample;
+pub mod runner;
 pub mod sdp;
 pub mod session;
 pub mod wav;
