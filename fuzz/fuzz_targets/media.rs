@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use sipdesk::media::g711::Law;
 use sipdesk::media::session::{Session, Settings, JITTER_DEPTH, PTIME};
+use sipdesk::media::greeting::Greeting;
 use sipdesk::media::{sdp, wav};
 
 fuzz_target!(|data: &[u8]| {
@@ -42,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
                 silence: Duration::from_secs(5),
                 max_length: Duration::from_secs(10),
             };
-            let mut session = Session::new(start, settings, Arc::from(vec![0i16; 160]));
+            let greeting = Arc::new(Greeting::from_samples(&[0i16; 160]));
+            let mut session = Session::new(start, settings, greeting);
             // Through the greeting and the tone, to the recording.
             let mut now = start;
             for _ in 0..30 {

@@ -68,6 +68,19 @@ impl Greeting {
         }))
     }
 
+    /// A greeting from 8 kHz linear samples (made by sipdesk itself, or in tests).
+    pub fn from_samples(samples: &[i16]) -> Greeting {
+        Greeting {
+            source: Format {
+                encoding: wav::Encoding::Pcm16,
+                channels: 1,
+                sample_rate: RATE,
+            },
+            pcmu: Law::Mu.encode_all(samples),
+            pcma: Law::A.encode_all(samples),
+        }
+    }
+
     /// The greeting in one law, one byte per 8 kHz sample.
     pub fn audio(&self, law: Law) -> &[u8] {
         match law {

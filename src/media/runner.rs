@@ -106,8 +106,7 @@ pub struct Spec {
     /// The IP the call's INVITE came from (symmetric RTP is allowed from it).
     pub signalling_source: IpAddr,
     pub settings: Settings,
-    /// The greeting, 8 kHz linear.
-    pub greeting: Arc<[i16]>,
+    pub greeting: Arc<super::greeting::Greeting>,
     /// The recording's file.
     pub file: PathBuf,
 }

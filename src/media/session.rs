@@ -2,8 +2,8 @@
 //! record and the session's end come out. The caller's call (the proxy) creates it once sipdesk
 //! has answered; the media layer owns its socket and feeds it the packets that arrive.
 //!
-//! - **Greeting, then a tone.** The group's greeting (8 kHz linear samples, converted once at
-//!   load) goes out in 20 ms packets of 160 samples on an absolute schedule (packet *n* at
+//! - **Greeting, then a tone.** The group's greeting (converted once at load to 8 kHz in both
+//!   G.711 laws, so a packet is a slice of ready bytes) goes out in 20 ms packets of 160 samples on an absolute schedule (packet *n* at
 //!   start + *n*·20 ms, so pacing does not drift), then a 400 ms 1 kHz tone. Sequence numbers
 //!   and timestamps start at random values and wrap; the first packet, and the first after the
 //!   caller takes the call off hold, carry the marker bit (RFC 3551 §4.1). A loop that falls
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::dtmf::PoundDetector;
 use super::g711::Law;
+use super::greeting::Greeting;
 
 /// The packet time, and the samples in one packet at 8 kHz.
 pub const PTIME: Duration = Duration::from_millis(20);
@@ -104,7 +105,7 @@ enum Phase {
 /// One session.
 pub struct Session {
     settings: Settings,
-    greeting: Arc<[i16]>,
+    greeting: Arc<Greeting>,
     phase: Phase,
     sequence: u16,
     timestamp: u32,
@@ -124,8 +125,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that starts playing `greeting` (8 kHz linear samples) at `now`.
-    pub fn new(now: Instant, settings: Settings, greeting: Arc<[i16]>) -> Session {
+    /// A session that starts playing `greeting` at `now`.
+    pub fn new(now: Instant, settings: Settings, greeting: Arc<Greeting>) -> Session {
         Session {
             sequence: settings.first_sequence,
             timestamp: settings.first_timestamp,
@@ -314,8 +315,7 @@ impl Session {
             self.next_send = now;
         }
         while matches!(self.phase, Phase::Greeting(_) | Phase::Tone(_)) && self.next_send <= now {
-            let frame = self.next_frame();
-            let payload: Vec<u8> = frame.iter().map(|s| self.settings.law.encode(*s)).collect();
+            let payload = self.next_frame();
             let packet = rtp_rs::RtpPacketBuilder::new()
                 .payload_type(self.settings.payload_type)
                 .ssrc(self.settings.ssrc)
@@ -338,15 +338,17 @@ impl Session {
         }
     }
 
-    /// The next 160 samples of the greeting or the tone (the last frame padded with silence);
-    /// moves the phase on.
-    fn next_frame(&mut self) -> Vec<i16> {
+    /// The next 160 samples of the greeting or the tone, encoded (the last frame padded with
+    /// silence); moves the phase on.
+    fn next_frame(&mut self) -> Vec<u8> {
+        let law = self.settings.law;
         let mut frame = Vec::with_capacity(SAMPLES_PER_PACKET);
         match self.phase {
             Phase::Greeting(at) => {
-                let end = (at + SAMPLES_PER_PACKET).min(self.greeting.len());
-                frame.extend_from_slice(&self.greeting[at.min(end)..end]);
-                self.phase = if end >= self.greeting.len() {
+                let audio = self.greeting.audio(law);
+                let end = (at + SAMPLES_PER_PACKET).min(audio.len());
+                frame.extend_from_slice(&audio[at.min(end)..end]);
+                self.phase = if end >= audio.len() {
                     Phase::Tone(0)
                 } else {
                     Phase::Greeting(end)
@@ -356,7 +358,8 @@ impl Session {
                 let length = (TONE.as_millis() as usize) * (RATE as usize) / 1000;
                 for n in at..(at + SAMPLES_PER_PACKET).min(length) {
                     let t = n as f32 / RATE as f32;
-                    frame.push((8000.0 * (2.0 * std::f32::consts::PI * TONE_HZ * t).sin()) as i16);
+                    let sample = 8000.0 * (2.0 * std::f32::consts::PI * TONE_HZ * t).sin();
+                    frame.push(law.encode(sample as i16));
                 }
                 self.phase = if at + SAMPLES_PER_PACKET >= length {
                     Phase::Recording
@@ -366,7 +369,7 @@ impl Session {
             }
             Phase::Recording | Phase::Ended => {}
         }
-        frame.resize(SAMPLES_PER_PACKET, 0);
+        frame.resize(SAMPLES_PER_PACKET, law.encode(0));
         frame
     }
 }

@@ -70,7 +70,10 @@ async fn start(name: &str, greeting_packets: usize, signalling_source: IpAddr) -
         remote: caller.local_addr().unwrap(),
         signalling_source,
         settings: settings(),
-        greeting: vec![3000i16; greeting_packets * SAMPLES_PER_PACKET].into(),
+        greeting: Arc::new(crate::media::greeting::Greeting::from_samples(&vec![
+            3000i16;
+            greeting_packets * SAMPLES_PER_PACKET
+        ])),
         file: file.clone(),
     };
     let done = tokio::spawn(run(socket, spec, commands));

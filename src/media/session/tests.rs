@@ -25,10 +25,11 @@ fn settings() -> Settings {
 }
 
 /// A greeting of `packets` packets of a loud square-ish wave.
-fn greeting(packets: usize) -> Arc<[i16]> {
-    (0..packets * SAMPLES_PER_PACKET)
+fn greeting(packets: usize) -> Arc<Greeting> {
+    let samples: Vec<i16> = (0..packets * SAMPLES_PER_PACKET)
         .map(|n| if n % 20 < 10 { 8000 } else { -8000 })
-        .collect()
+        .collect();
+    Arc::new(Greeting::from_samples(&samples))
 }
 
 fn sent(actions: &[Action]) -> Vec<Vec<u8>> {
