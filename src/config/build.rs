@@ -18,7 +18,9 @@ use super::{
     AdminSettings, AdminToken, AgentCodes, Config, DatabaseSettings, DatabaseUrl, Defaults,
     HostPort, Listen, RawConfig, SecretSource, SipSettings, Transport,
 };
+use crate::media::greeting::Greeting;
 use crate::phone::Region;
+use crate::routing::Greetings;
 use crate::routing::group::check_user_part;
 use crate::routing::schedule::{IntervalRef, ScheduleError};
 use crate::routing::{
@@ -27,6 +29,7 @@ use crate::routing::{
 };
 use crate::sip::transaction::TimerSettings;
 use crate::sip::wire::Limits;
+use std::sync::Arc;
 
 /// Checks the raw configuration; `None` when any error was recorded in `src`.
 pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
@@ -666,12 +669,47 @@ fn build_groups(
                 inactive_caller_group,
                 final_action: group.final_action,
                 allow_transfer: group.allow_transfer,
+                greetings: greetings(group, i, src),
                 positions: Default::default(),
             });
         }
     }
     // Group ids are positions in the file, so they only hold when every group was built.
     (groups.len() == names.len()).then(|| Groups::new(groups))
+}
+
+/// A group's greetings, each file read and converted now; a file that cannot be played is an
+/// error at its key (so `check-config` finds it before a caller would).
+fn greetings(group: &RawGroup, i: usize, src: &mut Source<'_>) -> Greetings {
+    let base = std::path::Path::new(src.origin())
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let own = group.greetings.as_ref();
+    let mut load = |path: Option<&String>, at: &[Seg]| -> Option<Arc<Greeting>> {
+        match Greeting::load(&base.join(path?)) {
+            Ok(greeting) => Some(Arc::new(greeting)),
+            Err(error) => {
+                src.error(at, error.to_string());
+                None
+            }
+        }
+    };
+    Greetings {
+        default: load(group.greeting.as_ref(), keys!["groups", i, "greeting"]),
+        out_of_hours: load(
+            own.and_then(|g| g.out_of_hours.as_ref()),
+            keys!["groups", i, "greetings", "out_of_hours"],
+        ),
+        holiday: load(
+            own.and_then(|g| g.holiday.as_ref()),
+            keys!["groups", i, "greetings", "holiday"],
+        ),
+        no_agents: load(
+            own.and_then(|g| g.no_agents.as_ref()),
+            keys!["groups", i, "greetings", "no_agents"],
+        ),
+    }
 }
 
 fn unknown_group(name: &str, at: &[Seg], ids: &HashMap<&str, GroupId>, src: &mut Source<'_>) {

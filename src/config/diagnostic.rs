@@ -74,6 +74,11 @@ pub(crate) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
+    /// The file the configuration came from, as given.
+    pub(crate) fn origin(&self) -> &str {
+        self.origin
+    }
+
     pub(crate) fn new(origin: &'a str, text: &'a str, root: &'a Spanned<DeTable<'a>>) -> Self {
         Source {
             origin,

@@ -420,6 +420,21 @@ pub(crate) struct RawGroup {
     /// agent; when false, an agent's REFER is refused with 403.
     #[serde(default)]
     pub(crate) allow_transfer: bool,
+    /// The greeting played before a voicemail: a WAV file (PCM 8 or 16-bit, 8 to 48 kHz, mono
+    /// or stereo, or G.711), checked and converted once when the configuration loads. A
+    /// relative path is under the configuration file's directory.
+    pub(crate) greeting: Option<String>,
+    /// A greeting for one reason, played instead of `greeting`.
+    pub(crate) greetings: Option<RawGreetings>,
+}
+
+/// `greetings = { out_of_hours = "…", holiday = "…", no_agents = "…" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGreetings {
+    pub(crate) out_of_hours: Option<String>,
+    pub(crate) holiday: Option<String>,
+    pub(crate) no_agents: Option<String>,
 }
 
 fn default_ring_timeout() -> String {

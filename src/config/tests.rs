@@ -958,3 +958,62 @@ fn a_reload_keeps_what_needs_a_restart_and_says_what_applies() {
     let mut same = Config::from_toml(MINIMAL, "t.toml").unwrap();
     assert_eq!(same.reloaded_over(&running), Default::default());
 }
+
+#[test]
+fn greetings_are_loaded_relative_to_the_file_and_an_unplayable_one_is_a_located_error() {
+    let dir = std::env::temp_dir().join(format!("sipdesk-greetings-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("greetings")).unwrap();
+    let mut writer =
+        crate::media::wav::WavWriter::create(std::io::Cursor::new(Vec::new())).unwrap();
+    writer.append(&vec![1000i16; 16000]).unwrap();
+    let wav = writer.finalize().unwrap().into_inner();
+    std::fs::write(dir.join("greetings/soporte.wav"), &wav).unwrap();
+    std::fs::write(dir.join("greetings/broken.wav"), b"RIFF....WAVEnope").unwrap();
+    let origin = dir.join("sipdesk.toml");
+    let text = format!(
+        "{MINIMAL}greeting = \"greetings/soporte.wav\"\ngreetings = {{ out_of_hours = \"{}\" }}\n",
+        dir.join("greetings/soporte.wav").display()
+    );
+    let config = Config::from_toml(&text, origin.to_str().unwrap()).unwrap();
+    let group = config.groups.iter().next().unwrap();
+    let default = group
+        .greetings
+        .default
+        .as_ref()
+        .expect("the group's greeting");
+    assert_eq!(default.duration(), Duration::from_secs(2));
+    assert!(group.greetings.out_of_hours.is_some());
+    assert!(
+        std::ptr::eq(
+            group
+                .greetings
+                .for_reason(Some(crate::routing::Reason::NoAgents))
+                .unwrap()
+                .as_ref(),
+            default.as_ref()
+        ),
+        "no own no_agents greeting: the group's"
+    );
+
+    // A missing file and a broken one, each at its key, both in one pass.
+    let text = format!(
+        "{MINIMAL}greeting = \"greetings/missing.wav\"\ngreetings = {{ holiday = \"greetings/broken.wav\" }}\n"
+    );
+    let found = match Config::from_toml(&text, origin.to_str().unwrap()) {
+        Err(ConfigError::Invalid(diagnostics)) => diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        other => panic!("expected errors, got {other:?}"),
+    };
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].contains("sipdesk.toml:12:") && found[0].contains("cannot read greeting"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].contains("sipdesk.toml:13:") && found[1].contains("broken.wav"),
+        "{found:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

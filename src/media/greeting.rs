@@ -13,8 +13,9 @@ use super::g711::Law;
 use super::resample::RATE;
 use super::wav::{self, Format, WavError};
 
-/// A greeting ready to be played.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A greeting ready to be played. Its `Debug` shows the format, the length and a fingerprint of
+/// the audio, not the audio (the configuration is compared by `Debug` on reload).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Greeting {
     source: Format,
     pcmu: Vec<u8>,
@@ -33,6 +34,19 @@ pub enum GreetingError {
     Wav { path: PathBuf, source: WavError },
     #[error("greeting {} holds no audio", path.display())]
     Empty { path: PathBuf },
+}
+
+impl std::fmt::Debug for Greeting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = rustc_hash::FxHasher::default();
+        self.pcmu.hash(&mut hasher);
+        f.debug_struct("Greeting")
+            .field("source", &self.source)
+            .field("duration", &self.duration())
+            .field("fingerprint", &format_args!("{:016x}", hasher.finish()))
+            .finish()
+    }
 }
 
 impl Greeting {

@@ -155,12 +155,11 @@ pub async fn run(
         path: path.clone(),
         source,
     })?;
-    let mut writer = WavWriter::create(std::io::BufWriter::new(file)).map_err(|source| {
-        MediaError::File {
+    let mut writer =
+        WavWriter::create(std::io::BufWriter::new(file)).map_err(|source| MediaError::File {
             path: path.clone(),
             source,
-        }
-    })?;
+        })?;
     let mut session = Session::new(Instant::now(), spec.settings, spec.greeting);
     let mut remote = spec.remote;
     let mut heard_from_announced = false;
@@ -237,12 +236,10 @@ async fn apply(
                 let _ = socket.send_to(&packet, remote).await;
             }
             Action::Record(samples) => {
-                writer
-                    .append(&samples)
-                    .map_err(|source| MediaError::File {
-                        path: path.to_owned(),
-                        source,
-                    })?;
+                writer.append(&samples).map_err(|source| MediaError::File {
+                    path: path.to_owned(),
+                    source,
+                })?;
             }
             Action::Ended(end) => ended = Some(end),
         }

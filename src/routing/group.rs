@@ -1,6 +1,7 @@
 //! What a phone group is once its configuration has been checked: queues, schedule, ordered
 //! agents, timers, overflow and redirects. Built by `config`, read by the decision.
 
+use crate::media::greeting::Greeting;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -138,8 +139,34 @@ pub struct Group {
     pub final_action: FinalAction,
     /// Whether the transfers of its answered calls are followed (else an agent's REFER gets 403).
     pub allow_transfer: bool,
+    /// What a voicemail plays first.
+    pub greetings: Greetings,
     /// Where each extension is in `agents` (filled by [`Groups::new`]).
     pub positions: FxHashMap<Extension, usize>,
+}
+
+/// A group's voicemail greetings, loaded once with the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Greetings {
+    pub default: Option<Arc<Greeting>>,
+    pub out_of_hours: Option<Arc<Greeting>>,
+    pub holiday: Option<Arc<Greeting>>,
+    pub no_agents: Option<Arc<Greeting>>,
+}
+
+impl Greetings {
+    /// The greeting for a call that reached voicemail for `reason` (`None`: every agent was
+    /// tried): the reason's own, else the group's.
+    pub fn for_reason(&self, reason: Option<super::Reason>) -> Option<&Arc<Greeting>> {
+        use super::Reason;
+        let own = match reason {
+            Some(Reason::OutOfHours) => self.out_of_hours.as_ref(),
+            Some(Reason::Holiday) => self.holiday.as_ref(),
+            Some(Reason::NoAgents) => self.no_agents.as_ref(),
+            _ => None,
+        };
+        own.or(self.default.as_ref())
+    }
 }
 
 impl Group {

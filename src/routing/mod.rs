@@ -15,5 +15,7 @@ pub mod schedule;
 
 pub use decide::{AgentState, Call, CallerStatus, Cursors, Presence, Route, decide};
 pub use decision::{Action, Decision, Offer, Reason, Step, Verdict};
-pub use group::{Agent, Condition, Extension, FinalAction, Group, GroupId, Groups, Overflow};
+pub use group::{
+    Agent, Condition, Extension, FinalAction, Greetings, Group, GroupId, Groups, Overflow,
+};
 pub use schedule::{ClockTime, Holiday, HolidayDate, Interval, Schedule, WeeklyHours};

@@ -160,7 +160,10 @@ async fn rtp_from_elsewhere_is_dropped_and_nat_latches_only_to_the_signalling_so
     tokio::time::sleep(Duration::from_millis(200)).await;
     call.control.send(Control::Stop).unwrap();
     let recorded = call.done.await.unwrap().unwrap();
-    assert_eq!(recorded.samples, 1600, "the ten packets from the NAT'd phone only");
+    assert_eq!(
+        recorded.samples, 1600,
+        "the ten packets from the NAT'd phone only"
+    );
     let _ = std::fs::remove_file(&call.file);
 }
 
