@@ -9,7 +9,9 @@
 //!   regardless; readers take the latest from [`Handle::live`] without waiting on the proxy.
 //! - **Events** ([`LiveEvent`]): the publisher compares each snapshot with the one before and
 //!   broadcasts what changed, for `GET /events`. A reader too slow to keep up is told it lagged
-//!   and starts again from a snapshot.
+//!   and starts again from a snapshot. A state that lasts less than the time between two
+//!   snapshots (a call answered at its first ring) may not show: the events say where things
+//!   are, not every step they took (the call's events in the store have every step).
 //!
 //! Nothing here polls the database: an agent's change reaches routing through a command.
 

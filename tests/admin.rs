@@ -330,12 +330,16 @@ fn an_agent_set_away_is_skipped_and_supervisors_see_every_change_live() {
     // The round robin would start at 6001; it is away, so 6002 takes the call.
     let uas = daemon.agents("agents-answer.xml", 1);
     let uac = daemon.callers("caller-answered-until-bye.xml", "500", 1, 20, 1, false);
-    let ringing = events.wait_for("a call ringing 6002", |n, v| {
-        n == "call" && v["call"]["state"] == "ringing"
-    });
-    assert_eq!(ringing["call"]["agent"], "6002", "{ringing}");
-    assert_eq!(ringing["call"]["group"], "trio");
-    let id = ringing["call"]["id"].as_str().unwrap().to_owned();
+    // The first event of the call: ringing 6002, or already answered by 6002 (the snapshots
+    // are at most 200 ms apart, and SIPp answers at once: a state that short may not show).
+    let first = events.wait_for("the call", |n, _| n == "call");
+    assert_eq!(first["call"]["agent"], "6002", "{first}");
+    assert_eq!(first["call"]["group"], "trio");
+    assert!(
+        first["call"]["state"] == "ringing" || first["call"]["state"] == "answered",
+        "{first}"
+    );
+    let id = first["call"]["id"].as_str().unwrap().to_owned();
     let answered = events.wait_for("the call answered", |n, v| {
         n == "call" && v["call"]["state"] == "answered"
     });
