@@ -34,7 +34,14 @@ pub enum GreetingError {
     Wav { path: PathBuf, source: WavError },
     #[error("greeting {} holds no audio", path.display())]
     Empty { path: PathBuf },
+    #[error("greeting {} is too long ({why}); a greeting plays at most {} s", path.display(), LONGEST.as_secs())]
+    TooLong { path: PathBuf, why: String },
 }
+
+/// The longest greeting, and the largest file read for one (a minute of 48 kHz 16-bit stereo
+/// is 11 MB): greetings are loaded whole and converted when the configuration loads.
+pub const LONGEST: Duration = Duration::from_secs(120);
+const LARGEST_FILE: u64 = 64 * 1024 * 1024;
 
 impl std::fmt::Debug for Greeting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,11 +59,27 @@ impl std::fmt::Debug for Greeting {
 impl Greeting {
     /// Reads and converts a greeting file; what `check-config` and the configuration call.
     pub fn load(path: &Path) -> Result<Greeting, GreetingError> {
+        let size = std::fs::metadata(path)
+            .map_err(|source| GreetingError::Read {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        if size > LARGEST_FILE {
+            return Err(GreetingError::TooLong {
+                path: path.to_owned(),
+                why: format!("a file of {} MB", size / (1024 * 1024)),
+            });
+        }
         let bytes = std::fs::read(path).map_err(|source| GreetingError::Read {
             path: path.to_owned(),
             source,
         })?;
         match Greeting::from_wav(&bytes) {
+            Ok(Some(greeting)) if greeting.duration() > LONGEST => Err(GreetingError::TooLong {
+                path: path.to_owned(),
+                why: format!("{} s", greeting.duration().as_secs()),
+            }),
             Ok(Some(greeting)) => Ok(greeting),
             Ok(None) => Err(GreetingError::Empty {
                 path: path.to_owned(),
@@ -213,5 +236,18 @@ mod tests {
             Duration::from_secs(1)
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_greeting_longer_than_two_minutes_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sipdesk-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("long.wav");
+        std::fs::write(&path, pcm16_file(&vec![100i16; 8000 * 121])).unwrap();
+        let error = Greeting::load(&path).unwrap_err().to_string();
+        assert!(error.contains("too long (121 s)"), "{error}");
+        std::fs::write(&path, pcm16_file(&vec![100i16; 8000 * 119])).unwrap();
+        assert!(Greeting::load(&path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

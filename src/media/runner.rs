@@ -7,7 +7,8 @@
 //! - **Who may send.** RTP is taken from the address the caller's SDP named. A phone behind NAT
 //!   sends from another address than it announced: until a packet has come from the announced
 //!   one, the first packet from the call's signalling source IP (the PBX or phone that sent the
-//!   INVITE) moves the session there (symmetric RTP); anything else is dropped.
+//!   INVITE) moves the session there (symmetric RTP) when it is RTP; anything else is dropped.
+//!   Addresses are compared in canonical form (an IPv4-mapped IPv6 address is its IPv4).
 //! - **No recording, no file.** A caller who hangs up before the tone ends (or during it)
 //!   leaves no voicemail: the file is removed and [`Recorded::samples`] is 0, and the call is
 //!   recorded as missed.
@@ -169,9 +170,13 @@ pub async fn run(
         let actions = tokio::select! {
             received = socket.recv_from(&mut buffer) => match received {
                 Ok((n, from)) => {
+                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                     if from == remote {
                         heard_from_announced = true;
-                    } else if !heard_from_announced && from.ip() == spec.signalling_source {
+                    } else if !heard_from_announced
+                        && from.ip() == spec.signalling_source.to_canonical()
+                        && is_rtp(&buffer[..n])
+                    {
                         remote = from;
                         heard_from_announced = true;
                     } else {
@@ -218,6 +223,11 @@ pub async fn run(
         samples,
         end,
     })
+}
+
+/// Whether a datagram is RTP version 2 (what may move the session behind NAT).
+fn is_rtp(bytes: &[u8]) -> bool {
+    rtp_rs::RtpReader::new(bytes).is_ok_and(|p| p.version() == 2)
 }
 
 /// Carries out a session's actions; returns its end when it ended.

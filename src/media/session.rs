@@ -18,8 +18,14 @@
 //!   or in band ([`super::dtmf`]); `silence` of quiet audio; `silence` without any packet; or
 //!   `max_length` recorded. BYE and CANCEL are the call's business, not the session's: the call
 //!   drops it and keeps what was recorded.
-//! - **Hold.** On hold (a re-INVITE with `sendonly`/`inactive`) nothing is sent and the silence
-//!   and no-media clocks stop; off hold, the greeting or tone goes on where it was.
+//! - **Hold.** On hold (a re-INVITE with `sendonly`/`inactive`) nothing is sent, nothing is
+//!   recorded (music on hold is not a message) and the silence and no-media clocks stop; off
+//!   hold, the greeting or tone goes on where it was.
+//! - **Always an end.** Only audio of the negotiated codec that reaches the recording keeps the
+//!   no-media clock going (keepalives, other payload types and late packets do not), and every
+//!   session ends by its limit — the greeting, the tone, `max_length` and `silence`, hold
+//!   included — so none holds a port past it. A new SSRC, or a sequence number that jumps more
+//!   than RFC 3550's `MAX_DROPOUT` ahead or `MAX_MISORDER` behind, starts a new sequence.
 //! - Nothing grows without bound: the reordering buffer holds at most [`JITTER_DEPTH`] + 1
 //!   packets, and what to record leaves with each call.
 
@@ -47,6 +53,10 @@ const CATCH_UP: Duration = Duration::from_millis(100);
 const SILENCE_RMS: f32 = 200.0;
 /// The longest gap in the caller's timestamps filled with silence; beyond it, a jump.
 const LONGEST_GAP: u32 = RATE;
+/// How far ahead, and how far behind, a sequence number may jump before it is taken for a new
+/// sequence (RFC 3550 A.1's values).
+const MAX_DROPOUT: u64 = 3000;
+const MAX_MISORDER: u64 = 100;
 /// The `telephone-event` code of `#` (RFC 4733 §3.2).
 const POUND: u8 = 11;
 
@@ -116,7 +126,17 @@ pub struct Session {
     jitter: Jitter,
     /// When the recording started or was last taken off hold, for the no-media clock.
     listening_since: Instant,
+    /// When audio last reached the recording (not any packet: a keepalive, another payload
+    /// type or a late packet keeps nothing alive).
     last_packet: Option<Instant>,
+    /// The session ends by then whatever happens (hold included): the greeting, the tone,
+    /// `max_length` and `silence`.
+    limit: Instant,
+    /// The caller's SSRC: a new one starts a new sequence.
+    ssrc: Option<u32>,
+    /// The timestamp of a `#` pressed before the recording started, whose retransmitted end
+    /// packets must not end it.
+    early_pound: Option<u32>,
     /// Quiet samples in a row.
     quiet: usize,
     recorded: usize,
@@ -127,6 +147,10 @@ pub struct Session {
 impl Session {
     /// A session that starts playing `greeting` at `now`.
     pub fn new(now: Instant, settings: Settings, greeting: Arc<Greeting>) -> Session {
+        let playing = Duration::from_millis(
+            greeting.audio(settings.law).len() as u64 * 1000 / u64::from(RATE),
+        );
+        let limit = now + playing + TONE + settings.max_length + settings.silence;
         Session {
             sequence: settings.first_sequence,
             timestamp: settings.first_timestamp,
@@ -139,6 +163,9 @@ impl Session {
             jitter: Jitter::default(),
             listening_since: now,
             last_packet: None,
+            limit,
+            ssrc: None,
+            early_pound: None,
             quiet: 0,
             recorded: 0,
             pound: PoundDetector::default(),
@@ -158,21 +185,26 @@ impl Session {
 
     /// When [`Session::poll`] next has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Ended => None,
-            _ if self.held => None,
-            Phase::Greeting(_) | Phase::Tone(_) => Some(self.next_send),
+        let next = match self.phase {
+            Phase::Ended => return None,
+            _ if self.held => self.limit,
+            Phase::Greeting(_) | Phase::Tone(_) => self.next_send,
             Phase::Recording => {
                 let heard = self
                     .last_packet
                     .map_or(self.listening_since, |at| at.max(self.listening_since));
-                Some(heard + self.settings.silence)
+                heard + self.settings.silence
             }
-        }
+        };
+        Some(next.min(self.limit))
     }
 
     /// Sends what is due, checks the clocks; returns what to do.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        if now >= self.limit && self.phase != Phase::Ended {
+            self.finish(End::MaxLength);
+            return std::mem::take(&mut self.out);
+        }
         if !self.held {
             self.send_due(now);
             if self.phase == Phase::Recording {
@@ -211,14 +243,37 @@ impl Session {
         if self.phase == Phase::Ended || packet.version() != 2 {
             return Vec::new();
         }
-        self.last_packet = Some(now);
         let payload_type = packet.payload_type();
         let sequence = u16::from(packet.sequence_number());
         if Some(payload_type) == self.settings.telephone_event {
-            if self.phase == Phase::Recording && is_pound_end(packet.payload()) {
+            let payload = packet.payload();
+            let pound = payload.first() == Some(&POUND);
+            if pound && self.phase != Phase::Recording {
+                // Pressed during the greeting or the tone: its end packets (sent three times)
+                // must not end the recording that starts meanwhile.
+                self.early_pound = Some(packet.timestamp());
+            } else if self.phase == Phase::Recording
+                && is_pound_end(payload)
+                && self.early_pound != Some(packet.timestamp())
+            {
                 self.finish(End::Pound);
             }
-        } else if payload_type == self.settings.payload_type && self.phase == Phase::Recording {
+        } else if payload_type == self.settings.payload_type
+            && self.phase == Phase::Recording
+            && !self.held
+            && !packet.payload().is_empty()
+        {
+            // A new SSRC is a new sender (a phone that restarted its stream): what the
+            // reordering buffer holds goes out first.
+            let ssrc = packet.ssrc();
+            if self.ssrc.is_some_and(|s| s != ssrc) {
+                for audio in self.jitter.flush() {
+                    self.record(audio);
+                }
+                self.jitter = Jitter::default();
+            }
+            self.ssrc = Some(ssrc);
+            self.last_packet = Some(now);
             let released = self
                 .jitter
                 .insert(sequence, packet.timestamp(), packet.payload());
@@ -434,6 +489,14 @@ impl Jitter {
             Some(_) => self.extend(sequence),
         };
         let (next, _) = self.next.unwrap_or((extended, timestamp));
+        if extended + MAX_MISORDER < next || extended > self.highest + MAX_DROPOUT {
+            // The sender restarted its numbering (RFC 3550 A.1): what is held goes out, then
+            // a new sequence starts at this packet.
+            let mut out = self.release(true);
+            *self = Jitter::default();
+            out.extend(self.insert(sequence, timestamp, payload));
+            return out;
+        }
         if extended < next || self.held.contains_key(&extended) {
             return Vec::new(); // late, or a duplicate
         }

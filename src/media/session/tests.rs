@@ -324,7 +324,8 @@ fn on_hold_nothing_is_sent_and_off_hold_the_greeting_goes_on_marked() {
     let first = sent(&session.poll(start));
     assert_eq!(first.len(), 1);
     session.set_hold(start + PTIME, true);
-    assert_eq!(session.next_deadline(), None);
+    // Only the session's limit is left to wait for.
+    assert!(session.next_deadline().unwrap() > start + Duration::from_secs(180));
     assert!(session.poll(start + Duration::from_secs(3)).is_empty());
     let back = start + Duration::from_secs(3);
     session.set_hold(back, false);
@@ -351,4 +352,113 @@ fn a_hang_up_keeps_what_the_reordering_buffer_held() {
         "the lost packet's time, then packet 3"
     );
     assert!(session.is_ended());
+}
+
+fn packet(payload_type: u8, ssrc: u32, sequence: u16, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    rtp_rs::RtpPacketBuilder::new()
+        .payload_type(payload_type)
+        .ssrc(ssrc)
+        .sequence(rtp_rs::Seq::from(sequence))
+        .timestamp(timestamp)
+        .payload(payload)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn keepalives_and_other_payload_types_do_not_keep_a_session_alive() {
+    let (mut session, mut now, _) = through_the_greeting(1);
+    let end = session.next_deadline().unwrap();
+    let mut ended_at = None;
+    for i in 0..400u16 {
+        // An empty keepalive (RFC 6263) and a packet of a payload type not negotiated.
+        session.receive(now, &packet(PT, 99, i, u32::from(i) * 160, &[]));
+        session.receive(now, &packet(18, 99, i, u32::from(i) * 160, &[1; 20]));
+        if ended(&session.poll(now)) == Some(End::NoMedia) {
+            ended_at = Some(now);
+            break;
+        }
+        now += PTIME;
+    }
+    let at = ended_at.expect("no media ends the session");
+    assert!(at >= end && at < end + PTIME * 2, "{:?}", at - end);
+}
+
+#[test]
+fn a_hold_that_never_ends_still_ends_the_session_at_its_limit() {
+    let start = Instant::now();
+    let mut session = Session::new(start, settings(), greeting(50));
+    session.poll(start);
+    session.set_hold(start + PTIME, true);
+    // 1 s greeting + 0.4 s tone + 180 s + 5 s.
+    let limit = start + Duration::from_millis(186_400);
+    assert_eq!(session.next_deadline(), Some(limit));
+    assert!(session.poll(limit - Duration::from_millis(1)).is_empty());
+    assert_eq!(ended(&session.poll(limit)), Some(End::MaxLength));
+}
+
+#[test]
+fn audio_while_on_hold_is_not_recorded() {
+    let (mut session, now, _) = through_the_greeting(1);
+    session.set_hold(now, true);
+    assert!(recorded(&session.receive(now, &audio(1, 0, 8000))).is_empty());
+    session.set_hold(now, false);
+    assert_eq!(
+        recorded(&session.receive(now, &audio(2, 160, 8000))).len(),
+        160
+    );
+}
+
+#[test]
+fn a_restarted_sequence_new_ssrc_or_big_jump_goes_on_being_recorded() {
+    let (mut session, now, _) = through_the_greeting(1);
+    let level = |ssrc: u32, sequence: u16, timestamp: u32| {
+        let payload: Vec<u8> = (0..160)
+            .map(|n| MU.encode(if n % 16 < 8 { 4000 } else { -4000 }))
+            .collect();
+        packet(PT, ssrc, sequence, timestamp, &payload)
+    };
+    let mut total = 0;
+    for i in 0..5u16 {
+        total += recorded(&session.receive(now, &level(1, 40_000 + i, u32::from(i) * 160))).len();
+    }
+    // The phone restarts its stream after a re-INVITE: a new SSRC, numbering from 10.
+    for i in 0..5u16 {
+        total +=
+            recorded(&session.receive(now, &level(2, 10 + i, 9_000 + u32::from(i) * 160))).len();
+    }
+    // Same SSRC, numbering far behind (a restart without a new SSRC).
+    for i in 0..5u16 {
+        total += recorded(&session.receive(now, &level(2, 5_000 + i, 20_000 + u32::from(i) * 160)))
+            .len();
+    }
+    for i in 0..5u16 {
+        total +=
+            recorded(&session.receive(now, &level(2, 100 + i, 30_000 + u32::from(i) * 160))).len();
+    }
+    assert_eq!(total, 160 * 20);
+}
+
+#[test]
+fn a_pound_pressed_during_the_tone_does_not_end_the_recording() {
+    let start = Instant::now();
+    let mut session = Session::new(start, settings(), greeting(1));
+    let mut now = start;
+    // # pressed (and released) during the tone; its end packet is retransmitted after.
+    session.poll(now);
+    session.receive(now, &event(1, POUND, true));
+    while session.phase != Phase::Recording {
+        session.poll(now);
+        now += PTIME;
+    }
+    assert_eq!(ended(&session.receive(now, &event(2, POUND, true))), None);
+    // A new press (another event timestamp) does.
+    let again = rtp_rs::RtpPacketBuilder::new()
+        .payload_type(EVENT)
+        .sequence(rtp_rs::Seq::from(3))
+        .timestamp(6000)
+        .payload(&[POUND, 0x80 | 10, 0x03, 0x20])
+        .build()
+        .unwrap();
+    assert_eq!(ended(&session.receive(now, &again)), Some(End::Pound));
 }
