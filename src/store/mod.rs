@@ -623,13 +623,21 @@ impl Store {
     /// A call's record as ticket rules read it; `None` for an unknown id. A call still in
     /// progress reads as missed at its start.
     pub async fn call_record(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        self.call_by_id(id)
+            .await?
+            .as_ref()
+            .map(call_record)
+            .transpose()
+    }
+
+    /// The row of one call; `None` for an unknown id.
+    async fn call_by_id(&self, id: &str) -> Result<Option<sqlx::any::AnyRow>, StoreError> {
         let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
-        let row = sqlx::query(&sql)
+        sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(query_error("read call"))?;
-        row.as_ref().map(call_record).transpose()
+            .map_err(query_error("read call"))
     }
 
     /// Recent calls, newest first.
@@ -652,13 +660,11 @@ impl Store {
 
     /// One call as listed; `None` for an unknown id.
     pub async fn call(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
-        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_error("read call"))?;
-        row.as_ref().map(call_row).transpose()
+        self.call_by_id(id)
+            .await?
+            .as_ref()
+            .map(call_row)
+            .transpose()
     }
 
     /// Inbound calls that started at or after `since`, oldest first (today's figures).
