@@ -156,9 +156,31 @@ pub struct CallRecord {
     /// Whether the owning group was closed (out of hours or holiday) when the call came.
     pub out_of_hours: bool,
     pub recording_url: Option<String>,
+    /// The voicemail the caller left (outcome `voicemail`).
+    #[serde(default)]
+    pub voicemail: Option<Voicemail>,
     /// The routing explanation, one line per step.
     pub explanation: Vec<String>,
     pub tags: Vec<String>,
+}
+
+/// A voicemail: the recording sipdesk made of the caller after its greeting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Voicemail {
+    /// The WAV file (8 kHz, 16-bit, mono PCM), under the state directory's `voicemail/`.
+    pub file: String,
+    /// How long the recording is.
+    pub duration_ms: u64,
+    /// Why the recording ended: `hangup` (the caller's BYE), `pound` (`#`), `silence`,
+    /// `max_length`, or `stopped` (an admin, or sipdesk stopping).
+    pub end: String,
+}
+
+impl Voicemail {
+    /// The file name helpdesks show: `voicemail-<call id>.wav`.
+    pub fn file_name(&self, call_id: &str) -> String {
+        format!("voicemail-{call_id}.wav")
+    }
 }
 
 /// One agent's part of an answered call.

@@ -64,6 +64,12 @@ fn record(id: &str) -> CallRecord {
         ended_by: Some(EndedBy::Caller),
         out_of_hours: false,
         recording_url: None,
+        // Kept with the record (a voicemail call's recording), and read back the same.
+        voicemail: Some(sipdesk::call::Voicemail {
+            file: format!("/var/lib/sipdesk/voicemail/{id}.wav"),
+            duration_ms: 4_020,
+            end: "hangup".into(),
+        }),
         explanation: vec!["support: serves queue 100".into()],
         tags: vec![],
     }

@@ -60,6 +60,7 @@ fn end(id: &str, caller: &str) -> Change {
         ended_by: None,
         out_of_hours: false,
         recording_url: None,
+        voicemail: None,
         explanation: vec![],
         tags: vec![],
     }))

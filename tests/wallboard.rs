@@ -58,6 +58,20 @@ impl Drop for Driver {
     }
 }
 
+/// The text of the first element matching `selector`, read in one step inside the page: the
+/// group sections are rebuilt every second, so an element found in one WebDriver call can be
+/// stale by the next.
+async fn text_of(browser: &fantoccini::Client, selector: &str) -> Option<String> {
+    let value = browser
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+            vec![serde_json::Value::from(selector)],
+        )
+        .await
+        .ok()?;
+    value.as_str().map(str::to_owned)
+}
+
 /// Waits (up to 15 s) until `probe` gives `Some`.
 async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
 where
@@ -127,12 +141,11 @@ async fn the_wallboard_shows_groups_follows_an_answer_within_a_second_and_toggle
         .unwrap();
 
     // The group and its agents, live.
-    let group = browser
-        .wait()
-        .for_element(Locator::Css("[data-group=\"trio\"]"))
-        .await
-        .unwrap();
-    assert!(group.text().await.unwrap().contains("trio"));
+    until("the group", || async {
+        let text = text_of(&browser, "[data-group=\"trio\"] h2").await?;
+        (text == "trio").then_some(())
+    })
+    .await;
     until("three available agents", || async {
         let cards = browser
             .find_all(Locator::Css(".agent[data-state=\"available\"]"))
@@ -188,16 +201,13 @@ async fn the_wallboard_shows_groups_follows_an_answer_within_a_second_and_toggle
         (0..1000).contains(&lag),
         "the page showed {agent} on a call {lag} ms after the answer"
     );
-    let card = browser
-        .find(Locator::Css(&format!("[data-agent=\"{agent}\"]")))
-        .await
-        .unwrap();
-    assert!(card.text().await.unwrap().contains("on a call"));
-    let talking = browser
-        .find(Locator::Css("[data-group=\"trio\"] .talking .value"))
-        .await
-        .unwrap();
-    assert_eq!(talking.text().await.unwrap(), "1");
+    let card = text_of(&browser, &format!("[data-agent=\"{agent}\"]")).await;
+    assert!(card.is_some_and(|text| text.contains("on a call")));
+    until("one talking in the group", || async {
+        let talking = text_of(&browser, "[data-group=\"trio\"] .talking .value").await?;
+        (talking == "1").then_some(())
+    })
+    .await;
 
     // The away toggle of another agent: sipdesk takes it, and the page shows it.
     let other = if agent == "6003" { "6002" } else { "6003" };
@@ -242,11 +252,8 @@ async fn the_wallboard_shows_groups_follows_an_answer_within_a_second_and_toggle
     daemon.succeeded(uac);
     daemon.succeeded(uas);
     until("one answered today", || async {
-        let answered = browser
-            .find(Locator::Css("[data-group=\"trio\"] .today .answered"))
-            .await
-            .ok()?;
-        (answered.text().await.ok()? == "1").then_some(())
+        let answered = text_of(&browser, "[data-group=\"trio\"] .today .answered").await?;
+        (answered == "1").then_some(())
     })
     .await;
     browser.close().await.unwrap();

@@ -36,6 +36,7 @@ pub(crate) fn record(i: usize, callers: usize, at: Timestamp) -> CallRecord {
         ended_by: Some(EndedBy::Caller),
         out_of_hours: false,
         recording_url: None,
+        voicemail: None,
         explanation: vec!["support: open".to_owned()],
         tags: Vec::new(),
     }

@@ -12,11 +12,11 @@ use jiff::tz::TimeZone;
 use super::diagnostic::{Seg, Source, join, keys};
 use super::raw::{
     HolidayMode, RawAdmin, RawAgent, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHoliday,
-    RawHours, RawSip,
+    RawHours, RawMedia, RawSip,
 };
 use super::{
     AdminSettings, AdminToken, AgentCodes, Config, DatabaseSettings, DatabaseUrl, Defaults,
-    HostPort, Listen, RawConfig, SecretSource, SipSettings, Transport,
+    HostPort, Listen, MediaSettings, RawConfig, SecretSource, SipSettings, Transport,
 };
 use crate::media::greeting::Greeting;
 use crate::phone::Region;
@@ -41,6 +41,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         src,
     );
     let agents = build_agent_codes(raw.agents.unwrap_or_default(), src);
+    let media = build_media(raw.media.unwrap_or_default(), src);
     let defaults = raw.defaults.as_ref().and_then(|d| build_defaults(d, src));
     let holidays: Vec<Holiday> = raw
         .holidays
@@ -90,6 +91,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         database: database?,
         admin: admin?,
         agents: agents?,
+        media: media?,
         defaults: defaults?,
         global_holidays: holidays.len(),
         groups: groups?,
@@ -417,6 +419,102 @@ fn build_admin(
         listen: listen?,
         token: token?,
         service_level: service_level?,
+    })
+}
+
+fn build_media(raw: RawMedia, src: &mut Source<'_>) -> Option<MediaSettings> {
+    let address = match raw.address.as_deref().map(str::trim) {
+        None => Some(None),
+        Some(text) => match text.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => Some(Some(ip)),
+            _ => {
+                src.error(
+                    keys!["media", "address"],
+                    format!("\"{text}\" is not an IP address the callers can send to; write e.g. \"192.0.2.10\""),
+                );
+                None
+            }
+        },
+    };
+    let ports = raw
+        .rtp_ports
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| *a >= 1024 && a < b);
+    if ports.is_none() {
+        src.error(
+            keys!["media", "rtp_ports"],
+            format!(
+                "\"{}\" is not a port range; write \"FIRST-LAST\" above 1023, e.g. \"16000-16999\"",
+                raw.rtp_ports
+            ),
+        );
+    }
+    if let Some((first, last)) = ports {
+        let even = usize::from(last / 2 - first.div_ceil(2) + 1);
+        if raw.max_sessions == 0 || raw.max_sessions > even {
+            src.error(
+                keys!["media", "max_sessions"],
+                format!(
+                    "max_sessions must be between 1 and {even}, the even ports of rtp_ports (each session takes one)"
+                ),
+            );
+        }
+    }
+    let day = Duration::from_secs(86_400);
+    let silence = duration(
+        &raw.voicemail_silence,
+        keys!["media", "voicemail_silence"],
+        (Duration::from_secs(1), Duration::from_secs(60)),
+        src,
+    );
+    let max = duration(
+        &raw.voicemail_max,
+        keys!["media", "voicemail_max"],
+        (Duration::from_secs(5), Duration::from_secs(3600)),
+        src,
+    );
+    let retention = duration(
+        &raw.retention,
+        keys!["media", "retention"],
+        (Duration::from_secs(3600), 3650 * day),
+        src,
+    );
+    let public_url = match raw.public_url.as_deref().map(str::trim) {
+        None => Some(None),
+        Some(url)
+            if (url.starts_with("https://") || url.starts_with("http://"))
+                && reqwest::Url::parse(url).is_ok_and(|u| u.query().is_none()) =>
+        {
+            Some(Some(url.trim_end_matches('/').to_owned()))
+        }
+        Some(url) => {
+            src.error(
+                keys!["media", "public_url"],
+                format!("\"{url}\" is not an http(s) URL without a query; write e.g. \"https://sipdesk.example.com\""),
+            );
+            None
+        }
+    };
+    let link_lifetime = match &raw.link_lifetime {
+        None => retention,
+        Some(text) => duration(
+            text,
+            keys!["media", "link_lifetime"],
+            (Duration::from_secs(60), 3650 * day),
+            src,
+        ),
+    };
+    let (first, last) = ports?;
+    Some(MediaSettings {
+        address: address?,
+        rtp_ports: first..=last,
+        max_sessions: raw.max_sessions,
+        voicemail_silence: silence?,
+        voicemail_max: max?,
+        retention: retention?,
+        public_url: public_url?,
+        link_lifetime: link_lifetime?,
     })
 }
 

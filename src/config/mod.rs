@@ -14,7 +14,7 @@ mod raw;
 mod tests;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -32,7 +32,8 @@ pub use helpdesk::{
     KlaviyoSettings, Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth, ZendeskSettings,
 };
 use raw::{
-    RawAdmin, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawSip,
+    RawAdmin, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawMedia,
+    RawSip,
 };
 
 use crate::phone::Region;
@@ -52,6 +53,7 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub admin: AdminSettings,
     pub agents: AgentCodes,
+    pub media: MediaSettings,
     pub defaults: Defaults,
     /// How many global holidays are defined (each group holds its own copy).
     pub global_holidays: usize,
@@ -204,6 +206,30 @@ pub struct AdminSettings {
     pub token: AdminToken,
     /// An answered call counts for the service level when answered within this wait.
     pub service_level: Duration,
+}
+
+/// `[media]`, checked: where sipdesk's own voice (voicemail) sends and receives RTP, how long
+/// a voicemail may last, how long recordings are kept and how helpdesks that cannot take a file
+/// reach them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// The IP RTP is bound to and named in SDP; `None`: sipdesk's own SIP address.
+    pub address: Option<IpAddr>,
+    /// RTP ports (even ones are used).
+    pub rtp_ports: std::ops::RangeInclusive<u16>,
+    /// Voicemail sessions at once; beyond, a call takes the `reject` path.
+    pub max_sessions: usize,
+    /// Silence (or no RTP at all) that ends a recording.
+    pub voicemail_silence: Duration,
+    /// The longest recording.
+    pub voicemail_max: Duration,
+    /// Recordings older than this whose deliveries are done are removed.
+    pub retention: Duration,
+    /// The base URL helpdesk users reach sipdesk's admin HTTP server at (behind a reverse
+    /// proxy), for signed links to recordings; `None`: no links.
+    pub public_url: Option<String>,
+    /// How long a signed link works.
+    pub link_lifetime: Duration,
 }
 
 /// `[agents]`, checked: the feature codes agents dial to change their own availability (the
@@ -402,6 +428,7 @@ pub(crate) struct RawConfig {
     database: Option<RawDatabase>,
     admin: Option<RawAdmin>,
     agents: Option<RawAgents>,
+    media: Option<RawMedia>,
     defaults: Option<RawDefaults>,
     holidays: Vec<RawHoliday>,
     groups: Vec<Option<RawGroup>>,
@@ -412,11 +439,12 @@ pub(crate) struct RawConfig {
 }
 
 /// The top-level keys, in the order the example file uses.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "sip",
     "database",
     "admin",
     "agents",
+    "media",
     "defaults",
     "holidays",
     "groups",
@@ -430,6 +458,7 @@ impl RawConfig {
             database: None,
             admin: None,
             agents: None,
+            media: None,
             defaults: None,
             holidays: Vec::new(),
             groups: Vec::new(),
@@ -442,6 +471,7 @@ impl RawConfig {
                 "database" => raw.database = section(value, src),
                 "admin" => raw.admin = section(value, src),
                 "agents" => raw.agents = section(value, src),
+                "media" => raw.media = section(value, src),
                 "defaults" => raw.defaults = section(value, src),
                 "holidays" => {
                     raw.holidays = entries(value, "holidays", src)

@@ -249,6 +249,69 @@ fn default_service_level() -> String {
     "20s".to_owned()
 }
 
+/// `[media]`: sipdesk's own voice, for voicemail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMedia {
+    /// The IP address RTP is sent from and named in SDP; by default sipdesk's SIP address.
+    pub(crate) address: Option<String>,
+    /// `"FIRST-LAST"`: the UDP ports voicemail sessions use (one even port each).
+    #[serde(default = "default_rtp_ports")]
+    pub(crate) rtp_ports: String,
+    /// Voicemails recorded at once; a call beyond takes the `reject` path.
+    #[serde(default = "default_max_sessions")]
+    pub(crate) max_sessions: usize,
+    /// Silence that ends a recording.
+    #[serde(default = "default_voicemail_silence")]
+    pub(crate) voicemail_silence: String,
+    /// The longest recording.
+    #[serde(default = "default_voicemail_max")]
+    pub(crate) voicemail_max: String,
+    /// How long recordings are kept once every helpdesk has them.
+    #[serde(default = "default_retention")]
+    pub(crate) retention: String,
+    /// The URL at which helpdesk users reach sipdesk's admin HTTP server (through a reverse
+    /// proxy), for signed links to recordings: e.g. `"https://sipdesk.example.com"`.
+    pub(crate) public_url: Option<String>,
+    /// How long a signed link to a recording works; by default `retention`.
+    pub(crate) link_lifetime: Option<String>,
+}
+
+impl Default for RawMedia {
+    fn default() -> RawMedia {
+        RawMedia {
+            address: None,
+            rtp_ports: default_rtp_ports(),
+            max_sessions: default_max_sessions(),
+            voicemail_silence: default_voicemail_silence(),
+            voicemail_max: default_voicemail_max(),
+            retention: default_retention(),
+            public_url: None,
+            link_lifetime: None,
+        }
+    }
+}
+
+fn default_rtp_ports() -> String {
+    "16000-16999".to_owned()
+}
+
+fn default_max_sessions() -> usize {
+    100
+}
+
+fn default_voicemail_silence() -> String {
+    "5s".to_owned()
+}
+
+fn default_voicemail_max() -> String {
+    "3m".to_owned()
+}
+
+fn default_retention() -> String {
+    "30d".to_owned()
+}
+
 /// `[agents]`: what agents do from their own phones.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -856,6 +856,7 @@ impl Core {
             ended_by,
             out_of_hours,
             recording_url: call.recording_url.clone(),
+            voicemail: None,
             explanation: steps
                 .iter()
                 .map(|s| match &s.group {

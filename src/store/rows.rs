@@ -17,7 +17,7 @@ use crate::call::{AgentLeg, CallEvent, CallRecord, CallStart, Direction, Outcome
 /// schema first.
 pub(super) const CALL_COLUMNS: &str = "id, sip_call_id, direction, queue, group_name, groups_json, \
      caller, callee, agent, agent_email, started_at, answered_at, ended_at, outcome, reason, \
-     ended_by, out_of_hours, recording_url, explanation_json, tags_json, agents_json";
+     ended_by, out_of_hours, recording_url, explanation_json, tags_json, agents_json, voicemail_json";
 
 /// Whether a multi-row statement of `rows` rows is kept prepared on its connection. Small ones
 /// (the usual batch) are; large ones, made only by bursts, are prepared, run and dropped: a
@@ -117,7 +117,8 @@ pub(super) async fn upsert_records(
     let sql = format!(
         "INSERT INTO calls (id, sip_call_id, direction, queue, group_name, groups_json, caller, callee,
              agent, agent_email, started_at, answered_at, ended_at, outcome, reason, ended_by,
-             out_of_hours, recording_url, explanation_json, tags_json, agents_json)
+             out_of_hours, recording_url, explanation_json, tags_json, agents_json,
+             voicemail_json)
          VALUES {}
          ON CONFLICT (id) DO UPDATE SET
              group_name = excluded.group_name, groups_json = excluded.groups_json,
@@ -126,8 +127,8 @@ pub(super) async fn upsert_records(
              outcome = excluded.outcome, reason = excluded.reason, ended_by = excluded.ended_by,
              out_of_hours = excluded.out_of_hours, recording_url = excluded.recording_url,
              explanation_json = excluded.explanation_json, tags_json = excluded.tags_json,
-             agents_json = excluded.agents_json",
-        placeholders(backend, records.len(), 21)
+             agents_json = excluded.agents_json, voicemail_json = excluded.voicemail_json",
+        placeholders(backend, records.len(), 22)
     );
     let mut query = sqlx::query(&sql).persistent(cached(records.len()));
     for r in records {
@@ -152,7 +153,8 @@ pub(super) async fn upsert_records(
             .bind(text_opt(&r.recording_url))
             .bind(json(&r.explanation))
             .bind(json(&r.tags))
-            .bind(json(&r.agents));
+            .bind(json(&r.agents))
+            .bind(r.voicemail.as_ref().map(json));
     }
     query
         .execute(&mut *conn)
@@ -203,6 +205,7 @@ pub(super) fn call_record(row: &AnyRow) -> Result<CallRecord, StoreError> {
         ended_by: text("ended_by")?.and_then(|b| parse_name(&b)),
         out_of_hours: row.try_get::<i32, _>("out_of_hours").map_err(e())? != 0,
         recording_url: text("recording_url")?,
+        voicemail: text("voicemail_json")?.and_then(|v| serde_json::from_str(&v).ok()),
         explanation: list("explanation_json")?,
         tags: list("tags_json")?,
     })

@@ -122,4 +122,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE agent_states ADD COLUMN reason TEXT
         ",
     ),
+    (
+        7,
+        "
+        ALTER TABLE calls ADD COLUMN voicemail_json TEXT
+        ",
+    ),
 ];

@@ -88,6 +88,7 @@ pub(crate) fn call(call_type: CallType) -> CallRecord {
         ended_by: answered.then_some(EndedBy::Caller),
         out_of_hours: false,
         recording_url: answered.then(|| "https://pbx.example.com/rec/abc.wav".to_owned()),
+        voicemail: None,
         explanation: vec![
             "support: open (Mon 08:00–18:00)".to_owned(),
             "ring 201".to_owned(),
