@@ -119,6 +119,7 @@ mod tests {
     fn row(group: &str, outcome: &str, reason: Option<&str>, wait: i64) -> CallRow {
         let started = Timestamp::from_second(1_000_000).unwrap();
         CallRow {
+            voicemail: None,
             id: "x".into(),
             sip_call_id: "x".into(),
             direction: "inbound".into(),

@@ -33,6 +33,8 @@ pub enum CallState {
     Ringing,
     /// An agent took it.
     Answered,
+    /// sipdesk took it: the caller hears the greeting or leaves a message.
+    Voicemail,
 }
 
 /// A call in progress.

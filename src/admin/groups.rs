@@ -37,7 +37,7 @@ fn now_of(group: &Group, live: &Live) -> GroupNow {
         .filter(|c| c.group.as_deref() == Some(name.as_str()));
     let waiting: Vec<_> = mine
         .clone()
-        .filter(|c| c.state != CallState::Answered)
+        .filter(|c| matches!(c.state, CallState::Waiting | CallState::Ringing))
         .collect();
     let longest = waiting
         .iter()

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod media;
 mod process;
 
 use process::{current_user, database_role, give_back_memory, raise_file_limit};
@@ -36,7 +37,7 @@ use crate::config::{Config, ConfigError};
 use crate::control;
 use crate::delivery;
 use crate::directory::Directory;
-use crate::proxy::{Core, Local, Now, Output, ProxySettings};
+use crate::proxy::{Core, Local, MediaPlace, Now, Output, ProxySettings};
 use crate::routing::Extension;
 use crate::sip::peer::Transport;
 use crate::sip::policy::SharedPolicy;
@@ -271,7 +272,26 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             .map_err(DaemonError::Bind)?;
     let local = local_address(&config, &bound, pbx).await;
     let listening: Vec<SocketAddr> = bound.iter().map(|(_, a)| *a).collect();
-    let settings = ProxySettings::new(&config, local.clone(), listening, pbx);
+    let mut settings = ProxySettings::new(&config, local.clone(), listening, pbx);
+    let media_ip = config
+        .media
+        .address
+        .or_else(|| local.host.trim_matches(['[', ']']).parse().ok())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let recordings = config.database.state_directory.join("voicemail");
+    std::fs::create_dir_all(&recordings).map_err(|source| DaemonError::StateDirectory {
+        path: recordings.display().to_string(),
+        source,
+    })?;
+    settings.media = Some(MediaPlace {
+        ip: media_ip,
+        ports: crate::media::runner::Ports::new(
+            config.media.rtp_ports.clone(),
+            config.media.max_sessions,
+        ),
+        directory: recordings,
+    });
+    let (mut media, mut media_ended) = media::Sessions::new(media_ip);
     let mut core = Core::new(settings, config.clone(), policy, cursors, &away);
     let directory = Arc::new(Directory::from_entries(&store.contacts().await?));
     core.set_directory(directory.clone());
@@ -369,7 +389,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                                     trace_datagram(&datagram[..n], from);
                                     core.on_datagram(Now::system(), &datagram[..n], from);
                                     // Out at once: a burst must not hold the first answers back.
-                                    flush(&mut core, &mut sockets, &changes);
+                                    flush(&mut core, &mut sockets, &changes, &mut media);
                                 }
                                 // WouldBlock ends the burst; ICMP errors from earlier sends
                                 // surface here on Linux and are not fatal.
@@ -388,6 +408,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 Received::Failed { peer } => core.transport_failed(Now::system(), peer),
             },
             _ = sleep_until(deadline) => core.poll(Now::system()),
+            Some((call, result)) = media_ended.recv() => {
+                media.finished(call);
+                core.on_media_ended(Now::system(), call, result);
+            }
             Some(command) = control_rx.recv() => match command {
                 Control::Reload => {
                     notify(&[
@@ -469,7 +493,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 draining_until = Some(tokio::time::Instant::now() + grace);
             }
         }
-        flush(&mut core, &mut sockets, &changes);
+        flush(&mut core, &mut sockets, &changes, &mut media);
         if core.take_changed() {
             // At most every PUBLISH_EVERY; a change in between waits for the next one (or the
             // once-a-second tick).
@@ -558,7 +582,12 @@ fn publish(publisher: &control::Publisher, core: &mut Core) {
 }
 
 /// Sends what the proxy produced and hands its records to the store writer.
-fn flush(core: &mut Core, sockets: &mut Sockets, changes: &mpsc::UnboundedSender<Change>) {
+fn flush(
+    core: &mut Core,
+    sockets: &mut Sockets,
+    changes: &mpsc::UnboundedSender<Change>,
+    media: &mut media::Sessions,
+) {
     for output in core.outputs() {
         match output {
             Output::Send { peer, bytes } => {
@@ -571,6 +600,7 @@ fn flush(core: &mut Core, sockets: &mut Sockets, changes: &mpsc::UnboundedSender
             Output::Store(change) => {
                 let _ = changes.send(change);
             }
+            Output::Media(order) => media.order(order),
         }
     }
 }

@@ -132,6 +132,12 @@ pub enum MediaError {
         #[source]
         source: WavWriteError,
     },
+    #[error("cannot bind the RTP port {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create the recording {path}")]
     Create {
         path: String,

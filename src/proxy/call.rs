@@ -4,6 +4,7 @@
 //! agent to agent ([`transfer`]).
 
 mod transfer;
+mod voicemail;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ enum State {
     /// Looking for someone to answer.
     Offering,
     Answered,
+    /// Answered by sipdesk itself: greeting and recording ([`voicemail`]).
+    Voicemail,
     Ended,
 }
 
@@ -113,6 +116,8 @@ pub(super) struct Call {
     legs: Vec<Leg>,
     /// A transfer asked for with REFER, until its outcome is known.
     referral: Option<Referral>,
+    /// The voicemail, when sipdesk answered the call itself.
+    voicemail: Option<Box<voicemail::Voicemail>>,
 }
 
 impl Call {
@@ -148,6 +153,7 @@ impl Call {
         use crate::live::CallState;
         let (state, agent, group) = match (&self.state, &self.answer, &self.branch) {
             (State::Ended, _, _) => return None,
+            (State::Voicemail, _, _) => (CallState::Voicemail, None, None),
             (State::Answered, Some(answer), _) => (
                 CallState::Answered,
                 // After a transfer, whoever holds the call now.
@@ -354,6 +360,7 @@ impl Core {
             acked: false,
             legs: Vec::new(),
             referral: None,
+            voicemail: None,
             cseqs: [request.cseq.seq, 0],
             invite: request,
         })
@@ -677,8 +684,8 @@ impl Core {
         call.abandoned.push(branch);
     }
 
-    /// Nobody answered: the final action. Voicemail comes with the media layer; until then both
-    /// final actions answer 480.
+    /// Nobody answered: the final action. `voicemail` answers the call ([`voicemail`]) when
+    /// sipdesk can; `reject` (or a voicemail sipdesk cannot take) answers 480.
     fn give_up(&mut self, now: Now, call: &mut Call) {
         self.drop_branch(now, call, "the caller waited long enough");
         let reason = match (
@@ -692,6 +699,13 @@ impl Core {
             (_, false, Some(Reason::Holiday)) => MissedReason::Holiday,
             (_, false, _) => MissedReason::NoAgents,
         };
+        let to_voicemail = call.direction == Direction::Inbound
+            && call.route.as_ref().is_some_and(|r| {
+                call.config.groups.get(r.owner()).final_action == routing::FinalAction::Voicemail
+            });
+        if to_voicemail && self.voicemail(now, call, reason) {
+            return;
+        }
         let server_tx = call.server_tx;
         let invite = call.invite.clone();
         self.reply(
@@ -856,7 +870,7 @@ impl Core {
             ended_by,
             out_of_hours,
             recording_url: call.recording_url.clone(),
-            voicemail: None,
+            voicemail: call.voicemail.as_ref().and_then(|v| v.left.clone()),
             explanation: steps
                 .iter()
                 .map(|s| match &s.group {
@@ -1224,6 +1238,13 @@ impl Core {
             || call.dialog.as_ref().is_some_and(|d| d.allows(peer))
     }
 
+    /// Whether sipdesk itself is the far end of the call's dialog (voicemail).
+    pub(super) fn answered_here(&self, key: u64) -> bool {
+        self.calls
+            .get(&key)
+            .is_some_and(|c| c.voicemail.is_some() && c.state != State::Ended)
+    }
+
     /// A request from `side` passed through: its CSeq is the one sipdesk's own requests follow.
     pub(super) fn saw_request(&mut self, key: u64, side: Side, request: &Request) {
         if let Some(call) = self.calls.get_mut(&key) {
@@ -1351,6 +1372,7 @@ impl Core {
                     None,
                 );
             }
+            State::Voicemail => self.stop_voicemail(now, &mut call, EndedBy::Admin),
             State::Ended => {}
         }
         self.put(call);
@@ -1499,6 +1521,9 @@ impl Core {
                 let Some(mut call) = self.take(key) else {
                     return;
                 };
+                if call.state == State::Voicemail && !call.acked {
+                    self.stop_voicemail(now, &mut call, EndedBy::Lost);
+                }
                 if call.state == State::Answered && !call.acked {
                     // RFC 3261 §13.3.1.4: no ACK within 64·T1, the dialog is not confirmed;
                     // sipdesk stands in for both ends and hangs up.
@@ -1547,6 +1572,7 @@ impl Core {
                 }
                 self.put(call);
             }
+            Timer::OkResend { call: key } => self.resend_ok(now, key),
             Timer::Forget { call: key } => {
                 if let Some(call) = self.take(key) {
                     self.by_invite.remove(&call.server_tx);

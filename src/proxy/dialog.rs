@@ -148,6 +148,49 @@ impl Dialog {
         }
     }
 
+    /// The dialog of a call sipdesk answered itself with `ok` (voicemail): towards the caller
+    /// as for any call; the "agent" side is sipdesk, never sent to.
+    pub(super) fn answered_here(
+        invite: &Request,
+        ok: &rsip::Response,
+        source: Peer,
+        caller_contact: Option<SipUri>,
+    ) -> Dialog {
+        let mut allowed = vec![source.addr.ip()];
+        if let Some(ip) = caller_contact
+            .as_ref()
+            .and_then(|uri| uri.host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        {
+            allowed.push(ip);
+        }
+        let upstream: Vec<String> = record_routes(&invite.message.headers);
+        for entry in &upstream {
+            if let Ok(Uri::Sip(uri)) = syntax::parse_name_addr(entry).map(|n| n.uri) {
+                if let Ok(ip) = uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                    allowed.push(ip);
+                }
+            }
+        }
+        allowed.sort_unstable();
+        allowed.dedup();
+        Dialog {
+            call_id: invite.call_id.clone(),
+            caller: Party {
+                target: caller_contact,
+                route: upstream,
+                fallback: source,
+                header: message::header_value(&invite.message.headers, "From").unwrap_or_default(),
+            },
+            agent: Party {
+                target: None,
+                route: Vec::new(),
+                fallback: source,
+                header: message::header_value(&ok.headers, "To").unwrap_or_default(),
+            },
+            allowed,
+        }
+    }
+
     fn party(&self, side: Side) -> &Party {
         match side {
             Side::Caller => &self.caller,

@@ -36,9 +36,10 @@ impl Core {
             };
             let status = match (call.direction, call.state) {
                 (Direction::Outbound, _) | (_, CallState::Answered) => AgentStatus::OnCall,
-                (Direction::Inbound, CallState::Ringing | CallState::Waiting) => {
-                    AgentStatus::Ringing
-                }
+                (
+                    Direction::Inbound,
+                    CallState::Ringing | CallState::Waiting | CallState::Voicemail,
+                ) => AgentStatus::Ringing,
             };
             let entry = holding.entry(agent).or_insert((status, &call.id));
             if status == AgentStatus::OnCall {

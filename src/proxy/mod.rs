@@ -84,6 +84,18 @@ pub struct ProxySettings {
     pub pbx: Peer,
     /// The PBX as configured, to recognise it in URIs.
     pub pbx_host: String,
+    /// Where voicemail sessions run; `None`: sipdesk cannot answer calls itself (the
+    /// `voicemail` final action then answers 480).
+    pub media: Option<MediaPlace>,
+}
+
+/// Where sipdesk's own media sessions run: the address its SDP names, the ports they take,
+/// and the directory recordings are written to.
+#[derive(Clone, Debug)]
+pub struct MediaPlace {
+    pub ip: std::net::IpAddr,
+    pub ports: Arc<crate::media::runner::Ports>,
+    pub directory: std::path::PathBuf,
 }
 
 impl ProxySettings {
@@ -104,6 +116,7 @@ impl ProxySettings {
                 connection: None,
             },
             pbx_host: sip.pbx.host.clone(),
+            media: None,
         }
     }
 }
@@ -111,8 +124,30 @@ impl ProxySettings {
 /// What the I/O loop must do.
 #[derive(Debug)]
 pub enum Output {
-    Send { peer: Peer, bytes: Bytes },
+    Send {
+        peer: Peer,
+        bytes: Bytes,
+    },
     Store(Change),
+    /// Something for a call's media session (voicemail); its end comes back through
+    /// [`Core::on_media_ended`].
+    Media(MediaOrder),
+}
+
+/// What the I/O loop does for a call's media session.
+#[derive(Debug)]
+pub enum MediaOrder {
+    /// Bind the lease's port and run the session.
+    Start {
+        call: u64,
+        lease: crate::media::runner::Lease,
+        spec: Box<crate::media::runner::Spec>,
+    },
+    /// Tell the running session of `call`.
+    Control {
+        call: u64,
+        control: crate::media::runner::Control,
+    },
 }
 
 /// A proxy timer.
@@ -131,6 +166,8 @@ enum Timer {
     AckWait { call: u64 },
     /// Time to check that both sides of an answered call are still there (`session_check`).
     SessionCheck { call: u64 },
+    /// sipdesk's own 200 OK to a call it answered is resent until the ACK.
+    OkResend { call: u64 },
     /// An ended call can be forgotten: late retransmissions have passed.
     Forget { call: u64 },
 }
@@ -486,6 +523,17 @@ impl Core {
     }
 
     /// Fires due timers.
+    /// The media session of call `call` is over (its result, or why it failed).
+    pub fn on_media_ended(
+        &mut self,
+        now: Now,
+        call: u64,
+        result: Result<crate::media::runner::Recorded, crate::media::runner::MediaError>,
+    ) {
+        self.media_ended(now, call, result);
+        self.pump(now);
+    }
+
     pub fn poll(&mut self, now: Now) {
         self.tx.poll(now.mono);
         self.pump(now);
@@ -784,6 +832,10 @@ impl Core {
             return;
         };
         self.saw_request(call, side, &request);
+        if self.answered_here(call) {
+            self.voicemail_request(now, key, call, request);
+            return;
+        }
         if self.transfer_request(now, &key, call, side, &request) {
             return;
         }
@@ -852,6 +904,10 @@ impl Core {
             return;
         };
         self.acknowledged(call, side, &request);
+        if self.answered_here(call) {
+            // sipdesk is the far end: the ACK stops its 200 OK's retransmissions.
+            return;
+        }
         let Some((forwarded, peer, _)) = self.in_dialog_forward(call, &request, source) else {
             tracing::debug!(call_id = request.call_id, "ACK with no next hop dropped");
             return;
@@ -987,3 +1043,5 @@ mod fault_tests;
 mod tests;
 #[cfg(test)]
 mod transfer_tests;
+#[cfg(test)]
+mod voicemail_tests;

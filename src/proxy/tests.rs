@@ -46,6 +46,8 @@ pub(super) struct Harness {
     pub(super) now: Now,
     sent: Vec<(Peer, String)>,
     changes: Vec<Change>,
+    /// What the proxy asked of media sessions.
+    pub(super) media: Vec<MediaOrder>,
 }
 
 impl Harness {
@@ -64,17 +66,23 @@ impl Harness {
 
     /// With a whole configuration of its own (the PBX and listening addresses as in [`CONFIG`]).
     pub(super) fn with_config(at: &str, text: &str) -> Harness {
+        Harness::with_media(at, text, None)
+    }
+
+    /// With a configuration and where voicemail sessions would run.
+    pub(super) fn with_media(at: &str, text: &str, media: Option<MediaPlace>) -> Harness {
         let config = Arc::new(Config::from_toml(text, "test.toml").unwrap());
         let local = Local {
             host: "127.0.0.1".into(),
             port: 5060,
         };
-        let settings = ProxySettings::new(
+        let mut settings = ProxySettings::new(
             &config,
             local,
             vec!["127.0.0.1:5060".parse().unwrap()],
             pbx(),
         );
+        settings.media = media;
         Harness {
             core: Core::new(
                 settings,
@@ -89,6 +97,7 @@ impl Harness {
             },
             sent: Vec::new(),
             changes: Vec::new(),
+            media: Vec::new(),
         }
     }
 
@@ -99,6 +108,7 @@ impl Harness {
                     .sent
                     .push((peer, String::from_utf8_lossy(&bytes).into_owned())),
                 Output::Store(change) => self.changes.push(change),
+                Output::Media(order) => self.media.push(order),
             }
         }
     }

@@ -184,6 +184,8 @@ pub struct CallRow {
     pub reason: Option<String>,
     pub ended_by: Option<String>,
     pub explanation: Vec<String>,
+    /// The message the caller left (outcome `voicemail`).
+    pub voicemail: Option<crate::call::Voicemail>,
 }
 
 /// Which calls to list.

@@ -246,5 +246,9 @@ pub(super) fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {
         reason: row.try_get("reason").map_err(e())?,
         ended_by: row.try_get("ended_by").map_err(e())?,
         explanation: serde_json::from_str(&explanation).unwrap_or_default(),
+        voicemail: row
+            .try_get::<Option<String>, _>("voicemail_json")
+            .map_err(e())?
+            .and_then(|v| serde_json::from_str(&v).ok()),
     })
 }

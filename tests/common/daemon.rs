@@ -441,6 +441,9 @@ pub(crate) struct SippMore {
     /// How long an answered call lasts, in ms (`-d`, the caller scenarios' `<pause/>`);
     /// default 300.
     pub(crate) duration_ms: Option<u32>,
+    /// SIPp's RTP port (`-mp`, where `play_pcap_audio` sends from); its default, 6000, would
+    /// be shared by tests running at once.
+    pub(crate) media_port: Option<u16>,
 }
 
 impl SippRun<'_> {
@@ -481,6 +484,9 @@ impl SippRun<'_> {
         }
         if let Some(inf) = &more.inf {
             args.extend(["-inf".into(), inf.display().to_string()]);
+        }
+        if let Some(port) = more.media_port {
+            args.extend(["-mp".into(), port.to_string()]);
         }
         if let Some(target) = &self.target {
             args.extend([
