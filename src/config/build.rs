@@ -766,6 +766,7 @@ fn build_groups(
                 unknown_caller_group,
                 inactive_caller_group,
                 final_action: group.final_action,
+                closed_action: group.closed_action.unwrap_or(group.final_action),
                 allow_transfer: group.allow_transfer,
                 greetings: greetings(group, i, src),
                 positions: Default::default(),

@@ -478,6 +478,9 @@ pub(crate) struct RawGroup {
     /// When every option is exhausted: `"voicemail"` or `"reject"`.
     #[serde(default = "default_final_action")]
     pub(crate) final_action: FinalAction,
+    /// What a call gets when the group is closed (out of hours or a holiday) and no overflow
+    /// takes it; by default `final_action`.
+    pub(crate) closed_action: Option<FinalAction>,
     /// Whether agents may transfer a call they answered to another extension: sipdesk follows the
     /// transfer (REFER, or a connected-line P-Asserted-Identity) and the ticket goes to the new
     /// agent; when false, an agent's REFER is refused with 403.

@@ -489,7 +489,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                     sd_notify::NotifyState::ExtendTimeoutUsec(u32::try_from(wait.as_micros()).unwrap_or(u32::MAX)),
                 ]);
                 handle.set_draining();
-                core.drain();
+                core.drain(Now::system());
                 draining_until = Some(tokio::time::Instant::now() + grace);
             }
         }

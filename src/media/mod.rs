@@ -13,9 +13,8 @@
 //! - [`dtmf`]: `#` found in band, for phones that send keys as sound;
 //! - [`runner`]: the I/O around a session — its port, its UDP socket, its recording file.
 //!
-//! Not built yet: the proxy's side (answering the call with the SDP answer, hold, BYE), the
-//! `[media]` configuration and the groups' greetings, the recordings' retention, and the
-//! helpdesks' attachments; a group whose final action is `voicemail` still answers 480.
+//! The SIP side (answering the call, hold, BYE) is the proxy's `call::voicemail`; the tasks that
+//! run sessions are the daemon's `media`.
 
 pub mod dtmf;
 pub mod g711;

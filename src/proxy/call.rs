@@ -294,11 +294,11 @@ impl Core {
         }
     }
 
-    fn take(&mut self, key: u64) -> Option<Box<Call>> {
+    pub(super) fn take(&mut self, key: u64) -> Option<Box<Call>> {
         self.calls.remove(&key)
     }
 
-    fn put(&mut self, call: Box<Call>) {
+    pub(super) fn put(&mut self, call: Box<Call>) {
         self.calls.insert(call.key, call);
     }
 
@@ -699,9 +699,16 @@ impl Core {
             (_, false, Some(Reason::Holiday)) => MissedReason::Holiday,
             (_, false, _) => MissedReason::NoAgents,
         };
+        // A closed group's own action applies when nobody was rung because it was closed.
+        let closed = match reason {
+            MissedReason::OutOfHours => Some(Reason::OutOfHours),
+            MissedReason::Holiday => Some(Reason::Holiday),
+            _ => None,
+        };
         let to_voicemail = call.direction == Direction::Inbound
             && call.route.as_ref().is_some_and(|r| {
-                call.config.groups.get(r.owner()).final_action == routing::FinalAction::Voicemail
+                call.config.groups.get(r.owner()).final_action_for(closed)
+                    == routing::FinalAction::Voicemail
             });
         if to_voicemail && self.voicemail(now, call, reason) {
             return;

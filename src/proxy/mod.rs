@@ -14,8 +14,8 @@
 //! (keep-alive); REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
 //! 405 (inside a call's dialog they pass, and transfers are followed or, where the group forbids
 //! them, a REFER from the agent gets 403); a queue INVITE whose body is not SDP gets 415 and one whose Accept excludes SDP gets 406,
-//! because sipdesk may have to answer it itself (voicemail); the `voicemail` final action answers
-//! 480 until the media layer exists.
+//! because sipdesk may have to answer it itself: the `voicemail` final action makes sipdesk the
+//! called party (`call::voicemail`), its media run by the I/O loop ([`MediaOrder`]).
 
 mod agents;
 mod call;
@@ -422,8 +422,22 @@ impl Core {
     }
 
     /// Stops taking new calls (503); calls in progress go on.
-    pub fn drain(&mut self) {
+    pub fn drain(&mut self, now: Now) {
         self.draining = true;
+        // A voicemail could last minutes: it ends now, keeping what was recorded, and sipdesk
+        // hangs up (the record is made when the session reports).
+        let recording: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(k, _)| self.answered_here(**k))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in recording {
+            if let Some(mut call) = self.take(key) {
+                self.stop_voicemail(now, &mut call, crate::call::EndedBy::Interrupted);
+                self.put(call);
+            }
+        }
     }
 
     /// Calls not yet ended.

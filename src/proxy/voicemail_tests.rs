@@ -2,7 +2,7 @@
 //! until the ACK, the offers it refuses, the session limit, hold, the caller's BYE and the
 //! session's own end.
 
-use super::tests::{Harness, caller, first_line, invite, lines};
+use super::tests::{Harness, caller, first_line, invite, lines, pbx, respond, sent_to_pbx};
 use super::*;
 use crate::call::{EndedBy, MissedReason, Outcome};
 use crate::media::runner::{Control, Ports, Recorded};
@@ -314,4 +314,38 @@ fn without_an_ack_the_session_stops_and_sipdesk_hangs_up() {
     let record = h.records()[0];
     assert_eq!(record.outcome, Outcome::Voicemail);
     assert_eq!(record.ended_by, Some(EndedBy::Lost));
+}
+
+#[test]
+fn closed_action_applies_only_while_the_group_is_closed() {
+    let config = CONFIG.replace(
+        "final_action = \"voicemail\"",
+        "final_action = \"reject\"\nclosed_action = \"voicemail\"",
+    );
+    let place = || MediaPlace {
+        ip: "127.0.0.1".parse().unwrap(),
+        ports: Ports::new(40_000..=40_009, 2),
+        directory: std::env::temp_dir(),
+    };
+    // Closed: voicemail.
+    let mut h = Harness::with_media(CLOSED, &config, Some(place()));
+    h.receive(caller(), &invite("100", "v7", "z9hG4bKv7"));
+    assert_eq!(
+        lines(&h.take_sent()),
+        vec!["SIP/2.0 100 Trying -> 5070", "SIP/2.0 200 OK -> 5070"]
+    );
+    // Open, the agent busy: the final action, reject.
+    let mut h = Harness::with_media("2026-11-23T09:00:00Z", &config, Some(place()));
+    h.receive(caller(), &invite("100", "v8", "z9hG4bKv8"));
+    let sent = h.take_sent();
+    let to_agent = sent_to_pbx(&sent, "INVITE").to_owned();
+    h.receive(pbx(), &respond(&to_agent, 486, "Busy Here", "agent"));
+    let sent = h.take_sent();
+    assert!(
+        sent.iter()
+            .any(|(_, t)| first_line(t) == "SIP/2.0 480 Temporarily Unavailable"),
+        "{:?}",
+        lines(&sent)
+    );
+    assert!(h.media.is_empty());
 }

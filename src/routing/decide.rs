@@ -322,13 +322,14 @@ impl Route {
             None => {
                 // No offers means the owning group was skipped, so its reason is known.
                 let reason = self.reason.unwrap_or(Reason::NoAgents);
-                let action = match owner.final_action {
+                let final_action = owner.final_action_for(Some(reason));
+                let action = match final_action {
                     FinalAction::Voicemail => Action::Voicemail,
                     FinalAction::Reject => Action::Missed,
                 };
                 let detail = Detail::Missed {
                     reason,
-                    action: owner.final_action,
+                    action: final_action,
                 };
                 self.step(
                     groups,

@@ -137,6 +137,9 @@ pub struct Group {
     pub unknown_caller_group: Option<GroupId>,
     pub inactive_caller_group: Option<GroupId>,
     pub final_action: FinalAction,
+    /// The final action for a call that came while the group was closed (out of hours or a
+    /// holiday) and that no overflow took.
+    pub closed_action: FinalAction,
     /// Whether the transfers of its answered calls are followed (else an agent's REFER gets 403).
     pub allow_transfer: bool,
     /// What a voicemail plays first.
@@ -170,6 +173,14 @@ impl Greetings {
 }
 
 impl Group {
+    /// The final action for a call that ends here for `reason` (`None`: agents were rung).
+    pub fn final_action_for(&self, reason: Option<super::Reason>) -> FinalAction {
+        match reason {
+            Some(super::Reason::OutOfHours | super::Reason::Holiday) => self.closed_action,
+            _ => self.final_action,
+        }
+    }
+
     /// The position of an agent in the distribution order.
     pub fn position(&self, extension: &Extension) -> Option<usize> {
         self.positions.get(extension).copied()

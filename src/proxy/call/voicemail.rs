@@ -350,7 +350,7 @@ impl Core {
 
     /// The caller hung up (or an admin ended the call, or sipdesk stops): the session stops and
     /// keeps what it recorded; the record is made when its result comes back.
-    pub(super) fn stop_voicemail(&mut self, now: Now, call: &mut Call, by: EndedBy) {
+    pub(in crate::proxy) fn stop_voicemail(&mut self, now: Now, call: &mut Call, by: EndedBy) {
         let Some(vm) = call.voicemail.as_mut() else {
             return;
         };
@@ -363,6 +363,7 @@ impl Core {
         let detail = match by {
             EndedBy::Caller => "the caller hung up",
             EndedBy::Admin => "ended by an admin",
+            EndedBy::Interrupted => "sipdesk is stopping: the recording ends here",
             _ => "the caller never acknowledged the answer",
         };
         self.event(now, call, "voicemail", detail.to_owned());
