@@ -200,18 +200,22 @@ impl Head {
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
         );
-        let mut response = format!("SIP/2.0 {status} {reason}\r\n");
-        for (name, value) in &headers {
-            response.push_str(name);
-            response.push_str(": ");
-            response.push_str(value);
-            response.push_str("\r\n");
-        }
-        response.push_str("Content-Length: 0\r\n\r\n");
+        // The request's values are kept as written (they may be what was wrong with it), in the
+        // same message model and through the same encoder as every other response.
+        let response = rsip::Response {
+            status_code: message::status_code(status, reason),
+            version: rsip::Version::V2,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| rsip::Header::Other(name, value))
+                .collect::<Vec<_>>()
+                .into(),
+            body: Vec::new(),
+        };
         Refusal::Answer {
             status,
             why,
-            response: response.into_bytes(),
+            response: message::encode_response(&response),
         }
     }
 }
