@@ -208,6 +208,8 @@ fn every_endpoint_answers_as_its_contract_says_and_refuses_clearly() {
         ("sipdesk_active_calls", "gauge"),
         ("sipdesk_agents", "gauge"),
         ("sipdesk_transactions", "gauge"),
+        ("sipdesk_voicemail_sessions", "gauge"),
+        ("sipdesk_voicemail_sessions_max", "gauge"),
         ("sipdesk_deliveries", "gauge"),
     ] {
         assert_eq!(families[family]["type"], kind, "{family}: {families}");

@@ -199,10 +199,30 @@ fn a_caller_hears_the_greeting_and_the_tone_then_leaves_a_message() {
     );
     assert!(span >= Duration::from_millis(1_200), "span {span:?}");
 
+    // The caller is still speaking: supervisors see the session and the call as voicemail.
+    let token = daemon.token();
+    let (_, metrics) = daemon.admin("GET", "/metrics", Some(token.trim()));
+    assert!(
+        metrics.contains("\nsipdesk_voicemail_sessions 1\n"),
+        "{metrics}"
+    );
+    let live = daemon.api("GET", "/calls?active=true", None).1;
+    assert_eq!(live["calls"][0]["state"], "voicemail", "{live:#}");
+
     daemon.succeeded(uac);
     daemon.succeeded(agents);
     let call = ended_call(&daemon);
     assert_eq!(call["outcome"], "voicemail", "{call:#}");
+    // The port is given back (the metrics are published within a second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = daemon.admin("GET", "/metrics", Some(token.trim()));
+        if metrics.contains("\nsipdesk_voicemail_sessions 0\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let voicemail = &call["voicemail"];
     assert_eq!(voicemail["end"], "hangup", "{call:#}");
     // The recording is what the caller sent, within 100 ms.

@@ -73,6 +73,28 @@ pub(super) async fn metrics(State(shared): State<Shared>) -> Response {
     );
     help(
         &mut out,
+        "sipdesk_voicemail_sessions",
+        "gauge",
+        "Voicemails being played or recorded now.",
+    );
+    let _ = writeln!(
+        out,
+        "sipdesk_voicemail_sessions {}",
+        census.voicemail_sessions
+    );
+    help(
+        &mut out,
+        "sipdesk_voicemail_sessions_max",
+        "gauge",
+        "The most voicemails at once ([media] max_sessions); beyond, calls are rejected.",
+    );
+    let _ = writeln!(
+        out,
+        "sipdesk_voicemail_sessions_max {}",
+        census.voicemail_limit
+    );
+    help(
+        &mut out,
         "sipdesk_deliveries",
         "gauge",
         "Helpdesk deliveries, by helpdesk and state.",

@@ -235,6 +235,9 @@ pub struct Census {
     pub busy_agents: usize,
     /// Outbound calls counted against agents.
     pub outbound_calls: usize,
+    /// Voicemail media sessions running (their ports held), and the most allowed.
+    pub voicemail_sessions: usize,
+    pub voicemail_limit: usize,
 }
 
 /// The proxy: transactions, calls, agents and round-robin cursors of one sipdesk instance.
@@ -461,6 +464,8 @@ impl Core {
             pending_requests: self.forwarded.len() + self.own.len(),
             busy_agents,
             outbound_calls,
+            voicemail_sessions: self.settings.media.as_ref().map_or(0, |m| m.ports.in_use()),
+            voicemail_limit: self.config.media.max_sessions,
         }
     }
 
