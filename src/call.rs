@@ -122,6 +122,10 @@ pub struct CallStart {
     /// The queue ID (inbound) or the dialled number (outbound).
     pub callee: String,
     pub started_at: Timestamp,
+    /// The sipdesk instance handling the call (`[cluster] instance`): if it dies, another
+    /// closes the call.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// One finished call.

@@ -26,6 +26,7 @@ fn start(id: &str, t: &str) -> CallStart {
         caller: "+34600123456".into(),
         callee: "100".into(),
         started_at: at(t),
+        instance: "test".into(),
     }
 }
 
@@ -255,7 +256,7 @@ async fn calls_left_in_progress_by_a_crash_are_closed_as_interrupted() {
             .await
             .unwrap();
         let closed = store
-            .close_interrupted(at("2026-11-23T10:00:00Z"), &|_| Vec::new())
+            .close_interrupted(at("2026-11-23T10:00:00Z"), "test", &|_| Vec::new())
             .await
             .unwrap();
         assert_eq!(closed.len(), 1, "{}", db.label);
@@ -707,7 +708,7 @@ async fn calls_interrupted_by_a_crash_get_their_deliveries() {
             .await
             .unwrap();
         let closed = store
-            .close_interrupted(at("2026-11-23T10:00:00Z"), &|r| {
+            .close_interrupted(at("2026-11-23T10:00:00Z"), "test", &|r| {
                 assert_eq!(r.reason, Some(MissedReason::Interrupted));
                 vec![delivery(&r.id, &r.caller, "2026-11-23T09:00:00Z")]
             })

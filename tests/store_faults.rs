@@ -25,6 +25,7 @@ fn start(id: &str, caller: &str) -> Change {
         caller: caller.into(),
         callee: "100".into(),
         started_at: Timestamp::now(),
+        instance: "test".into(),
     })
 }
 

@@ -11,12 +11,12 @@ use jiff::tz::TimeZone;
 
 use super::diagnostic::{Seg, Source, join, keys};
 use super::raw::{
-    HolidayMode, RawAdmin, RawAgent, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHoliday,
-    RawHours, RawMedia, RawSip,
+    HolidayMode, RawAdmin, RawAgent, RawAgents, RawCluster, RawDatabase, RawDefaults, RawGroup,
+    RawHoliday, RawHours, RawMedia, RawSip,
 };
 use super::{
-    AdminSettings, AdminToken, AgentCodes, Config, DatabaseSettings, DatabaseUrl, Defaults,
-    HostPort, Listen, MediaSettings, RawConfig, SecretSource, SipSettings, Transport,
+    AdminSettings, AdminToken, AgentCodes, ClusterSettings, Config, DatabaseSettings, DatabaseUrl,
+    Defaults, HostPort, Listen, MediaSettings, RawConfig, SecretSource, SipSettings, Transport,
 };
 use crate::media::greeting::Greeting;
 use crate::phone::Region;
@@ -42,6 +42,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
     );
     let agents = build_agent_codes(raw.agents.unwrap_or_default(), src);
     let media = build_media(raw.media.unwrap_or_default(), src);
+    let cluster = build_cluster(raw.cluster.unwrap_or_default(), src);
     let defaults = raw.defaults.as_ref().and_then(|d| build_defaults(d, src));
     let holidays: Vec<Holiday> = raw
         .holidays
@@ -92,6 +93,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         admin: admin?,
         agents: agents?,
         media: media?,
+        cluster: cluster?,
         defaults: defaults?,
         global_holidays: holidays.len(),
         groups: groups?,
@@ -420,6 +422,52 @@ fn build_admin(
         token: token?,
         service_level: service_level?,
     })
+}
+
+fn build_cluster(raw: RawCluster, src: &mut Source<'_>) -> Option<ClusterSettings> {
+    let instance = match raw.instance {
+        Some(name) => {
+            let name = name.trim().to_owned();
+            let fine = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !fine {
+                src.error(
+                    keys!["cluster", "instance"],
+                    format!("\"{name}\" is not an instance name: 1 to 64 letters, digits, '-', '_' or '.'"),
+                );
+                return None;
+            }
+            name
+        }
+        None => host_name(),
+    };
+    let dead_after = duration(
+        &raw.dead_after,
+        keys!["cluster", "dead_after"],
+        (Duration::from_secs(2), Duration::from_secs(3600)),
+        src,
+    )?;
+    Some(ClusterSettings {
+        instance,
+        dead_after,
+    })
+}
+
+/// The machine's host name (the default instance name), `sipdesk` if it cannot be read.
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    let name = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    if ok && !name.is_empty() {
+        name
+    } else {
+        "sipdesk".to_owned()
+    }
 }
 
 fn build_media(raw: RawMedia, src: &mut Source<'_>) -> Option<MediaSettings> {

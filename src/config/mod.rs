@@ -32,8 +32,8 @@ pub use helpdesk::{
     KlaviyoSettings, Secret, SecretSource, Vendor, WebhookSettings, ZendeskAuth, ZendeskSettings,
 };
 use raw::{
-    RawAdmin, RawAgents, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday, RawMedia,
-    RawSip,
+    RawAdmin, RawAgents, RawCluster, RawDatabase, RawDefaults, RawGroup, RawHelpdesk, RawHoliday,
+    RawMedia, RawSip,
 };
 
 use crate::phone::Region;
@@ -54,6 +54,7 @@ pub struct Config {
     pub admin: AdminSettings,
     pub agents: AgentCodes,
     pub media: MediaSettings,
+    pub cluster: ClusterSettings,
     pub defaults: Defaults,
     /// How many global holidays are defined (each group holds its own copy).
     pub global_holidays: usize,
@@ -230,6 +231,15 @@ pub struct MediaSettings {
     pub public_url: Option<String>,
     /// How long a signed link works.
     pub link_lifetime: Duration,
+}
+
+/// `[cluster]`, checked: who this instance is among those sharing one database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This instance's name: the calls it owns carry it.
+    pub instance: String,
+    /// An instance silent this long is taken for dead: another closes its calls.
+    pub dead_after: Duration,
 }
 
 /// `[agents]`, checked: the feature codes agents dial to change their own availability (the
@@ -429,6 +439,7 @@ pub(crate) struct RawConfig {
     admin: Option<RawAdmin>,
     agents: Option<RawAgents>,
     media: Option<RawMedia>,
+    cluster: Option<RawCluster>,
     defaults: Option<RawDefaults>,
     holidays: Vec<RawHoliday>,
     groups: Vec<Option<RawGroup>>,
@@ -439,12 +450,13 @@ pub(crate) struct RawConfig {
 }
 
 /// The top-level keys, in the order the example file uses.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "sip",
     "database",
     "admin",
     "agents",
     "media",
+    "cluster",
     "defaults",
     "holidays",
     "groups",
@@ -459,6 +471,7 @@ impl RawConfig {
             admin: None,
             agents: None,
             media: None,
+            cluster: None,
             defaults: None,
             holidays: Vec::new(),
             groups: Vec::new(),
@@ -472,6 +485,7 @@ impl RawConfig {
                 "admin" => raw.admin = section(value, src),
                 "agents" => raw.agents = section(value, src),
                 "media" => raw.media = section(value, src),
+                "cluster" => raw.cluster = section(value, src),
                 "defaults" => raw.defaults = section(value, src),
                 "holidays" => {
                     raw.holidays = entries(value, "holidays", src)

@@ -249,6 +249,31 @@ fn default_service_level() -> String {
     "20s".to_owned()
 }
 
+/// `[cluster]`: several sipdesk instances sharing one PostgreSQL database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    /// This instance's name, unique among those sharing the database; by default the host name.
+    pub(crate) instance: Option<String>,
+    /// How long an instance may stay silent before another takes it for dead and closes its
+    /// calls.
+    #[serde(default = "default_dead_after")]
+    pub(crate) dead_after: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> RawCluster {
+        RawCluster {
+            instance: None,
+            dead_after: default_dead_after(),
+        }
+    }
+}
+
+fn default_dead_after() -> String {
+    "15s".to_owned()
+}
+
 /// `[media]`: sipdesk's own voice, for voicemail.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod cluster;
 mod media;
 mod process;
 
@@ -76,6 +77,10 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(
+        "another sipdesk (process {pid}) is running on the SQLite database {database}; SQLite serves one instance: stop it, or run several instances on PostgreSQL"
+    )]
+    AlreadyRunning { database: String, pid: String },
+    #[error(
         "cannot write to the database {database} as user {user}; sipdesk would lose every call record"
     )]
     NotWritable {
@@ -97,6 +102,8 @@ const WRITER_MARGIN: Duration = Duration::from_secs(15);
 
 enum Control {
     Reload,
+    /// Calls of a dead instance were closed: their SIP Call-IDs.
+    Interrupted(Vec<String>),
 }
 
 async fn resolve(config: &Config) -> Result<SocketAddr, DaemonError> {
@@ -228,8 +235,13 @@ async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError
             "call records the previous run could not write are now in the database"
         );
     }
+    let instance = &config.cluster.instance;
+    if store.backend() == store::Backend::Postgres {
+        // Alive before anything else: no other instance takes this one's calls for a dead one's.
+        store.heartbeat(instance, jiff::Timestamp::now()).await?;
+    }
     let closed = store
-        .close_interrupted(jiff::Timestamp::now(), &outbox)
+        .close_interrupted(jiff::Timestamp::now(), instance, &outbox)
         .await?;
     if !closed.is_empty() {
         tracing::warn!(
@@ -243,6 +255,11 @@ async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError
 /// Runs sipdesk until `cancel` fires (or a signal asks it to stop).
 pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(&config_path)?);
+    // One instance per SQLite file; held until sipdesk exits.
+    let _sqlite_lock = match config.database.sqlite_file() {
+        Some(file) => Some(cluster::lock_sqlite(&file)?),
+        None => None,
+    };
     let (store, interrupted) = open_store(&config).await?;
     let cursors = store.cursors().await?;
     let away: Vec<(Extension, Option<String>)> = store
@@ -349,6 +366,15 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
 
     let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
+    let cluster_stop = CancellationToken::new();
+    if store.backend() == store::Backend::Postgres {
+        cluster::spawn(
+            store.clone(),
+            config_rx.clone(),
+            control.clone(),
+            cluster_stop.clone(),
+        );
+    }
 
     crate::phone::warm_up();
     for (transport, addr) in &bound {
@@ -427,6 +453,9 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                         config = reloaded;
                     }
                     notify(&[sd_notify::NotifyState::Ready]);
+                }
+                Control::Interrupted(sip_call_ids) => {
+                    core.remember_interrupted(Now::system(), sip_call_ids);
                 }
             },
             Some(command) = commands.recv() => match command {
@@ -522,6 +551,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     }
     sockets_cancel.cancel();
     admin_stop.cancel();
+    cluster_stop.cancel();
     drop(changes);
     worker_stop.cancel();
     // Every record the proxy produced reaches the database, or the spill file when the database

@@ -211,6 +211,18 @@ impl Call {
 }
 
 /// The wrap-up time of an agent: their first group's.
+/// A call id: a UUIDv7 (RFC 9562) of the call's start, so ids sort by time and no two
+/// instances, or two runs of one, make the same.
+fn new_call_id(at: Timestamp) -> String {
+    let millis = u64::try_from(at.as_millisecond()).unwrap_or_default();
+    let stamp = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1000,
+        u32::try_from(millis % 1000).unwrap_or_default() * 1_000_000,
+    );
+    uuid::Uuid::new_v7(stamp).to_string()
+}
+
 fn wrap_up_of(call: &Call, agent: &Extension) -> Duration {
     call.config
         .groups
@@ -324,11 +336,8 @@ impl Core {
         callee: String,
     ) -> Box<Call> {
         let counter = self.next_counter();
-        let id = format!(
-            "{:x}-{:x}-{counter:x}",
-            now.wall.as_millisecond(),
-            std::process::id()
-        );
+        // Unique across instances sharing a database and across restarts, and in time order.
+        let id = new_call_id(now.wall);
         let caller = self.caller_number(&request);
         Box::new(Call {
             key: counter,
@@ -379,6 +388,7 @@ impl Core {
             caller: call.caller.clone(),
             callee: call.callee.clone(),
             started_at: now.wall,
+            instance: call.config.cluster.instance.clone(),
         }));
         self.schedule(call.max_wait_at, Timer::MaxWait { call: call.key });
     }

@@ -208,6 +208,22 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// Whose open calls [`Store::close_interrupted_on`] closes.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    /// Every open call (SQLite: one instance).
+    Any,
+    /// This instance's, and those without an owner (written before calls had one).
+    Mine(&'a str),
+    /// A dead instance's.
+    Exactly(&'a str),
+}
+
+/// The PostgreSQL advisory lock key the migrations run under ("sipdesk" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7369_7064_6573_6b;
+/// The advisory lock key under which one instance at a time closes the calls of dead ones.
+const TAKEOVER_LOCK: i64 = 0x7369_7064_6573_6c;
+
 /// An enum's snake_case name, as stored.
 fn name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
@@ -315,13 +331,42 @@ impl Store {
         self.backend
     }
 
+    /// Brings the schema up to date. On PostgreSQL the instances starting together take turns
+    /// under a session advisory lock, so each migration runs once (two `CREATE TABLE IF NOT
+    /// EXISTS` at once can both fail on PostgreSQL's catalog); SQLite's own write lock does the
+    /// same for it.
     async fn migrate(&self) -> Result<(), StoreError> {
+        let fail = |source| StoreError::Migrate { version: 0, source };
+        let mut conn = self.pool.acquire().await.map_err(fail)?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_lock($1)) AS l")
+                .bind(MIGRATION_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(fail)?;
+        }
+        let result = self.migrate_on(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            // Closing the connection would release it too; a pooled one must say so.
+            let unlocked =
+                sqlx::query("SELECT 1 AS unlocked FROM (SELECT pg_advisory_unlock($1)) AS u")
+                    .bind(MIGRATION_LOCK)
+                    .fetch_one(&mut *conn)
+                    .await;
+            if unlocked.is_err() {
+                conn.detach();
+            }
+        }
+        result
+    }
+
+    async fn migrate_on(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS sipdesk_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(|source| StoreError::Migrate { version: 0, source })?;
         let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM sipdesk_schema")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await
             .and_then(|row| row.try_get::<i64, _>("v"))
             .map_err(|source| StoreError::Migrate { version: 0, source })?;
@@ -337,7 +382,7 @@ impl Store {
                 version: *version,
                 source,
             };
-            let mut tx = self.pool.begin().await.map_err(fail)?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(fail)?;
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(statement)
                     .execute(&mut *tx)
@@ -572,29 +617,130 @@ impl Store {
         Ok(())
     }
 
-    /// Closes calls a previous run left in progress (crash, kill -9): answered ones as ended
-    /// when sipdesk stopped, unanswered ones as missed (interrupted), each with the deliveries
-    /// `outbox` gives it, in one transaction. Returns their SIP Call-IDs. Every open call is taken as this
-    /// instance's: one instance per database (calls carry no owner yet, which sharing a
-    /// database between instances will need).
+    /// Closes calls a previous run of `instance` left in progress (crash, kill -9): answered
+    /// ones as ended when sipdesk stopped, unanswered ones as missed (interrupted), each with
+    /// the deliveries `outbox` gives it, in one transaction. Returns their SIP Call-IDs. On
+    /// PostgreSQL only this instance's calls (and calls written before calls had an owner) are
+    /// closed: other instances' calls are theirs. SQLite serves one instance, so every open
+    /// call is its own (whatever the instance was called when it took it).
     pub async fn close_interrupted(
         &self,
         now: Timestamp,
+        instance: &str,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<Vec<String>, StoreError> {
         let mut write = Write::begin(&self.pool, self.backend).await?;
-        let result = self.close_interrupted_on(write.conn(), now, outbox).await;
+        let owner = match self.backend {
+            Backend::Sqlite => Owner::Any,
+            Backend::Postgres => Owner::Mine(instance),
+        };
+        let result = self
+            .close_interrupted_on(write.conn(), now, owner, outbox)
+            .await;
         write.end(result).await
+    }
+
+    /// Says this instance is alive (`[cluster]`): its row in `instances`, written now.
+    pub async fn heartbeat(&self, instance: &str, now: Timestamp) -> Result<(), StoreError> {
+        let sql = "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2)
+                   ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at";
+        self.execute_write(
+            "write the instance heartbeat",
+            sqlx::query(sql).bind(instance.to_owned()).bind(millis(now)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the open calls of instances silent since before `dead_since` (their heartbeat
+    /// is older, or they never wrote one), as [`Store::close_interrupted`] does for a restart,
+    /// and forgets those instances. One instance at a time does it (an advisory lock on
+    /// PostgreSQL), so two survivors never close, or report, a call twice. Returns the dead
+    /// instances and the SIP Call-IDs of the calls closed.
+    pub async fn take_over_dead(
+        &self,
+        me: &str,
+        now: Timestamp,
+        dead_since: Timestamp,
+        outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let mut write = Write::begin(&self.pool, self.backend).await?;
+        let result = self
+            .take_over_on(write.conn(), me, now, dead_since, outbox)
+            .await;
+        write.end(result).await
+    }
+
+    async fn take_over_on(
+        &self,
+        conn: &mut Conn,
+        me: &str,
+        now: Timestamp,
+        dead_since: Timestamp,
+        outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let failed = query_error("take over dead instances");
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(TAKEOVER_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(query_error("take over dead instances"))?;
+        }
+        let rows = sqlx::query(
+            "SELECT DISTINCT instance FROM calls
+             WHERE ended_at IS NULL AND instance IS NOT NULL AND instance <> '' AND instance <> $1
+               AND instance NOT IN (SELECT id FROM instances WHERE heartbeat_at >= $2)",
+        )
+        .bind(me.to_owned())
+        .bind(millis(dead_since))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(failed)?;
+        let mut dead = Vec::new();
+        for row in &rows {
+            dead.push(
+                row.try_get::<String, _>("instance")
+                    .map_err(query_error("take over dead instances"))?,
+            );
+        }
+        let mut closed = Vec::new();
+        for instance in &dead {
+            closed.extend(
+                self.close_interrupted_on(conn, now, Owner::Exactly(instance), outbox)
+                    .await?,
+            );
+        }
+        sqlx::query("DELETE FROM instances WHERE id <> $1 AND heartbeat_at < $2")
+            .bind(me.to_owned())
+            .bind(millis(dead_since))
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error("take over dead instances"))?;
+        Ok((dead, closed))
     }
 
     async fn close_interrupted_on(
         &self,
         conn: &mut Conn,
         now: Timestamp,
+        owner: Owner<'_>,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<Vec<String>, StoreError> {
-        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL");
-        let rows = sqlx::query(&sql)
+        let (filter, instance) = match owner {
+            Owner::Any => ("", None),
+            Owner::Mine(me) => (
+                " AND (instance = $1 OR instance IS NULL OR instance = '')",
+                Some(me),
+            ),
+            Owner::Exactly(other) => (" AND instance = $1", Some(other)),
+        };
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL{filter}");
+        let mut query = sqlx::query(&sql);
+        if let Some(instance) = instance {
+            query = query.bind(instance.to_owned());
+        }
+        let rows = query
             .fetch_all(&mut *conn)
             .await
             .map_err(query_error("read interrupted calls"))?;

@@ -61,9 +61,9 @@ pub(super) async fn insert_starts(
     starts: &[&CallStart],
 ) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO calls (id, sip_call_id, direction, queue, caller, callee, started_at)
+        "INSERT INTO calls (id, sip_call_id, direction, queue, caller, callee, started_at, instance)
          VALUES {} ON CONFLICT (id) DO NOTHING",
-        placeholders(backend, starts.len(), 7)
+        placeholders(backend, starts.len(), 8)
     );
     let mut query = sqlx::query(&sql).persistent(cached(starts.len()));
     for start in starts {
@@ -74,7 +74,8 @@ pub(super) async fn insert_starts(
             .bind(text_opt(&start.queue))
             .bind(text(&start.caller).into_owned())
             .bind(text(&start.callee).into_owned())
-            .bind(millis(start.started_at));
+            .bind(millis(start.started_at))
+            .bind(text(&start.instance).into_owned());
     }
     query
         .execute(&mut *conn)

@@ -128,4 +128,15 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE calls ADD COLUMN voicemail_json TEXT
         ",
     ),
+    (
+        8,
+        "
+        ALTER TABLE calls ADD COLUMN instance TEXT;
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            started_at BIGINT NOT NULL,
+            heartbeat_at BIGINT NOT NULL
+        )
+        ",
+    ),
 ];

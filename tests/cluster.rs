@@ -1,0 +1,179 @@
+//! Several sipdesk instances on one database (issue 12, the parts built so far): migrations
+//! run once when instances start together, a restarting instance closes only its own calls,
+//! the calls of an instance that went silent are closed by one survivor exactly once, and a
+//! second instance on one SQLite file is refused. PostgreSQL tests need
+//! `SIPDESK_TEST_POSTGRES_URL` (CI sets it) and say so loudly when it is missing.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestDb;
+use common::daemon::Daemon;
+use jiff::Timestamp;
+use sipdesk::call::{CallStart, Change, Direction, MissedReason};
+use sipdesk::store::{CallFilter, NewDelivery, Store};
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn start(id: &str, instance: &str) -> Change {
+    Change::CallStarted(CallStart {
+        id: id.into(),
+        sip_call_id: format!("sip-{id}"),
+        direction: Direction::Inbound,
+        queue: Some("100".into()),
+        caller: "+34600123456".into(),
+        callee: "100".into(),
+        started_at: at("2026-11-23T09:00:00Z"),
+        instance: instance.into(),
+    })
+}
+
+fn delivery_of(record: &sipdesk::call::CallRecord) -> Vec<NewDelivery> {
+    vec![NewDelivery {
+        call_id: record.id.clone(),
+        integration: "zd".into(),
+        contact_key: record.caller.clone(),
+        call_started_at: record.started_at,
+        skipped: None,
+    }]
+}
+
+async fn postgres(test: &str) -> Option<TestDb> {
+    let db = TestDb::postgres().await;
+    if db.is_none() {
+        eprintln!(
+            "SKIPPED ON POSTGRESQL: {test} needs SIPDESK_TEST_POSTGRES_URL (CI sets it); nothing was checked"
+        );
+    }
+    db
+}
+
+#[tokio::test]
+async fn instances_starting_together_migrate_once() {
+    let Some(db) = postgres("instances_starting_together_migrate_once").await else {
+        return;
+    };
+    let opens = (0..3).map(|_| Store::open(&db.url));
+    let stores = futures_util::future::join_all(opens).await;
+    for store in &stores {
+        assert!(store.is_ok(), "{:?}", store.as_ref().err());
+    }
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    use sqlx::Row;
+    let row = sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT version) AS d FROM sipdesk_schema")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (n, d): (i64, i64) = (row.get("n"), row.get("d"));
+    assert_eq!(n, d, "each migration recorded once");
+    assert!(n >= 8, "every migration ran: {n}");
+    drop(stores);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_restart_closes_its_own_calls_and_one_survivor_closes_a_dead_instances_once() {
+    let Some(db) = postgres("a_restart_closes_its_own_calls_and_one_survivor…").await else {
+        return;
+    };
+    let a = Store::open(&db.url).await.unwrap();
+    let c = Store::open(&db.url).await.unwrap();
+    let t0 = at("2026-11-23T09:00:00Z");
+    for (instance, when) in [("a", t0), ("b", t0), ("c", t0)] {
+        a.heartbeat(instance, when).await.unwrap();
+    }
+    a.apply(
+        &[
+            start("a1", "a"),
+            start("b1", "b"),
+            start("b2", "b"),
+            start("c1", "c"),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+
+    // "a" restarts: only its own call is closed.
+    let closed = a
+        .close_interrupted(at("2026-11-23T09:01:00Z"), "a", &delivery_of)
+        .await
+        .unwrap();
+    assert_eq!(closed, vec!["sip-a1".to_owned()]);
+
+    // "b" goes silent; "a" and "c" stay alive and both look at once.
+    let later = at("2026-11-23T09:02:00Z");
+    a.heartbeat("a", later).await.unwrap();
+    c.heartbeat("c", later).await.unwrap();
+    let dead_since = at("2026-11-23T09:01:45Z");
+    let (by_a, by_c) = tokio::join!(
+        a.take_over_dead("a", later, dead_since, &delivery_of),
+        c.take_over_dead("c", later, dead_since, &delivery_of),
+    );
+    let (dead_a, closed_a) = by_a.unwrap();
+    let (dead_c, closed_c) = by_c.unwrap();
+    let mut dead: Vec<String> = dead_a.into_iter().chain(dead_c).collect();
+    dead.sort();
+    assert_eq!(dead, vec!["b".to_owned()], "one survivor takes b over");
+    let mut closed: Vec<String> = closed_a.into_iter().chain(closed_c).collect();
+    closed.sort();
+    assert_eq!(closed, vec!["sip-b1".to_owned(), "sip-b2".to_owned()]);
+    for id in ["b1", "b2"] {
+        assert_eq!(
+            a.deliveries_of(id).await.unwrap().len(),
+            1,
+            "{id} reported once"
+        );
+    }
+    let calls = a
+        .calls(CallFilter {
+            active: false,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let b1 = calls.iter().find(|r| r.id == "b1").unwrap();
+    assert_eq!(
+        b1.reason.as_deref(),
+        Some(MissedReason::Interrupted.as_str())
+    );
+    let c1 = calls.iter().find(|r| r.id == "c1").unwrap();
+    assert!(c1.outcome.is_none(), "the live instance's call stays open");
+
+    // Looking again finds nothing more.
+    let (dead, closed) = a
+        .take_over_dead("a", later, dead_since, &delivery_of)
+        .await
+        .unwrap();
+    assert!(dead.is_empty() && closed.is_empty());
+    drop((a, c));
+    db.drop_db().await;
+}
+
+#[test]
+fn a_second_instance_on_one_sqlite_file_is_refused() {
+    let daemon = Daemon::start(
+        "cluster-sqlite",
+        "trusted = [\"127.0.0.1\"]",
+        common::calls::SUPPORT,
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+        .args(["run", "--config", daemon.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another sipdesk (process {})", daemon.pid())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run several instances on PostgreSQL"),
+        "{stderr}"
+    );
+}
