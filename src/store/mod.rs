@@ -220,9 +220,9 @@ enum Owner<'a> {
 }
 
 /// The PostgreSQL advisory lock key the migrations run under ("sipdesk" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7369_7064_6573_6b;
+const MIGRATION_LOCK: i64 = 0x0073_6970_6465_736b;
 /// The advisory lock key under which one instance at a time closes the calls of dead ones.
-const TAKEOVER_LOCK: i64 = 0x7369_7064_6573_6c;
+const TAKEOVER_LOCK: i64 = 0x0073_6970_6465_736c;
 
 /// An enum's snake_case name, as stored.
 fn name<T: Serialize>(value: &T) -> String {
