@@ -418,6 +418,11 @@ impl FakeZendesk {
         self.with(|a| a.tickets.clone())
     }
 
+    /// Every upload received, attached or not.
+    pub(crate) fn uploads(&self) -> Vec<Upload> {
+        self.with(|a| a.uploads.clone())
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         self.with(|a| a.stats.clone())
     }
@@ -773,11 +778,6 @@ impl Account {
                "size": u.bytes.len(), "inline": false, "deleted": false,
                "content_url": format!("{}/attachments/token/{}/?name={}", self.base, u.token, u.file_name),
                "url": format!("{}/api/v2/attachments/{}.json", self.base, u.attachment_id)})
-    }
-
-    /// Pending uploads (not yet attached), for the tests.
-    pub(crate) fn uploads(&self) -> Vec<Upload> {
-        self.uploads.clone()
     }
 
     fn user_json(&self, u: &User) -> Value {
