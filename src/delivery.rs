@@ -197,6 +197,12 @@ fn warn_without_links(config: &Config) {
         let needs_link = match &settings.vendor {
             Vendor::Intercom(_) | Vendor::Klaviyo(_) => true,
             Vendor::Webhook(own) => !own.inline_audio,
+            Vendor::Zendesk(own) if own.rules.voice_comments => {
+                if settings.rules.log.voicemail != Log::Nothing {
+                    tracing::warn!(integration = %settings.name, "voice_comments: a voicemail cannot be a voice comment without [media] public_url; its recording is attached to the note instead");
+                }
+                false
+            }
             Vendor::Zendesk(_) | Vendor::HelpScout(_) => false,
         };
         if needs_link && settings.rules.log.voicemail != Log::Nothing {

@@ -83,9 +83,6 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
             }
         }
     }
-    if let (Some(media), Some(helpdesks)) = (&media, &helpdesks) {
-        voice_comments_need_links(media, helpdesks, src);
-    }
     if src.has_errors() {
         return None;
     }
@@ -423,30 +420,6 @@ fn build_admin(
         token: token?,
         service_level: service_level?,
     })
-}
-
-/// A Zendesk voice comment of a voicemail plays the recording from a signed link, which needs
-/// `[media] public_url`.
-fn voice_comments_need_links(
-    media: &MediaSettings,
-    helpdesks: &[super::HelpdeskSettings],
-    src: &mut Source<'_>,
-) {
-    if media.public_url.is_some() {
-        return;
-    }
-    for (i, helpdesk) in helpdesks.iter().enumerate() {
-        let super::Vendor::Zendesk(zendesk) = &helpdesk.vendor else {
-            continue;
-        };
-        let logs_voicemail = helpdesk.rules.log.voicemail != crate::tickets::Log::Nothing;
-        if zendesk.rules.voice_comments && logs_voicemail {
-            src.error(
-                keys!["helpdesks", i, "voice_comments"],
-                "a voice comment plays the voicemail from a signed link to sipdesk: set `[media] public_url` (where Zendesk users reach sipdesk's admin HTTP server), or set voice_comments = false to attach the file instead",
-            );
-        }
-    }
 }
 
 fn build_media(raw: RawMedia, src: &mut Source<'_>) -> Option<MediaSettings> {

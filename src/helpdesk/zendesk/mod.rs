@@ -30,8 +30,9 @@
 //!   whose answer was lost is sent again; Zendesk drops the unattached one after 60 minutes,
 //!   and a saved token older than 50 minutes is not used). A recording that is gone fails the
 //!   delivery for good; one larger than Zendesk takes (413) too. With `voice_comments` the
-//!   voicemail is a voice comment instead, whose `recording_url` is a signed link to sipdesk
-//!   (`[media] public_url` is then required).
+//!   voicemail is a voice comment instead, whose `recording_url` is a signed link to sipdesk;
+//!   without `[media] public_url` there is no link, and the file is attached as without
+//!   `voice_comments` (a configuration that was valid before voicemails stays valid).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -479,12 +480,14 @@ impl Zendesk {
         let Some(voicemail) = &call.voicemail else {
             return Ok(VoicemailPart::None);
         };
-        if self.zendesk.voice_comments {
-            let Some(link) = job.voicemail_link()? else {
-                return Err(HelpdeskError::Permanent(
-                    "voice_comments needs [media] public_url for the voicemail's link".to_owned(),
-                ));
-            };
+        // Without `[media] public_url` there is no link to play: the file is attached instead
+        // (the delivery worker warns at start).
+        let link = if self.zendesk.voice_comments {
+            job.voicemail_link()?
+        } else {
+            None
+        };
+        if let Some(link) = link {
             return Ok(VoicemailPart::Voice(VoiceComment {
                 from: call.caller.clone(),
                 to: call.callee.clone(),
