@@ -17,6 +17,8 @@
 //!   works without a reload. A configuration reload restarts the loops with the new settings;
 //!   deliveries being worked on finish with the old ones, their leases renewed until they do,
 //!   so the new loops never take one of them up a second time.
+//! - Beside the loops, old voicemail recordings are swept away
+//!   ([`crate::recordings::retention`]).
 //! - Leases (30 s, renewed every 10 s) bring back the deliveries of a worker that died; on
 //!   SQLite, where one sipdesk owns the database, they are released at start straight away.
 
@@ -30,10 +32,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::call::CallRecord;
-use crate::config::{Config, HelpdeskSettings, Kind, Secret};
+use crate::config::{Config, HelpdeskSettings, Kind, Secret, Vendor};
 use crate::directory::Directory;
 use crate::helpdesk::{Connector, Delivered, HelpdeskError, Job, Party};
 use crate::phone::Region;
+use crate::recordings::Recordings;
 use crate::store::{Backend, Delivery, NewDelivery, Store, StoreError};
 use crate::tickets::{self, Log, Skip};
 
@@ -145,8 +148,15 @@ async fn run(
             }
         }
     }
+    let sweeper = tokio::spawn(crate::recordings::retention::run(
+        store.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
     loop {
         let current = config.borrow_and_update().clone();
+        let recordings = Arc::new(Recordings::of(&current));
+        warn_without_links(&current);
         let round = stop.child_token();
         let loops: Vec<_> = current
             .helpdesks
@@ -154,6 +164,7 @@ async fn run(
             .map(|settings| {
                 let integration = Integration {
                     settings: Arc::new(settings.clone()),
+                    recordings: recordings.clone(),
                     region: current.defaults.region,
                     store: store.clone(),
                     directory: directory.clone(),
@@ -170,7 +181,32 @@ async fn run(
             let _ = handle.await;
         }
         if !changed {
+            let _ = sweeper.await;
             return;
+        }
+    }
+}
+
+/// Says once per configuration which integrations will get voicemails without a link, because
+/// `[media] public_url` is not set (those that take the file itself do not need one).
+fn warn_without_links(config: &Config) {
+    if config.media.public_url.is_some() {
+        return;
+    }
+    for settings in &config.helpdesks {
+        let needs_link = match &settings.vendor {
+            Vendor::Intercom(_) | Vendor::Klaviyo(_) => true,
+            Vendor::Webhook(own) => !own.inline_audio,
+            Vendor::Zendesk(own) if own.rules.voice_comments => {
+                if settings.rules.log.voicemail != Log::Nothing {
+                    tracing::warn!(integration = %settings.name, "voice_comments: a voicemail cannot be a voice comment without [media] public_url; its recording is attached to the note instead");
+                }
+                false
+            }
+            Vendor::Zendesk(_) | Vendor::HelpScout(_) => false,
+        };
+        if needs_link && settings.rules.log.voicemail != Log::Nothing {
+            tracing::warn!(integration = %settings.name, "voicemails reach this integration without a link to the recording: set [media] public_url (where its users reach sipdesk's admin HTTP server through a reverse proxy)");
         }
     }
 }
@@ -178,6 +214,7 @@ async fn run(
 /// One integration's delivery loop.
 struct Integration {
     settings: Arc<HelpdeskSettings>,
+    recordings: Arc<Recordings>,
     region: Region,
     store: Store,
     directory: Arc<Directory>,
@@ -321,6 +358,7 @@ impl Integration {
                     call: &call,
                     store: &self.store,
                     directory: &self.directory,
+                    recordings: &self.recordings,
                 };
                 match (connector.deliver(&job).await, unreadable) {
                     (Ok(Delivered::Ticket { id, detail }), Some(sent)) => Ok(Delivered::Ticket {

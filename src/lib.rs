@@ -18,6 +18,7 @@
 //! - [`directory`]: routing's in-memory view of what helpdesks said about callers;
 //! - [`helpdesk`]: connectors over HTTPS (Zendesk), with pacing and error classification;
 //! - [`delivery`]: the outbox worker that carries deliveries out;
+//! - [`recordings`]: voicemails after the call: signed links, the files helpdesks get, retention;
 //! - [`control`]: the seam into the running proxy (commands with replies);
 //! - [`admin`]: the HTTP API on loopback (health, ending stuck calls);
 //! - [`daemon`]: the wiring: threads, signals, systemd notifications;
@@ -42,6 +43,7 @@ pub mod media;
 pub mod metrics;
 pub mod phone;
 pub mod proxy;
+pub mod recordings;
 pub mod report;
 pub mod routing;
 pub mod sip;

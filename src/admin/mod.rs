@@ -5,7 +5,9 @@
 //!
 //! - Without a token: `GET /health` (200 ready; 503 while stopping or while the database
 //!   refuses writes, the body says which), `GET /openapi.json`, and `GET /wallboard` (the page
-//!   asks for the token and sends it with each request it makes).
+//!   asks for the token and sends it with each request it makes), and
+//!   `GET /voicemail/{id}.wav` with a signed link's `expires` and `signature` instead
+//!   ([`voicemail`]).
 //! - Everything else needs `Authorization: Bearer <token>`, compared in constant time: 401
 //!   without it or with a wrong one; a bad body is 400 with the reason, an unknown call or
 //!   extension 404.
@@ -22,6 +24,7 @@ mod deliveries;
 mod events;
 mod groups;
 mod metrics;
+mod voicemail;
 mod wallboard;
 
 use std::net::SocketAddr;
@@ -134,6 +137,7 @@ fn router(shared: Shared) -> axum::Router {
         .route("/health", get(health_check))
         .route("/openapi.json", get(openapi))
         .route("/wallboard", get(wallboard::page))
+        .route("/voicemail/{file}", get(voicemail::recording))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(shared)
@@ -270,6 +274,7 @@ mod tests {
             "/deliveries",
             "/deliveries/{id}/retry",
             "/events",
+            "/voicemail/{file}",
         ] {
             assert!(paths.contains_key(path), "{path} is missing");
         }

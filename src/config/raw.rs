@@ -635,6 +635,8 @@ pub(crate) struct RawHelpdesk {
     // Webhook.
     /// Where the signed POSTs go.
     pub(crate) url: Option<String>,
+    /// Whether a voicemail's audio goes in the payload itself (base64), besides its link.
+    pub(crate) inline_audio: Option<bool>,
 }
 
 impl RawHelpdesk {
@@ -651,6 +653,7 @@ impl RawHelpdesk {
             ("voice_comments", self.voice_comments.is_some()),
             ("tag_rules", self.tag_rules.is_some()),
             ("url", self.url.is_some()),
+            ("inline_audio", self.inline_audio.is_some()),
             ("client_id", self.client_id.is_some()),
             ("mailbox_id", self.mailbox_id.is_some()),
             ("reopen_closed_within", self.reopen_closed_within.is_some()),

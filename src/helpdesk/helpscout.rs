@@ -21,6 +21,8 @@
 //! - Created resources answer 201 with an empty body and the id in `Resource-ID`. Each step's
 //!   result is saved on the delivery before the next, and a retried delivery looks for its own
 //!   note (it ends with the call's marker) before writing again.
+//! - A voicemail's recording is attached to the note thread (`attachments`: file name, type and
+//!   the WAV in base64); a recording that is gone fails the delivery for good.
 //! - Limits: writes count double against the per-minute limit (the pacer spaces them so); the
 //!   limit announced in `X-RateLimit-Limit-Minute` is followed when lower, and the wait in
 //!   `X-RateLimit-Retry-After` is honoured.
@@ -29,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use jiff::Timestamp;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -39,6 +42,7 @@ use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
 use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::{CallRecord, Direction, Outcome};
 use crate::config::{Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, Secret};
+use crate::recordings::{self, Audio};
 use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
@@ -181,6 +185,15 @@ fn errors(reply: &Reply) -> String {
     } else {
         parts.join(": ")
     }
+}
+
+/// A voicemail's recording as a thread's `attachments`: file name, type and the bytes in base64.
+fn attachments(audio: &Audio) -> Value {
+    json!([{
+        "fileName": audio.file_name,
+        "mimeType": recordings::CONTENT_TYPE,
+        "data": base64::engine::general_purpose::STANDARD.encode(&audio.bytes),
+    }])
 }
 
 /// Text for a thread: Help Scout shows thread text as HTML.
@@ -450,6 +463,10 @@ impl HelpScout {
         status: HelpScoutStatus,
     ) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
+        let mut note = json!({ "type": "note", "text": html(&tickets::note(&self.rules, call)) });
+        if let Some(audio) = job.voicemail_audio().await? {
+            note["attachments"] = attachments(&audio);
+        }
         progress.creating = true;
         progress.looked = 0;
         self.save(job, progress).await?;
@@ -462,7 +479,7 @@ impl HelpScout {
             "tags": call_tags(call),
             "threads": [
                 { "type": "phone", "customer": { "id": customer }, "text": html(&self.phone_text(call)) },
-                { "type": "note", "text": html(&tickets::note(&self.rules, call)) },
+                note,
             ],
         });
         if let Some(user) = agent {
@@ -516,18 +533,22 @@ impl HelpScout {
             progress.mark("reopen");
             self.save(job, progress).await?;
         }
-        // The phone thread tells the call; the note carries the fields and sets the status.
+        let mut note =
+            json!({ "text": html(&tickets::note(&self.rules, call)), "status": status.as_str() });
+        if !progress.did("note") {
+            if let Some(audio) = job.voicemail_audio().await? {
+                note["attachments"] = attachments(&audio);
+            }
+        }
+        // The phone thread tells the call; the note carries the fields, the voicemail's
+        // recording and sets the status.
         for (step, path, body) in [
             (
                 "phone",
                 format!("/v2/conversations/{id}/phones"),
                 json!({ "customer": { "id": customer }, "text": html(&self.phone_text(call)) }),
             ),
-            (
-                "note",
-                format!("/v2/conversations/{id}/notes"),
-                json!({ "text": html(&tickets::note(&self.rules, call)), "status": status.as_str() }),
-            ),
+            ("note", format!("/v2/conversations/{id}/notes"), note),
         ] {
             if progress.did(step) {
                 continue;

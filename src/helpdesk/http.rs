@@ -282,6 +282,38 @@ impl Http {
         headers: &[(&str, &str)],
         sign: impl FnOnce(&str) -> Vec<(&'static str, String)>,
     ) -> Result<Reply, HelpdeskError> {
+        let signed = sign(body.as_deref().unwrap_or(""));
+        let body = body.map(|text| (bytes::Bytes::from(text), "application/json"));
+        self.exchange(method, url, body, headers, signed).await
+    }
+
+    /// Sends a file (`bytes` of type `content_type`) as the request body, as an upload is sent.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        bytes: bytes::Bytes,
+        content_type: &'static str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, HelpdeskError> {
+        self.exchange(
+            method,
+            url,
+            Some((bytes, content_type)),
+            headers,
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<(bytes::Bytes, &'static str)>,
+        headers: &[(&str, &str)],
+        signed: Vec<(&'static str, String)>,
+    ) -> Result<Reply, HelpdeskError> {
         let weight = if method == Method::GET || method == Method::HEAD {
             1
         } else {
@@ -306,11 +338,11 @@ impl Http {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        for (name, value) in sign(body.as_deref().unwrap_or("")) {
+        for (name, value) in signed {
             request = request.header(name, value);
         }
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        if let Some((body, content_type)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(body);
         }
         let response = match request.send().await {
             Ok(response) => response,

@@ -26,6 +26,9 @@
 //!   before), a contact or conversation it may have created (waiting up to three minutes for
 //!   search to catch up). A contact deleted or merged in Intercom (404 "User Not Found") is
 //!   forgotten and the caller looked up again.
+//! - A voicemail: the note says it was left, how long it is, and gives a signed link to the
+//!   recording (Intercom takes no file in a note), or says there is no link without
+//!   `[media] public_url`. The link is made when the note is written.
 //! - Limits: Intercom counts requests in 10-second windows (`X-RateLimit-Limit` per window,
 //!   `X-RateLimit-Reset` when the next starts); sipdesk follows the announced window and waits
 //!   for the reset when it is used up or on 429.
@@ -462,6 +465,12 @@ impl Intercom {
                     Party::Anonymous { sent: Some(sent) } => format!("{sent} (not a phone number)"),
                 }
             );
+            let link = job.voicemail_link()?;
+            let listen = job.voicemail_link_text(link.as_ref());
+            if !listen.is_empty() {
+                text.push_str(&listen);
+                text.push('\n');
+            }
             text.push_str(&tickets::note(&self.rules, call));
             let body = json!({ "message_type": "note", "type": "admin", "admin_id": admin, "body": html(&text) });
             let reply = self.request(Method::POST, &path, Some(&body)).await?;

@@ -16,7 +16,8 @@
 //!   details, those the integration's `fields` list — what leaves for a marketing tool is the
 //!   admin's choice; `time` is when the call started; `unique_id` is the call id, so a retry —
 //!   or an attempt whose answer was lost — never counts the call twice (Klaviyo keeps one event
-//!   per unique id and profile and metric).
+//!   per unique id and profile and metric). A voicemail adds `voicemail_seconds` and, with
+//!   `[media] public_url`, `voicemail_url` (a signed link) and `voicemail_url_expires_at`.
 //! - Limits: Create Event allows 350 a second in bursts and 3,500 a minute steady; sipdesk
 //!   paces at `requests_per_minute` (3,500 by default, 8 deliveries at once) and honours `Retry-After` on 429.
 
@@ -144,11 +145,20 @@ impl Klaviyo {
             ));
         }
         let metric = self.settings.metric.of(call.call_type());
+        let mut properties = properties(&self.rules, job);
+        if let Some(voicemail) = &call.voicemail {
+            let link = job.voicemail_link()?;
+            properties["voicemail_seconds"] = json!(voicemail.duration_ms.div_ceil(1000));
+            if let Some(link) = link {
+                properties["voicemail_url"] = json!(link.url);
+                properties["voicemail_url_expires_at"] = json!(link.expires.to_string());
+            }
+        }
         let body = json!({
             "data": {
                 "type": "event",
                 "attributes": {
-                    "properties": properties(&self.rules, job),
+                    "properties": properties,
                     "time": call.started_at.to_string(),
                     "unique_id": call.id,
                     "metric": { "data": { "type": "metric", "attributes": { "name": metric } } },

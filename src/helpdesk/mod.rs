@@ -26,6 +26,7 @@ use crate::call::{CallRecord, Direction};
 use crate::config::{HelpdeskSettings, Vendor};
 use crate::directory::{Directory, Said};
 use crate::phone::{self, Caller, Region};
+use crate::recordings::{self, Audio, Link, Recordings};
 use crate::store::tags::Retag;
 use crate::store::{ContactEntry, Delivery, DeliveryState, NewDelivery, Store, StoreError};
 
@@ -141,9 +142,51 @@ pub struct Job<'a> {
     pub party: Party,
     pub store: &'a Store,
     pub directory: &'a Directory,
+    /// The way to the call's voicemail: its file, a signed link to it.
+    pub recordings: &'a Recordings,
 }
 
 impl Job<'_> {
+    /// The call's voicemail recording, read whole; `None` for a call without one. A recording
+    /// that is gone (removed by retention, or by hand) fails the delivery for good, saying so.
+    pub async fn voicemail_audio(&self) -> Result<Option<Audio>, HelpdeskError> {
+        recordings::audio(self.call).await.map_err(|missing| {
+            HelpdeskError::Permanent(format!(
+                "the voicemail cannot be attached: {missing}; retrying will not bring it back"
+            ))
+        })
+    }
+
+    /// A signed link to the call's voicemail, made now; `None` for a call without one, or when
+    /// `[media] public_url` is not set.
+    pub fn voicemail_link(&self) -> Result<Option<Link>, HelpdeskError> {
+        if self.call.voicemail.is_none() {
+            return Ok(None);
+        }
+        self.recordings
+            .link(&self.call.id, Timestamp::now())
+            .map_err(|error| HelpdeskError::Retry {
+                reason: format!("{:#}", anyhow::Error::from(error)),
+                after: None,
+            })
+    }
+
+    /// The lines a note adds about the voicemail's link: where to listen and until when, or why
+    /// there is no link. Empty for a call without a voicemail.
+    pub fn voicemail_link_text(&self, link: Option<&Link>) -> String {
+        if self.call.voicemail.is_none() {
+            return String::new();
+        }
+        match link {
+            Some(link) => format!(
+                "Listen: {} (the link works until {})",
+                link.url,
+                link.expires.strftime("%Y-%m-%d %H:%M UTC")
+            ),
+            None => "No link to the recording: sipdesk's [media] public_url is not set".to_owned(),
+        }
+    }
+
     /// Saves the contact the delivery goes to, so a retry does not look for it again.
     pub async fn remember_contact(&self, contact_id: &str) -> Result<(), HelpdeskError> {
         Ok(self

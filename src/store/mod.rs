@@ -778,6 +778,31 @@ impl Store {
             .transpose()
     }
 
+    /// The calls that ended before `before` with a voicemail, oldest first: what retention
+    /// looks at.
+    pub async fn voicemails_before(
+        &self,
+        before: Timestamp,
+    ) -> Result<Vec<(String, crate::call::Voicemail)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, voicemail_json FROM calls WHERE voicemail_json IS NOT NULL AND ended_at < $1 ORDER BY ended_at",
+        )
+        .bind(millis(before))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("list voicemails"))?;
+        let e = || query_error("list voicemails");
+        let mut found = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id").map_err(e())?;
+            let json: Option<String> = row.try_get("voicemail_json").map_err(e())?;
+            if let Some(voicemail) = json.and_then(|j| serde_json::from_str(&j).ok()) {
+                found.push((id, voicemail));
+            }
+        }
+        Ok(found)
+    }
+
     /// The row of one call; `None` for an unknown id.
     async fn call_by_id(&self, id: &str) -> Result<Option<sqlx::any::AnyRow>, StoreError> {
         let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = $1");

@@ -8,6 +8,8 @@
 //!   closed ([`logs`]).
 //! - A contact is created only under `create_unknown_contacts`, the shared anonymous contact
 //!   too ([`may_create_contact`]).
+//! - A voicemail call's note says a voicemail was left and how long it is, whether or not the
+//!   `voicemail` field is listed (where it is, the line goes in its place).
 //! - The note lists the configured fields and ends with a marker (`[sipdesk:<call id>]`) by
 //!   which a retried delivery recognises its own note ([`note`]).
 
@@ -233,6 +235,20 @@ fn seconds(value: f64) -> String {
     }
 }
 
+/// The voicemail the caller left and its length, for a voicemail call.
+fn voicemail_line(call: &CallRecord) -> Option<String> {
+    if call.outcome != Outcome::Voicemail {
+        return None;
+    }
+    Some(match &call.voicemail {
+        Some(voicemail) => format!(
+            "Voicemail: {} left by the caller",
+            seconds(voicemail.duration_ms as f64 / 1000.0)
+        ),
+        None => "Voicemail: left by the caller".to_owned(),
+    })
+}
+
 /// A time as tickets show it: local to the call's group, with the offset, e.g.
 /// `2026-11-23 10:02:11 +01:00`.
 pub fn local_time(rules: &Rules, call: &CallRecord, t: Timestamp) -> String {
@@ -250,6 +266,10 @@ pub fn note(rules: &Rules, call: &CallRecord) -> String {
 pub fn summary(rules: &Rules, call: &CallRecord) -> String {
     let time = |t: Timestamp| local_time(rules, call, t);
     let mut lines = vec![subject(call)];
+    if !rules.fields.contains(&Field::Voicemail) {
+        // A voicemail is always said, with its length, whatever the fields.
+        lines.extend(voicemail_line(call));
+    }
     for field in &rules.fields {
         let line = match field {
             Field::CallType => {
@@ -300,8 +320,7 @@ pub fn summary(rules: &Rules, call: &CallRecord) -> String {
                 .recording_url
                 .as_ref()
                 .map(|u| format!("Recording: {u}")),
-            Field::Voicemail => (call.outcome == Outcome::Voicemail)
-                .then(|| "Voicemail: left by the caller".to_owned()),
+            Field::Voicemail => voicemail_line(call),
             Field::Disposition => call.ended_by.map(|by| {
                 format!(
                     "Ended by: {}",

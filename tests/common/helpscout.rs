@@ -24,6 +24,8 @@
 //!   [{"path", "message", "rejectedValue", "source": "JSON"}]}}`.
 //! - Conversation lists filtered with `query` come from Help Scout's search index, which lags
 //!   behind writes: a conversation shows up in them `search_lag` after it was made.
+//! - Threads may carry `attachments` (`fileName`, `mimeType`, `data` in base64, at most 10 MB
+//!   each); a missing field or data that is not base64 is 400.
 //! - Faults on demand: a status with an error body, no answer, or the request processed and
 //!   its answer lost — for the next N requests, or for the next request to one method and path.
 #![allow(dead_code)]
@@ -37,6 +39,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -92,6 +95,68 @@ pub(crate) struct Thread {
     /// phone, note, customer, reply, chat.
     pub(crate) kind: String,
     pub(crate) text: String,
+    pub(crate) attachments: Vec<Attachment>,
+}
+
+/// A file a thread carries, as sent in `attachments`.
+#[derive(Clone, Debug)]
+pub(crate) struct Attachment {
+    pub(crate) file_name: String,
+    pub(crate) mime_type: String,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Help Scout takes attachments of 10 MB at most.
+const MAX_ATTACHMENT: usize = 10 * 1024 * 1024;
+
+/// A thread's `attachments` (at `at`), checked: each needs `fileName`, `mimeType` and `data`
+/// (base64); `Err` is the 400 to answer.
+fn attachments(value: Option<&Value>, at: &str) -> Result<Vec<Attachment>, Answer> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = value.as_array() else {
+        return Err(bad_request(at, "must be a list", Some(value)));
+    };
+    let mut found = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let field = |key: &str| {
+            item.get(key)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let here = |key: &str| format!("{at}[{i}].{key}");
+        let Some(file_name) = field("fileName") else {
+            return Err(bad_request(&here("fileName"), "may not be empty", None));
+        };
+        let Some(mime_type) = field("mimeType").filter(|m| m.contains('/')) else {
+            return Err(bad_request(
+                &here("mimeType"),
+                "may not be empty",
+                item.get("mimeType"),
+            ));
+        };
+        let Some(encoded) = field("data") else {
+            return Err(bad_request(&here("data"), "may not be empty", None));
+        };
+        let Ok(data) = base64::engine::general_purpose::STANDARD.decode(&encoded) else {
+            return Err(bad_request(&here("data"), "must be Base64-encoded", None));
+        };
+        if data.len() > MAX_ATTACHMENT {
+            return Err(bad_request(
+                &here("data"),
+                "attachments may be 10MB at most",
+                None,
+            ));
+        }
+        found.push(Attachment {
+            file_name,
+            mime_type,
+            data,
+        });
+    }
+    Ok(found)
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +290,7 @@ impl FakeHelpScout {
                     id: id + 1,
                     kind: "customer".to_owned(),
                     text: "Hello".to_owned(),
+                    attachments: Vec::new(),
                 }],
                 indexed_at: Instant::now(),
             });
@@ -745,15 +811,23 @@ impl Account {
             {
                 return bad_request(&format!("threads[{i}].customer"), "may not be null", None);
             }
-            made.push((kind.to_owned(), body.to_owned()));
+            let files = match attachments(
+                thread.get("attachments"),
+                &format!("threads[{i}].attachments"),
+            ) {
+                Ok(files) => files,
+                Err(answer) => return answer,
+            };
+            made.push((kind.to_owned(), body.to_owned(), files));
         }
         let id = self.new_id();
         let threads = made
             .into_iter()
-            .map(|(kind, text)| Thread {
+            .map(|(kind, text, attachments)| Thread {
                 id: self.new_id(),
                 kind,
                 text,
+                attachments,
             })
             .collect();
         let status = text("status").to_owned();
@@ -892,6 +966,10 @@ impl Account {
                 );
             }
         }
+        let files = match attachments(doc.get("attachments"), "attachments") {
+            Ok(files) => files,
+            Err(answer) => return answer,
+        };
         let status = doc.get("status").and_then(Value::as_str).map(str::to_owned);
         if status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
             return bad_request("status", "Value not supported", doc.get("status"));
@@ -910,6 +988,7 @@ impl Account {
             id: thread_id,
             kind: kind.to_owned(),
             text: text.to_owned(),
+            attachments: files,
         });
         if let Some(status) = status {
             if status == "closed" && c.status != "closed" {

@@ -24,6 +24,10 @@
 //!   comment needs its fields; tags are lower-cased with spaces as underscores. A new ticket
 //!   that gets an assignee is open; a ticket solved without one is assigned to the API user.
 //!   Keys the API does not know are ignored, as Zendesk does, and recorded for the tests.
+//! - Uploads (`POST /api/v2/uploads?filename=`, the file as the raw body, its type from
+//!   `Content-Type`): 201 with `upload.token` and the `attachment`; no filename is 400, over
+//!   50 MB is 413. A comment's `uploads` must name tokens not attached yet (422 otherwise); each
+//!   attaches once.
 //! - Faults on demand: 500, 503 with `Retry-After`, 429 with `Retry-After`, an HTML page with
 //!   200, or no answer at all — for the next N requests or for a while.
 #![allow(dead_code)]
@@ -112,7 +116,24 @@ pub(crate) struct Comment {
     pub(crate) public: bool,
     pub(crate) author_id: u64,
     pub(crate) data: Option<Value>,
+    /// The uploads attached to it.
+    pub(crate) attachments: Vec<Upload>,
 }
+
+/// A file sent to `POST /api/v2/uploads`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Upload {
+    pub(crate) token: String,
+    pub(crate) attachment_id: u64,
+    pub(crate) file_name: String,
+    pub(crate) content_type: String,
+    pub(crate) bytes: Vec<u8>,
+    /// Whether a comment took it (a token attaches once).
+    pub(crate) attached: bool,
+}
+
+/// Zendesk's attachment size limit (50 MB); larger uploads are 413.
+const MAX_UPLOAD: usize = 50 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Ticket {
@@ -154,6 +175,8 @@ pub(crate) struct Stats {
 #[derive(Default)]
 struct Faults {
     next: Vec<Fault>,
+    /// Faults for the next requests to one endpoint (`POST /api/v2/tickets`).
+    on: Vec<(String, Fault)>,
     until: Option<(Instant, Fault)>,
 }
 
@@ -163,6 +186,7 @@ struct Account {
     users: Vec<User>,
     tickets: Vec<Ticket>,
     next_id: u64,
+    uploads: Vec<Upload>,
     api_user: u64,
     idempotency: HashMap<String, (Value, Value, Instant)>,
     window: Vec<Instant>,
@@ -255,6 +279,7 @@ impl FakeZendesk {
             base: String::new(),
             tickets: Vec::new(),
             next_id: 100,
+            uploads: Vec::new(),
             api_user,
             idempotency: HashMap::new(),
             window: Vec::new(),
@@ -368,6 +393,15 @@ impl FakeZendesk {
     }
 
     /// Every request gets `fault` for this long.
+    /// The next `n` requests to `endpoint` (`METHOD /path`, ids as `{id}`) get `fault`.
+    pub(crate) fn fail_next_on(&self, endpoint: &str, n: usize, fault: Fault) {
+        self.with(|a| {
+            a.faults
+                .on
+                .extend(std::iter::repeat_n((endpoint.to_owned(), fault), n))
+        });
+    }
+
     pub(crate) fn fail_for(&self, how_long: Duration, fault: Fault) {
         self.with(|a| a.faults.until = Some((Instant::now() + how_long, fault)));
     }
@@ -382,6 +416,11 @@ impl FakeZendesk {
 
     pub(crate) fn tickets(&self) -> Vec<Ticket> {
         self.with(|a| a.tickets.clone())
+    }
+
+    /// Every upload received, attached or not.
+    pub(crate) fn uploads(&self) -> Vec<Upload> {
+        self.with(|a| a.uploads.clone())
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -497,7 +536,17 @@ impl Account {
     }
 
     fn serve(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Next {
-        if let Some(fault) = self.fault() {
+        let endpoint = format!(
+            "{method} {}",
+            endpoint_name(uri.path().trim_end_matches(".json"))
+        );
+        let targeted = self
+            .faults
+            .on
+            .iter()
+            .position(|(e, _)| *e == endpoint)
+            .map(|i| self.faults.on.remove(i).1);
+        if let Some(fault) = targeted.or_else(|| self.fault()) {
             self.stats.faults_served += 1;
             let response = match fault {
                 Fault::Hang => return Next::Hang,
@@ -599,6 +648,7 @@ impl Account {
         let parsed = || serde_json::from_slice::<Value>(body);
         match (method.as_str(), parts.as_slice()) {
             ("GET", ["api", "v2", "users", "search"]) => self.search_users(query),
+            ("POST", ["api", "v2", "uploads"]) => self.upload(query, headers, body),
             ("POST", ["api", "v2", "users", "create_or_update"]) => match parsed() {
                 Ok(body) => self.create_or_update_user(&body),
                 Err(_) => bad_json(),
@@ -667,6 +717,67 @@ impl Account {
                 json!({"error": "InvalidEndpoint", "description": "Not found"}),
             ),
         }
+    }
+
+    /// `POST /api/v2/uploads?filename=...`: the file is the raw body, its type the request's
+    /// `Content-Type`; 201 with the token to attach it by and the attachment.
+    fn upload(
+        &mut self,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let Some(file_name) = query.get("filename").filter(|f| !f.is_empty()) else {
+            return json_response(
+                400,
+                json!({"error": "InvalidValue", "description": "filename is required"}),
+            );
+        };
+        if body.len() > MAX_UPLOAD {
+            return json_response(
+                413,
+                json!({"error": "FileTooLarge", "description": "Attachment size exceeds limit"}),
+            );
+        }
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/binary")
+            .to_owned();
+        let attachment_id = self.new_id();
+        let token = format!("tok{attachment_id}x{}", body.len());
+        let upload = Upload {
+            token: token.clone(),
+            attachment_id,
+            file_name: file_name.clone(),
+            content_type,
+            bytes: body.to_vec(),
+            attached: false,
+        };
+        let attachment = self.attachment_json(&upload);
+        self.uploads.push(upload);
+        let mut extra = HeaderMap::new();
+        extra.insert(
+            "location",
+            HeaderValue::from_str(&format!(
+                "{}/api/v2/attachments/{attachment_id}.json",
+                self.base
+            ))
+            .unwrap(),
+        );
+        (
+            StatusCode::CREATED,
+            extra,
+            json!({"upload": {"token": token, "expires_at": "2026-01-01T01:00:00Z",
+                              "attachment": attachment, "attachments": [attachment]}}),
+        )
+    }
+
+    fn attachment_json(&self, u: &Upload) -> Value {
+        json!({"id": u.attachment_id, "file_name": u.file_name, "content_type": u.content_type,
+               "size": u.bytes.len(), "inline": false, "deleted": false,
+               "content_url": format!("{}/attachments/token/{}/?name={}", self.base, u.token, u.file_name),
+               "url": format!("{}/api/v2/attachments/{}.json", self.base, u.attachment_id)})
     }
 
     fn user_json(&self, u: &User) -> Value {
@@ -941,6 +1052,27 @@ impl Account {
             let Some(comment) = comment.as_object() else {
                 return Err(invalid("comment", "Comment: is invalid", "InvalidValue"));
             };
+            if let Some(tokens) = comment.get("uploads") {
+                let Some(tokens) = tokens.as_array() else {
+                    return Err(invalid(
+                        "comment",
+                        "Uploads: must be a list of tokens",
+                        "InvalidValue",
+                    ));
+                };
+                for token in tokens {
+                    let known = token
+                        .as_str()
+                        .and_then(|t| self.uploads.iter().find(|u| u.token == t && !u.attached));
+                    if known.is_none() {
+                        return Err(invalid(
+                            "comment",
+                            &format!("Uploads: {token} is not a valid upload token"),
+                            "InvalidValue",
+                        ));
+                    }
+                }
+            }
             if comment.get("public").is_some_and(|p| !p.is_boolean()) {
                 return Err(invalid(
                     "comment",
@@ -1017,8 +1149,22 @@ impl Account {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let id = self.new_id();
+            let mut attachments = Vec::new();
+            for token in comment
+                .get("uploads")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if let Some(upload) = self.uploads.iter_mut().find(|u| u.token == token) {
+                    upload.attached = true;
+                    attachments.push(upload.clone());
+                }
+            }
             comments.push(Comment {
                 id,
+                attachments,
                 kind: "Comment".to_owned(),
                 body: body.to_owned(),
                 public: comment
@@ -1045,6 +1191,7 @@ impl Account {
                 public: false,
                 author_id: self.api_user,
                 data: Some(voice.clone()),
+                attachments: Vec::new(),
             });
         }
         comments
@@ -1236,8 +1383,13 @@ fn tags(value: Option<&Value>) -> Vec<String> {
 }
 
 fn comment_json(c: &Comment) -> Value {
+    let attachments: Vec<Value> = c
+        .attachments
+        .iter()
+        .map(|u| json!({"id": u.attachment_id, "file_name": u.file_name, "content_type": u.content_type, "size": u.bytes.len()}))
+        .collect();
     json!({"id": c.id, "type": c.kind, "body": c.body, "public": c.public, "author_id": c.author_id, "data": c.data,
-           "created_at": "2026-01-01T00:00:00Z"})
+           "attachments": attachments, "created_at": "2026-01-01T00:00:00Z"})
 }
 
 fn bad_json() -> (StatusCode, HeaderMap, Value) {

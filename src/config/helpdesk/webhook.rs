@@ -1,4 +1,5 @@
-//! A webhook entry's own keys: `url`, where the signed POSTs go. The secret (`whsec_…`, the
+//! A webhook entry's own keys: `url`, where the signed POSTs go, and `inline_audio`, whether a
+//! voicemail's audio travels in the payload. The secret (`whsec_…`, the
 //! Standard Webhooks form) is the entry's `token_file`/`token_env`. A webhook has no statuses
 //! and no contacts: `status` on a call type and `create_unknown_contacts` are refused.
 
@@ -7,13 +8,15 @@ use super::super::raw::RawHelpdesk;
 use super::no_statuses;
 
 /// The keys a webhook entry has beyond the shared ones.
-pub(super) const KEYS: &[&str] = &["url"];
+pub(super) const KEYS: &[&str] = &["url", "inline_audio"];
 
 /// What a webhook entry adds to the shared settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// The receiver's URL, as given.
     pub url: String,
+    /// Whether a voicemail's audio goes in the payload (base64, `voicemail.audio_base64`).
+    pub inline_audio: bool,
 }
 
 /// Checks a webhook entry's own keys.
@@ -46,5 +49,8 @@ pub(super) fn build(h: &RawHelpdesk, at: &[Seg], src: &mut Source<'_>) -> Option
         }
     };
     statuses_ok.then_some(())?;
-    Some(WebhookSettings { url: url? })
+    Some(WebhookSettings {
+        url: url?,
+        inline_audio: h.inline_audio.unwrap_or(false),
+    })
 }

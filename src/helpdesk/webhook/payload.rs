@@ -4,17 +4,21 @@
 //!
 //! Versioning: fields may be added within version 1; a field removed, renamed or given another
 //! meaning makes version 2, announced in the README before it ships. Added in version 1:
-//! `agents` (every agent who held the call, transfers included; `agent` is the last of them).
+//! `agents` (every agent who held the call, transfers included; `agent` is the last of them);
+//! `voicemail` (the recording's length, a signed link, and its audio with `inline_audio`).
 //!
 //! Times are RFC 3339 with the offset of the group's time zone (`2026-03-02T10:00:12+01:00`),
 //! the zone named in `timezone`, so a receiver shows them as the office saw them.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 use crate::call::{CallRecord, Direction};
 use crate::helpdesk::Party;
+use crate::recordings::{self, Audio, Link};
 use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
@@ -95,8 +99,30 @@ pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Part
             "explanation": call.explanation,
             "log": log,
             "summary": tickets::summary(rules, call),
+            "voicemail": voicemail(call, None, None),
         }
     })
+}
+
+/// The call's voicemail: its length, why it ended, its type, a signed link to it (`null` without
+/// `[media] public_url`) and, with `inline_audio`, the WAV itself in base64. `null` for a call
+/// without a voicemail.
+pub fn voicemail(call: &CallRecord, link: Option<&Link>, audio: Option<&Audio>) -> Value {
+    let Some(voicemail) = &call.voicemail else {
+        return Value::Null;
+    };
+    let mut value = json!({
+        "duration_ms": voicemail.duration_ms,
+        "end": voicemail.end,
+        "file_name": voicemail.file_name(&call.id),
+        "content_type": recordings::CONTENT_TYPE,
+        "url": link.map(|l| &l.url),
+        "url_expires_at": link.map(|l| l.expires.to_string()),
+    });
+    if let Some(audio) = audio {
+        value["audio_base64"] = json!(BASE64.encode(&audio.bytes));
+    }
+    value
 }
 
 /// The payload of a tag change on a call already posted: what was added and removed, and the

@@ -23,6 +23,16 @@
 //!   gets a follow-up ticket instead (`via_followup_source_id`), as Zendesk itself does.
 //! - With `voice_comments`, an answered call with a recording also gets a `voice_comment`
 //!   (Zendesk shows a player); the internal note with the fields and the marker is always there.
+//! - A voicemail's recording is uploaded (`POST /api/v2/uploads?filename=voicemail-<id>.wav`,
+//!   the WAV as the body) and its token attached to the note (`comment.uploads`). The token is
+//!   saved with the delivery as soon as Zendesk gives it, and the ticket request that carries it
+//!   too, so a retry attaches the same upload instead of sending the file again (an upload
+//!   whose answer was lost is sent again; Zendesk drops the unattached one after 60 minutes,
+//!   and a saved token older than 50 minutes is not used). A recording that is gone fails the
+//!   delivery for good; one larger than Zendesk takes (413) too. With `voice_comments` the
+//!   voicemail is a voice comment instead, whose `recording_url` is a signed link to sipdesk;
+//!   without `[media] public_url` there is no link, and the file is attached as without
+//!   `voice_comments` (a configuration that was valid before voicemails stays valid).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,12 +45,15 @@ use serde_json::{Value, json};
 
 use reqwest::header::HeaderMap;
 
-use self::rules::{Assignee, AssigneeId, Plan, Status, TicketSummary, TicketWrite, ZendeskRules};
+use self::rules::{
+    Assignee, AssigneeId, Plan, Status, TicketSummary, TicketWrite, VoiceComment, ZendeskRules,
+};
 use super::http::{Announced, Credentials, Http, Reply, Vendor, error_message, header_number};
 use super::{Delivered, HelpdeskError, Job, Party};
 use crate::call::Outcome;
 use crate::config::{HelpdeskSettings, Secret, ZendeskAuth, ZendeskSettings};
 use crate::phone::{self, Caller, Region};
+use crate::recordings;
 use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
@@ -78,7 +91,15 @@ enum Pending {
         body: Value,
         fallback: Value,
     },
+    /// The voicemail was uploaded (`at`) and its token is waiting for the ticket's comment.
+    Uploaded {
+        token: String,
+        at: Timestamp,
+    },
 }
+
+/// How long after its upload a token is used; Zendesk keeps an unattached upload for 60 minutes.
+const UPLOAD_FRESH: Duration = Duration::from_secs(50 * 60);
 
 #[derive(Debug, Deserialize)]
 struct User {
@@ -157,10 +178,11 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
     if let Some(subject) = &write.subject {
         ticket.insert("subject".into(), json!(subject));
     }
-    ticket.insert(
-        "comment".into(),
-        json!({ "body": write.note, "public": false }),
-    );
+    let mut comment = json!({ "body": write.note, "public": false });
+    if !write.uploads.is_empty() {
+        comment["uploads"] = json!(write.uploads);
+    }
+    ticket.insert("comment".into(), comment);
     if let Some(status) = write.status {
         ticket.insert("status".into(), json!(status.as_str()));
     }
@@ -203,6 +225,35 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
         ticket.insert("voice_comment".into(), comment);
     }
     json!({ "ticket": ticket })
+}
+
+/// What a ticket write carries of a voicemail.
+enum VoicemailPart {
+    None,
+    /// The token of the uploaded recording, attached to the note.
+    Upload(String),
+    /// A voice comment playing the recording from its signed link.
+    Voice(VoiceComment),
+}
+
+impl VoicemailPart {
+    fn apply(&self, plan: Plan) -> Plan {
+        let add = |mut write: TicketWrite| {
+            match self {
+                VoicemailPart::None => {}
+                VoicemailPart::Upload(token) => write.uploads = vec![token.clone()],
+                VoicemailPart::Voice(voice) => write.voice = Some(voice.clone()),
+            }
+            write
+        };
+        match plan {
+            Plan::Create(write) => Plan::Create(add(write)),
+            Plan::Update { ticket, write } => Plan::Update {
+                ticket,
+                write: add(write),
+            },
+        }
+    }
 }
 
 /// Zendesk's rate-limit headers: `X-Rate-Limit` (the account's limit per minute) and, when
@@ -314,6 +365,7 @@ impl Zendesk {
     /// Carries out one delivery.
     pub async fn deliver(&self, job: &Job<'_>) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
+        let mut uploaded = None;
         if let Some(text) = &job.delivery.request {
             match serde_json::from_str::<Pending>(text) {
                 Ok(Pending::Create { body }) => {
@@ -337,6 +389,12 @@ impl Zendesk {
                         });
                     }
                     return self.update(job, ticket, &body, fallback).await;
+                }
+                Ok(Pending::Uploaded { token, at }) => {
+                    let age = Timestamp::now().duration_since(at);
+                    if age.as_secs() < UPLOAD_FRESH.as_secs() as i64 {
+                        uploaded = Some(token);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(delivery = %job.delivery.id, error = %e, "ignoring an unreadable saved request")
@@ -369,13 +427,15 @@ impl Zendesk {
             // The note says what the PBX sent when it was not a number.
             note_call.caller = format!("{sent} (not a phone number)");
         }
-        match rules::plan(
+        let voicemail = self.voicemail(job, uploaded).await?;
+        let plan = rules::plan(
             &self.rules,
             &self.zendesk,
             &note_call,
             previous.as_ref(),
             assignee,
-        ) {
+        );
+        match voicemail.apply(plan) {
             Plan::Create(write) => {
                 let body = ticket_body(&write, Some(requester), answered_by);
                 self.save(job, &Pending::Create { body: body.clone() })
@@ -384,11 +444,16 @@ impl Zendesk {
             }
             Plan::Update { ticket, write } => {
                 let body = ticket_body(&write, None, answered_by);
-                let fallback =
-                    match rules::plan(&self.rules, &self.zendesk, &note_call, None, assignee) {
-                        Plan::Create(write) => ticket_body(&write, Some(requester), answered_by),
-                        Plan::Update { .. } => unreachable!("no previous ticket, no update"),
-                    };
+                let fallback = match voicemail.apply(rules::plan(
+                    &self.rules,
+                    &self.zendesk,
+                    &note_call,
+                    None,
+                    assignee,
+                )) {
+                    Plan::Create(write) => ticket_body(&write, Some(requester), answered_by),
+                    Plan::Update { .. } => unreachable!("no previous ticket, no update"),
+                };
                 self.save(
                     job,
                     &Pending::Update {
@@ -401,6 +466,88 @@ impl Zendesk {
                 self.update(job, ticket, &body, fallback).await
             }
         }
+    }
+
+    /// What the ticket carries of the call's voicemail: the recording uploaded (or the token an
+    /// earlier attempt got, `uploaded`), or with `voice_comments` a voice comment that plays it
+    /// from a signed link.
+    async fn voicemail(
+        &self,
+        job: &Job<'_>,
+        uploaded: Option<String>,
+    ) -> Result<VoicemailPart, HelpdeskError> {
+        let call = job.call;
+        let Some(voicemail) = &call.voicemail else {
+            return Ok(VoicemailPart::None);
+        };
+        // Without `[media] public_url` there is no link to play: the file is attached instead
+        // (the delivery worker warns at start).
+        let link = if self.zendesk.voice_comments {
+            job.voicemail_link()?
+        } else {
+            None
+        };
+        if let Some(link) = link {
+            return Ok(VoicemailPart::Voice(VoiceComment {
+                from: call.caller.clone(),
+                to: call.callee.clone(),
+                recording_url: link.url,
+                started_at: call.started_at,
+                call_duration: voicemail.duration_ms.div_ceil(1000),
+            }));
+        }
+        if let Some(token) = uploaded {
+            return Ok(VoicemailPart::Upload(token));
+        }
+        let Some(audio) = job.voicemail_audio().await? else {
+            return Ok(VoicemailPart::None);
+        };
+        let size = audio.bytes.len();
+        let url = self
+            .http
+            .url("/api/v2/uploads.json", &[("filename", &audio.file_name)])?;
+        let reply = self
+            .http
+            .send_bytes(
+                Method::POST,
+                url,
+                audio.bytes.into(),
+                recordings::CONTENT_TYPE,
+                &[],
+            )
+            .await?;
+        if reply.status.as_u16() == 413 {
+            return Err(HelpdeskError::Permanent(format!(
+                "POST /api/v2/uploads: the voicemail ({size} bytes) is larger than Zendesk takes (413 {})",
+                error_message(&reply.body)
+            )));
+        }
+        if !reply.is_success() {
+            return Err(conflict_or_rejected("POST /api/v2/uploads", &reply));
+        }
+        let Some(token) = reply
+            .body
+            .pointer("/upload/token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return Err(HelpdeskError::Retry {
+                reason: format!(
+                    "POST /api/v2/uploads: no upload token in the answer: {}",
+                    error_message(&reply.body)
+                ),
+                after: None,
+            });
+        };
+        self.save(
+            job,
+            &Pending::Uploaded {
+                token: token.clone(),
+                at: Timestamp::now(),
+            },
+        )
+        .await?;
+        Ok(VoicemailPart::Upload(token))
     }
 
     async fn save(&self, job: &Job<'_>, pending: &Pending) -> Result<(), HelpdeskError> {
@@ -762,7 +909,7 @@ impl Zendesk {
 
 #[cfg(test)]
 mod tests {
-    use super::rules::{Priority, TicketType, VoiceComment};
+    use super::rules::{Priority, TicketType};
     use super::*;
 
     fn write() -> TicketWrite {
@@ -775,6 +922,7 @@ mod tests {
             ticket_type: Some(TicketType::Question),
             priority: Some(Priority::High),
             voice: None,
+            uploads: Vec::new(),
             external_id: "c1".to_owned(),
         }
     }

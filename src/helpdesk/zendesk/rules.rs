@@ -250,6 +250,8 @@ pub struct TicketWrite {
     pub ticket_type: Option<TicketType>,
     pub priority: Option<Priority>,
     pub voice: Option<VoiceComment>,
+    /// Upload tokens of files the note carries (a voicemail's recording).
+    pub uploads: Vec<String>,
     /// The call id, so a ticket can be found again by the call it was made for.
     pub external_id: String,
 }
@@ -310,6 +312,7 @@ pub fn plan(
         ticket_type,
         priority,
         voice,
+        uploads: Vec::new(),
         external_id: call.id.clone(),
     };
     match (log, previous) {
