@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, Sipp, SippMore, SippRun, free_port, test_dir};
+use common::zendesk::{self, FakeZendesk};
 
 const FAST: &str = "trusted = [\"127.0.0.1\"]\nt1 = \"100ms\"\nt2 = \"500ms\"";
 
@@ -43,6 +44,11 @@ fn free_even_port() -> u16 {
 /// A daemon whose group "soporte" (queue 700, agent 2001) goes to voicemail when the agent is
 /// busy, with the greeting in its directory.
 fn daemon(name: &str) -> Daemon {
+    daemon_with(name, "", &[])
+}
+
+/// The same, with `helpdesks` (and `files` beside the configuration).
+fn daemon_with(name: &str, helpdesks: &str, files: &[(&str, &str)]) -> Daemon {
     let dir = test_dir(name);
     let greeting = dir.join("greeting.wav");
     write_greeting(&greeting);
@@ -68,11 +74,11 @@ ring_timeout = "5s"
 wrap_up = "0s"
 final_action = "voicemail"
 greeting = "{greeting}"
-"#,
+{helpdesks}"#,
         last = port + 1,
         greeting = greeting.display()
     );
-    Daemon::start_in(dir, FAST, &body, None, &[])
+    Daemon::start_in(dir, FAST, &body, None, files)
 }
 
 /// The caller: SIPp placing one call to queue 700 with `scenario`, its SDP naming `rtp_port`.
@@ -151,7 +157,20 @@ fn wav_ms(path: &str) -> u64 {
 
 #[test]
 fn a_caller_hears_the_greeting_and_the_tone_then_leaves_a_message() {
-    let daemon = daemon("voicemail-left");
+    let zd = FakeZendesk::start(zendesk::Settings::default());
+    let helpdesks = format!(
+        r#"
+[[helpdesks]]
+name = "zd"
+kind = "zendesk"
+base_url = "{}"
+email = "bot@example.com"
+token_file = "zd.token"
+groups = ["soporte"]
+"#,
+        zd.url
+    );
+    let daemon = daemon_with("voicemail-left", &helpdesks, &[("zd.token", "t0ken")]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let agents = daemon.agents("agents-busy.xml", 1);
     let uac = caller(
@@ -235,6 +254,29 @@ fn a_caller_hears_the_greeting_and_the_tone_then_leaves_a_message() {
     );
     assert_eq!(voicemail["duration_ms"].as_u64(), Some(recorded));
     assert!(file.starts_with(&daemon.dir.join("voicemail").display().to_string()));
+
+    // Zendesk: one upload, attached to one voicemail ticket — the recording's very bytes.
+    let tickets = zd.wait_for_tickets(1, Duration::from_secs(30));
+    assert_eq!(tickets.len(), 1, "{tickets:?}\n{}", daemon.log());
+    let ticket = &tickets[0];
+    assert_eq!(
+        ticket.subject.as_deref(),
+        Some("Voicemail from +34600123456")
+    );
+    assert!(
+        ticket.tags.contains(&"sipdesk_voicemail".to_owned()),
+        "{:?}",
+        ticket.tags
+    );
+    let attachments: Vec<_> = ticket
+        .comments
+        .iter()
+        .flat_map(|c| &c.attachments)
+        .collect();
+    assert_eq!(attachments.len(), 1, "{ticket:?}");
+    assert_eq!(attachments[0].content_type, "audio/wav");
+    assert_eq!(attachments[0].bytes, std::fs::read(file).unwrap());
+    assert_eq!(zd.uploads().len(), 1);
 }
 
 #[test]
