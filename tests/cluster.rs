@@ -177,3 +177,176 @@ fn a_second_instance_on_one_sqlite_file_is_refused() {
         "{stderr}"
     );
 }
+
+/// A PostgreSQL server of the test's own (the Debian server binaries, run as `postgres`), on a
+/// free port, to stop and start under a running sipdesk.
+struct PgServer {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PgServer {
+    fn start() -> PgServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("the PostgreSQL server is installed (Debian package postgresql)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|b| b.join("initdb").exists())
+            .expect("initdb in /usr/lib/postgresql/*/bin");
+        let port = common::daemon::free_port();
+        let dir = std::env::temp_dir().join(format!("sipdesk-pg-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = PgServer { dir, bin, port };
+        server.run(
+            "chown",
+            &["-R", "postgres:postgres", server.dir.to_str().unwrap()],
+        );
+        let data = server.dir.join("data");
+        server.as_postgres(
+            "initdb",
+            &[
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+            ],
+        );
+        server.up();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = Command::new(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let tool = self.bin.join(tool);
+        let mut all = vec!["-u", "postgres", "--", tool.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.run("runuser", &all);
+    }
+
+    fn up(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stopped at once, as a crash or a lost network would (no goodbye to the clients).
+    fn down(&self) {
+        let data = self.dir.join("data");
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let tool = self.bin.join("pg_ctl");
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                tool.to_str().unwrap(),
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn postgresql_stopped_for_20_s_while_calls_go_on_loses_and_doubles_no_record() {
+    if std::env::var("SIPDESK_TEST_POSTGRES_URL").is_err() {
+        eprintln!(
+            "SKIPPED ON POSTGRESQL: postgresql_stopped_for_20_s… runs where PostgreSQL is installed and SIPDESK_TEST_POSTGRES_URL is set (CI sets it); nothing was checked"
+        );
+        return;
+    }
+    let server = PgServer::start();
+    let agents: Vec<String> = (0..10)
+        .map(|i| format!("{{ extension = \"{}\" }}", 7000 + i))
+        .collect();
+    let body = format!(
+        "[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"burst\"\nqueues = [\"700\"]\nagents = [{}]\nwrap_up = \"0s\"\n",
+        agents.join(", ")
+    );
+    let mut daemon = Daemon::start_in(
+        common::daemon::test_dir("pg-outage"),
+        "trusted = [\"127.0.0.1\"]",
+        &body,
+        Some(&server.url()),
+        &[],
+    );
+    let calls = 60;
+    let uas = daemon.agents("agents-answer.xml", calls);
+    let uac = daemon.callers("caller-answered.xml", "700", calls, 2, 10, false);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    server.down();
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    server.up();
+    daemon.succeeded(uac);
+    daemon.succeeded(uas);
+    let log = daemon.log();
+    assert!(
+        log.contains("cannot write call records to the database"),
+        "the outage is logged:\n{log}"
+    );
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    let records = daemon.calls();
+    let distinct: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|c| c["sip_call_id"].as_str().unwrap())
+        .collect();
+    let ended = records.iter().filter(|c| !c["outcome"].is_null()).count();
+    assert_eq!(
+        (records.len(), distinct.len(), ended),
+        (calls as usize, calls as usize, calls as usize),
+        "records, distinct SIP Call-IDs, ended\n{}",
+        daemon.log()
+    );
+}

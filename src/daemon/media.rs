@@ -39,16 +39,24 @@ impl Sessions {
                 self.running.insert(call, control);
                 let ended = self.ended.clone();
                 let ip = self.ip;
-                tokio::spawn(async move {
+                let port = lease.port();
+                let session = tokio::spawn(async move {
                     let result = match runner::bind(ip, &lease).await {
                         Ok(socket) => runner::run(socket, *spec, commands).await,
                         Err(source) => Err(MediaError::Bind {
-                            addr: SocketAddr::new(ip, lease.port()),
+                            addr: SocketAddr::new(ip, port),
                             source,
                         }),
                     };
                     // The port is free again only once the socket is closed.
                     drop(lease);
+                    result
+                });
+                // Whatever becomes of the session (a panic included), the call hears of it.
+                tokio::spawn(async move {
+                    let result = session
+                        .await
+                        .unwrap_or_else(|error| Err(MediaError::Failed(error.to_string())));
                     let _ = ended.send((call, result));
                 });
             }

@@ -8,10 +8,17 @@
 //!   sends from another address than it announced: until a packet has come from the announced
 //!   one, the first packet from the call's signalling source IP (the PBX or phone that sent the
 //!   INVITE) moves the session there (symmetric RTP) when it is RTP; anything else is dropped.
-//!   Addresses are compared in canonical form (an IPv4-mapped IPv6 address is its IPv4).
-//! - **No recording, no file.** A caller who hangs up before the tone ends (or during it)
-//!   leaves no voicemail: the file is removed and [`Recorded::samples`] is 0, and the call is
-//!   recorded as missed.
+//!   Addresses are compared in canonical form (an IPv4-mapped IPv6 address is its IPv4). When
+//!   the SDP already names the signalling source's IP (a PBX relaying the media), there is no
+//!   NAT to get around and the session never moves: a packet from another port of that host
+//!   (a previous call's) cannot take the session over.
+//! - **No message, no file.** A caller who hangs up before the tone ends (or during it), or
+//!   whose recording holds no voiced audio at all (quiet RTP until `silence` ended it), leaves
+//!   no voicemail: the file is removed, [`Recorded::file`] is `None`, and the call is recorded
+//!   as missed.
+//! - **Ports in turn.** [`Ports`] hands out the even ports round-robin, so a port a session just
+//!   gave back is the last to be taken again: late packets of the previous call do not reach
+//!   the next one.
 //! - RTCP is not sent; RTP's port + 1 is left unbound (RFC 3550 makes RTCP optional to use for
 //!   a receiver this short-lived).
 
@@ -34,6 +41,8 @@ pub struct Ports {
     range: RangeInclusive<u16>,
     max_sessions: usize,
     taken: Mutex<BTreeSet<u16>>,
+    /// The port given last: the next search starts after it.
+    last: Mutex<Option<u16>>,
 }
 
 /// A port held by one session; given back when dropped.
@@ -63,6 +72,7 @@ impl Ports {
             range,
             max_sessions,
             taken: Mutex::default(),
+            last: Mutex::default(),
         })
     }
 
@@ -72,11 +82,16 @@ impl Ports {
         if taken.len() >= self.max_sessions {
             return None;
         }
+        let mut last = self.last.lock().ok()?;
+        let after = last.map_or(0, |p| p.saturating_add(1));
+        let even = |p: &u16| p % 2 == 0 && !taken.contains(p);
         let port = self
             .range
             .clone()
-            .filter(|p| p % 2 == 0)
-            .find(|p| !taken.contains(p))?;
+            .filter(|p| *p >= after)
+            .find(even)
+            .or_else(|| self.range.clone().find(even))?;
+        *last = Some(port);
         taken.insert(port);
         Some(Lease {
             port,
@@ -97,6 +112,8 @@ pub enum Control {
     Hold(bool),
     /// The call ended (BYE, CANCEL, an admin): stop, keep what was recorded.
     Stop,
+    /// A new offer named another address for the caller's RTP.
+    Redirect(SocketAddr),
 }
 
 /// One session to run.
@@ -138,6 +155,8 @@ pub enum MediaError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the media session failed: {0}")]
+    Failed(String),
     #[error("cannot create the recording {path}")]
     Create {
         path: String,
@@ -169,7 +188,9 @@ pub async fn run(
         })?;
     let mut session = Session::new(Instant::now(), spec.settings, spec.greeting);
     let mut remote = spec.remote;
-    let mut heard_from_announced = false;
+    // No NAT between the SDP and the signalling: never move (see the module docs).
+    let mut heard_from_announced =
+        remote.ip().to_canonical() == spec.signalling_source.to_canonical();
     let mut end = None;
     let mut buffer = vec![0u8; 2048];
     'running: loop {
@@ -199,6 +220,12 @@ pub async fn run(
                     session.set_hold(Instant::now(), held);
                     Vec::new()
                 }
+                Some(Control::Redirect(to)) => {
+                    remote = to;
+                    heard_from_announced =
+                        to.ip().to_canonical() == spec.signalling_source.to_canonical();
+                    Vec::new()
+                }
                 Some(Control::Stop) | None => {
                     let held = session.close();
                     apply(&socket, remote, &mut writer, &path, held).await?;
@@ -216,7 +243,7 @@ pub async fn run(
         path: path.clone(),
         source,
     })?;
-    if samples == 0 {
+    if session.voiced_samples() == 0 {
         let _ = std::fs::remove_file(&spec.file);
         return Ok(Recorded {
             file: None,

@@ -140,6 +140,8 @@ pub struct Session {
     /// Quiet samples in a row.
     quiet: usize,
     recorded: usize,
+    /// Samples recorded that were not quiet: a recording without any is no message.
+    voiced: usize,
     pound: PoundDetector,
     out: Vec<Action>,
 }
@@ -168,6 +170,7 @@ impl Session {
             early_pound: None,
             quiet: 0,
             recorded: 0,
+            voiced: 0,
             pound: PoundDetector::default(),
             out: Vec::new(),
         }
@@ -181,6 +184,11 @@ impl Session {
     /// How many samples were recorded.
     pub fn recorded_samples(&self) -> usize {
         self.recorded
+    }
+
+    /// How many of them were not quiet (below about −44 dBFS counts as quiet).
+    pub fn voiced_samples(&self) -> usize {
+        self.voiced
     }
 
     /// When [`Session::poll`] next has work.
@@ -328,6 +336,7 @@ impl Session {
             self.quiet += samples.len();
         } else {
             self.quiet = 0;
+            self.voiced += samples.len();
         }
         self.push_samples(samples);
         let silence = (self.settings.silence.as_millis() as usize) * (RATE as usize) / 1000;

@@ -1589,7 +1589,8 @@ impl Core {
                 }
                 self.put(call);
             }
-            Timer::OkResend { call: key } => self.resend_ok(now, key),
+            Timer::OkResend { call: key, round } => self.resend_ok(now, key, round),
+            Timer::VoicemailLimit { call: key } => self.voicemail_limit(now, key),
             Timer::Forget { call: key } => {
                 if let Some(call) = self.take(key) {
                     self.by_invite.remove(&call.server_tx);

@@ -166,8 +166,11 @@ enum Timer {
     AckWait { call: u64 },
     /// Time to check that both sides of an answered call are still there (`session_check`).
     SessionCheck { call: u64 },
-    /// sipdesk's own 200 OK to a call it answered is resent until the ACK.
-    OkResend { call: u64 },
+    /// sipdesk's own 200 OK to a call it answered (or to its re-INVITE) is resent until the
+    /// ACK; `round` tells a later answer's resending from an earlier one's.
+    OkResend { call: u64, round: u32 },
+    /// A voicemail that outlived every limit of its session (it never reported): ended.
+    VoicemailLimit { call: u64 },
     /// An ended call can be forgotten: late retransmissions have passed.
     Forget { call: u64 },
 }
@@ -925,6 +928,7 @@ impl Core {
         self.acknowledged(call, side, &request);
         if self.answered_here(call) {
             // sipdesk is the far end: the ACK stops its 200 OK's retransmissions.
+            self.voicemail_ack(call, &request);
             return;
         }
         let Some((forwarded, peer, _)) = self.in_dialog_forward(call, &request, source) else {

@@ -349,3 +349,132 @@ fn closed_action_applies_only_while_the_group_is_closed() {
     );
     assert!(h.media.is_empty());
 }
+
+#[test]
+fn a_reinvites_200_is_resent_until_its_ack_and_a_codec_change_is_refused() {
+    let mut h = harness(2);
+    let (ok, _) = answered(&mut h, "v9");
+    let tag = to_tag(&ok);
+    h.receive(caller(), &ack("v9", &tag));
+    let offer = |pt: &str| {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP {pt}\r\na=sendonly\r\n"
+        )
+    };
+    // PCMA where the call runs on PCMU: refused, the session goes on as it was.
+    h.receive(
+        caller(),
+        &in_dialog_request(
+            "INVITE",
+            "sip:sipdesk@127.0.0.1:5060",
+            "v9",
+            Some(&tag),
+            2,
+            &offer("8"),
+        ),
+    );
+    let sent = h.take_sent();
+    assert_eq!(first_line(&sent[0].1), "SIP/2.0 488 Not Acceptable Here");
+    assert!(
+        sent[0].1.contains("this call stays on PCMU"),
+        "{}",
+        sent[0].1
+    );
+    // The ACK of a non-2xx answer is hop by hop: the INVITE's own branch.
+    let ack488 = in_dialog_request("ACK", "sip:sipdesk@127.0.0.1:5060", "v9", Some(&tag), 2, "")
+        .replace("z9hG4bKv9ACK2", "z9hG4bKv9INVITE2");
+    h.receive(caller(), &ack488);
+    h.take_sent();
+
+    // Hold: 200 OK, resent until its own ACK (CSeq 3).
+    h.receive(
+        caller(),
+        &in_dialog_request(
+            "INVITE",
+            "sip:sipdesk@127.0.0.1:5060",
+            "v9",
+            Some(&tag),
+            3,
+            &offer("0"),
+        ),
+    );
+    assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 200 OK -> 5070"]);
+    h.advance(Duration::from_millis(500));
+    let again = h.take_sent();
+    assert_eq!(lines(&again), vec!["SIP/2.0 200 OK -> 5070"]);
+    assert!(again[0].1.contains("CSeq: 3 INVITE"), "{}", again[0].1);
+    h.receive(
+        caller(),
+        &in_dialog_request("ACK", "sip:sipdesk@127.0.0.1:5060", "v9", Some(&tag), 3, ""),
+    );
+    h.advance(Duration::from_secs(10));
+    assert!(h.take_sent().is_empty(), "the ACK stops the resending");
+}
+
+#[test]
+fn a_request_with_another_to_tag_belongs_to_no_dialog() {
+    let mut h = harness(2);
+    let (ok, _) = answered(&mut h, "v10");
+    h.receive(caller(), &ack("v10", &to_tag(&ok)));
+    h.receive(
+        caller(),
+        &in_dialog_request(
+            "BYE",
+            "sip:sipdesk@127.0.0.1:5060",
+            "v10",
+            Some("stranger"),
+            2,
+            "",
+        ),
+    );
+    let sent = h.take_sent();
+    assert_eq!(
+        first_line(&sent[0].1),
+        "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+    assert!(
+        !h.media.iter().any(|m| matches!(
+            m,
+            MediaOrder::Control {
+                control: Control::Stop,
+                ..
+            }
+        )),
+        "the voicemail goes on"
+    );
+}
+
+#[test]
+fn while_stopping_a_call_that_would_reach_voicemail_is_rejected() {
+    let mut h = harness(2);
+    h.core.drain(h.now);
+    h.receive(caller(), &invite("100", "v11", "z9hG4bKv11"));
+    let sent = h.take_sent();
+    assert!(
+        lines(&sent).iter().all(|l| !l.starts_with("SIP/2.0 200")),
+        "{:?}",
+        lines(&sent)
+    );
+    assert!(h.media.is_empty());
+}
+
+#[test]
+fn a_session_that_never_reports_ends_the_call_at_its_limit() {
+    let mut h = harness(2);
+    let (ok, _) = answered(&mut h, "v12");
+    h.receive(caller(), &ack("v12", &to_tag(&ok)));
+    h.take_sent();
+    // Greeting (none) + 1 s + 3 min + 5 s + 30 s: nothing yet just before.
+    h.advance(Duration::from_secs(215));
+    assert!(h.records().is_empty());
+    h.advance(Duration::from_secs(2));
+    let sent = h.take_sent();
+    assert!(
+        lines(&sent).iter().any(|l| l.starts_with("BYE ")),
+        "{:?}",
+        lines(&sent)
+    );
+    let record = h.records()[0];
+    assert_eq!(record.outcome, Outcome::Missed);
+    assert_eq!(record.ended_by, Some(EndedBy::Lost));
+}

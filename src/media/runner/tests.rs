@@ -177,9 +177,64 @@ fn ports_are_even_limited_to_max_sessions_and_given_back() {
     assert!(ports.take().is_none(), "max_sessions reached");
     drop(b);
     assert_eq!(ports.in_use(), 2);
-    assert_eq!(ports.take().unwrap().port(), 16002);
+    // Round-robin: the port just given back is not the next one taken.
+    let d = ports.take().unwrap();
+    assert_eq!(d.port(), 16006);
+    drop(d);
+    drop(a);
+    assert_eq!(ports.take().unwrap().port(), 16008);
+    assert_eq!(ports.take().unwrap().port(), 16000, "around again");
     let few = Ports::new(16000..=16003, 10);
     let _x = few.take().unwrap();
     let _y = few.take().unwrap();
     assert!(few.take().is_none(), "the range is used up");
+}
+
+#[tokio::test]
+async fn a_caller_who_only_sends_quiet_audio_leaves_no_file() {
+    let call = start("quiet", 1, "127.0.0.1".parse().unwrap()).await;
+    receive(&call.caller, 21).await;
+    let quiet: Vec<u8> = (0..SAMPLES_PER_PACKET).map(|_| Law::Mu.encode(3)).collect();
+    for i in 0..20u16 {
+        let packet = rtp_rs::RtpPacketBuilder::new()
+            .payload_type(0)
+            .sequence(rtp_rs::Seq::from(i))
+            .timestamp(u32::from(i) * 160)
+            .payload(&quiet)
+            .build()
+            .unwrap();
+        call.caller.send_to(&packet, call.media).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call.control.send(Control::Stop).unwrap();
+    let recorded = call.done.await.unwrap().unwrap();
+    assert_eq!(recorded.samples, 3200, "recorded, but nothing said");
+    assert_eq!(recorded.file, None);
+    assert!(!call.file.exists());
+}
+
+#[tokio::test]
+async fn when_the_sdp_names_the_signalling_host_the_session_never_moves() {
+    // A PBX relaying media: the SDP names its address, which is also the signalling source.
+    let call = start("relay", 1, "127.0.0.1".parse().unwrap()).await;
+    receive(&call.caller, 21).await;
+    // Another port of that host (a previous call's late packets) is not the caller.
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..10u16 {
+        other
+            .send_to(&audio(i, u32::from(i) * 160), call.media)
+            .await
+            .unwrap();
+    }
+    for i in 0..10u16 {
+        call.caller
+            .send_to(&audio(100 + i, 16_000 + u32::from(i) * 160), call.media)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call.control.send(Control::Stop).unwrap();
+    let recorded = call.done.await.unwrap().unwrap();
+    assert_eq!(recorded.samples, 1600, "the caller's ten packets only");
+    let _ = std::fs::remove_file(&call.file);
 }

@@ -45,9 +45,13 @@ pub(in crate::proxy) struct Voicemail {
     session: SessionVersion,
     /// sipdesk's RTP address, as its answers name it.
     local: SocketAddr,
-    /// The 200 OK to the INVITE, resent until the ACK (UDP only).
+    /// The last 200 OK (to the INVITE or a re-INVITE), resent until its ACK (UDP only), with
+    /// its CSeq number, the resending's round and how long it goes on.
     ok: Option<Bytes>,
+    ok_cseq: u32,
+    round: u32,
     interval: Duration,
+    resend_until: std::time::Instant,
     /// Why the call reached voicemail (kept as the missed reason when nothing is recorded).
     pub(super) reason: MissedReason,
     /// Whether the caller hung up (or an admin ended the call): the session was told to stop.
@@ -64,6 +68,10 @@ impl Core {
         let Some(place) = self.settings.media.clone() else {
             return false;
         };
+        if self.draining {
+            tracing::info!(call = %call.id, "voicemail: sipdesk is stopping, the call is rejected");
+            return false;
+        }
         if call.invite.message.body.is_empty() {
             tracing::warn!(call = %call.id, "voicemail: the INVITE has no SDP offer, which sipdesk needs to answer it; the call is rejected");
             return false;
@@ -135,6 +143,12 @@ impl Core {
             .cloned()
             .unwrap_or_else(|| Arc::new(crate::media::greeting::Greeting::from_samples(&[])));
         let media = &call.config.media;
+        // Should the session never report (it is bounded by these), the call ends anyway.
+        let limit = greeting.duration()
+            + Duration::from_secs(1)
+            + media.voicemail_max
+            + media.voicemail_silence
+            + Duration::from_secs(30);
         let local = SocketAddr::new(place.ip, lease.port());
         let mut session = SessionVersion::new(now.wall.as_microsecond().unsigned_abs());
         let body = sdp::answer(&negotiated, local, &mut session);
@@ -182,7 +196,10 @@ impl Core {
             session,
             local,
             ok: (!reliable).then(|| Bytes::from(message::encode_response(&ok))),
+            ok_cseq: invite.cseq.seq,
+            round: 0,
             interval: t1,
+            resend_until: now.mono + 64 * t1,
             reason,
             stopped: None,
             left: None,
@@ -194,10 +211,55 @@ impl Core {
             format!("sipdesk answers: greeting, tone and recording (RTP at {local})"),
         );
         if !reliable {
-            self.schedule(now.mono + t1, Timer::OkResend { call: call.key });
+            self.schedule(
+                now.mono + t1,
+                Timer::OkResend {
+                    call: call.key,
+                    round: 0,
+                },
+            );
         }
         self.schedule(now.mono + 64 * t1, Timer::AckWait { call: call.key });
+        self.schedule(now.mono + limit, Timer::VoicemailLimit { call: call.key });
         true
+    }
+
+    /// An ACK from the caller: it acknowledges the 200 OK with its CSeq number.
+    pub(in crate::proxy) fn voicemail_ack(&mut self, key: u64, request: &Request) {
+        let Some(vm) = self.calls.get_mut(&key).and_then(|c| c.voicemail.as_mut()) else {
+            return;
+        };
+        if request.cseq.seq == vm.ok_cseq {
+            vm.ok = None;
+        }
+    }
+
+    /// The session never reported, beyond every limit it has: the call ends (sipdesk hangs
+    /// up) as missed, and whatever the session may still say is ignored.
+    pub(super) fn voicemail_limit(&mut self, now: Now, key: u64) {
+        let Some(mut call) = self.take(key) else {
+            return;
+        };
+        if call.state == State::Voicemail {
+            tracing::error!(call = %call.id, "voicemail: the media session did not end within its limits; the call is ended");
+            self.media_control(key, Control::Stop);
+            if call
+                .voicemail
+                .as_ref()
+                .is_some_and(|v| v.stopped != Some(EndedBy::Caller))
+            {
+                self.send_in_dialog(now, &call, Side::Caller, rsip::Method::Bye, Own::Bye);
+            }
+            let reason = call.voicemail.as_ref().map(|v| v.reason);
+            self.event(
+                now,
+                &call,
+                "voicemail",
+                "the recording did not finish: ended".to_owned(),
+            );
+            self.end(now, &mut call, Outcome::Missed, reason, Some(EndedBy::Lost));
+        }
+        self.put(call);
     }
 
     /// A 200 OK to `request` from sipdesk as the called party, with an SDP body.
@@ -230,12 +292,12 @@ impl Core {
             .push(Output::Media(MediaOrder::Control { call, control }));
     }
 
-    /// The 200 OK again, until the ACK (RFC 3261 §13.3.1.4).
-    pub(super) fn resend_ok(&mut self, now: Now, key: u64) {
+    /// The 200 OK again, until its ACK (RFC 3261 §13.3.1.4, §14.2), for 64·T1 at most.
+    pub(super) fn resend_ok(&mut self, now: Now, key: u64, round: u32) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        if call.state != State::Voicemail || call.acked {
+        if call.state != State::Voicemail {
             return;
         }
         let peer = call.source;
@@ -243,13 +305,16 @@ impl Core {
         let Some(vm) = call.voicemail.as_mut() else {
             return;
         };
+        if vm.round != round || now.mono >= vm.resend_until {
+            return;
+        }
         let Some(ok) = vm.ok.clone() else {
             return;
         };
         vm.interval = (vm.interval * 2).min(t2);
         let at = now.mono + vm.interval;
         self.send(peer, ok);
-        self.schedule(at, Timer::OkResend { call: key });
+        self.schedule(at, Timer::OkResend { call: key, round });
     }
 
     /// A request inside the dialog of a call sipdesk answered itself.
@@ -263,6 +328,19 @@ impl Core {
         let Some(mut taken) = self.take(call) else {
             return;
         };
+        if request.to.tag() != taken.agent_tag.as_deref() {
+            // The caller's dialog with sipdesk has sipdesk's tag; anything else is no dialog.
+            self.reply(
+                now,
+                &key,
+                &request,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
+            self.put(taken);
+            return;
+        }
         match request.method() {
             rsip::Method::Bye => {
                 self.reply(now, &key, &request, 200, "OK", &[]);
@@ -333,11 +411,52 @@ impl Core {
                 return;
             }
         };
+        if negotiated.codec != vm.negotiated.codec {
+            // The session goes on with the codec it started with (RFC 3264 §8: a refused
+            // re-offer leaves the session as it was).
+            let warning = format!(
+                "305 sipdesk \"this call stays on {}\"",
+                vm.negotiated.codec.name()
+            );
+            self.reply(
+                now,
+                &key,
+                request,
+                488,
+                "Not Acceptable Here",
+                &[("Warning", &warning)],
+            );
+            return;
+        }
         let held = !negotiated.direction.sends();
+        let moved =
+            !negotiated.remote.ip().is_unspecified() && negotiated.remote != vm.negotiated.remote;
+        let remote = negotiated.remote;
         let body = sdp::answer(&negotiated, vm.local, &mut vm.session);
         vm.negotiated = negotiated;
         let ok = self.answer_with_sdp(request, &tag, body);
         self.tx.respond(now.mono, &key, &ok);
+        if !call.source.transport.reliable() {
+            let t1 = self.config.sip.timers.t1;
+            if let Some(vm) = call.voicemail.as_mut() {
+                vm.ok = Some(Bytes::from(message::encode_response(&ok)));
+                vm.ok_cseq = request.cseq.seq;
+                vm.round += 1;
+                vm.interval = t1;
+                vm.resend_until = now.mono + 64 * t1;
+                let round = vm.round;
+                self.schedule(
+                    now.mono + t1,
+                    Timer::OkResend {
+                        call: call.key,
+                        round,
+                    },
+                );
+            }
+        }
+        if moved {
+            self.media_control(call.key, Control::Redirect(remote));
+        }
         self.media_control(call.key, Control::Hold(held));
         let word = if held { "on hold" } else { "off hold" };
         self.event(
