@@ -498,9 +498,10 @@ fn build_media(raw: RawMedia, src: &mut Source<'_>) -> Option<MediaSettings> {
             ),
         );
     }
-    if let Some((first, last)) = ports {
-        let even = usize::from(last / 2 - first.div_ceil(2) + 1);
-        if raw.max_sessions == 0 || raw.max_sessions > even {
+    let even = ports.map(|(first, last)| usize::from(last / 2 - first.div_ceil(2) + 1));
+    let max_sessions = raw.max_sessions.unwrap_or(even.unwrap_or(100).min(100));
+    if let Some(even) = even {
+        if max_sessions == 0 || max_sessions > even {
             src.error(
                 keys!["media", "max_sessions"],
                 format!(
@@ -557,7 +558,7 @@ fn build_media(raw: RawMedia, src: &mut Source<'_>) -> Option<MediaSettings> {
     Some(MediaSettings {
         address: address?,
         rtp_ports: first..=last,
-        max_sessions: raw.max_sessions,
+        max_sessions,
         voicemail_silence: silence?,
         voicemail_max: max?,
         retention: retention?,

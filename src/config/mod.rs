@@ -395,6 +395,30 @@ impl Config {
         if self.agents != running.agents {
             changes.applied.push("agents");
         }
+        // Where voicemail's RTP runs is set at start (the ports are leased from it); the
+        // recording's limits, retention and links apply at once.
+        let media = (&self.media, &running.media);
+        if (media.0.address, &media.0.rtp_ports, media.0.max_sessions)
+            != (media.1.address, &media.1.rtp_ports, media.1.max_sessions)
+        {
+            changes
+                .need_restart
+                .push("media.address/rtp_ports/max_sessions");
+            self.media.address = running.media.address;
+            self.media.rtp_ports = running.media.rtp_ports.clone();
+            self.media.max_sessions = running.media.max_sessions;
+        }
+        if self.media != running.media {
+            changes.applied.push("media");
+        }
+        // The instance's name is who owns its calls: it changes with a restart only.
+        if self.cluster.instance != running.cluster.instance {
+            changes.need_restart.push("cluster.instance");
+            self.cluster.instance = running.cluster.instance.clone();
+        }
+        if self.cluster.dead_after != running.cluster.dead_after {
+            changes.applied.push("cluster.dead_after");
+        }
         let differ = |a: &dyn fmt::Debug, b: &dyn fmt::Debug| format!("{a:?}") != format!("{b:?}");
         if differ(&self.defaults, &running.defaults) {
             changes.applied.push("defaults");

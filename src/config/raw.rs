@@ -283,9 +283,9 @@ pub(crate) struct RawMedia {
     /// `"FIRST-LAST"`: the UDP ports voicemail sessions use (one even port each).
     #[serde(default = "default_rtp_ports")]
     pub(crate) rtp_ports: String,
-    /// Voicemails recorded at once; a call beyond takes the `reject` path.
-    #[serde(default = "default_max_sessions")]
-    pub(crate) max_sessions: usize,
+    /// Voicemails recorded at once; a call beyond takes the `reject` path. By default 100, or
+    /// as many as `rtp_ports` has even ports when fewer.
+    pub(crate) max_sessions: Option<usize>,
     /// Silence that ends a recording.
     #[serde(default = "default_voicemail_silence")]
     pub(crate) voicemail_silence: String,
@@ -307,7 +307,7 @@ impl Default for RawMedia {
         RawMedia {
             address: None,
             rtp_ports: default_rtp_ports(),
-            max_sessions: default_max_sessions(),
+            max_sessions: None,
             voicemail_silence: default_voicemail_silence(),
             voicemail_max: default_voicemail_max(),
             retention: default_retention(),
@@ -319,10 +319,6 @@ impl Default for RawMedia {
 
 fn default_rtp_ports() -> String {
     "16000-16999".to_owned()
-}
-
-fn default_max_sessions() -> usize {
-    100
 }
 
 fn default_voicemail_silence() -> String {

@@ -1017,3 +1017,44 @@ fn greetings_are_loaded_relative_to_the_file_and_an_unplayable_one_is_a_located_
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn media_and_cluster_settings_are_checked_and_their_sockets_wait_for_a_restart() {
+    let config = Config::from_toml(MINIMAL, "t.toml").unwrap();
+    assert_eq!(config.media.rtp_ports, 16000..=16999);
+    assert_eq!(config.media.max_sessions, 100);
+    assert_eq!(config.media.voicemail_silence, Duration::from_secs(5));
+    assert_eq!(config.media.voicemail_max, Duration::from_secs(180));
+    assert_eq!(config.media.link_lifetime, config.media.retention);
+    assert!(!config.cluster.instance.is_empty(), "the host name");
+    assert_eq!(config.cluster.dead_after, Duration::from_secs(15));
+
+    let broken = format!(
+        "{MINIMAL}\n[media]\naddress = \"0.0.0.0\"\nrtp_ports = \"16000-16003\"\nmax_sessions = 5\npublic_url = \"ftp://x\"\n\n[cluster]\ninstance = \"a b\"\n"
+    );
+    // Every one located at its value.
+    assert_eq!(
+        errors(&broken),
+        vec![
+            "test.toml:14:11: \"0.0.0.0\" is not an IP address the callers can send to; write e.g. \"192.0.2.10\"",
+            "test.toml:16:16: max_sessions must be between 1 and 2, the even ports of rtp_ports (each session takes one)",
+            "test.toml:17:14: \"ftp://x\" is not an http(s) URL without a query; write e.g. \"https://sipdesk.example.com\"",
+            "test.toml:20:12: \"a b\" is not an instance name: 1 to 64 letters, digits, '-', '_' or '.'",
+        ]
+    );
+
+    let running = Config::from_toml(MINIMAL, "t.toml").unwrap();
+    let text = format!(
+        "{MINIMAL}\n[media]\nrtp_ports = \"20000-20099\"\nvoicemail_max = \"1m\"\n\n[cluster]\ninstance = \"other\"\n"
+    );
+    let mut reloaded = Config::from_toml(&text, "t.toml").unwrap();
+    let changes = reloaded.reloaded_over(&running);
+    assert_eq!(
+        changes.need_restart,
+        vec!["media.address/rtp_ports/max_sessions", "cluster.instance"]
+    );
+    assert!(changes.applied.contains(&"media"), "{:?}", changes.applied);
+    assert_eq!(reloaded.media.rtp_ports, running.media.rtp_ports);
+    assert_eq!(reloaded.media.voicemail_max, Duration::from_secs(60));
+    assert_eq!(reloaded.cluster.instance, running.cluster.instance);
+}
