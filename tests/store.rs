@@ -862,3 +862,46 @@ async fn tags_change_within_two_hours_and_every_delivery_of_the_call_follows() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn retention_reads_voicemails_in_batches_and_never_a_removed_one_again() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        // Three calls ending at the same moment (ties are broken by id) and one later.
+        let mut batch = Vec::new();
+        for id in ["a", "b", "c", "d"] {
+            let mut call = record(id);
+            if id == "d" {
+                call.ended_at = at("2026-11-24T09:00:00Z");
+            }
+            batch.push(Change::CallEnded(Box::new(call)));
+        }
+        store.apply(&batch, &[]).await.unwrap();
+        let cutoff = at("2026-11-24T00:00:00Z");
+        let mut seen = Vec::new();
+        let mut after: Option<(Timestamp, String)> = None;
+        loop {
+            let page = store
+                .voicemails_before(cutoff, after.as_ref().map(|(t, id)| (*t, id.as_str())), 2)
+                .await
+                .unwrap();
+            let Some((id, ended, _)) = page.last() else {
+                break;
+            };
+            after = Some((*ended, id.clone()));
+            seen.extend(page.into_iter().map(|(id, _, _)| id));
+        }
+        assert_eq!(seen, ["a", "b", "c"], "{}", db.label);
+        store.voicemail_removed("b", cutoff).await.unwrap();
+        let left: Vec<String> = store
+            .voicemails_before(cutoff, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        assert_eq!(left, ["a", "c"], "{}", db.label);
+        drop(store);
+        db.drop_db().await;
+    }
+}

@@ -509,9 +509,36 @@ fn retention_removes_an_old_delivered_recording_and_keeps_an_undelivered_one() {
                 .await
                 .unwrap();
         }
-        sipdesk::recordings::retention::sweep(&store, &recordings, Timestamp::now())
+        let swept = sipdesk::recordings::retention::sweep(&store, &recordings, Timestamp::now())
+            .await
+            .unwrap();
+        // The removed recording is marked on its call: later sweeps no longer read it.
+        let listed: Vec<String> = store
+            .voicemails_before(Timestamp::now(), None, 100)
             .await
             .unwrap()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        assert!(!listed.contains(&delivered.id), "{listed:?}");
+        assert!(listed.contains(&waiting.id), "{listed:?}");
+        // Batches: one at a time, each after the last.
+        let first = store
+            .voicemails_before(Timestamp::now(), None, 1)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        let next = store
+            .voicemails_before(Timestamp::now(), Some((first[0].1, &first[0].0)), 1)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].0, first[0].0);
+        let again = sipdesk::recordings::retention::sweep(&store, &recordings, Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!((again.removed, again.kept), (0, 1));
+        swept
     });
     assert!(
         !file(&delivered).exists(),
@@ -521,4 +548,206 @@ fn retention_removes_an_old_delivered_recording_and_keeps_an_undelivered_one() {
     assert!(file(&recent).exists(), "a recent one is kept");
     assert_eq!((swept.removed, swept.kept), (1, 1));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The recording of `call` replaced by a sparse file of `size` bytes (never read: too large).
+fn oversized(call: &CallRecord, size: u64) {
+    let file = std::fs::File::create(&call.voicemail.as_ref().unwrap().file).unwrap();
+    file.set_len(size).unwrap();
+}
+
+#[test]
+fn a_saved_zendesk_request_whose_upload_expired_uploads_again() {
+    let zd = FakeZendesk::start(zendesk::Settings::default());
+    let helpdesks = format!(
+        "\n[[helpdesks]]\nname = \"zd\"\nkind = \"zendesk\"\nbase_url = \"{}\"\nemail = \"bot@example.com\"\ntoken_file = \"zd.token\"\ngroups = [\"support\"]\nrequest_timeout = \"2s\"\n",
+        zd.url
+    );
+    let mut daemon = prepare("vm-zd-stale", &helpdesks, false, &[("zd.token", "t0ken")]);
+    let call = voicemail_call(&daemon.dir, "vm-zd-stale-1", Timestamp::now());
+    let url = database(&daemon.dir);
+    seed(&url, &call, &["zd"]);
+    // An earlier attempt uploaded the recording and saved its ticket request, then Zendesk was
+    // out of reach for two hours: the upload is gone, and the saved request says how old it is.
+    let requester = zd.add_customer("Caller", CALLER);
+    let old_token = zd.add_upload("voicemail-vm-zd-stale-1.wav", wav());
+    zd.age_uploads(Duration::from_secs(2 * 3600));
+    let uploaded_at = Timestamp::now() - jiff::SignedDuration::from_hours(2);
+    let saved = serde_json::json!({
+        "kind": "create",
+        "uploaded_at": uploaded_at,
+        "body": { "ticket": {
+            "subject": format!("Voicemail from {CALLER}"),
+            "comment": {
+                "body": format!("Voicemail: 12s left by the caller\n[sipdesk:{}]", call.id),
+                "public": false,
+                "uploads": [old_token],
+            },
+            "tags": ["sipdesk", "sipdesk_voicemail"],
+            "requester_id": requester,
+            "external_id": call.id,
+        }},
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = Store::open(&url).await.unwrap();
+        let now = Timestamp::now();
+        let claimed = store
+            .claim_deliveries("zd", 1, now, now + jiff::SignedDuration::from_millis(1))
+            .await
+            .unwrap();
+        store
+            .delivery_request(&claimed[0], Some(&saved.to_string()))
+            .await
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    daemon.launch();
+    let deliveries = daemon.settled_deliveries(1, WAIT);
+    assert_eq!(
+        deliveries[0]["state"],
+        "done",
+        "{deliveries:?}\n{}",
+        daemon.log()
+    );
+    let tickets = zd.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let note = &tickets[0].comments[0];
+    assert_eq!(note.attachments.len(), 1, "{note:?}");
+    assert_ne!(note.attachments[0].token, old_token, "a new upload");
+    assert_eq!(note.attachments[0].bytes, wav());
+    assert_eq!(zd.uploads().len(), 2, "uploaded once more");
+    assert!(
+        zd.stats().rejections.is_empty(),
+        "{:?}",
+        zd.stats().rejections
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_recording_too_large_for_zendesk_goes_as_a_note_saying_so_with_its_link() {
+    let zd = FakeZendesk::start(zendesk::Settings::default());
+    let helpdesks = format!(
+        "\n[[helpdesks]]\nname = \"zd\"\nkind = \"zendesk\"\nbase_url = \"{}\"\nemail = \"bot@example.com\"\ntoken_file = \"zd.token\"\ngroups = [\"support\"]\nrequest_timeout = \"2s\"\n",
+        zd.url
+    );
+    let mut daemon = prepare("vm-zd-large", &helpdesks, true, &[("zd.token", "t0ken")]);
+    let call = voicemail_call(&daemon.dir, "vm-zd-large-1", Timestamp::now());
+    oversized(&call, sipdesk::helpdesk::zendesk::MAX_UPLOAD + 1);
+    seed(&database(&daemon.dir), &call, &["zd"]);
+    daemon.launch();
+    let deliveries = daemon.settled_deliveries(1, WAIT);
+    assert_eq!(
+        deliveries[0]["state"],
+        "done",
+        "{deliveries:?}\n{}",
+        daemon.log()
+    );
+    let tickets = zd.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let note = &tickets[0].comments[0];
+    assert!(note.attachments.is_empty(), "{note:?}");
+    for says in [
+        "A voicemail was left (12s)",
+        "too large to attach",
+        "Zendesk takes files up to 50.0 MB",
+        &format!(
+            "Listen: http://127.0.0.1:{}/voicemail/vm-zd-large-1.wav?expires=",
+            daemon.admin_port
+        ),
+    ] {
+        assert!(note.body.contains(says), "{says}: {}", note.body);
+    }
+    assert!(
+        note.body.trim_end().ends_with("[sipdesk:vm-zd-large-1]"),
+        "the marker stays last: {}",
+        note.body
+    );
+    assert_eq!(zd.stats().endpoints.get("POST /api/v2/uploads"), None);
+    assert!(
+        daemon.log().contains("larger than Zendesk takes"),
+        "{}",
+        daemon.log()
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_recording_too_large_for_help_scout_or_inline_audio_is_left_out_saying_so() {
+    let hs = FakeHelpScout::start(helpscout::Settings::default());
+    let dir = common::daemon::test_dir("vm-large-receiver");
+    let receiver = Receiver::start(&dir, "");
+    let helpdesks = format!(
+        r#"
+[[helpdesks]]
+name = "hs"
+kind = "helpscout"
+base_url = "{}"
+client_id = "app-id"
+token_file = "hs.secret"
+mailbox_id = 7
+groups = ["support"]
+request_timeout = "2s"
+
+[[helpdesks]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+token_file = "hook.secret"
+groups = ["support"]
+inline_audio = true
+request_timeout = "2s"
+"#,
+        hs.url,
+        receiver.url()
+    );
+    let mut daemon = prepare(
+        "vm-large",
+        &helpdesks,
+        false,
+        &[("hs.secret", "app-secret"), ("hook.secret", SECRET)],
+    );
+    let call = voicemail_call(&daemon.dir, "vm-large-1", Timestamp::now());
+    let size = sipdesk::helpdesk::helpscout::MAX_ATTACHMENT
+        .max(sipdesk::helpdesk::webhook::MAX_INLINE_AUDIO)
+        + 1;
+    oversized(&call, size);
+    seed(&database(&daemon.dir), &call, &["hs", "hook"]);
+    daemon.launch();
+    let deliveries = daemon.settled_deliveries(2, WAIT);
+    assert!(
+        deliveries.iter().all(|d| d["state"] == "done"),
+        "{deliveries:?}\n{}",
+        daemon.log()
+    );
+    let conversations = hs.conversations();
+    assert_eq!(conversations.len(), 1);
+    let note = conversations[0]
+        .threads
+        .iter()
+        .find(|t| t.kind == "note")
+        .expect("a note");
+    assert!(note.attachments.is_empty());
+    for says in [
+        "A voicemail was left (12s)",
+        "too large to attach: Help Scout takes files up to 10.0 MB",
+        "No link to the recording",
+    ] {
+        assert!(note.text.contains(says), "{says}: {}", note.text);
+    }
+    let posted = receiver.requests();
+    let payload = posted
+        .iter()
+        .find_map(|r| {
+            let body: serde_json::Value = serde_json::from_str(r["body"].as_str()?).ok()?;
+            (body["data"]["id"] == "vm-large-1").then_some(body)
+        })
+        .unwrap_or_else(|| panic!("no payload for the call: {posted:?}"));
+    let voicemail = &payload["data"]["voicemail"];
+    assert_eq!(voicemail["audio_omitted"], "too_large");
+    assert_eq!(voicemail["audio_size"], size);
+    assert!(voicemail.get("audio_base64").is_none());
+    assert_eq!(voicemail["duration_ms"], 12_400);
+    daemon.stop();
 }

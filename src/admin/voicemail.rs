@@ -6,15 +6,30 @@
 //! A missing, wrong or expired signature is 403, checked before the store is asked, so the
 //! answer says nothing of which calls exist; then 404 for a call without a recording, or one
 //! retention removed. The file is the one the call record names, never a path from the URL.
+//!
+//! The file is streamed from disk (with `Content-Length`), never read whole, and at most
+//! [`MAX_DOWNLOADS`] recordings are sent at once: beyond, 503 with `Retry-After`.
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use jiff::Timestamp;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::io::ReaderStream;
 
 use super::{Shared, error, store_failed};
 use crate::recordings::{self, Recordings};
+
+/// How many recordings are sent at once; beyond, 503 with `Retry-After`.
+pub(super) const MAX_DOWNLOADS: usize = 8;
+
+/// The seconds a refused download is told to wait.
+const BUSY_RETRY_AFTER: &str = "5";
+
+static DOWNLOADS: Semaphore = Semaphore::const_new(MAX_DOWNLOADS);
 
 #[derive(Deserialize)]
 pub(super) struct Signed {
@@ -54,19 +69,39 @@ pub(super) async fn recording(
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such recording"),
         Err(failure) => return store_failed("read the call", &failure),
     };
-    match recordings::audio(&call).await {
-        Ok(Some(audio)) => (
-            [
-                (header::CONTENT_TYPE, recordings::CONTENT_TYPE.to_owned()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("inline; filename=\"{}\"", audio.file_name),
-                ),
-                (header::CACHE_CONTROL, "private, no-store".to_owned()),
-            ],
-            audio.bytes,
-        )
-            .into_response(),
+    // A permit per download in progress, held until its body is sent (or dropped): a recording
+    // is up to an hour of audio, and each download holds its file open.
+    let Ok(permit) = DOWNLOADS.try_acquire() else {
+        let mut busy = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many recordings are being downloaded; try again shortly",
+        );
+        busy.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(BUSY_RETRY_AFTER),
+        );
+        return busy;
+    };
+    match recordings::open(&call).await {
+        Ok(Some((file, size, file_name))) => {
+            let body = ReaderStream::new(file).map(move |chunk| {
+                let _held = &permit;
+                chunk
+            });
+            (
+                [
+                    (header::CONTENT_TYPE, recordings::CONTENT_TYPE.to_owned()),
+                    (header::CONTENT_LENGTH, size.to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("inline; filename=\"{file_name}\""),
+                    ),
+                    (header::CACHE_CONTROL, "private, no-store".to_owned()),
+                ],
+                Body::from_stream(body),
+            )
+                .into_response()
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, "no such recording"),
         Err(missing) => {
             tracing::info!(call = %call_id, "a voicemail link was followed: {missing}");

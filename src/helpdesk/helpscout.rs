@@ -22,7 +22,10 @@
 //!   result is saved on the delivery before the next, and a retried delivery looks for its own
 //!   note (it ends with the call's marker) before writing again.
 //! - A voicemail's recording is attached to the note thread (`attachments`: file name, type and
-//!   the WAV in base64); a recording that is gone fails the delivery for good.
+//!   the WAV in base64); a recording that is gone fails the delivery for good. One larger than
+//!   Help Scout takes ([`MAX_ATTACHMENT`], 10 MB, checked before it is read) is not attached:
+//!   the note says a voicemail was left, its length, the signed link when `[media] public_url`
+//!   is set, and that the file was too large (with a warning in the log).
 //! - Limits: writes count double against the per-minute limit (the pacer spaces them so); the
 //!   limit announced in `X-RateLimit-Limit-Minute` is followed when lower, and the wait in
 //!   `X-RateLimit-Retry-After` is honoured.
@@ -39,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::http::{Announced, Credentials, Http, Reply, Vendor, header_number};
-use super::{Delivered, HelpdeskError, Job, Party};
+use super::{Attachable, Delivered, HelpdeskError, Job, Party};
 use crate::call::{CallRecord, Direction, Outcome};
 use crate::config::{Duplicates, HelpScoutSettings, HelpScoutStatus, HelpdeskSettings, Secret};
 use crate::recordings::{self, Audio};
@@ -188,6 +191,28 @@ fn errors(reply: &Reply) -> String {
 }
 
 /// A voicemail's recording as a thread's `attachments`: file name, type and the bytes in base64.
+/// The note's text and attachments for the call's voicemail: the recording attached when Help
+/// Scout takes its size, else lines in the note saying a voicemail was left.
+async fn voicemail_note(
+    job: &Job<'_>,
+    note: String,
+) -> Result<(String, Option<Value>), HelpdeskError> {
+    Ok(
+        match job.voicemail_within(MAX_ATTACHMENT, "Help Scout").await? {
+            Attachable::None => (note, None),
+            Attachable::Audio(audio) => (note, Some(attachments(&audio))),
+            Attachable::TooLarge { size } => {
+                let instead = job.too_large_text(size, Some(MAX_ATTACHMENT), "Help Scout")?;
+                (super::before_marker(&note, &instead), None)
+            }
+        },
+    )
+}
+
+/// The largest attachment Help Scout takes: 10 MB (its API reference: "we only support
+/// attachments of 10MB or lower"), counted in decimal megabytes, the smaller reading.
+pub const MAX_ATTACHMENT: u64 = 10_000_000;
+
 fn attachments(audio: &Audio) -> Value {
     json!([{
         "fileName": audio.file_name,
@@ -463,9 +488,10 @@ impl HelpScout {
         status: HelpScoutStatus,
     ) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
-        let mut note = json!({ "type": "note", "text": html(&tickets::note(&self.rules, call)) });
-        if let Some(audio) = job.voicemail_audio().await? {
-            note["attachments"] = attachments(&audio);
+        let (text, files) = voicemail_note(job, tickets::note(&self.rules, call)).await?;
+        let mut note = json!({ "type": "note", "text": html(&text) });
+        if let Some(files) = files {
+            note["attachments"] = files;
         }
         progress.creating = true;
         progress.looked = 0;
@@ -533,12 +559,14 @@ impl HelpScout {
             progress.mark("reopen");
             self.save(job, progress).await?;
         }
-        let mut note =
-            json!({ "text": html(&tickets::note(&self.rules, call)), "status": status.as_str() });
+        let mut text = tickets::note(&self.rules, call);
+        let mut files = None;
         if !progress.did("note") {
-            if let Some(audio) = job.voicemail_audio().await? {
-                note["attachments"] = attachments(&audio);
-            }
+            (text, files) = voicemail_note(job, text).await?;
+        }
+        let mut note = json!({ "text": html(&text), "status": status.as_str() });
+        if let Some(files) = files {
+            note["attachments"] = files;
         }
         // The phone thread tells the call; the note carries the fields, the voicemail's
         // recording and sets the status.

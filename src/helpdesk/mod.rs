@@ -135,6 +135,27 @@ impl Party {
 /// The directory key of the shared anonymous contact.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// A call's recording for a helpdesk that takes files up to some size.
+#[derive(Debug)]
+pub enum Attachable {
+    /// The call has no voicemail.
+    None,
+    Audio(Audio),
+    /// The file (`size` bytes) is larger than the helpdesk takes: the note says a voicemail was
+    /// left instead ([`Job::too_large_text`]).
+    TooLarge {
+        size: u64,
+    },
+}
+
+/// `extra` lines put into a note just before its last line, the call's marker, which stays last.
+pub fn before_marker(note: &str, extra: &str) -> String {
+    match note.rsplit_once('\n') {
+        Some((body, marker)) => format!("{body}\n{extra}\n{marker}"),
+        None => format!("{extra}\n{note}"),
+    }
+}
+
 /// One delivery attempt, with what a connector may use and save.
 pub struct Job<'a> {
     pub delivery: &'a Delivery,
@@ -155,6 +176,69 @@ impl Job<'_> {
                 "the voicemail cannot be attached: {missing}; retrying will not bring it back"
             ))
         })
+    }
+
+    /// The call's voicemail recording when it is at most `limit` bytes (`vendor` takes no
+    /// larger), read whole; its size only when larger (checked before reading it, with a
+    /// warning). A recording that is gone fails the delivery for good, as
+    /// [`Job::voicemail_audio`].
+    pub async fn voicemail_within(
+        &self,
+        limit: u64,
+        vendor: &str,
+    ) -> Result<Attachable, HelpdeskError> {
+        let size = recordings::size(self.call).await.map_err(|missing| {
+            HelpdeskError::Permanent(format!(
+                "the voicemail cannot be attached: {missing}; retrying will not bring it back"
+            ))
+        })?;
+        match size {
+            None => Ok(Attachable::None),
+            Some(size) if size > limit => {
+                tracing::warn!(
+                    delivery = %self.delivery.id,
+                    call = %self.call.id,
+                    size,
+                    limit,
+                    "the voicemail's recording is larger than {vendor} takes: the note says a voicemail was left, without the file"
+                );
+                Ok(Attachable::TooLarge { size })
+            }
+            Some(_) => Ok(match self.voicemail_audio().await? {
+                Some(audio) => Attachable::Audio(audio),
+                None => Attachable::None,
+            }),
+        }
+    }
+
+    /// The lines a note carries instead of a recording too large to attach: that a voicemail
+    /// was left, how long it is, that the file was too large for `vendor` (which takes up to
+    /// `limit` bytes, when known), and the signed link to it (or why there is none).
+    pub fn too_large_text(
+        &self,
+        size: u64,
+        limit: Option<u64>,
+        vendor: &str,
+    ) -> Result<String, HelpdeskError> {
+        let duration = self
+            .call
+            .voicemail
+            .as_ref()
+            .map_or(0, |voicemail| voicemail.duration_ms);
+        let link = self.voicemail_link()?;
+        Ok(format!(
+            "A voicemail was left ({}). Its recording ({}) is too large to attach: {}.\n{}",
+            recordings::duration_text(duration),
+            recordings::size_text(size),
+            match limit {
+                Some(limit) => format!(
+                    "{vendor} takes files up to {}",
+                    recordings::size_text(limit)
+                ),
+                None => format!("{vendor} refused it as too large"),
+            },
+            self.voicemail_link_text(link.as_ref())
+        ))
     }
 
     /// A signed link to the call's voicemail, made now; `None` for a call without one, or when

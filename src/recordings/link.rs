@@ -7,9 +7,10 @@
 //!   link cannot be moved to another recording or stretched.
 //! - A link is `<public_url>/voicemail/<call id>.wav?expires=<unix>&signature=<hex>`; the call id
 //!   is percent-encoded as a path segment.
-//! - Checking compares in constant time (the `hmac` crate's `verify_slice`) and refuses an
-//!   expired link before looking at anything else; a link whose expiry or signature cannot be
-//!   read is refused the same way as a wrong one.
+//! - Checking verifies the signature first, in constant time (the `hmac` crate's
+//!   `verify_slice`), and only then the expiry, so "expired" is never said of a link sipdesk did
+//!   not sign; a link whose expiry or signature cannot be read is refused the same way as a wrong
+//!   one.
 
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;

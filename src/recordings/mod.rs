@@ -206,6 +206,43 @@ pub async fn audio(call: &CallRecord) -> Result<Option<Audio>, Missing> {
     }
 }
 
+/// The recording of a call, opened for streaming, with its length in bytes; `Ok(None)` for a
+/// call without one.
+pub async fn open(call: &CallRecord) -> Result<Option<(tokio::fs::File, u64, String)>, Missing> {
+    let Some(voicemail) = &call.voicemail else {
+        return Ok(None);
+    };
+    let missing = |e: std::io::Error| Missing {
+        path: voicemail.file.clone(),
+        reason: e.to_string(),
+    };
+    let file = tokio::fs::File::open(&voicemail.file)
+        .await
+        .map_err(missing)?;
+    let size = file.metadata().await.map_err(missing)?.len();
+    Ok(Some((file, size, voicemail.file_name(&call.id))))
+}
+
+/// The size of a call's recording in bytes, read from the file system without reading the
+/// file; `Ok(None)` for a call without one.
+pub async fn size(call: &CallRecord) -> Result<Option<u64>, Missing> {
+    let Some(voicemail) = &call.voicemail else {
+        return Ok(None);
+    };
+    match tokio::fs::metadata(&voicemail.file).await {
+        Ok(meta) => Ok(Some(meta.len())),
+        Err(e) => Err(Missing {
+            path: voicemail.file.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A size for people: `9.5 MB` (decimal megabytes, as the vendors state their limits).
+pub fn size_text(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
 /// A recording's length for people: `42s`, `1m 05s`.
 pub fn duration_text(duration_ms: u64) -> String {
     let seconds = (duration_ms + 500) / 1000;

@@ -4,6 +4,10 @@
 //! (a failed one can be retried by an admin); the next sweep after it is done removes it. The
 //! call record stays, and names the file; links to it answer 404 from then on.
 //!
+//! A removed recording (or one found already gone) is marked on its call
+//! (`voicemail_removed_at`), so a sweep reads only the calls past the retention whose file may
+//! still be there, in batches of [`BATCH`] — not every voicemail ever recorded.
+//!
 //! Runs on the delivery worker's thread, beside the integrations' loops, and stops with them.
 
 use std::sync::Arc;
@@ -19,6 +23,9 @@ use crate::store::{DeliveryState, Store, StoreError};
 
 /// How often old recordings are looked for.
 pub const EVERY: Duration = Duration::from_secs(3600);
+
+/// How many calls one query of a sweep reads.
+const BATCH: u32 = 200;
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,28 +46,51 @@ pub async fn sweep(
         jiff::SignedDuration::try_from(recordings.retention()).unwrap_or(jiff::SignedDuration::MAX);
     let cutoff = now.checked_sub(retention).unwrap_or(Timestamp::MIN);
     let mut swept = Swept::default();
-    for (call_id, voicemail) in store.voicemails_before(cutoff).await? {
-        let path = std::path::Path::new(&voicemail.file);
-        if !path.exists() {
-            continue;
-        }
-        let deliveries = store.deliveries_of(&call_id).await?;
-        let done = deliveries
-            .iter()
-            .all(|d| matches!(d.state, DeliveryState::Done | DeliveryState::Skipped));
-        if !done {
-            swept.kept += 1;
-            continue;
-        }
-        match std::fs::remove_file(path) {
-            Ok(()) => {
-                tracing::info!(call = %call_id, file = %voicemail.file, "recording removed: older than the retention and delivered");
-                swept.removed += 1;
+    let mut after: Option<(Timestamp, String)> = None;
+    loop {
+        let batch = store
+            .voicemails_before(
+                cutoff,
+                after.as_ref().map(|(at, id)| (*at, id.as_str())),
+                BATCH,
+            )
+            .await?;
+        let Some((last_id, last_end, _)) = batch.last() else {
+            break;
+        };
+        after = Some((*last_end, last_id.clone()));
+        let full = batch.len() == BATCH as usize;
+        for (call_id, _, voicemail) in batch {
+            let path = std::path::Path::new(&voicemail.file);
+            if !path.exists() {
+                // Removed by hand, or by a sweep that stopped before it could say so.
+                store.voicemail_removed(&call_id, now).await?;
+                continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(call = %call_id, file = %voicemail.file, %error, "cannot remove an old recording");
+            let deliveries = store.deliveries_of(&call_id).await?;
+            let done = deliveries
+                .iter()
+                .all(|d| matches!(d.state, DeliveryState::Done | DeliveryState::Skipped));
+            if !done {
+                swept.kept += 1;
+                continue;
             }
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    tracing::info!(call = %call_id, file = %voicemail.file, "recording removed: older than the retention and delivered");
+                    store.voicemail_removed(&call_id, now).await?;
+                    swept.removed += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    store.voicemail_removed(&call_id, now).await?;
+                }
+                Err(error) => {
+                    tracing::warn!(call = %call_id, file = %voicemail.file, %error, "cannot remove an old recording");
+                }
+            }
+        }
+        if !full {
+            break;
         }
     }
     Ok(swept)

@@ -778,16 +778,30 @@ impl Store {
             .transpose()
     }
 
-    /// The calls that ended before `before` with a voicemail, oldest first: what retention
-    /// looks at.
+    /// Up to `limit` calls that ended before `before` with a voicemail whose file retention has
+    /// not removed yet ([`Store::voicemail_removed`]), oldest first, after the call `after`
+    /// (`(ended_at, id)` of the last one of the previous batch): what retention looks at, a batch
+    /// at a time.
     pub async fn voicemails_before(
         &self,
         before: Timestamp,
-    ) -> Result<Vec<(String, crate::call::Voicemail)>, StoreError> {
+        after: Option<(Timestamp, &str)>,
+        limit: u32,
+    ) -> Result<Vec<(String, Timestamp, crate::call::Voicemail)>, StoreError> {
+        let (after_end, after_id) = match after {
+            Some((at, id)) => (millis(at), id),
+            None => (i64::MIN, ""),
+        };
         let rows = sqlx::query(
-            "SELECT id, voicemail_json FROM calls WHERE voicemail_json IS NOT NULL AND ended_at < $1 ORDER BY ended_at",
+            "SELECT id, ended_at, voicemail_json FROM calls \
+             WHERE voicemail_json IS NOT NULL AND voicemail_removed_at IS NULL AND ended_at < $1 \
+             AND (ended_at > $2 OR (ended_at = $2 AND id > $3)) \
+             ORDER BY ended_at, id LIMIT $4",
         )
         .bind(millis(before))
+        .bind(after_end)
+        .bind(after_id)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("list voicemails"))?;
@@ -795,12 +809,28 @@ impl Store {
         let mut found = Vec::new();
         for row in rows {
             let id: String = row.try_get("id").map_err(e())?;
+            let ended_at: i64 = row.try_get("ended_at").map_err(e())?;
             let json: Option<String> = row.try_get("voicemail_json").map_err(e())?;
-            if let Some(voicemail) = json.and_then(|j| serde_json::from_str(&j).ok()) {
-                found.push((id, voicemail));
+            let ended_at = Timestamp::from_millisecond(ended_at).unwrap_or(Timestamp::MIN);
+            match json.and_then(|j| serde_json::from_str(&j).ok()) {
+                Some(voicemail) => found.push((id, ended_at, voicemail)),
+                // Unreadable: nothing to remove, and never worth reading again.
+                None => self.voicemail_removed(&id, Timestamp::now()).await?,
             }
         }
         Ok(found)
+    }
+
+    /// Records that a call's recording is gone (removed by retention, or found missing), so
+    /// retention does not read the call again.
+    pub async fn voicemail_removed(&self, call_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE calls SET voicemail_removed_at = $1 WHERE id = $2")
+            .bind(millis(at))
+            .bind(call_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("mark a voicemail removed"))?;
+        Ok(())
     }
 
     /// The row of one call; `None` for an unknown id.

@@ -139,4 +139,11 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         )
         ",
     ),
+    (
+        9,
+        "
+        ALTER TABLE calls ADD COLUMN voicemail_removed_at BIGINT;
+        CREATE INDEX calls_voicemail_to_sweep ON calls (ended_at) WHERE voicemail_json IS NOT NULL AND voicemail_removed_at IS NULL
+        ",
+    ),
 ];

@@ -26,8 +26,14 @@
 //!   Keys the API does not know are ignored, as Zendesk does, and recorded for the tests.
 //! - Uploads (`POST /api/v2/uploads?filename=`, the file as the raw body, its type from
 //!   `Content-Type`): 201 with `upload.token` and the `attachment`; no filename is 400, over
-//!   50 MB is 413. A comment's `uploads` must name tokens not attached yet (422 otherwise); each
-//!   attaches once.
+//!   50 MB is 413. An upload not attached within `upload_lifetime` (60 minutes, as Zendesk's
+//!   "Attaching files to tickets via API" says: the token expires and the file is deleted) is
+//!   gone. A comment's `uploads` must name tokens not attached yet and
+//!   not expired; what a ticket create or update answers for an unknown or expired token is not
+//!   in Zendesk's reference (it says only that the upload is deleted and its URL answers 404), so
+//!   the fake keeps the conservative answer, a 422 naming the token, where the real API might
+//!   instead make the ticket without the file — either way a client must not send such a token.
+//!   Each token attaches once.
 //! - Faults on demand: 500, 503 with `Retry-After`, 429 with `Retry-After`, an HTML page with
 //!   200, or no answer at all — for the next N requests or for a while.
 #![allow(dead_code)]
@@ -61,6 +67,8 @@ pub(crate) struct Settings {
     pub(crate) latency: Duration,
     /// Requests per minute (Zendesk Enterprise: 700).
     pub(crate) rate_limit: u32,
+    /// How long an unattached upload's token stays good (Zendesk: 60 minutes).
+    pub(crate) upload_lifetime: Duration,
     /// The account's group ids.
     pub(crate) groups: Vec<u64>,
 }
@@ -74,6 +82,7 @@ impl Default for Settings {
             search_lag: Duration::from_secs(30),
             latency: Duration::ZERO,
             rate_limit: 100_000,
+            upload_lifetime: Duration::from_secs(3600),
             groups: vec![5],
         }
     }
@@ -130,6 +139,16 @@ pub(crate) struct Upload {
     pub(crate) bytes: Vec<u8>,
     /// Whether a comment took it (a token attaches once).
     pub(crate) attached: bool,
+    /// When it was received, and how much older the test made it look ([`FakeZendesk::age_uploads`]).
+    pub(crate) at: Instant,
+    pub(crate) aged: Duration,
+}
+
+impl Upload {
+    /// Whether its token can no longer be attached (Zendesk deleted the unattached file).
+    fn expired(&self, lifetime: Duration) -> bool {
+        !self.attached && self.at.elapsed() + self.aged >= lifetime
+    }
 }
 
 /// Zendesk's attachment size limit (50 MB); larger uploads are 413.
@@ -416,6 +435,34 @@ impl FakeZendesk {
 
     pub(crate) fn tickets(&self) -> Vec<Ticket> {
         self.with(|a| a.tickets.clone())
+    }
+
+    /// An upload made as `POST /api/v2/uploads` makes it; its token.
+    pub(crate) fn add_upload(&self, file_name: &str, bytes: Vec<u8>) -> String {
+        self.with(|a| {
+            let attachment_id = a.new_id();
+            let token = format!("tok{attachment_id}x{}", bytes.len());
+            a.uploads.push(Upload {
+                token: token.clone(),
+                attachment_id,
+                file_name: file_name.to_owned(),
+                content_type: "audio/wav".to_owned(),
+                bytes,
+                attached: false,
+                at: Instant::now(),
+                aged: Duration::ZERO,
+            });
+            token
+        })
+    }
+
+    /// Makes every upload received so far look `by` older (as if that time had passed).
+    pub(crate) fn age_uploads(&self, by: Duration) {
+        self.with(|a| {
+            for upload in &mut a.uploads {
+                upload.aged += by;
+            }
+        })
     }
 
     /// Every upload received, attached or not.
@@ -753,6 +800,8 @@ impl Account {
             content_type,
             bytes: body.to_vec(),
             attached: false,
+            at: Instant::now(),
+            aged: Duration::ZERO,
         };
         let attachment = self.attachment_json(&upload);
         self.uploads.push(upload);
@@ -1061,9 +1110,11 @@ impl Account {
                     ));
                 };
                 for token in tokens {
-                    let known = token
-                        .as_str()
-                        .and_then(|t| self.uploads.iter().find(|u| u.token == t && !u.attached));
+                    let known = token.as_str().and_then(|t| {
+                        self.uploads.iter().find(|u| {
+                            u.token == t && !u.attached && !u.expired(self.settings.upload_lifetime)
+                        })
+                    });
                     if known.is_none() {
                         return Err(invalid(
                             "comment",

@@ -12,7 +12,10 @@
 //!   those very bytes; only the timestamp and signature are new. A voicemail's signed link is
 //!   made then (it works for `[media] link_lifetime` from the first attempt); with
 //!   `inline_audio = true` the recording itself goes in the body too (base64, about 1.4 times
-//!   the WAV: some 2 MB a minute), and is saved with it.
+//!   the WAV: some 2 MB a minute), and is saved with it — up to [`MAX_INLINE_AUDIO`] (10 MB of
+//!   WAV, about 10 minutes): a larger recording is left out, the payload saying so
+//!   (`audio_omitted: "too_large"`, with its size) beside its length and link, and the log
+//!   warns. The cap keeps one body, held in memory and in the database, reasonable.
 //! - Any 2xx is success, whatever the body. 410 (the receiver says the endpoint is gone) and 413
 //!   (the payload is too large for it) fail the delivery at once; everything else — a 400 or
 //!   401 while a receiver deploys or rotates its secret, 404, 429, 5xx, timeouts, no
@@ -34,7 +37,7 @@ use reqwest::Method;
 use sha2::{Digest, Sha256};
 
 use super::http::{Credentials, Http, Vendor, error_message, no_rate_headers};
-use super::{Delivered, HelpdeskError, Job};
+use super::{Attachable, Delivered, HelpdeskError, Job};
 use crate::config::{HelpdeskSettings, Secret, WebhookSettings};
 use crate::store::tags::Retag;
 use crate::tickets::Rules;
@@ -116,6 +119,11 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+/// The largest recording a webhook carries inline (`inline_audio`): 10 MB of WAV (some 13 MB of
+/// base64), about ten minutes at 8 kHz. The body is built in memory and saved in the database
+/// until it is delivered; a larger recording is left out (the payload says so).
+pub const MAX_INLINE_AUDIO: u64 = 10_000_000;
+
 impl Webhook {
     pub fn new(
         settings: &HelpdeskSettings,
@@ -150,17 +158,18 @@ impl Webhook {
         // The voicemail's link and audio are read only for a body not saved yet.
         let (link, audio) = if job.delivery.request.is_none() && job.call.voicemail.is_some() {
             let audio = if self.inline_audio {
-                job.voicemail_audio().await?
+                job.voicemail_within(MAX_INLINE_AUDIO, "the webhook's inline audio")
+                    .await?
             } else {
-                None
+                Attachable::None
             };
             (job.voicemail_link()?, audio)
         } else {
-            (None, None)
+            (None, Attachable::None)
         };
         self.post(job, || {
             let mut body = payload::payload(&self.name, &self.rules, job.call, &job.party);
-            body["data"]["voicemail"] = payload::voicemail(job.call, link.as_ref(), audio.as_ref());
+            body["data"]["voicemail"] = payload::voicemail(job.call, link.as_ref(), &audio);
             body
         })
         .await

@@ -5,7 +5,8 @@
 //! Versioning: fields may be added within version 1; a field removed, renamed or given another
 //! meaning makes version 2, announced in the README before it ships. Added in version 1:
 //! `agents` (every agent who held the call, transfers included; `agent` is the last of them);
-//! `voicemail` (the recording's length, a signed link, and its audio with `inline_audio`).
+//! `voicemail` (the recording's length, a signed link, and its audio with `inline_audio`);
+//! `voicemail.audio_omitted` and `voicemail.audio_size` (a recording too large to inline).
 //!
 //! Times are RFC 3339 with the offset of the group's time zone (`2026-03-02T10:00:12+01:00`),
 //! the zone named in `timezone`, so a receiver shows them as the office saw them.
@@ -17,8 +18,8 @@ use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 use crate::call::{CallRecord, Direction};
-use crate::helpdesk::Party;
-use crate::recordings::{self, Audio, Link};
+use crate::helpdesk::{Attachable, Party};
+use crate::recordings::{self, Link};
 use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
@@ -99,15 +100,16 @@ pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Part
             "explanation": call.explanation,
             "log": log,
             "summary": tickets::summary(rules, call),
-            "voicemail": voicemail(call, None, None),
+            "voicemail": voicemail(call, None, &Attachable::None),
         }
     })
 }
 
 /// The call's voicemail: its length, why it ended, its type, a signed link to it (`null` without
-/// `[media] public_url`) and, with `inline_audio`, the WAV itself in base64. `null` for a call
+/// `[media] public_url`) and, with `inline_audio`, the WAV itself in base64 — or, for a
+/// recording too large to carry, `audio_omitted: "too_large"` and its size. `null` for a call
 /// without a voicemail.
-pub fn voicemail(call: &CallRecord, link: Option<&Link>, audio: Option<&Audio>) -> Value {
+pub fn voicemail(call: &CallRecord, link: Option<&Link>, audio: &Attachable) -> Value {
     let Some(voicemail) = &call.voicemail else {
         return Value::Null;
     };
@@ -119,8 +121,13 @@ pub fn voicemail(call: &CallRecord, link: Option<&Link>, audio: Option<&Audio>) 
         "url": link.map(|l| &l.url),
         "url_expires_at": link.map(|l| l.expires.to_string()),
     });
-    if let Some(audio) = audio {
-        value["audio_base64"] = json!(BASE64.encode(&audio.bytes));
+    match audio {
+        Attachable::None => {}
+        Attachable::Audio(audio) => value["audio_base64"] = json!(BASE64.encode(&audio.bytes)),
+        Attachable::TooLarge { size } => {
+            value["audio_omitted"] = json!("too_large");
+            value["audio_size"] = json!(size);
+        }
     }
     value
 }

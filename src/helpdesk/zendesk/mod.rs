@@ -28,8 +28,12 @@
 //!   saved with the delivery as soon as Zendesk gives it, and the ticket request that carries it
 //!   too, so a retry attaches the same upload instead of sending the file again (an upload
 //!   whose answer was lost is sent again; Zendesk drops the unattached one after 60 minutes,
-//!   and a saved token older than 50 minutes is not used). A recording that is gone fails the
-//!   delivery for good; one larger than Zendesk takes (413) too. With `voice_comments` the
+//!   and a saved token older than 50 minutes is not used: a saved ticket request keeps when its
+//!   upload was made, and one replayed later uploads the file again and attaches the new token).
+//!   A recording that is gone fails the delivery for good. One larger than Zendesk takes
+//!   ([`MAX_UPLOAD`], 50 MB, checked before sending; or a 413) is not attached: the note says a
+//!   voicemail was left, its length, the signed link when `[media] public_url` is set, and that
+//!   the file was too large (with a warning in the log). With `voice_comments` the
 //!   voicemail is a voice comment instead, whose `recording_url` is a signed link to sipdesk;
 //!   without `[media] public_url` there is no link, and the file is attached as without
 //!   `voice_comments` (a configuration that was valid before voicemails stays valid).
@@ -49,7 +53,7 @@ use self::rules::{
     Assignee, AssigneeId, Plan, Status, TicketSummary, TicketWrite, VoiceComment, ZendeskRules,
 };
 use super::http::{Announced, Credentials, Http, Reply, Vendor, error_message, header_number};
-use super::{Delivered, HelpdeskError, Job, Party};
+use super::{Attachable, Delivered, HelpdeskError, Job, Party};
 use crate::call::Outcome;
 use crate::config::{HelpdeskSettings, Secret, ZendeskAuth, ZendeskSettings};
 use crate::phone::{self, Caller, Region};
@@ -82,24 +86,65 @@ pub struct Zendesk {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Pending {
+    /// `uploaded_at`: when the upload whose token the body carries was made (absent in requests
+    /// saved before it was kept, which are then taken as too old).
     Create {
         body: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uploaded_at: Option<Timestamp>,
     },
     /// `fallback`: the ticket to create if this one turns out closed or deleted.
     Update {
         ticket: u64,
         body: Value,
         fallback: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uploaded_at: Option<Timestamp>,
     },
     /// The voicemail was uploaded (`at`) and its token is waiting for the ticket's comment.
-    Uploaded {
-        token: String,
-        at: Timestamp,
-    },
+    Uploaded { token: String, at: Timestamp },
 }
 
 /// How long after its upload a token is used; Zendesk keeps an unattached upload for 60 minutes.
 const UPLOAD_FRESH: Duration = Duration::from_secs(50 * 60);
+
+/// The largest file Zendesk takes as an attachment: 50 MB (counted here in decimal megabytes,
+/// the smaller reading). A larger recording is not sent: the note says a voicemail was left.
+pub const MAX_UPLOAD: u64 = 50_000_000;
+
+/// Whether a token uploaded at `at` may still be attached.
+fn fresh(at: Option<Timestamp>) -> bool {
+    at.is_some_and(|at| {
+        Timestamp::now().duration_since(at).as_secs() < UPLOAD_FRESH.as_secs() as i64
+    })
+}
+
+/// Whether a saved ticket body attaches an upload.
+fn has_upload(body: &Value) -> bool {
+    body.pointer("/ticket/comment/uploads")
+        .and_then(Value::as_array)
+        .is_some_and(|tokens| !tokens.is_empty())
+}
+
+/// A saved ticket body made to attach `token` instead of the upload it named; `None`: to attach
+/// nothing, its note saying why (`instead`).
+fn reattach(body: &mut Value, token: Option<&str>, instead: &str) {
+    let Some(comment) = body.pointer_mut("/ticket/comment") else {
+        return;
+    };
+    match token {
+        Some(token) => comment["uploads"] = json!([token]),
+        None => {
+            if let Some(comment) = comment.as_object_mut() {
+                comment.remove("uploads");
+            }
+            if !instead.is_empty() {
+                let note = comment["body"].as_str().unwrap_or_default().to_owned();
+                comment["body"] = json!(super::before_marker(&note, instead));
+            }
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct User {
@@ -230,10 +275,27 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
 /// What a ticket write carries of a voicemail.
 enum VoicemailPart {
     None,
-    /// The token of the uploaded recording, attached to the note.
-    Upload(String),
+    /// The token of the uploaded recording (uploaded `at`), attached to the note.
+    Upload {
+        token: String,
+        at: Timestamp,
+    },
     /// A voice comment playing the recording from its signed link.
     Voice(VoiceComment),
+    /// Lines for the note instead of a recording too large to attach.
+    TooLarge(String),
+}
+
+/// What uploading the recording came to.
+enum Uploaded {
+    /// The call has no recording.
+    Nothing,
+    Token {
+        token: String,
+        at: Timestamp,
+    },
+    /// Too large for Zendesk: lines for the note instead.
+    TooLarge(String),
 }
 
 impl VoicemailPart {
@@ -241,8 +303,11 @@ impl VoicemailPart {
         let add = |mut write: TicketWrite| {
             match self {
                 VoicemailPart::None => {}
-                VoicemailPart::Upload(token) => write.uploads = vec![token.clone()],
+                VoicemailPart::Upload { token, .. } => write.uploads = vec![token.clone()],
                 VoicemailPart::Voice(voice) => write.voice = Some(voice.clone()),
+                VoicemailPart::TooLarge(text) => {
+                    write.note = super::before_marker(&write.note, text)
+                }
             }
             write
         };
@@ -368,19 +433,26 @@ impl Zendesk {
         let mut uploaded = None;
         if let Some(text) = &job.delivery.request {
             match serde_json::from_str::<Pending>(text) {
-                Ok(Pending::Create { body }) => {
+                Ok(Pending::Create {
+                    mut body,
+                    uploaded_at,
+                }) => {
                     if let Some(id) = self.ticket_by_external_id(&call.id).await? {
                         return Ok(Delivered::Ticket {
                             id: id.to_string(),
                             detail: format!("created ticket #{id}"),
                         });
                     }
-                    return self.create(job, &body).await;
+                    let uploaded_at = self
+                        .refresh_upload(job, &mut body, None, uploaded_at)
+                        .await?;
+                    return self.create_with(job, &body, uploaded_at).await;
                 }
                 Ok(Pending::Update {
                     ticket,
-                    body,
-                    fallback,
+                    mut body,
+                    mut fallback,
+                    uploaded_at,
                 }) => {
                     if self.has_note(ticket, &tickets::marker(&call.id)).await? {
                         return Ok(Delivered::Ticket {
@@ -388,12 +460,26 @@ impl Zendesk {
                             detail: format!("added the call to ticket #{ticket}"),
                         });
                     }
-                    return self.update(job, ticket, &body, fallback).await;
+                    let refreshed = self
+                        .refresh_upload(job, &mut body, Some(&mut fallback), uploaded_at)
+                        .await?;
+                    if refreshed != uploaded_at {
+                        self.save(
+                            job,
+                            &Pending::Update {
+                                ticket,
+                                body: body.clone(),
+                                fallback: fallback.clone(),
+                                uploaded_at: refreshed,
+                            },
+                        )
+                        .await?;
+                    }
+                    return self.update(job, ticket, &body, fallback, refreshed).await;
                 }
                 Ok(Pending::Uploaded { token, at }) => {
-                    let age = Timestamp::now().duration_since(at);
-                    if age.as_secs() < UPLOAD_FRESH.as_secs() as i64 {
-                        uploaded = Some(token);
+                    if fresh(Some(at)) {
+                        uploaded = Some((token, at));
                     }
                 }
                 Err(e) => {
@@ -428,6 +514,10 @@ impl Zendesk {
             note_call.caller = format!("{sent} (not a phone number)");
         }
         let voicemail = self.voicemail(job, uploaded).await?;
+        let uploaded_at = match &voicemail {
+            VoicemailPart::Upload { at, .. } => Some(*at),
+            _ => None,
+        };
         let plan = rules::plan(
             &self.rules,
             &self.zendesk,
@@ -438,9 +528,7 @@ impl Zendesk {
         match voicemail.apply(plan) {
             Plan::Create(write) => {
                 let body = ticket_body(&write, Some(requester), answered_by);
-                self.save(job, &Pending::Create { body: body.clone() })
-                    .await?;
-                self.create(job, &body).await
+                self.create_with(job, &body, uploaded_at).await
             }
             Plan::Update { ticket, write } => {
                 let body = ticket_body(&write, None, answered_by);
@@ -460,21 +548,22 @@ impl Zendesk {
                         ticket,
                         body: body.clone(),
                         fallback: fallback.clone(),
+                        uploaded_at,
                     },
                 )
                 .await?;
-                self.update(job, ticket, &body, fallback).await
+                self.update(job, ticket, &body, fallback, uploaded_at).await
             }
         }
     }
 
     /// What the ticket carries of the call's voicemail: the recording uploaded (or the token an
     /// earlier attempt got, `uploaded`), or with `voice_comments` a voice comment that plays it
-    /// from a signed link.
+    /// from a signed link; for a recording larger than Zendesk takes, lines in the note instead.
     async fn voicemail(
         &self,
         job: &Job<'_>,
-        uploaded: Option<String>,
+        uploaded: Option<(String, Timestamp)>,
     ) -> Result<VoicemailPart, HelpdeskError> {
         let call = job.call;
         let Some(voicemail) = &call.voicemail else {
@@ -496,11 +585,28 @@ impl Zendesk {
                 call_duration: voicemail.duration_ms.div_ceil(1000),
             }));
         }
-        if let Some(token) = uploaded {
-            return Ok(VoicemailPart::Upload(token));
+        if let Some((token, at)) = uploaded {
+            return Ok(VoicemailPart::Upload { token, at });
         }
-        let Some(audio) = job.voicemail_audio().await? else {
-            return Ok(VoicemailPart::None);
+        Ok(match self.upload(job).await? {
+            Uploaded::Nothing => VoicemailPart::None,
+            Uploaded::Token { token, at } => VoicemailPart::Upload { token, at },
+            Uploaded::TooLarge(text) => VoicemailPart::TooLarge(text),
+        })
+    }
+
+    /// Uploads the call's recording (when Zendesk takes its size) and saves the token.
+    async fn upload(&self, job: &Job<'_>) -> Result<Uploaded, HelpdeskError> {
+        let audio = match job.voicemail_within(MAX_UPLOAD, "Zendesk").await? {
+            Attachable::None => return Ok(Uploaded::Nothing),
+            Attachable::TooLarge { size } => {
+                return Ok(Uploaded::TooLarge(job.too_large_text(
+                    size,
+                    Some(MAX_UPLOAD),
+                    "Zendesk",
+                )?));
+            }
+            Attachable::Audio(audio) => audio,
         };
         let size = audio.bytes.len();
         let url = self
@@ -517,10 +623,18 @@ impl Zendesk {
             )
             .await?;
         if reply.status.as_u16() == 413 {
-            return Err(HelpdeskError::Permanent(format!(
-                "POST /api/v2/uploads: the voicemail ({size} bytes) is larger than Zendesk takes (413 {})",
+            // The account takes less than the documented limit: the note goes without the file.
+            tracing::warn!(
+                delivery = %job.delivery.id,
+                size,
+                "POST /api/v2/uploads: Zendesk refused the voicemail as too large (413 {}); the note says a voicemail was left, without the file",
                 error_message(&reply.body)
-            )));
+            );
+            return Ok(Uploaded::TooLarge(job.too_large_text(
+                size as u64,
+                None,
+                "Zendesk",
+            )?));
         }
         if !reply.is_success() {
             return Err(conflict_or_rejected("POST /api/v2/uploads", &reply));
@@ -539,15 +653,43 @@ impl Zendesk {
                 after: None,
             });
         };
+        let at = Timestamp::now();
         self.save(
             job,
             &Pending::Uploaded {
                 token: token.clone(),
-                at: Timestamp::now(),
+                at,
             },
         )
         .await?;
-        Ok(VoicemailPart::Upload(token))
+        Ok(Uploaded::Token { token, at })
+    }
+
+    /// A saved ticket request whose upload may have expired (uploaded at `uploaded_at`, more
+    /// than [`UPLOAD_FRESH`] ago, or when unknown): the recording is uploaded again and the
+    /// body (and `fallback`) made to attach the new token, or, when it cannot be attached any
+    /// more, to say so in the note. Returns when the upload the bodies now carry was made.
+    async fn refresh_upload(
+        &self,
+        job: &Job<'_>,
+        body: &mut Value,
+        fallback: Option<&mut Value>,
+        uploaded_at: Option<Timestamp>,
+    ) -> Result<Option<Timestamp>, HelpdeskError> {
+        if !has_upload(body) || fresh(uploaded_at) {
+            return Ok(uploaded_at);
+        }
+        tracing::info!(delivery = %job.delivery.id, "the saved request's upload is too old to attach: uploading the voicemail again");
+        let (token, at, instead) = match self.upload(job).await? {
+            Uploaded::Token { token, at } => (Some(token), Some(at), String::new()),
+            Uploaded::TooLarge(text) => (None, None, text),
+            Uploaded::Nothing => (None, None, String::new()),
+        };
+        reattach(body, token.as_deref(), &instead);
+        if let Some(fallback) = fallback {
+            reattach(fallback, token.as_deref(), &instead);
+        }
+        Ok(at)
     }
 
     async fn save(&self, job: &Job<'_>, pending: &Pending) -> Result<(), HelpdeskError> {
@@ -577,6 +719,24 @@ impl Zendesk {
             ),
             after: None,
         }
+    }
+
+    /// Saves the request (with when its upload was made), then creates the ticket.
+    async fn create_with(
+        &self,
+        job: &Job<'_>,
+        body: &Value,
+        uploaded_at: Option<Timestamp>,
+    ) -> Result<Delivered, HelpdeskError> {
+        self.save(
+            job,
+            &Pending::Create {
+                body: body.clone(),
+                uploaded_at,
+            },
+        )
+        .await?;
+        self.create(job, body).await
     }
 
     async fn create(&self, job: &Job<'_>, body: &Value) -> Result<Delivered, HelpdeskError> {
@@ -628,6 +788,7 @@ impl Zendesk {
         ticket: u64,
         body: &Value,
         fallback: Value,
+        uploaded_at: Option<Timestamp>,
     ) -> Result<Delivered, HelpdeskError> {
         let path = format!("/api/v2/tickets/{ticket}.json");
         let url = self.http.url(&path, &[])?;
@@ -647,9 +808,7 @@ impl Zendesk {
             if closed {
                 body["ticket"]["via_followup_source_id"] = json!(ticket);
             }
-            self.save(job, &Pending::Create { body: body.clone() })
-                .await?;
-            return self.create(job, &body).await;
+            return self.create_with(job, &body, uploaded_at).await;
         }
         Err(conflict_or_rejected(&format!("PUT {path}"), &reply))
     }
