@@ -8,10 +8,10 @@
 //!   sends from another address than it announced: until a packet has come from the announced
 //!   one, the first packet from the call's signalling source IP (the PBX or phone that sent the
 //!   INVITE) moves the session there (symmetric RTP) when it is RTP; anything else is dropped.
-//!   Addresses are compared in canonical form (an IPv4-mapped IPv6 address is its IPv4). When
-//!   the SDP already names the signalling source's IP (a PBX relaying the media), there is no
-//!   NAT to get around and the session never moves: a packet from another port of that host
-//!   (a previous call's) cannot take the session over.
+//!   Addresses are compared in canonical form (an IPv4-mapped IPv6 address is its IPv4). The
+//!   other port of that host may be the same machine's: a phone or PBX that announces one RTP
+//!   port and sends from another is common, so it is followed; a previous call's late packets
+//!   cannot take a session over because ports are handed out in turn (below).
 //! - **No message, no file.** A caller who hangs up before the tone ends (or during it), or
 //!   whose recording holds no voiced audio at all (quiet RTP until `silence` ended it), leaves
 //!   no voicemail: the file is removed, [`Recorded::file`] is `None`, and the call is recorded
@@ -188,9 +188,7 @@ pub async fn run(
         })?;
     let mut session = Session::new(Instant::now(), spec.settings, spec.greeting);
     let mut remote = spec.remote;
-    // No NAT between the SDP and the signalling: never move (see the module docs).
-    let mut heard_from_announced =
-        remote.ip().to_canonical() == spec.signalling_source.to_canonical();
+    let mut heard_from_announced = false;
     let mut end = None;
     let mut buffer = vec![0u8; 2048];
     'running: loop {
@@ -222,8 +220,7 @@ pub async fn run(
                 }
                 Some(Control::Redirect(to)) => {
                     remote = to;
-                    heard_from_announced =
-                        to.ip().to_canonical() == spec.signalling_source.to_canonical();
+                    heard_from_announced = false;
                     Vec::new()
                 }
                 Some(Control::Stop) | None => {
