@@ -7,6 +7,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::TestDb;
 use common::daemon::Daemon;
@@ -65,15 +66,27 @@ async fn instances_starting_together_migrate_once() {
         .await
         .unwrap();
     use sqlx::Row;
-    let row = sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT version) AS d FROM sipdesk_schema")
+    let row = sqlx::query("SELECT COUNT(*) AS n, MAX(version) AS last FROM sipdesk_schema")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    let (n, d): (i64, i64) = (row.get("n"), row.get("d"));
-    assert_eq!(n, d, "each migration recorded once");
-    assert!(n >= 8, "every migration ran: {n}");
+    let (n, last): (i64, i64) = (row.get("n"), row.get("last"));
+    assert_eq!(n, last, "every migration, 1 to the last, ran");
+    assert!(last >= 9, "{last}");
     drop(stores);
     db.drop_db().await;
+}
+
+/// Makes `instance`'s heartbeat a minute old, by the database's clock.
+async fn silence(url: &str, instance: &str) {
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE instances SET heartbeat_at = heartbeat_at - 60000 WHERE id = $1")
+        .bind(instance.to_owned())
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -83,10 +96,16 @@ async fn a_restart_closes_its_own_calls_and_one_survivor_closes_a_dead_instances
     };
     let a = Store::open(&db.url).await.unwrap();
     let c = Store::open(&db.url).await.unwrap();
-    let t0 = at("2026-11-23T09:00:00Z");
-    for (instance, when) in [("a", t0), ("b", t0), ("c", t0)] {
-        a.heartbeat(instance, when).await.unwrap();
+    let dead_after = Duration::from_secs(15);
+    for instance in ["a", "b", "c"] {
+        assert!(
+            a.join_cluster(instance, &format!("{instance}-1"), dead_after)
+                .await
+                .unwrap()
+        );
     }
+    // A second process with a name in use is refused while the first lives.
+    assert!(!a.join_cluster("b", "b-2", dead_after).await.unwrap());
     a.apply(
         &[
             start("a1", "a"),
@@ -106,14 +125,21 @@ async fn a_restart_closes_its_own_calls_and_one_survivor_closes_a_dead_instances
         .unwrap();
     assert_eq!(closed, vec!["sip-a1".to_owned()]);
 
+    // Nobody is dead yet.
+    let (dead, _) = a
+        .take_over_dead("a", Timestamp::now(), &delivery_of)
+        .await
+        .unwrap();
+    assert!(dead.is_empty());
+
     // "b" goes silent; "a" and "c" stay alive and both look at once.
-    let later = at("2026-11-23T09:02:00Z");
-    a.heartbeat("a", later).await.unwrap();
-    c.heartbeat("c", later).await.unwrap();
-    let dead_since = at("2026-11-23T09:01:45Z");
+    silence(&db.url, "b").await;
+    assert!(a.heartbeat("a", "a-1").await.unwrap());
+    assert!(c.heartbeat("c", "c-1").await.unwrap());
+    let later = Timestamp::now();
     let (by_a, by_c) = tokio::join!(
-        a.take_over_dead("a", later, dead_since, &delivery_of),
-        c.take_over_dead("c", later, dead_since, &delivery_of),
+        a.take_over_dead("a", later, &delivery_of),
+        c.take_over_dead("c", later, &delivery_of),
     );
     let (dead_a, closed_a) = by_a.unwrap();
     let (dead_c, closed_c) = by_c.unwrap();
@@ -145,11 +171,12 @@ async fn a_restart_closes_its_own_calls_and_one_survivor_closes_a_dead_instances
     let c1 = calls.iter().find(|r| r.id == "c1").unwrap();
     assert!(c1.outcome.is_none(), "the live instance's call stays open");
 
+    // "b" comes back: its heartbeat tells it it was taken over; the name is free again.
+    assert!(!a.heartbeat("b", "b-1").await.unwrap());
+    assert!(a.join_cluster("b", "b-1", dead_after).await.unwrap());
+
     // Looking again finds nothing more.
-    let (dead, closed) = a
-        .take_over_dead("a", later, dead_since, &delivery_of)
-        .await
-        .unwrap();
+    let (dead, closed) = a.take_over_dead("a", later, &delivery_of).await.unwrap();
     assert!(dead.is_empty() && closed.is_empty());
     drop((a, c));
     db.drop_db().await;
@@ -349,4 +376,33 @@ fn postgresql_stopped_for_20_s_while_calls_go_on_loses_and_doubles_no_record() {
         "records, distinct SIP Call-IDs, ended\n{}",
         daemon.log()
     );
+}
+
+#[tokio::test]
+async fn a_second_instance_with_a_name_in_use_is_refused() {
+    let Some(db) = postgres("a_second_instance_with_a_name_in_use_is_refused").await else {
+        return;
+    };
+    let daemon = Daemon::start_in(
+        common::daemon::test_dir("cluster-name"),
+        "trusted = [\"127.0.0.1\"]",
+        &format!(
+            "[cluster]\ninstance = \"sipdesk-a\"\n\n{}",
+            common::calls::SUPPORT
+        ),
+        Some(&db.url),
+        &[],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sipdesk"))
+        .args(["run", "--config", daemon.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another running sipdesk has the instance name \"sipdesk-a\""),
+        "{stderr}"
+    );
+    drop(daemon);
+    db.drop_db().await;
 }

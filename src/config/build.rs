@@ -447,7 +447,9 @@ fn build_cluster(raw: RawCluster, src: &mut Source<'_>) -> Option<ClusterSetting
     let dead_after = duration(
         &raw.dead_after,
         keys!["cluster", "dead_after"],
-        (Duration::from_secs(2), Duration::from_secs(3600)),
+        // Below 10 s a busy database (its 5 s connection wait) would make instances take each
+        // other for dead.
+        (Duration::from_secs(10), Duration::from_secs(3600)),
         src,
     )?;
     Some(ClusterSettings {

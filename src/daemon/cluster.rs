@@ -14,6 +14,7 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,17 @@ pub(super) struct SqliteLock {
 /// process holds it. The `sipdesk` commands do not take it: they may read and write while the
 /// daemon runs.
 pub(super) fn lock_sqlite(database: &Path) -> Result<SqliteLock, DaemonError> {
-    let path = database.with_extension("instance-lock");
+    // Beside the file, named after all of it (`sipdesk.db-instance-lock`, as SQLite names its
+    // `-wal`), in the directory as the kernel names it (a symlink leads to the same lock).
+    let directory = database
+        .parent()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .unwrap_or_default();
+    let name = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = directory.join(format!("{name}-instance-lock"));
     let fail = |source| DaemonError::StateDirectory {
         path: path.display().to_string(),
         source,
@@ -60,16 +71,22 @@ pub(super) fn lock_sqlite(database: &Path) -> Result<SqliteLock, DaemonError> {
     Ok(SqliteLock { _file: file })
 }
 
-/// Heartbeats and takeovers, on PostgreSQL, until `cancel`. The SIP Call-IDs of calls taken
-/// over go to the proxy (`Control::Interrupted`), so their late BYEs still reach the PBX.
+/// Heartbeats and takeovers, on PostgreSQL, until `cancel`. Another instance's calls are taken
+/// over only after this one's own heartbeats have gone through without a break for
+/// `dead_after`: after a database outage every heartbeat is old, and the first instance back
+/// must not take the others, alive all along, for dead. The SIP Call-IDs of calls taken over
+/// go to the proxy (`Control::Interrupted`), so their late BYEs still reach the PBX.
 pub(super) fn spawn(
     store: Store,
+    token: String,
     config: watch::Receiver<Arc<Config>>,
     control: mpsc::UnboundedSender<Control>,
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
+        let mut healthy_since: Option<Instant> = None;
         let mut failing = false;
+        let mut displaced = false;
         loop {
             let (me, dead_after) = {
                 let config = config.borrow();
@@ -79,35 +96,65 @@ pub(super) fn spawn(
                 _ = tokio::time::sleep(dead_after / 3) => {}
                 _ = cancel.cancelled() => return,
             }
-            let now = jiff::Timestamp::now();
-            let dead_since = now - jiff::SignedDuration::try_from(dead_after).unwrap_or_default();
-            let outbox = |record: &crate::call::CallRecord| {
-                crate::delivery::outbox_entries(&config.borrow(), record)
+            let beat = match store.heartbeat(&me, &token).await {
+                // Taken for dead meanwhile: the name is claimed again, unless another process
+                // holds it now.
+                Ok(false) => store.join_cluster(&me, &token, dead_after).await.map(|joined| {
+                    if !displaced {
+                        tracing::error!(instance = %me, "this instance was taken for dead by another (its calls in progress were closed as interrupted and reported); check the database connection and the hosts' load");
+                        displaced = true;
+                    }
+                    if !joined {
+                        tracing::error!(instance = %me, "another running sipdesk has this instance name: give each instance its own [cluster] instance");
+                    }
+                    joined
+                }),
+                other => other,
             };
-            let result = match store.heartbeat(&me, now).await {
-                Ok(()) => store.take_over_dead(&me, now, dead_since, &outbox).await,
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok((dead, closed)) => {
+            match beat {
+                Ok(true) => {
+                    displaced = false;
                     if failing {
                         tracing::info!(instance = %me, "the instance heartbeat is written again");
                         failing = false;
                     }
-                    if !dead.is_empty() {
-                        tracing::warn!(
-                            instances = %dead.join(", "),
-                            calls = closed.len(),
-                            "instances silent for longer than dead_after: their calls in progress are closed as interrupted and reported"
-                        );
-                        let _ = control.send(Control::Interrupted(closed));
+                    let since = *healthy_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < dead_after {
+                        continue;
                     }
                 }
-                Err(error) if !failing => {
-                    failing = true;
-                    tracing::warn!(instance = %me, error = %error, "cannot write the instance heartbeat; other instances may take this one for dead after dead_after");
+                Ok(false) => {
+                    healthy_since = None;
+                    continue;
                 }
-                Err(_) => {}
+                Err(error) => {
+                    healthy_since = None;
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(instance = %me, error = %error, "cannot write the instance heartbeat; other instances may take this one for dead after dead_after");
+                    }
+                    continue;
+                }
+            }
+            let outbox = |record: &crate::call::CallRecord| {
+                crate::delivery::outbox_entries(&config.borrow(), record)
+            };
+            match store
+                .take_over_dead(&me, jiff::Timestamp::now(), &outbox)
+                .await
+            {
+                Ok((dead, closed)) if !dead.is_empty() => {
+                    tracing::warn!(
+                        instances = %dead.join(", "),
+                        calls = closed.len(),
+                        "instances silent for longer than dead_after: their calls in progress are closed as interrupted and reported"
+                    );
+                    let _ = control.send(Control::Interrupted(closed));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(instance = %me, error = %error, "cannot check for dead instances; trying again at the next heartbeat");
+                }
             }
         }
     });

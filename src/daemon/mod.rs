@@ -81,6 +81,10 @@ pub enum DaemonError {
     )]
     AlreadyRunning { database: String, pid: String },
     #[error(
+        "another running sipdesk has the instance name \"{instance}\" on this database; give each instance its own [cluster] instance (by default the host name)"
+    )]
+    InstanceNameTaken { instance: String },
+    #[error(
         "cannot write to the database {database} as user {user}; sipdesk would lose every call record"
     )]
     NotWritable {
@@ -181,7 +185,10 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 /// closes the calls it left open. sipdesk is not ready (and does not start) before this
 /// succeeds.
 /// Returns the store and the SIP Call-IDs of the calls closed as interrupted.
-async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError> {
+async fn open_store(
+    config: &Config,
+    token: &str,
+) -> Result<(Store, Vec<String>, Option<cluster::SqliteLock>), DaemonError> {
     let database = &config.database;
     std::fs::create_dir_all(&database.state_directory).map_err(|source| {
         DaemonError::StateDirectory {
@@ -198,6 +205,11 @@ async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError
             path: database.state_directory.display().to_string(),
             source,
         })?;
+    // One instance per SQLite file; held until sipdesk exits.
+    let sqlite_lock = match database.sqlite_file() {
+        Some(file) if !database.url.contains("memory") => Some(cluster::lock_sqlite(&file)?),
+        _ => None,
+    };
     let (name, user) = match database.sqlite_file() {
         Some(file) => (file.display().to_string(), current_user()),
         None => (
@@ -218,6 +230,19 @@ async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError
         Err(error) => return Err(error.into()),
     };
     store.check_writable().await.map_err(not_writable)?;
+    let instance = &config.cluster.instance;
+    if store.backend() == store::Backend::Postgres {
+        // Alive before anything else (the spill file below may take minutes): no other
+        // instance takes this one's calls for a dead one's.
+        let joined = store
+            .join_cluster(instance, token, config.cluster.dead_after)
+            .await?;
+        if !joined {
+            return Err(DaemonError::InstanceNameTaken {
+                instance: instance.clone(),
+            });
+        }
+    }
     let outbox = |record: &crate::call::CallRecord| delivery::outbox_entries(config, record);
     let spill = Spill::in_directory(&database.state_directory);
     if spill.exists() {
@@ -235,11 +260,6 @@ async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError
             "call records the previous run could not write are now in the database"
         );
     }
-    let instance = &config.cluster.instance;
-    if store.backend() == store::Backend::Postgres {
-        // Alive before anything else: no other instance takes this one's calls for a dead one's.
-        store.heartbeat(instance, jiff::Timestamp::now()).await?;
-    }
     let closed = store
         .close_interrupted(jiff::Timestamp::now(), instance, &outbox)
         .await?;
@@ -249,18 +269,15 @@ async fn open_store(config: &Config) -> Result<(Store, Vec<String>), DaemonError
             "closed calls left in progress by the previous run as interrupted"
         );
     }
-    Ok((store, closed))
+    Ok((store, closed, sqlite_lock))
 }
 
 /// Runs sipdesk until `cancel` fires (or a signal asks it to stop).
 pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(&config_path)?);
-    // One instance per SQLite file; held until sipdesk exits.
-    let _sqlite_lock = match config.database.sqlite_file() {
-        Some(file) => Some(cluster::lock_sqlite(&file)?),
-        None => None,
-    };
-    let (store, interrupted) = open_store(&config).await?;
+    // This process's token: the instance's name is its own while the token is in the row.
+    let token = format!("{:016x}", fastrand::u64(..));
+    let (store, interrupted, _sqlite_lock) = open_store(&config, &token).await?;
     let cursors = store.cursors().await?;
     let away: Vec<(Extension, Option<String>)> = store
         .agent_states()
@@ -370,6 +387,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     if store.backend() == store::Backend::Postgres {
         cluster::spawn(
             store.clone(),
+            token.clone(),
             config_rx.clone(),
             control.clone(),
             cluster_stop.clone(),

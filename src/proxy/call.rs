@@ -210,9 +210,8 @@ impl Call {
     }
 }
 
-/// The wrap-up time of an agent: their first group's.
-/// A call id: a UUIDv7 (RFC 9562) of the call's start, so ids sort by time and no two
-/// instances, or two runs of one, make the same.
+/// A call id: a UUIDv7 (RFC 9562) of the call's start: ids sort by their millisecond (within
+/// one, at random), and no two instances, or two runs of one, make the same (74 random bits).
 fn new_call_id(at: Timestamp) -> String {
     let millis = u64::try_from(at.as_millisecond()).unwrap_or_default();
     let stamp = uuid::Timestamp::from_unix(
@@ -223,6 +222,7 @@ fn new_call_id(at: Timestamp) -> String {
     uuid::Uuid::new_v7(stamp).to_string()
 }
 
+/// The wrap-up time of an agent: their first group's.
 fn wrap_up_of(call: &Call, agent: &Extension) -> Duration {
     call.config
         .groups

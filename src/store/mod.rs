@@ -215,8 +215,17 @@ enum Owner<'a> {
     Any,
     /// This instance's, and those without an owner (written before calls had one).
     Mine(&'a str),
-    /// A dead instance's.
-    Exactly(&'a str),
+    /// A dead instance's (checked again as they are read).
+    Dead(&'a str),
+}
+
+/// SQL: the call's owner (`calls.instance`) is dead — no row in `instances`, or a heartbeat
+/// older than its `dead_after` by the database's clock `now`.
+fn dead_owner(now: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = calls.instance
+                     AND i.heartbeat_at >= {now} - i.dead_after_ms)"
+    )
 }
 
 /// The PostgreSQL advisory lock key the migrations run under ("sipdesk" in ASCII).
@@ -339,6 +348,14 @@ impl Store {
         let fail = |source| StoreError::Migrate { version: 0, source };
         let mut conn = self.pool.acquire().await.map_err(fail)?;
         if self.backend == Backend::Postgres {
+            // Another instance may be running a long migration: wait for it, however long
+            // (this connection is closed afterwards, so the pool's timeouts stay as they are).
+            for setting in ["SET lock_timeout = 0", "SET statement_timeout = 0"] {
+                sqlx::query(setting)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(fail)?;
+            }
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_lock($1)) AS l")
                 .bind(MIGRATION_LOCK)
                 .fetch_one(&mut *conn)
@@ -353,9 +370,10 @@ impl Store {
                     .bind(MIGRATION_LOCK)
                     .fetch_one(&mut *conn)
                     .await;
-            if unlocked.is_err() {
-                conn.detach();
-            }
+            // Closed either way: it holds no lock then, and no changed timeouts go back to the
+            // pool.
+            let _ = unlocked;
+            let _ = sqlx::Connection::close(conn.detach()).await;
         }
         result
     }
@@ -621,8 +639,9 @@ impl Store {
     /// ones as ended when sipdesk stopped, unanswered ones as missed (interrupted), each with
     /// the deliveries `outbox` gives it, in one transaction. Returns their SIP Call-IDs. On
     /// PostgreSQL only this instance's calls (and calls written before calls had an owner) are
-    /// closed: other instances' calls are theirs. SQLite serves one instance, so every open
-    /// call is its own (whatever the instance was called when it took it).
+    /// closed, under the takeover lock (a survivor may be closing them at the same moment):
+    /// other instances' calls are theirs. SQLite serves one instance, so every open call is its
+    /// own (whatever the instance was called when it took it).
     pub async fn close_interrupted(
         &self,
         now: Timestamp,
@@ -634,40 +653,100 @@ impl Store {
             Backend::Sqlite => Owner::Any,
             Backend::Postgres => Owner::Mine(instance),
         };
-        let result = self
-            .close_interrupted_on(write.conn(), now, owner, outbox)
-            .await;
+        let result = async {
+            if self.backend == Backend::Postgres {
+                // Waits for a takeover in progress, however long it takes.
+                sqlx::query("SET LOCAL lock_timeout = 0")
+                    .execute(&mut *write.conn())
+                    .await
+                    .map_err(query_error("close interrupted calls"))?;
+                sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                    .bind(TAKEOVER_LOCK)
+                    .fetch_one(&mut *write.conn())
+                    .await
+                    .map_err(query_error("close interrupted calls"))?;
+            }
+            self.close_interrupted_on(write.conn(), now, owner, outbox)
+                .await
+        }
+        .await;
         write.end(result).await
     }
 
-    /// Says this instance is alive (`[cluster]`): its row in `instances`, written now.
-    pub async fn heartbeat(&self, instance: &str, now: Timestamp) -> Result<(), StoreError> {
-        let sql = "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2)
-                   ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at";
-        self.execute_write(
-            "write the instance heartbeat",
-            sqlx::query(sql).bind(instance.to_owned()).bind(millis(now)),
-        )
-        .await?;
-        Ok(())
+    /// The database's clock in milliseconds, as SQL: every instance's heartbeat is written and
+    /// judged by the one clock they share, whatever their hosts' clocks say.
+    fn database_now(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        }
     }
 
-    /// Closes the open calls of instances silent since before `dead_since` (their heartbeat
-    /// is older, or they never wrote one), as [`Store::close_interrupted`] does for a restart,
-    /// and forgets those instances. One instance at a time does it (an advisory lock on
-    /// PostgreSQL), so two survivors never close, or report, a call twice. Returns the dead
-    /// instances and the SIP Call-IDs of the calls closed.
+    /// This process takes the name `instance` (`[cluster]`), with its own random `token`: its
+    /// row in `instances`, heartbeat now. Refused (`false`) while another process holding the
+    /// name is alive (its heartbeat younger than its `dead_after`): two instances with one
+    /// name would close each other's calls.
+    pub async fn join_cluster(
+        &self,
+        instance: &str,
+        token: &str,
+        dead_after: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = self.database_now();
+        let sql = format!(
+            "INSERT INTO instances (id, token, started_at, heartbeat_at, dead_after_ms)
+             VALUES ($1, $2, {now}, {now}, $3)
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token,
+                 started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                 dead_after_ms = excluded.dead_after_ms
+             WHERE instances.token = excluded.token
+                OR instances.heartbeat_at < excluded.heartbeat_at - instances.dead_after_ms"
+        );
+        let done = self
+            .execute_write(
+                "join the cluster",
+                sqlx::query(&sql)
+                    .bind(instance.to_owned())
+                    .bind(token.to_owned())
+                    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX)),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Says this instance is alive. `false`: its row is another process's now (it was taken
+    /// for dead, its calls closed, and the name taken again).
+    pub async fn heartbeat(&self, instance: &str, token: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE instances SET heartbeat_at = {} WHERE id = $1 AND token = $2",
+            self.database_now()
+        );
+        let done = self
+            .execute_write(
+                "write the instance heartbeat",
+                sqlx::query(&sql)
+                    .bind(instance.to_owned())
+                    .bind(token.to_owned()),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Closes the open calls of instances whose heartbeat is older than their `dead_after`
+    /// (by the database's clock), or that have no row, as [`Store::close_interrupted`] does for
+    /// a restart, and forgets those instances. One instance at a time does it (an advisory lock
+    /// on PostgreSQL; one that finds it taken does nothing this time), so two survivors never
+    /// close, or report, a call twice; each call's owner is checked again as it is closed, so
+    /// an instance that came back in between keeps its calls. Returns the dead instances and
+    /// the SIP Call-IDs of the calls closed.
     pub async fn take_over_dead(
         &self,
         me: &str,
         now: Timestamp,
-        dead_since: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let mut write = Write::begin(&self.pool, self.backend).await?;
-        let result = self
-            .take_over_on(write.conn(), me, now, dead_since, outbox)
-            .await;
+        let result = self.take_over_on(write.conn(), me, now, outbox).await;
         write.end(result).await
     }
 
@@ -676,47 +755,51 @@ impl Store {
         conn: &mut Conn,
         me: &str,
         now: Timestamp,
-        dead_since: Timestamp,
         outbox: &(dyn Fn(&CallRecord) -> Vec<NewDelivery> + Sync),
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let failed = query_error("take over dead instances");
+        let failed = || query_error("take over dead instances");
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+            let got: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS got")
                 .bind(TAKEOVER_LOCK)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(query_error("take over dead instances"))?;
+                .and_then(|row| row.try_get("got"))
+                .map_err(failed())?;
+            if !got {
+                return Ok((Vec::new(), Vec::new()));
+            }
         }
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT DISTINCT instance FROM calls
              WHERE ended_at IS NULL AND instance IS NOT NULL AND instance <> '' AND instance <> $1
-               AND instance NOT IN (SELECT id FROM instances WHERE heartbeat_at >= $2)",
-        )
-        .bind(me.to_owned())
-        .bind(millis(dead_since))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(failed)?;
+               AND {}",
+            dead_owner(self.database_now())
+        );
+        let rows = sqlx::query(&sql)
+            .bind(me.to_owned())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed())?;
         let mut dead = Vec::new();
         for row in &rows {
-            dead.push(
-                row.try_get::<String, _>("instance")
-                    .map_err(query_error("take over dead instances"))?,
-            );
+            dead.push(row.try_get::<String, _>("instance").map_err(failed())?);
         }
         let mut closed = Vec::new();
         for instance in &dead {
             closed.extend(
-                self.close_interrupted_on(conn, now, Owner::Exactly(instance), outbox)
+                self.close_interrupted_on(conn, now, Owner::Dead(instance), outbox)
                     .await?,
             );
         }
-        sqlx::query("DELETE FROM instances WHERE id <> $1 AND heartbeat_at < $2")
+        let sql = format!(
+            "DELETE FROM instances WHERE id <> $1 AND heartbeat_at < {} - dead_after_ms",
+            self.database_now()
+        );
+        sqlx::query(&sql)
             .bind(me.to_owned())
-            .bind(millis(dead_since))
             .execute(&mut *conn)
             .await
-            .map_err(query_error("take over dead instances"))?;
+            .map_err(failed())?;
         Ok((dead, closed))
     }
 
@@ -733,9 +816,15 @@ impl Store {
                 " AND (instance = $1 OR instance IS NULL OR instance = '')",
                 Some(me),
             ),
-            Owner::Exactly(other) => (" AND instance = $1", Some(other)),
+            Owner::Dead(other) => (" AND instance = $1", Some(other)),
         };
-        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL{filter}");
+        // A dead owner is checked again row by row: it may have come back since.
+        let dead_check = match owner {
+            Owner::Dead(_) => format!(" AND {}", dead_owner(self.database_now())),
+            _ => String::new(),
+        };
+        let sql =
+            format!("SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL{filter}{dead_check}");
         let mut query = sqlx::query(&sql);
         if let Some(instance) = instance {
             query = query.bind(instance.to_owned());

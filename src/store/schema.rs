@@ -134,8 +134,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE calls ADD COLUMN instance TEXT;
         CREATE TABLE instances (
             id TEXT PRIMARY KEY,
+            token TEXT NOT NULL,
             started_at BIGINT NOT NULL,
-            heartbeat_at BIGINT NOT NULL
+            heartbeat_at BIGINT NOT NULL,
+            dead_after_ms BIGINT NOT NULL
         )
         ",
     ),
