@@ -99,7 +99,7 @@ pub(super) fn spawn(
             let beat = match store.heartbeat(&me, &token).await {
                 // Taken for dead meanwhile: the name is claimed again, unless another process
                 // holds it now.
-                Ok(false) => store.join_cluster(&me, &token, dead_after).await.map(|joined| {
+                Ok(false) => store.join_cluster(&me, &token, dead_after).await.inspect(|joined| {
                     if !displaced {
                         tracing::error!(instance = %me, "this instance was taken for dead by another (its calls in progress were closed as interrupted and reported); check the database connection and the hosts' load");
                         displaced = true;
@@ -107,7 +107,6 @@ pub(super) fn spawn(
                     if !joined {
                         tracing::error!(instance = %me, "another running sipdesk has this instance name: give each instance its own [cluster] instance");
                     }
-                    joined
                 }),
                 other => other,
             };
