@@ -406,3 +406,41 @@ async fn a_second_instance_with_a_name_in_use_is_refused() {
     drop(daemon);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_killed_instance_restarts_at_once_and_a_stopped_one_frees_its_name() {
+    let Some(db) = postgres("a_killed_instance_restarts_at_once…").await else {
+        return;
+    };
+    let mut daemon = Daemon::start_in(
+        common::daemon::test_dir("cluster-kill"),
+        "trusted = [\"127.0.0.1\"]",
+        &format!(
+            "[cluster]\ninstance = \"sipdesk-k\"\n\n{}",
+            common::calls::SUPPORT
+        ),
+        Some(&db.url),
+        &[],
+    );
+    // kill -9: the row still names the dead process, which is this host's and gone.
+    daemon.kill();
+    daemon.restart();
+    assert!(
+        daemon.log().contains(
+            "the previous run of this instance did not stop cleanly; its name is taken over"
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no wait for dead_after"
+    );
+    // A clean stop frees the name: the next start joins at once.
+    assert_eq!(daemon.stop(), Some(0));
+    let store = Store::open(&db.url).await.unwrap();
+    assert_eq!(store.cluster_holder("sipdesk-k").await.unwrap(), None);
+    drop(store);
+    drop(daemon);
+    db.drop_db().await;
+}

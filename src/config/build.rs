@@ -459,7 +459,7 @@ fn build_cluster(raw: RawCluster, src: &mut Source<'_>) -> Option<ClusterSetting
 }
 
 /// The machine's host name (the default instance name), `sipdesk` if it cannot be read.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
     let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;

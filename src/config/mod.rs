@@ -7,6 +7,7 @@
 //! settings the rest of sipdesk reads. Errors are `file:line:col: what is wrong; what to write`.
 
 mod build;
+pub(crate) use build::host_name;
 pub(crate) mod diagnostic;
 mod helpdesk;
 mod raw;

@@ -23,6 +23,34 @@ use super::{Control, DaemonError};
 use crate::config::Config;
 use crate::store::Store;
 
+/// This process's token in the cluster: its host, its pid and a random part, so a restart can
+/// tell that the run holding its name is a dead process on this same host.
+pub(super) fn token() -> String {
+    format!(
+        "{}:{}:{:016x}",
+        crate::config::host_name(),
+        std::process::id(),
+        fastrand::u64(..)
+    )
+}
+
+/// Whether `token` is a process of this host that no longer runs (a crash or `kill -9`, whose
+/// name need not be waited for).
+pub(super) fn is_dead_here(token: &str) -> bool {
+    let mut parts = token.rsplitn(3, ':');
+    let (_random, pid, host) = (parts.next(), parts.next(), parts.next());
+    let (Some(pid), Some(host)) = (pid.and_then(|p| p.parse::<i32>().ok()), host) else {
+        return false;
+    };
+    if host != crate::config::host_name() || pid == std::process::id() as i32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let gone = unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    gone
+}
+
 /// The lock on a SQLite database held by the running instance; released when dropped (or
 /// when the process dies, by the kernel).
 pub(super) struct SqliteLock {

@@ -234,13 +234,31 @@ async fn open_store(
     if store.backend() == store::Backend::Postgres {
         // Alive before anything else (the spill file below may take minutes): no other
         // instance takes this one's calls for a dead one's.
-        let joined = store
-            .join_cluster(instance, token, config.cluster.dead_after)
-            .await?;
-        if !joined {
-            return Err(DaemonError::InstanceNameTaken {
-                instance: instance.clone(),
-            });
+        // A process that did not stop cleanly (killed, crashed) holds the name until its
+        // heartbeat is older than dead_after: a restart waits that long, then gives up.
+        let dead_after = config.cluster.dead_after;
+        let until = tokio::time::Instant::now() + dead_after + Duration::from_secs(2);
+        let mut said = false;
+        while !store.join_cluster(instance, token, dead_after).await? {
+            // A run of this host that died (a crash, kill -9): its name is taken at once.
+            if let Some(holder) = store.cluster_holder(instance).await? {
+                if cluster::is_dead_here(&holder)
+                    && store.take_cluster_name(instance, &holder, token).await?
+                {
+                    tracing::info!(%instance, "the previous run of this instance did not stop cleanly; its name is taken over");
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(DaemonError::InstanceNameTaken {
+                    instance: instance.clone(),
+                });
+            }
+            if !said {
+                tracing::info!(%instance, wait = %humantime::format_duration(dead_after), "the instance name is held by a running sipdesk or by a run that did not stop cleanly; waiting for it to be free");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     let outbox = |record: &crate::call::CallRecord| delivery::outbox_entries(config, record);
@@ -276,7 +294,7 @@ async fn open_store(
 pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(&config_path)?);
     // This process's token: the instance's name is its own while the token is in the row.
-    let token = format!("{:016x}", fastrand::u64(..));
+    let token = cluster::token();
     let (store, interrupted, _sqlite_lock) = open_store(&config, &token).await?;
     let cursors = store.cursors().await?;
     let away: Vec<(Extension, Option<String>)> = store
@@ -602,6 +620,12 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             }
         }
     };
+    if store.backend() == store::Backend::Postgres {
+        // The name is free at once for the next start.
+        if let Err(error) = store.leave_cluster(&config.cluster.instance, &token).await {
+            tracing::warn!(error = %error, "could not release the instance name; the next start waits dead_after for it");
+        }
+    }
     let joined = tokio::task::spawn_blocking(move || worker.join());
     if tokio::time::timeout(Duration::from_secs(15), joined)
         .await

@@ -714,6 +714,55 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The token of the process holding `instance`'s name, if any.
+    pub async fn cluster_holder(&self, instance: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT token FROM instances WHERE id = $1")
+            .bind(instance.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read the instance"))?;
+        row.map(|r| r.try_get::<String, _>("token"))
+            .transpose()
+            .map_err(query_error("read the instance"))
+    }
+
+    /// Takes `instance`'s name from the process whose token is `from` (known to be gone).
+    pub async fn take_cluster_name(
+        &self,
+        instance: &str,
+        from: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE instances SET token = $3, started_at = {now}, heartbeat_at = {now}
+             WHERE id = $1 AND token = $2",
+            now = self.database_now()
+        );
+        let done = self
+            .execute_write(
+                "join the cluster",
+                sqlx::query(&sql)
+                    .bind(instance.to_owned())
+                    .bind(from.to_owned())
+                    .bind(token.to_owned()),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// This process stops: its name is free at once (a call it leaves in progress is then
+    /// any live instance's to close).
+    pub async fn leave_cluster(&self, instance: &str, token: &str) -> Result<(), StoreError> {
+        self.execute_write(
+            "leave the cluster",
+            sqlx::query("DELETE FROM instances WHERE id = $1 AND token = $2")
+                .bind(instance.to_owned())
+                .bind(token.to_owned()),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Says this instance is alive. `false`: its row is another process's now (it was taken
     /// for dead, its calls closed, and the name taken again).
     pub async fn heartbeat(&self, instance: &str, token: &str) -> Result<bool, StoreError> {
