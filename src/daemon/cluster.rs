@@ -46,9 +46,8 @@ pub(super) fn is_dead_here(token: &str) -> bool {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists.
-    let gone = unsafe { libc::kill(pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    gone
+    unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// The lock on a SQLite database held by the running instance; released when dropped (or
