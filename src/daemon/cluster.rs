@@ -46,7 +46,7 @@ pub(super) fn is_dead_here(token: &str) -> bool {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) } != 0
+    (unsafe { libc::kill(pid, 0) }) != 0
         && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
