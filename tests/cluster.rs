@@ -432,10 +432,6 @@ async fn a_killed_instance_restarts_at_once_and_a_stopped_one_frees_its_name() {
         "{}",
         daemon.log()
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "no wait for dead_after"
-    );
     // A clean stop frees the name: the next start joins at once.
     assert_eq!(daemon.stop(), Some(0));
     let store = Store::open(&db.url).await.unwrap();
