@@ -134,8 +134,8 @@ async fn a_restart_closes_its_own_calls_and_one_survivor_closes_a_dead_instances
 
     // "b" goes silent; "a" and "c" stay alive and both look at once.
     silence(&db.url, "b").await;
-    assert!(a.heartbeat("a", "a-1").await.unwrap());
-    assert!(c.heartbeat("c", "c-1").await.unwrap());
+    assert!(a.heartbeat("a", "a-1", dead_after).await.unwrap());
+    assert!(c.heartbeat("c", "c-1", dead_after).await.unwrap());
     let later = Timestamp::now();
     let (by_a, by_c) = tokio::join!(
         a.take_over_dead("a", later, &delivery_of),
@@ -171,8 +171,23 @@ async fn a_restart_closes_its_own_calls_and_one_survivor_closes_a_dead_instances
     let c1 = calls.iter().find(|r| r.id == "c1").unwrap();
     assert!(c1.outcome.is_none(), "the live instance's call stays open");
 
+    // A reloaded dead_after reaches the row with the next heartbeat (others judge by it).
+    assert!(
+        a.heartbeat("a", "a-1", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT dead_after_ms FROM instances WHERE id = 'a'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sqlx::Row::get::<i64, _>(&row, "dead_after_ms"), 60_000);
+
     // "b" comes back: its heartbeat tells it it was taken over; the name is free again.
-    assert!(!a.heartbeat("b", "b-1").await.unwrap());
+    assert!(!a.heartbeat("b", "b-1", dead_after).await.unwrap());
     assert!(a.join_cluster("b", "b-1", dead_after).await.unwrap());
 
     // Looking again finds nothing more.

@@ -23,26 +23,42 @@ use super::{Control, DaemonError};
 use crate::config::Config;
 use crate::store::Store;
 
-/// This process's token in the cluster: its host, its pid and a random part, so a restart can
-/// tell that the run holding its name is a dead process on this same host.
+/// This process's token in the cluster: its host (name and boot), its pid and a random part,
+/// so a restart can tell that the run holding its name is a dead process of this same boot of
+/// this same machine (two machines may share a host name; a pid is only meaningful within a
+/// boot).
 pub(super) fn token() -> String {
     format!(
-        "{}:{}:{:016x}",
+        "{}:{}:{}:{:016x}",
         crate::config::host_name(),
+        boot_id(),
         std::process::id(),
         fastrand::u64(..)
     )
 }
 
+/// The kernel's id of this boot (random per boot), or "" when it cannot be read.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Whether `token` is a process of this host that no longer runs (a crash or `kill -9`, whose
 /// name need not be waited for).
 pub(super) fn is_dead_here(token: &str) -> bool {
-    let mut parts = token.rsplitn(3, ':');
-    let (_random, pid, host) = (parts.next(), parts.next(), parts.next());
-    let (Some(pid), Some(host)) = (pid.and_then(|p| p.parse::<i32>().ok()), host) else {
+    let mut parts = token.rsplitn(4, ':');
+    let (_random, pid, boot, host) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let (Some(pid), Some(boot), Some(host)) = (pid.and_then(|p| p.parse::<i32>().ok()), boot, host)
+    else {
         return false;
     };
-    if host != crate::config::host_name() || pid == std::process::id() as i32 {
+    let here = boot_id();
+    if host != crate::config::host_name()
+        || here.is_empty()
+        || boot != here
+        || pid == std::process::id() as i32
+    {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists.
@@ -123,7 +139,17 @@ pub(super) fn spawn(
                 _ = tokio::time::sleep(dead_after / 3) => {}
                 _ = cancel.cancelled() => return,
             }
-            let beat = match store.heartbeat(&me, &token).await {
+            // A heartbeat that hangs (a half-open connection after a failover) is a failed one.
+            let heartbeat =
+                tokio::time::timeout(dead_after / 3, store.heartbeat(&me, &token, dead_after));
+            let heartbeat = match heartbeat.await {
+                Ok(result) => result,
+                Err(_) => Err(crate::store::StoreError::Query {
+                    what: "write the instance heartbeat (no answer in time)",
+                    source: sqlx::Error::PoolTimedOut,
+                }),
+            };
+            let beat = match heartbeat {
                 // Taken for dead meanwhile: the name is claimed again, unless another process
                 // holds it now.
                 Ok(false) => store.join_cluster(&me, &token, dead_after).await.inspect(|joined| {

@@ -98,6 +98,8 @@ pub enum DaemonError {
 /// How often a snapshot of the live state is published even when nothing changed (a wrap-up
 /// ends by the clock).
 const LIVE_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop waits, once its calls are over, for the answers to their last requests.
+const LAST_ANSWERS: Duration = Duration::from_secs(4);
 /// How often the systemd status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// On stop, how long sipdesk waits for the store writer beyond its own `stop_write_timeout`
@@ -207,7 +209,9 @@ async fn open_store(
         })?;
     // One instance per SQLite file; held until sipdesk exits.
     let sqlite_lock = match database.sqlite_file() {
-        Some(file) if !database.url.contains("memory") => Some(cluster::lock_sqlite(&file)?),
+        Some(file) if file.as_os_str() != ":memory:" && !database.url.contains("mode=memory") => {
+            Some(cluster::lock_sqlite(&file)?)
+        }
         _ => None,
     };
     let (name, user) = match database.sqlite_file() {
@@ -238,12 +242,19 @@ async fn open_store(
         // heartbeat is older than dead_after: a restart waits that long, then gives up.
         let dead_after = config.cluster.dead_after;
         let until = tokio::time::Instant::now() + dead_after + Duration::from_secs(2);
+        // systemd is told this start may take that long.
+        let wait = dead_after + Duration::from_secs(30);
+        notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(
+            u32::try_from(wait.as_micros()).unwrap_or(u32::MAX),
+        )]);
         let mut said = false;
         while !store.join_cluster(instance, token, dead_after).await? {
             // A run of this host that died (a crash, kill -9): its name is taken at once.
             if let Some(holder) = store.cluster_holder(instance).await? {
                 if cluster::is_dead_here(&holder)
-                    && store.take_cluster_name(instance, &holder, token).await?
+                    && store
+                        .take_cluster_name(instance, &holder, token, dead_after)
+                        .await?
                 {
                     tracing::info!(%instance, "the previous run of this instance did not stop cleanly; its name is taken over");
                     break;
@@ -269,9 +280,23 @@ async fn open_store(
             sd_notify::NotifyState::ExtendTimeoutUsec(600_000_000),
             sd_notify::NotifyState::Status("writing the call records the last run could not"),
         ]);
-        let written = store::writer::write_back(&store, &spill, &outbox)
-            .await
-            .map_err(not_writable)?;
+        let writing = store::writer::write_back(&store, &spill, &outbox);
+        tokio::pin!(writing);
+        // This may take minutes: the instance keeps saying it is alive meanwhile, or another
+        // would close its calls while their end records are still in the file.
+        let clustered = store.backend() == store::Backend::Postgres;
+        let every = config.cluster.dead_after / 3;
+        let written = loop {
+            tokio::select! {
+                written = &mut writing => break written,
+                _ = tokio::time::sleep(every), if clustered => {
+                    let _ = store
+                        .heartbeat(&config.cluster.instance, token, config.cluster.dead_after)
+                        .await;
+                }
+            }
+        }
+        .map_err(not_writable)?;
         tracing::info!(
             records = written,
             file = %spill.path().display(),
@@ -436,6 +461,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let mut held_peak = 0;
     let mut config = config;
     let mut draining_until: Option<tokio::time::Instant> = None;
+    let left_active: usize;
+    let mut calls_over_at: Option<tokio::time::Instant> = None;
     let primary = sockets.primary_udp();
     let mut datagram = vec![0u8; 65_536];
     loop {
@@ -573,21 +600,31 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             let active = core.active_calls();
             // The last BYE's answer too: a call ends for sipdesk when the BYE passes, and the
             // answer coming back from the other side must still reach the one who hung up.
-            let settled = active == 0 && core.census().pending_requests == 0;
-            if settled || tokio::time::Instant::now() >= until {
+            // An answer that does not come (the other phone is gone) holds the stop back a few
+            // seconds at most once the calls are over, not the whole grace.
+            let now = tokio::time::Instant::now();
+            if active > 0 {
+                calls_over_at = None;
+            } else if calls_over_at.is_none() {
+                calls_over_at = Some(now);
+            }
+            let answers_done = core.census().pending_requests == 0
+                || calls_over_at.is_some_and(|at| now >= at + LAST_ANSWERS);
+            let settled = active == 0 && answers_done;
+            if settled || now >= until {
                 if active > 0 {
                     tracing::warn!(
                         calls = active,
-                        "stopping with calls still in progress; they will be closed as interrupted at the next start"
+                        "stopping with calls still in progress; they will be closed as interrupted at the next start (or, sharing PostgreSQL, by another instance after dead_after)"
                     );
                 }
+                left_active = active;
                 break;
             }
         }
     }
     sockets_cancel.cancel();
     admin_stop.cancel();
-    cluster_stop.cancel();
     drop(changes);
     worker_stop.cancel();
     // Every record the proxy produced reaches the database, or the spill file when the database
@@ -620,8 +657,15 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             }
         }
     };
-    if store.backend() == store::Backend::Postgres {
-        // The name is free at once for the next start.
+    // Heartbeats went on while the last records were written (that may outlast dead_after).
+    cluster_stop.cancel();
+    let everything_written = report
+        .as_ref()
+        .is_some_and(|r| !r.spill_left && r.lost == 0);
+    if store.backend() == store::Backend::Postgres && left_active == 0 && everything_written {
+        // Nothing of this run is left open: the name is free at once for the next start. (With
+        // calls open or records in the spill file, the row stays: the next start of this
+        // instance writes them back before anyone takes its calls.)
         if let Err(error) = store.leave_cluster(&config.cluster.instance, &token).await {
             tracing::warn!(error = %error, "could not release the instance name; the next start waits dead_after for it");
         }

@@ -732,9 +732,11 @@ impl Store {
         instance: &str,
         from: &str,
         token: &str,
+        dead_after: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let sql = format!(
-            "UPDATE instances SET token = $3, started_at = {now}, heartbeat_at = {now}
+            "UPDATE instances SET token = $3, started_at = {now}, heartbeat_at = {now},
+                 dead_after_ms = $4
              WHERE id = $1 AND token = $2",
             now = self.database_now()
         );
@@ -744,7 +746,8 @@ impl Store {
                 sqlx::query(&sql)
                     .bind(instance.to_owned())
                     .bind(from.to_owned())
-                    .bind(token.to_owned()),
+                    .bind(token.to_owned())
+                    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX)),
             )
             .await?;
         Ok(done.rows_affected() > 0)
@@ -765,9 +768,15 @@ impl Store {
 
     /// Says this instance is alive. `false`: its row is another process's now (it was taken
     /// for dead, its calls closed, and the name taken again).
-    pub async fn heartbeat(&self, instance: &str, token: &str) -> Result<bool, StoreError> {
+    pub async fn heartbeat(
+        &self,
+        instance: &str,
+        token: &str,
+        dead_after: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        // dead_after too: a reload may have changed it, and others judge by the row's.
         let sql = format!(
-            "UPDATE instances SET heartbeat_at = {} WHERE id = $1 AND token = $2",
+            "UPDATE instances SET heartbeat_at = {}, dead_after_ms = $3 WHERE id = $1 AND token = $2",
             self.database_now()
         );
         let done = self
@@ -775,7 +784,8 @@ impl Store {
                 "write the instance heartbeat",
                 sqlx::query(&sql)
                     .bind(instance.to_owned())
-                    .bind(token.to_owned()),
+                    .bind(token.to_owned())
+                    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX)),
             )
             .await?;
         Ok(done.rows_affected() > 0)
@@ -818,6 +828,19 @@ impl Store {
                 return Ok((Vec::new(), Vec::new()));
             }
         }
+        // The stale rows go first, row-locked: an owner's heartbeat racing this waits, then
+        // finds no row and learns it was taken for dead. Then the calls of every owner without
+        // a live row (those just removed, and any that never wrote one) are closed, each owner
+        // checked again row by row (it may have joined again meanwhile).
+        let sql = format!(
+            "DELETE FROM instances WHERE id <> $1 AND heartbeat_at < {} - dead_after_ms RETURNING id",
+            self.database_now()
+        );
+        sqlx::query(&sql)
+            .bind(me.to_owned())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed())?;
         let sql = format!(
             "SELECT DISTINCT instance FROM calls
              WHERE ended_at IS NULL AND instance IS NOT NULL AND instance <> '' AND instance <> $1
@@ -830,25 +853,17 @@ impl Store {
             .await
             .map_err(failed())?;
         let mut dead = Vec::new();
-        for row in &rows {
-            dead.push(row.try_get::<String, _>("instance").map_err(failed())?);
-        }
         let mut closed = Vec::new();
-        for instance in &dead {
-            closed.extend(
-                self.close_interrupted_on(conn, now, Owner::Dead(instance), outbox)
-                    .await?,
-            );
+        for row in &rows {
+            let instance: String = row.try_get("instance").map_err(failed())?;
+            let theirs = self
+                .close_interrupted_on(conn, now, Owner::Dead(&instance), outbox)
+                .await?;
+            if !theirs.is_empty() {
+                dead.push(instance);
+                closed.extend(theirs);
+            }
         }
-        let sql = format!(
-            "DELETE FROM instances WHERE id <> $1 AND heartbeat_at < {} - dead_after_ms",
-            self.database_now()
-        );
-        sqlx::query(&sql)
-            .bind(me.to_owned())
-            .execute(&mut *conn)
-            .await
-            .map_err(failed())?;
         Ok((dead, closed))
     }
 
