@@ -1240,14 +1240,7 @@ impl Core {
             return false;
         };
         let ip = peer.addr.ip();
-        let contact_ip = |c: &Option<SipUri>| {
-            c.as_ref().and_then(|u| {
-                u.host
-                    .trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .ok()
-            })
-        };
+        let contact_ip = |c: &Option<SipUri>| c.as_ref().and_then(super::dialog::uri_ip);
         ip == self.settings.pbx.addr.ip()
             || ip == call.source.addr.ip()
             || contact_ip(&call.caller_contact) == Some(ip)

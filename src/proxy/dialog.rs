@@ -83,6 +83,33 @@ fn record_routes(headers: &rsip::Headers) -> Vec<String> {
     message::header_values(headers, "Record-Route").collect()
 }
 
+/// The IP a URI names, when its host is one (not a name to resolve).
+pub(super) fn uri_ip(uri: &SipUri) -> Option<IpAddr> {
+    uri.host.trim_matches(['[', ']']).parse().ok()
+}
+
+/// The addresses a dialog's requests may go to: `fixed` ones, and those the dialog's Contacts
+/// and Record-Routes name.
+fn allowed_ips<'a>(
+    fixed: &[IpAddr],
+    contacts: impl Iterator<Item = &'a SipUri>,
+    routes: impl Iterator<Item = &'a String>,
+) -> Vec<IpAddr> {
+    let routed = routes.filter_map(|entry| match syntax::parse_name_addr(entry).ok()?.uri {
+        Uri::Sip(uri) => uri_ip(&uri),
+        Uri::Other { .. } => None,
+    });
+    let mut allowed: Vec<IpAddr> = fixed
+        .iter()
+        .copied()
+        .chain(contacts.filter_map(uri_ip))
+        .chain(routed)
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    allowed
+}
+
 fn is_ours(entry: &str, local: &Local) -> bool {
     match syntax::parse_name_addr(entry).map(|n| n.uri) {
         Ok(Uri::Sip(uri)) => local.is_me(&uri),
@@ -115,21 +142,11 @@ impl Dialog {
             .cloned()
             .collect();
         downstream.reverse();
-        let mut allowed = vec![pbx.addr.ip(), source.addr.ip()];
-        for uri in caller_contact.iter().chain(agent_contact.iter()) {
-            if let Ok(ip) = uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
-                allowed.push(ip);
-            }
-        }
-        for entry in upstream.iter().chain(downstream.iter()) {
-            if let Ok(Uri::Sip(uri)) = syntax::parse_name_addr(entry).map(|n| n.uri) {
-                if let Ok(ip) = uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
-                    allowed.push(ip);
-                }
-            }
-        }
-        allowed.sort_unstable();
-        allowed.dedup();
+        let allowed = allowed_ips(
+            &[pbx.addr.ip(), source.addr.ip()],
+            caller_contact.iter().chain(agent_contact.iter()),
+            upstream.iter().chain(downstream.iter()),
+        );
         Dialog {
             call_id: invite.call_id.clone(),
             caller: Party {
@@ -156,23 +173,8 @@ impl Dialog {
         source: Peer,
         caller_contact: Option<SipUri>,
     ) -> Dialog {
-        let mut allowed = vec![source.addr.ip()];
-        if let Some(ip) = caller_contact
-            .as_ref()
-            .and_then(|uri| uri.host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-        {
-            allowed.push(ip);
-        }
         let upstream: Vec<String> = record_routes(&invite.message.headers);
-        for entry in &upstream {
-            if let Ok(Uri::Sip(uri)) = syntax::parse_name_addr(entry).map(|n| n.uri) {
-                if let Ok(ip) = uri.host.trim_matches(['[', ']']).parse::<IpAddr>() {
-                    allowed.push(ip);
-                }
-            }
-        }
-        allowed.sort_unstable();
-        allowed.dedup();
+        let allowed = allowed_ips(&[source.addr.ip()], caller_contact.iter(), upstream.iter());
         Dialog {
             call_id: invite.call_id.clone(),
             caller: Party {
@@ -201,7 +203,7 @@ impl Dialog {
     /// A target refresh (a 2xx to a re-INVITE or UPDATE, RFC 3261 §12.2.1.2): `side` is now
     /// reached at `target`.
     pub(super) fn refresh(&mut self, side: Side, target: SipUri) {
-        if let Ok(ip) = target.host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        if let Some(ip) = uri_ip(&target) {
             if !self.allowed.contains(&ip) {
                 self.allowed.push(ip);
             }

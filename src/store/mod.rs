@@ -208,6 +208,11 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// A duration as stored: whole milliseconds.
+fn duration_millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Whose open calls [`Store::close_interrupted_on`] closes.
 #[derive(Clone, Copy)]
 enum Owner<'a> {
@@ -708,7 +713,7 @@ impl Store {
                 sqlx::query(&sql)
                     .bind(instance.to_owned())
                     .bind(token.to_owned())
-                    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX)),
+                    .bind(duration_millis(dead_after)),
             )
             .await?;
         Ok(done.rows_affected() > 0)
@@ -747,7 +752,7 @@ impl Store {
                     .bind(instance.to_owned())
                     .bind(from.to_owned())
                     .bind(token.to_owned())
-                    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX)),
+                    .bind(duration_millis(dead_after)),
             )
             .await?;
         Ok(done.rows_affected() > 0)
@@ -785,7 +790,7 @@ impl Store {
                 sqlx::query(&sql)
                     .bind(instance.to_owned())
                     .bind(token.to_owned())
-                    .bind(i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX)),
+                    .bind(duration_millis(dead_after)),
             )
             .await?;
         Ok(done.rows_affected() > 0)
