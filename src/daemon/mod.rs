@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 mod cluster;
 mod media;
 mod process;
+mod shared;
 
 use process::{current_user, database_role, give_back_memory, raise_file_limit};
 
@@ -372,6 +373,28 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let mut core = Core::new(settings, config.clone(), policy, cursors, &away);
     let directory = Arc::new(Directory::from_entries(&store.contacts().await?));
     core.set_directory(directory.clone());
+    // Several instances on PostgreSQL share agents: claimed before ringing, and every
+    // instance's holds heard.
+    let shared_stop = CancellationToken::new();
+    let (shared_agents, mut claimed, mut remote) = if store.backend() == store::Backend::Postgres {
+        core.share_agents(
+            &config.cluster.instance,
+            u64::try_from(jiff::Timestamp::now().as_microsecond()).unwrap_or(0),
+        );
+        let (agents, claimed, remote) = shared::spawn(
+            store.clone(),
+            config.database.url.clone(),
+            config.cluster.instance.clone(),
+            directory.clone(),
+            shared_stop.clone(),
+        );
+        (Some(agents), claimed, remote)
+    } else {
+        // Never sent on: a single instance decides alone.
+        let (_, claimed) = mpsc::unbounded_channel();
+        let (_, remote) = mpsc::unbounded_channel();
+        (None, claimed, remote)
+    };
     core.remember_interrupted(Now::system(), interrupted);
 
     // The running configuration, for the writer (which integrations a call is delivered to)
@@ -478,7 +501,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                                     trace_datagram(&datagram[..n], from);
                                     core.on_datagram(Now::system(), &datagram[..n], from);
                                     // Out at once: a burst must not hold the first answers back.
-                                    flush(&mut core, &mut sockets, &changes, &mut media);
+                                    flush(&mut core, &mut sockets, &changes, &mut media, shared_agents.as_ref());
                                 }
                                 // WouldBlock ends the burst; ICMP errors from earlier sends
                                 // surface here on Linux and are not fatal.
@@ -497,6 +520,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 Received::Failed { peer } => core.transport_failed(Now::system(), peer),
             },
             _ = sleep_until(deadline) => core.poll(Now::system()),
+            Some((call, seq, answer)) = claimed.recv() => {
+                core.on_claimed(Now::system(), call, seq, answer);
+            }
+            Some(said) = remote.recv() => core.on_remote(Now::system(), said),
             Some((call, result)) = media_ended.recv() => {
                 media.finished(call);
                 core.on_media_ended(Now::system(), call, result);
@@ -585,7 +612,13 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 draining_until = Some(tokio::time::Instant::now() + grace);
             }
         }
-        flush(&mut core, &mut sockets, &changes, &mut media);
+        flush(
+            &mut core,
+            &mut sockets,
+            &changes,
+            &mut media,
+            shared_agents.as_ref(),
+        );
         if core.take_changed() {
             // At most every PUBLISH_EVERY; a change in between waits for the next one (or the
             // once-a-second tick).
@@ -659,6 +692,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     };
     // Heartbeats went on while the last records were written (that may outlast dead_after).
     cluster_stop.cancel();
+    shared_stop.cancel();
     let everything_written = report
         .as_ref()
         .is_some_and(|r| !r.spill_left && r.lost == 0);
@@ -703,6 +737,7 @@ fn flush(
     sockets: &mut Sockets,
     changes: &mpsc::UnboundedSender<Change>,
     media: &mut media::Sessions,
+    shared: Option<&shared::SharedAgents>,
 ) {
     for output in core.outputs() {
         match output {
@@ -717,6 +752,19 @@ fn flush(
                 let _ = changes.send(change);
             }
             Output::Media(order) => media.order(order),
+            Output::Claim(claim) => match shared {
+                Some(shared) => shared.claim(claim),
+                None => tracing::error!("a claim without shared agents"),
+            },
+            Output::Hold {
+                extension,
+                hold,
+                version,
+            } => {
+                if let Some(shared) = shared {
+                    shared.hold(extension, hold, version);
+                }
+            }
         }
     }
 }

@@ -2,6 +2,10 @@
 //! or away, persisted), the calls sipdesk is ringing them for or connected them to, and their
 //! wrap-up time after a call. Busy and wrap-up are read against the time of the question, so no
 //! timer is needed to end a wrap-up.
+//!
+//! Instances sharing agents on PostgreSQL ([`super::Hold`]) also know what the others hold:
+//! an agent another instance rings, connected or keeps in wrap-up is busy here too. Which
+//! agents this instance's own counts changed is kept, so the proxy can tell the database.
 
 use std::time::Instant;
 
@@ -19,6 +23,8 @@ struct Agent {
     /// Of those, outbound calls the agent dialled.
     outbound: u32,
     wrap_up_until: Option<Instant>,
+    /// Held by another instance: busy (`None`) or in wrap-up until then.
+    elsewhere: Option<Option<Instant>>,
 }
 
 /// Every agent sipdesk has heard of; unknown extensions are available. Looked up for every agent
@@ -27,6 +33,8 @@ struct Agent {
 #[derive(Clone, Debug, Default)]
 pub struct Agents {
     agents: FxHashMap<Extension, Agent>,
+    /// Agents whose own counts changed since [`Agents::take_changed`], when kept.
+    changed: Option<Vec<Extension>>,
 }
 
 impl Agents {
@@ -49,11 +57,13 @@ impl Agents {
     /// The agent is rung, or talks, on one more call.
     pub fn engage(&mut self, extension: &Extension) {
         self.agents.entry(extension.clone()).or_default().calls += 1;
+        self.mark(extension);
     }
 
     /// The agent dials out: one more outbound call.
     pub fn dial(&mut self, extension: &Extension) {
         self.agents.entry(extension.clone()).or_default().outbound += 1;
+        self.mark(extension);
     }
 
     /// One of the agent's outbound calls ended.
@@ -61,6 +71,7 @@ impl Agents {
         if let Some(agent) = self.agents.get_mut(extension) {
             agent.outbound = agent.outbound.saturating_sub(1);
         }
+        self.mark(extension);
     }
 
     /// Forgets every call the agent is counted on (an admin freed them); returns whether any
@@ -72,6 +83,7 @@ impl Agents {
         let held = agent.calls > 0 || agent.outbound > 0;
         agent.calls = 0;
         agent.outbound = 0;
+        self.mark(extension);
         held
     }
 
@@ -85,6 +97,7 @@ impl Agents {
         if let Some(agent) = self.agents.get_mut(extension) {
             agent.calls = agent.calls.saturating_sub(1);
         }
+        self.mark(extension);
     }
 
     /// One of the agent's calls ended after an answer: wrap-up until `until`.
@@ -93,16 +106,86 @@ impl Agents {
             agent.calls = agent.calls.saturating_sub(1);
             agent.wrap_up_until = Some(agent.wrap_up_until.map_or(until, |u| u.max(until)));
         }
+        self.mark(extension);
     }
 
-    /// The agent's state at `now`.
+    /// The agent's state at `now`, another instance's hold included.
     pub fn state(&self, extension: &Extension, now: Instant) -> AgentState {
+        match self.own_state(extension, now) {
+            AgentState::Available => match self.agents.get(extension).and_then(|a| a.elsewhere) {
+                Some(None) => AgentState::Busy,
+                Some(Some(until)) if until > now => AgentState::WrapUp,
+                _ => AgentState::Available,
+            },
+            state => state,
+        }
+    }
+
+    /// The agent's state at `now` as this instance alone knows it.
+    pub fn own_state(&self, extension: &Extension, now: Instant) -> AgentState {
         match self.agents.get(extension) {
             None => AgentState::Available,
             Some(a) if a.away => AgentState::Away,
             Some(a) if a.calls > 0 => AgentState::Busy,
             Some(a) if a.wrap_up_until.is_some_and(|u| u > now) => AgentState::WrapUp,
             Some(_) => AgentState::Available,
+        }
+    }
+
+    /// What this instance holds of the agent at `now`, as the database is told: busy while
+    /// rung, talking or dialling out, then wrap-up for its time left.
+    pub fn own_hold(&self, extension: &Extension, now: Instant) -> super::Hold {
+        use super::Hold;
+        match self.agents.get(extension) {
+            Some(a) if a.calls > 0 => Hold::Busy,
+            Some(a) => match a.wrap_up_until {
+                Some(until) if until > now => Hold::WrapUp(until - now),
+                _ => Hold::Free,
+            },
+            None => Hold::Free,
+        }
+    }
+
+    /// Keeps, from now on, which agents' own counts change.
+    pub fn keep_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    /// The agents whose own counts changed since the last call.
+    pub fn take_changed(&mut self) -> Vec<Extension> {
+        self.changed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Counts the agent as changed (the database holds them for a call whatever happens next).
+    pub fn mark_changed(&mut self, extension: &Extension) {
+        self.mark(extension);
+    }
+
+    fn mark(&mut self, extension: &Extension) {
+        if let Some(changed) = &mut self.changed {
+            changed.push(extension.clone());
+        }
+    }
+
+    /// Another instance holds the agent (busy: `None`; wrap-up until then), or no longer
+    /// (`hold` is `None`). Returns whether anything changed.
+    pub fn set_elsewhere(&mut self, extension: &Extension, hold: Option<Option<Instant>>) -> bool {
+        if hold.is_none() && !self.agents.contains_key(extension) {
+            return false;
+        }
+        let agent = self.agents.entry(extension.clone()).or_default();
+        let changed = agent.elsewhere != hold;
+        agent.elsewhere = hold;
+        changed
+    }
+
+    /// Forgets every other instance's holds (before a full reading of them).
+    pub fn clear_elsewhere(&mut self) {
+        for agent in self.agents.values_mut() {
+            agent.elsewhere = None;
         }
     }
 

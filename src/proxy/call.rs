@@ -3,6 +3,7 @@
 //! dialling an external number) go to the PBX once. An answered inbound call may then pass from
 //! agent to agent ([`transfer`]).
 
+pub(super) mod shared;
 mod transfer;
 mod voicemail;
 
@@ -118,6 +119,8 @@ pub(super) struct Call {
     referral: Option<Referral>,
     /// The voicemail, when sipdesk answered the call itself.
     voicemail: Option<Box<voicemail::Voicemail>>,
+    /// The claim of the next agent the call waits for (instances sharing agents).
+    pub(super) claim: Option<u64>,
 }
 
 impl Call {
@@ -146,6 +149,11 @@ impl Call {
 
     pub(super) fn is_ended(&self) -> bool {
         self.state == State::Ended
+    }
+
+    /// Whether the call still looks for someone to answer.
+    pub(super) fn is_offering(&self) -> bool {
+        self.state == State::Offering
     }
 
     /// The call as supervisors see it now; `None` once ended.
@@ -370,6 +378,7 @@ impl Core {
             legs: Vec::new(),
             referral: None,
             voicemail: None,
+            claim: None,
             cseqs: [request.cseq.seq, 0],
             invite: request,
         })
@@ -567,23 +576,35 @@ impl Core {
         self.reply(now, &key, request, 480, phrase, &[("Warning", &warning)]);
     }
 
-    /// Rings the next agent that can take the call, or gives up.
-    fn advance(&mut self, now: Now, call: &mut Call) {
+    /// Rings the next agent that can take the call, or gives up. Instances sharing agents
+    /// claim the agent in the database first ([`shared`]): the call then waits for the
+    /// answer, which comes back to [`Core::on_claimed`].
+    pub(super) fn advance(&mut self, now: Now, call: &mut Call) {
         loop {
-            if call.state != State::Offering {
+            if call.state != State::Offering || call.claim.is_some() {
                 return;
             }
             if now.mono >= call.max_wait_at {
                 self.give_up(now, call);
                 return;
             }
-            let Some(route) = call.route.as_mut() else {
+            if call.route.is_none() {
                 self.give_up(now, call);
+                return;
+            }
+            if self.claims_agents(now) && self.ask_claim(now, call) {
+                return;
+            }
+            let Some(route) = call.route.as_mut() else {
                 return;
             };
             let groups = &call.config.groups;
             // Agents' states are read again at each offer: one who became busy is skipped.
-            let Some(offer) = route.next_offer(groups, &self.agents.at(now.mono)) else {
+            let offer = match route.ringing() {
+                Some(_) => route.next_offer(groups, &self.agents.at(now.mono)),
+                None => None,
+            };
+            let Some(offer) = offer else {
                 let more =
                     route.next_group(groups, now.wall, &self.agents.at(now.mono), &self.cursors);
                 self.explain(now, call);
@@ -593,6 +614,14 @@ impl Core {
                 self.give_up(now, call);
                 return;
             };
+            self.ring(now, call, offer);
+            return;
+        }
+    }
+
+    /// Rings the agent of `offer` for the call.
+    pub(super) fn ring(&mut self, now: Now, call: &mut Call, offer: crate::routing::Offer) {
+        {
             self.agents.engage(&offer.extension);
             *self
                 .counters
@@ -601,10 +630,13 @@ impl Core {
                 .or_default() += 1;
             self.cursors
                 .insert(offer.group.to_string(), offer.extension.clone());
-            self.store(Change::Cursor {
-                group: offer.group.to_string(),
-                extension: offer.extension.to_string(),
-            });
+            // Shared agents: the claim moved the cursor in the database already.
+            if self.shared.is_none() {
+                self.store(Change::Cursor {
+                    group: offer.group.to_string(),
+                    extension: offer.extension.to_string(),
+                });
+            }
             let timeout = offer.ring_timeout;
             let detail = format!(
                 "ringing {} ({}) for {}",
@@ -629,7 +661,6 @@ impl Core {
                 },
             );
             call.offered_any = true;
-            return;
         }
     }
 

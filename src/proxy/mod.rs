@@ -35,6 +35,7 @@ use rustc_hash::FxHashMap;
 
 pub use agents::Agents;
 use call::Call;
+pub use call::shared::{ALONE_FOR, Claim, Hold, Remote};
 pub use forward::Local;
 
 use crate::call::Change;
@@ -132,6 +133,15 @@ pub enum Output {
     /// Something for a call's media session (voicemail); its end comes back through
     /// [`Core::on_media_ended`].
     Media(MediaOrder),
+    /// Claim the next agent in the database (instances sharing agents); the answer comes back
+    /// through [`Core::on_claimed`].
+    Claim(Claim),
+    /// Tell the database what this instance holds of an agent now.
+    Hold {
+        extension: Extension,
+        hold: Hold,
+        version: u64,
+    },
 }
 
 /// What the I/O loop does for a call's media session.
@@ -283,6 +293,8 @@ pub struct Core {
     changed: bool,
     /// What `GET /metrics` shows of the proxy.
     counters: crate::metrics::Counters,
+    /// Agents shared with other instances on the database, when they are.
+    shared: Option<call::shared::Shared>,
 }
 
 impl Core {
@@ -326,6 +338,7 @@ impl Core {
             live_since: FxHashMap::default(),
             changed: true,
             counters: crate::metrics::Counters::default(),
+            shared: None,
         }
     }
 
@@ -665,6 +678,7 @@ impl Core {
         loop {
             let events: Vec<Event> = self.tx.events().collect();
             if events.is_empty() {
+                self.tell_holds(now);
                 return;
             }
             for event in events {
@@ -1062,6 +1076,8 @@ fn unsupported_options(request: &Request, names: &[&str]) -> Vec<String> {
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -45,9 +45,12 @@ pub(super) struct Harness {
     pub(super) core: Core,
     pub(super) now: Now,
     sent: Vec<(Peer, String)>,
-    changes: Vec<Change>,
+    pub(super) changes: Vec<Change>,
     /// What the proxy asked of media sessions.
     pub(super) media: Vec<MediaOrder>,
+    /// Claims asked of the database, and holds told it (instances sharing agents).
+    pub(super) claims: Vec<Claim>,
+    pub(super) holds: Vec<(Extension, Hold, u64)>,
 }
 
 impl Harness {
@@ -98,6 +101,8 @@ impl Harness {
             sent: Vec::new(),
             changes: Vec::new(),
             media: Vec::new(),
+            claims: Vec::new(),
+            holds: Vec::new(),
         }
     }
 
@@ -109,6 +114,12 @@ impl Harness {
                     .push((peer, String::from_utf8_lossy(&bytes).into_owned())),
                 Output::Store(change) => self.changes.push(change),
                 Output::Media(order) => self.media.push(order),
+                Output::Claim(claim) => self.claims.push(claim),
+                Output::Hold {
+                    extension,
+                    hold,
+                    version,
+                } => self.holds.push((extension, hold, version)),
             }
         }
     }

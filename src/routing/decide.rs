@@ -303,6 +303,35 @@ impl Route {
         None
     }
 
+    /// The group being rung, while it has agents left to try.
+    pub fn ringing(&self) -> Option<GroupId> {
+        self.ring.as_ref().map(|r| r.group)
+    }
+
+    /// Whether the call was already offered to `extension`.
+    pub fn was_offered(&self, extension: &Extension) -> bool {
+        self.offered.contains(extension)
+    }
+
+    /// The offer of the group being rung to an agent chosen elsewhere (instances sharing
+    /// agents claim them in the database, [`crate::proxy`]); `None` when the agent is not one
+    /// of that group's. The agent counts as offered this call.
+    pub fn take(&mut self, groups: &Groups, extension: &Extension) -> Option<Offer> {
+        let group = groups.get(self.ring.as_ref()?.group);
+        group.position(extension)?;
+        self.offered.insert(extension.clone());
+        Some(Offer {
+            group: group.name.clone(),
+            extension: extension.clone(),
+            ring_timeout: group.ring_timeout,
+        })
+    }
+
+    /// The group being rung has nobody left for this call.
+    pub fn exhaust(&mut self) {
+        self.ring = None;
+    }
+
     /// The decision once the walk is over, with every offer it produced.
     pub fn finish(mut self, groups: &Groups, offers: Vec<Offer>) -> Decision {
         let owner = groups.get(self.owner);

@@ -8,6 +8,7 @@
 //! together with its deliveries.
 
 pub mod contacts;
+pub mod holds;
 pub mod outbox;
 mod rows;
 mod schema;
@@ -412,6 +413,18 @@ impl Store {
                     .await
                     .map_err(fail)?;
             }
+            if self.backend == Backend::Postgres {
+                let whole = schema::POSTGRES_ONLY
+                    .iter()
+                    .filter(|(v, _)| v == version)
+                    .flat_map(|(_, statements)| statements.iter());
+                for statement in whole {
+                    sqlx::raw_sql(statement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(fail)?;
+                }
+            }
             sqlx::query("INSERT INTO sipdesk_schema (version, applied_at) VALUES ($1, $2)")
                 .bind(*version)
                 .bind(millis(Timestamp::now()))
@@ -670,6 +683,12 @@ impl Store {
                     .fetch_one(&mut *write.conn())
                     .await
                     .map_err(query_error("close interrupted calls"))?;
+                // The agents the previous run held are free: none of its calls go on here.
+                sqlx::query("DELETE FROM agent_holds WHERE instance = $1")
+                    .bind(instance.to_owned())
+                    .execute(&mut *write.conn())
+                    .await
+                    .map_err(query_error("close interrupted calls"))?;
             }
             self.close_interrupted_on(write.conn(), now, owner, outbox)
                 .await
@@ -761,6 +780,7 @@ impl Store {
     /// This process stops: its name is free at once (a call it leaves in progress is then
     /// any live instance's to close).
     pub async fn leave_cluster(&self, instance: &str, token: &str) -> Result<(), StoreError> {
+        self.free_holds(instance).await?;
         self.execute_write(
             "leave the cluster",
             sqlx::query("DELETE FROM instances WHERE id = $1 AND token = $2")
@@ -846,6 +866,17 @@ impl Store {
             .fetch_all(&mut *conn)
             .await
             .map_err(failed())?;
+        // Their agents are free (and those of any instance that left without freeing them).
+        if self.backend == Backend::Postgres {
+            sqlx::query(
+                "DELETE FROM agent_holds WHERE instance <> $1
+                   AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = agent_holds.instance)",
+            )
+            .bind(me.to_owned())
+            .execute(&mut *conn)
+            .await
+            .map_err(failed())?;
+        }
         let sql = format!(
             "SELECT DISTINCT instance FROM calls
              WHERE ended_at IS NULL AND instance IS NOT NULL AND instance <> '' AND instance <> $1

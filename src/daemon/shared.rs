@@ -1,0 +1,322 @@
+//! The daemon's side of agents shared between instances on PostgreSQL ([`crate::proxy`]'s
+//! `shared`): three tasks between the proxy loop and the database.
+//!
+//! - **Claims**: each claim the proxy asks for is one call of `sipdesk_claim`, answered back
+//!   to the proxy loop. A claim the database does not answer within [`CLAIM_TIMEOUT`] is
+//!   answered "no answer", and the proxy routes alone for a while; meanwhile claims are
+//!   answered so at once (no call waits for a database that is gone), and an error is logged
+//!   once per outage, its end once too.
+//! - **Holds**: what this instance holds of each agent, told in the background; only the
+//!   latest state of an agent matters, so a backlog never grows past one entry per agent and
+//!   is told when the database is back.
+//! - **Notifications**: `LISTEN` on the holds, agent states and contacts channels; at each
+//!   (re)connection everything is read whole first, so nothing said while not listening is
+//!   missed. Contacts go straight to the shared [`Directory`]; the rest to the proxy loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::directory::{Directory, Said};
+use crate::proxy::{ALONE_FOR, Claim, Hold, Remote};
+use crate::routing::Extension;
+use crate::store::Store;
+use crate::store::holds::read_hold;
+
+/// How long a claim may take before the instance routes alone.
+pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The channels notifications come on.
+const CHANNELS: [&str; 3] = ["sipdesk_holds", "sipdesk_agents", "sipdesk_contacts"];
+
+/// A claim's answer, for the proxy loop: the call, which claim, the agent held (or nobody),
+/// or `Err` for no answer.
+pub(super) type Claimed = (u64, u64, Result<Option<String>, ()>);
+
+/// Where the proxy loop sends claims and holds.
+pub(super) struct SharedAgents {
+    claims: mpsc::UnboundedSender<Claim>,
+    holds: mpsc::UnboundedSender<(Extension, Hold, u64)>,
+}
+
+impl SharedAgents {
+    pub(super) fn claim(&self, claim: Claim) {
+        let _ = self.claims.send(claim);
+    }
+
+    pub(super) fn hold(&self, extension: Extension, hold: Hold, version: u64) {
+        let _ = self.holds.send((extension, hold, version));
+    }
+}
+
+/// Starts the three tasks; answers and what the database says come back on the two
+/// receivers.
+pub(super) fn spawn(
+    store: Store,
+    url: String,
+    instance: String,
+    directory: Arc<Directory>,
+    stop: CancellationToken,
+) -> (
+    SharedAgents,
+    mpsc::UnboundedReceiver<Claimed>,
+    mpsc::UnboundedReceiver<Remote>,
+) {
+    let (claims, claims_rx) = mpsc::unbounded_channel();
+    let (holds, holds_rx) = mpsc::unbounded_channel();
+    let (answers, answers_rx) = mpsc::unbounded_channel();
+    let (remote, remote_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_claims(
+        store.clone(),
+        instance.clone(),
+        claims_rx,
+        answers,
+    ));
+    tokio::spawn(run_holds(store.clone(), instance, holds_rx, stop.clone()));
+    tokio::spawn(listen(store, url, directory, remote, stop));
+    (SharedAgents { claims, holds }, answers_rx, remote_rx)
+}
+
+async fn run_claims(
+    store: Store,
+    instance: String,
+    mut claims: mpsc::UnboundedReceiver<Claim>,
+    answers: mpsc::UnboundedSender<Claimed>,
+) {
+    let mut alone_until: Option<tokio::time::Instant> = None;
+    let mut down = false;
+    while let Some(claim) = claims.recv().await {
+        let now = tokio::time::Instant::now();
+        if alone_until.is_some_and(|until| now < until) {
+            let _ = answers.send((claim.call, claim.seq, Err(())));
+            continue;
+        }
+        let answer = match tokio::time::timeout(CLAIM_TIMEOUT, store.claim(&instance, &claim)).await
+        {
+            Ok(Ok(agent)) => Ok(agent),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "no answer in {}",
+                humantime::format_duration(CLAIM_TIMEOUT)
+            )),
+        };
+        match answer {
+            Ok(agent) => {
+                if down {
+                    tracing::info!(
+                        "agents are claimed in the database again: calls are shared with the other instances"
+                    );
+                    down = false;
+                }
+                alone_until = None;
+                let _ = answers.send((claim.call, claim.seq, Ok(agent)));
+            }
+            Err(error) => {
+                if !down {
+                    tracing::error!(%error, "the database cannot claim agents: this instance routes calls ALONE on what it last knew, and may ring an agent another instance rings too, until the database answers again");
+                    down = true;
+                }
+                alone_until = Some(now + ALONE_FOR);
+                let _ = answers.send((claim.call, claim.seq, Err(())));
+            }
+        }
+    }
+}
+
+async fn run_holds(
+    store: Store,
+    instance: String,
+    mut holds: mpsc::UnboundedReceiver<(Extension, Hold, u64)>,
+    stop: CancellationToken,
+) {
+    let mut pending: HashMap<Extension, (Hold, u64)> = HashMap::new();
+    let mut failing = false;
+    loop {
+        if pending.is_empty() {
+            match holds.recv().await {
+                Some((extension, hold, version)) => {
+                    pending.insert(extension, (hold, version));
+                }
+                None => return,
+            }
+        }
+        while let Ok((extension, hold, version)) = holds.try_recv() {
+            pending.insert(extension, (hold, version));
+        }
+        let Some((extension, (hold, version))) =
+            pending.iter().next().map(|(e, h)| (e.clone(), *h))
+        else {
+            continue;
+        };
+        let told = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.tell_hold(&instance, extension.as_str(), hold, version),
+        )
+        .await;
+        match told {
+            Ok(Ok(())) => {
+                if pending.get(&extension).is_some_and(|(_, v)| *v == version) {
+                    pending.remove(&extension);
+                }
+                if failing {
+                    tracing::info!("agents' states are told to the database again");
+                    failing = false;
+                }
+            }
+            failed => {
+                if !failing {
+                    let error = match failed {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "no answer in 5s".to_owned(),
+                    };
+                    tracing::warn!(%error, agents = pending.len(), "cannot tell the database which agents this instance holds; retrying");
+                    failing = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Listens to the database's notifications until `stop`, reconnecting as needed.
+async fn listen(
+    store: Store,
+    url: String,
+    directory: Arc<Directory>,
+    remote: mpsc::UnboundedSender<Remote>,
+    stop: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let listened = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = listen_once(&store, &url, &directory, &remote, &mut failing) => result,
+        };
+        if let Err(error) = listened {
+            if !failing {
+                tracing::warn!(%error, "not hearing the other instances' agent changes; trying again every 2 s");
+                failing = true;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// One connection: listen, read everything whole, then pass each notification on until the
+/// connection is lost.
+async fn listen_once(
+    store: &Store,
+    url: &str,
+    directory: &Directory,
+    remote: &mpsc::UnboundedSender<Remote>,
+    failing: &mut bool,
+) -> Result<(), String> {
+    let mut listener = PgListener::connect(url).await.map_err(|e| e.to_string())?;
+    listener
+        .listen_all(CHANNELS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let holds = store.holds().await.map_err(|e| e.to_string())?;
+    let states = store.agent_states().await.map_err(|e| e.to_string())?;
+    let contacts = store.contacts().await.map_err(|e| e.to_string())?;
+    for entry in &contacts {
+        directory.learn(&entry.integration, &entry.phone, Said::of(entry));
+    }
+    let _ = remote.send(Remote::Snapshot {
+        holds: holds
+            .into_iter()
+            .map(|h| (h.extension, h.instance, h.hold))
+            .collect(),
+        away: states
+            .into_iter()
+            .map(|s| (s.extension, s.away, s.reason))
+            .collect(),
+    });
+    if *failing {
+        tracing::info!("hearing the other instances' agent changes again");
+        *failing = false;
+    }
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) => {
+                heard(
+                    notification.channel(),
+                    notification.payload(),
+                    directory,
+                    remote,
+                );
+            }
+            // The connection was lost: read everything again on a new one.
+            Ok(None) => return Err("the connection was lost".to_owned()),
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
+/// One notification.
+fn heard(
+    channel: &str,
+    payload: &str,
+    directory: &Directory,
+    remote: &mpsc::UnboundedSender<Remote>,
+) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(payload) else {
+        tracing::debug!(%channel, %payload, "a notification that is not JSON");
+        return;
+    };
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let flag = |key: &str| value.get(key).and_then(serde_json::Value::as_bool);
+    match channel {
+        "sipdesk_holds" => {
+            let (Some(extension), Some(instance), Some(state)) =
+                (text("extension"), text("instance"), text("state"))
+            else {
+                return;
+            };
+            let left = value
+                .get("remaining_ms")
+                .and_then(serde_json::Value::as_i64);
+            let _ = remote.send(Remote::Hold {
+                extension,
+                instance,
+                hold: read_hold(&state, left),
+            });
+        }
+        "sipdesk_agents" => {
+            let (Some(extension), Some(state)) = (text("extension"), text("state")) else {
+                return;
+            };
+            let _ = remote.send(Remote::Away {
+                extension,
+                away: state == "away",
+                reason: text("reason"),
+            });
+        }
+        "sipdesk_contacts" => {
+            let (Some(integration), Some(phone)) = (text("integration"), text("phone")) else {
+                return;
+            };
+            if flag("gone") == Some(true) {
+                directory.forget(&integration, &phone);
+                return;
+            }
+            let said = match (flag("contact"), flag("inactive")) {
+                (Some(false), _) => Said::NoContact,
+                (Some(true), Some(true)) => Said::Inactive,
+                _ => Said::Active,
+            };
+            directory.learn(&integration, &phone, said);
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,307 @@
+//! Agents shared by several instances on one PostgreSQL database (DESIGN.md "Scale").
+//!
+//! Each instance rings agents for its own calls, so two of them could ring one agent for two
+//! calls at once. With `share_agents` on (the store is PostgreSQL), the agent to ring next is
+//! claimed in the database ([`Output::Claim`]): one statement, one round trip, that takes the
+//! group's round-robin cursor in turn, picks the first agent after it who is free everywhere
+//! and holds them for the call. The call waits for the answer ([`Core::on_claimed`]); nothing
+//! else does. What this instance holds of each agent afterwards (busy, wrap-up for so long,
+//! free) is told to the database as it changes ([`Output::Hold`], in the background, the
+//! latest state per agent winning by `version`), and what the others hold comes back through
+//! the database's notifications ([`Core::on_remote`]), so routing reads every instance's
+//! agents without asking.
+//!
+//! When the database cannot answer a claim, the instance routes alone on what it last knew
+//! ([`ALONE_FOR`]) and says so; the daemon logs it loudly. Claims resume by themselves.
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use super::Call;
+use crate::proxy::{Core, Now, Output};
+use crate::routing::{AgentState, Extension};
+
+/// What an instance holds of an agent, as the database is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Rung, talking or dialling out.
+    Busy,
+    /// In wrap-up for this long still.
+    WrapUp(Duration),
+    Free,
+}
+
+/// A request to claim the next agent of a group for a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The call asking, and which of its claims this is.
+    pub call: u64,
+    pub seq: u64,
+    /// The call's sipdesk id, kept with the hold.
+    pub call_id: String,
+    pub group: String,
+    /// The group's agents in configuration order (the rotation's order).
+    pub agents: Vec<String>,
+    /// Agents not to ring: already offered this call, or away, busy or in wrap-up here.
+    pub skip: Vec<String>,
+    /// Orders this instance's hold changes: the claim's hold is newer than every change
+    /// before it.
+    pub version: u64,
+}
+
+/// What the database says about the agents (its notifications, and a full reading when the
+/// instance starts listening or listens again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// `instance` holds `extension` so now (`Free`: no longer).
+    Hold {
+        extension: String,
+        instance: String,
+        hold: Hold,
+    },
+    /// An agent was set away or available, by whichever instance or command.
+    Away {
+        extension: String,
+        away: bool,
+        reason: Option<String>,
+    },
+    /// Every hold and agent state there is.
+    Snapshot {
+        holds: Vec<(String, String, Hold)>,
+        away: Vec<(String, bool, Option<String>)>,
+    },
+}
+
+/// How long the instance routes alone after the database failed a claim.
+pub const ALONE_FOR: Duration = Duration::from_secs(2);
+
+/// This instance's part in sharing agents.
+pub(in crate::proxy) struct Shared {
+    instance: String,
+    /// The version of the latest hold change told; starts from the wall clock, so a restart
+    /// continues above what an earlier run wrote.
+    version: u64,
+    /// What the database was last told this instance holds of each agent.
+    told: FxHashMap<Extension, Hold>,
+    /// Claims asked so far (each call's claims are told apart by it).
+    claims: u64,
+    /// Until when the instance routes alone (the database failed a claim).
+    alone_until: Option<Instant>,
+}
+
+impl Core {
+    /// Shares agents with the other instances on the database, as `instance`: claims before
+    /// ringing, holds told, the others' holds heard. `version_from` orders this run's hold
+    /// changes after an earlier run's (the wall clock in microseconds will do).
+    pub fn share_agents(&mut self, instance: &str, version_from: u64) {
+        self.agents.keep_changes();
+        self.shared = Some(Shared {
+            instance: instance.to_owned(),
+            version: version_from,
+            told: FxHashMap::default(),
+            claims: 0,
+            alone_until: None,
+        });
+    }
+
+    /// Whether the next offer of a call is claimed in the database (`false`: the instance
+    /// decides alone, as a single instance always does).
+    pub(super) fn claims_agents(&self, now: Now) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.alone_until.is_none_or(|until| now.mono >= until))
+    }
+
+    /// Asks the database for the next agent of the group `call` is ringing; `false` when
+    /// nobody of it is left to ask for (the group is then exhausted).
+    pub(super) fn ask_claim(&mut self, now: Now, call: &mut Call) -> bool {
+        let Some(route) = call.route.as_mut() else {
+            return false;
+        };
+        let Some(group) = route.ringing() else {
+            return false;
+        };
+        let group = call.config.groups.get(group);
+        let mut agents = Vec::with_capacity(group.agents.len());
+        let mut skip = Vec::new();
+        let mut any = false;
+        for agent in &group.agents {
+            let extension = &agent.extension;
+            agents.push(extension.to_string());
+            if route.was_offered(extension)
+                || self.agents.own_state(extension, now.mono) != AgentState::Available
+            {
+                skip.push(extension.to_string());
+            } else {
+                any = true;
+            }
+        }
+        if !any {
+            route.exhaust();
+            return false;
+        }
+        // Hold changes made so far are told first, so the claim is newer than all of them: a
+        // release told after it must not free the agent it claims.
+        self.tell_holds(now);
+        let Some(shared) = self.shared.as_mut() else {
+            return false;
+        };
+        shared.claims += 1;
+        shared.version += 1;
+        let claim = Claim {
+            call: call.key,
+            seq: shared.claims,
+            call_id: call.id.clone(),
+            group: group.name.to_string(),
+            agents,
+            skip,
+            version: shared.version,
+        };
+        call.claim = Some(claim.seq);
+        self.out.push(Output::Claim(claim));
+        true
+    }
+
+    /// The database answered a claim: the agent held for the call (`Ok(Some)`), nobody free
+    /// in the group (`Ok(None)`), or no answer (`Err`: routed alone for [`ALONE_FOR`]).
+    pub fn on_claimed(&mut self, now: Now, key: u64, seq: u64, answer: Result<Option<String>, ()>) {
+        let agent = match &answer {
+            Ok(Some(agent)) => Extension::parse(agent).ok(),
+            _ => None,
+        };
+        if let (Some(agent), Some(shared)) = (&agent, self.shared.as_mut()) {
+            // The database holds the agent for this instance now, whatever becomes of the
+            // call; if nothing here engages them, the next sync frees them.
+            shared.told.insert(agent.clone(), Hold::Busy);
+            self.agents.mark_changed(agent);
+        }
+        if answer.is_err() {
+            if let Some(shared) = self.shared.as_mut() {
+                shared.alone_until = Some(now.mono + ALONE_FOR);
+            }
+        }
+        match self.take(key) {
+            Some(mut call) if call.claim == Some(seq) => {
+                call.claim = None;
+                if !call.is_offering() {
+                    self.put(call);
+                } else {
+                    match (&answer, agent) {
+                        (Ok(Some(_)), Some(agent)) => {
+                            let offer = call
+                                .route
+                                .as_mut()
+                                .and_then(|r| r.take(&call.config.groups, &agent));
+                            match offer {
+                                Some(offer) => self.ring(now, &mut call, offer),
+                                None => self.advance(now, &mut call),
+                            }
+                        }
+                        (Ok(None), _) => {
+                            if let Some(route) = call.route.as_mut() {
+                                route.exhaust();
+                            }
+                            self.advance(now, &mut call);
+                        }
+                        _ => self.advance(now, &mut call),
+                    }
+                    self.put(call);
+                }
+            }
+            Some(call) => self.put(call),
+            None => {}
+        }
+        self.pump(now);
+    }
+
+    /// What the database says of the agents.
+    pub fn on_remote(&mut self, now: Now, remote: Remote) {
+        let Some(me) = self.shared.as_ref().map(|s| s.instance.clone()) else {
+            return;
+        };
+        match remote {
+            Remote::Hold {
+                extension,
+                instance,
+                hold,
+            } => {
+                if instance != me {
+                    self.hold_elsewhere(now, &extension, hold);
+                }
+            }
+            Remote::Away {
+                extension,
+                away,
+                reason,
+            } => self.away_elsewhere(&extension, away, reason),
+            Remote::Snapshot { holds, away } => {
+                self.agents.clear_elsewhere();
+                for (extension, instance, hold) in holds {
+                    if instance != me {
+                        self.hold_elsewhere(now, &extension, hold);
+                    }
+                }
+                for (extension, away, reason) in away {
+                    self.away_elsewhere(&extension, away, reason);
+                }
+                self.changed = true;
+            }
+        }
+    }
+
+    fn hold_elsewhere(&mut self, now: Now, extension: &str, hold: Hold) {
+        let Ok(extension) = Extension::parse(extension) else {
+            return;
+        };
+        let held = match hold {
+            Hold::Busy => Some(None),
+            Hold::WrapUp(left) => Some(Some(now.mono + left)),
+            Hold::Free => None,
+        };
+        if self.agents.set_elsewhere(&extension, held) {
+            self.changed = true;
+        }
+    }
+
+    /// An agent's away state as stored (by this instance or another): applied here without
+    /// being stored again.
+    fn away_elsewhere(&mut self, extension: &str, away: bool, reason: Option<String>) {
+        let Ok(extension) = Extension::parse(extension) else {
+            return;
+        };
+        if self.agents.set_away(&extension, away, reason) {
+            self.changed = true;
+        }
+    }
+
+    /// Tells the database what changed in this instance's holds: one [`Output::Hold`] per
+    /// agent whose hold is not what it was last told.
+    pub(in crate::proxy) fn tell_holds(&mut self, now: Now) {
+        let Some(shared) = self.shared.as_mut() else {
+            return;
+        };
+        for extension in self.agents.take_changed() {
+            let hold = self.agents.own_hold(&extension, now.mono);
+            let told = shared.told.get(&extension).copied().unwrap_or(Hold::Free);
+            let same = match (hold, told) {
+                (Hold::WrapUp(_), Hold::WrapUp(_)) => false,
+                (a, b) => a == b,
+            };
+            if same {
+                continue;
+            }
+            shared.version += 1;
+            if hold == Hold::Free {
+                shared.told.remove(&extension);
+            } else {
+                shared.told.insert(extension.clone(), hold);
+            }
+            self.out.push(Output::Hold {
+                extension,
+                hold,
+                version: shared.version,
+            });
+        }
+    }
+}

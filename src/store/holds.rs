@@ -1,0 +1,148 @@
+//! Agents held by instances sharing one PostgreSQL database (`agent_holds`): claimed before a
+//! call rings them, told as they are freed or go into wrap-up, read whole when an instance
+//! starts listening, freed with an instance that stops or dies. The claim itself is the
+//! `sipdesk_claim` function ([`super::schema`]); every change is notified by triggers. Times
+//! are the database's clock, so instances on hosts whose clocks differ still agree.
+//!
+//! SQLite serves one instance: nothing here is used on it.
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::{Store, StoreError, duration_millis, query_error};
+use crate::proxy::{Claim, Hold};
+
+/// One hold as read from the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRow {
+    pub extension: String,
+    pub instance: String,
+    pub hold: Hold,
+}
+
+impl Store {
+    /// Claims the next agent of `claim`'s group for `instance`: the agent held, or `None`
+    /// when nobody of the group is free. One round trip.
+    pub async fn claim(&self, instance: &str, claim: &Claim) -> Result<Option<String>, StoreError> {
+        let agents = serde_json::to_string(&claim.agents).unwrap_or_default();
+        let skip = serde_json::to_string(&claim.skip).unwrap_or_default();
+        let row = sqlx::query("SELECT sipdesk_claim($1, $2, $3, $4, $5, $6) AS agent")
+            .bind(claim.group.clone())
+            .bind(agents)
+            .bind(skip)
+            .bind(instance.to_owned())
+            .bind(claim.call_id.clone())
+            .bind(version(claim.version))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("claim an agent"))?;
+        row.try_get::<Option<String>, _>("agent")
+            .map_err(query_error("claim an agent"))
+    }
+
+    /// Tells what `instance` holds of an agent now. A change older (by `version`) than what the
+    /// row says is ignored, and another instance's hold is never touched: only a wrap-up that
+    /// is over gives way.
+    pub async fn tell_hold(
+        &self,
+        instance: &str,
+        extension: &str,
+        hold: Hold,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let now = self.database_now();
+        let (state, until) = match hold {
+            Hold::Free => {
+                self.execute_write(
+                    "free an agent",
+                    sqlx::query(
+                        "DELETE FROM agent_holds WHERE extension = $1 AND instance = $2 AND version < $3",
+                    )
+                    .bind(extension.to_owned())
+                    .bind(instance.to_owned())
+                    .bind(self::version(version)),
+                )
+                .await?;
+                return Ok(());
+            }
+            Hold::Busy => ("busy", "NULL".to_owned()),
+            Hold::WrapUp(left) => ("wrap_up", format!("{now} + {}", duration_millis(left))),
+        };
+        let sql = format!(
+            "INSERT INTO agent_holds AS h (extension, instance, call_id, state, version, since, until)
+             VALUES ($1, $2, NULL, $3, $4, {now}, {until})
+             ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
+                 state = excluded.state, version = excluded.version, since = excluded.since,
+                 until = excluded.until,
+                 call_id = CASE WHEN h.instance = excluded.instance THEN h.call_id END
+             WHERE (h.instance = excluded.instance AND h.version < excluded.version)
+                OR (h.until IS NOT NULL AND h.until <= {now})"
+        );
+        self.execute_write(
+            "hold an agent",
+            sqlx::query(&sql)
+                .bind(extension.to_owned())
+                .bind(instance.to_owned())
+                .bind(state)
+                .bind(self::version(version)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Every hold, wrap-ups with the time they have left (those over are left out).
+    pub async fn holds(&self) -> Result<Vec<HoldRow>, StoreError> {
+        let sql = format!(
+            "SELECT extension, instance, state, until - {now} AS left_ms FROM agent_holds
+             WHERE until IS NULL OR until > {now}",
+            now = self.database_now()
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read agent holds"))?;
+        let failed = || query_error("read agent holds");
+        let mut holds = Vec::with_capacity(rows.len());
+        for row in rows {
+            let state: String = row.try_get("state").map_err(failed())?;
+            let left: Option<i64> = row.try_get("left_ms").map_err(failed())?;
+            holds.push(HoldRow {
+                extension: row.try_get("extension").map_err(failed())?,
+                instance: row.try_get("instance").map_err(failed())?,
+                hold: read_hold(&state, left),
+            });
+        }
+        Ok(holds)
+    }
+
+    /// Frees every agent `instance` holds (it starts again, or stops).
+    pub async fn free_holds(&self, instance: &str) -> Result<u64, StoreError> {
+        let done = self
+            .execute_write(
+                "free the instance's agents",
+                sqlx::query("DELETE FROM agent_holds WHERE instance = $1")
+                    .bind(instance.to_owned()),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A hold's state as stored or notified: `busy`, `wrap_up` (with the milliseconds left) or
+/// `free`.
+pub fn read_hold(state: &str, left_ms: Option<i64>) -> Hold {
+    match (state, left_ms) {
+        ("busy", _) => Hold::Busy,
+        ("wrap_up", Some(left)) if left > 0 => {
+            Hold::WrapUp(Duration::from_millis(left.unsigned_abs()))
+        }
+        _ => Hold::Free,
+    }
+}
+
+/// A version as stored (BIGINT); versions start from the wall clock in microseconds, far
+/// below its limit.
+fn version(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
