@@ -174,10 +174,11 @@ pub(super) const POSTGRES_ONLY: &[(i64, &[&str])] = &[(
     &[
         // One round trip rings an agent: the group's cursor row is locked (so claims for one
         // group are taken in turn and the rotation is one across every instance), then the
-        // first agent after the cursor who is not skipped, not away and not held (or whose
-        // hold is over: a wrap-up that ended, or a row this instance itself left behind) is
-        // held for the call and becomes the cursor. A hold of another group's claim racing
-        // for the same agent waits on the row and then finds it taken.
+        // first agent after the cursor who is not skipped, not away and not held (a wrap-up
+        // that is over gives way) is held for the call and becomes the cursor. A claim of
+        // another group racing for the same agent waits on the row and then finds it taken.
+        // Even the instance's own hold never gives way: a claim of its own still in flight
+        // may have made it.
         r#"
         CREATE OR REPLACE FUNCTION sipdesk_claim(
             p_group TEXT, p_agents TEXT, p_skip TEXT, p_instance TEXT, p_call TEXT,
@@ -211,8 +212,7 @@ pub(super) const POSTGRES_ONLY: &[(i64, &[&str])] = &[(
                     ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
                         call_id = excluded.call_id, state = excluded.state,
                         version = excluded.version, since = excluded.since, until = NULL
-                    WHERE (h.until IS NOT NULL AND h.until <= v_now_ms)
-                       OR (h.instance = excluded.instance AND h.version < excluded.version);
+                    WHERE h.until IS NOT NULL AND h.until <= v_now_ms;
                 GET DIAGNOSTICS v_taken = ROW_COUNT;
                 IF v_taken > 0 THEN
                     UPDATE cursors SET extension = v_ext, updated_at = v_now_ms
