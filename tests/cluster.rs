@@ -455,3 +455,114 @@ async fn a_killed_instance_restarts_at_once_and_a_stopped_one_frees_its_name() {
     drop(daemon);
     db.drop_db().await;
 }
+
+/// Two instances, one group of six agents behind one PBX, callers sending to both at once:
+/// every agent is rung by one instance at a time, the offers take turns over the whole group
+/// (not per instance), and every call is recorded once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_one_group_fairly_and_never_ring_an_agent_twice() {
+    let Some(db) =
+        postgres("two_instances_share_one_group_fairly_and_never_ring_an_agent_twice").await
+    else {
+        return;
+    };
+    let agents: Vec<String> = (0..6)
+        .map(|i| format!("{{ extension = \"{}\" }}", 7100 + i))
+        .collect();
+    let body = |instance: &str| {
+        format!(
+            "[cluster]\ninstance = \"{instance}\"\n\n[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"shared\"\nqueues = [\"710\"]\nagents = [{}]\nring_timeout = \"5s\"\nwrap_up = \"0s\"\n",
+            agents.join(", ")
+        )
+    };
+    let pbx_port = common::daemon::free_port();
+    let a = Daemon::start_with_pbx(
+        common::daemon::test_dir("cluster-share-a"),
+        "trusted = [\"127.0.0.1\"]",
+        &body("share-a"),
+        &db.url,
+        pbx_port,
+    );
+    let b = Daemon::start_with_pbx(
+        common::daemon::test_dir("cluster-share-b"),
+        "trusted = [\"127.0.0.1\"]",
+        &body("share-b"),
+        &db.url,
+        pbx_port,
+    );
+    let per_instance = 18;
+    let uas = a.agents("agents-answer.xml", 2 * per_instance);
+    // Two calls at a time on each instance, a second each: four at most for six agents, so
+    // nobody is ever refused and every offer is answered.
+    let callers = |daemon: &Daemon| {
+        common::daemon::SippRun {
+            scenario: "caller-answered.xml",
+            ip: "127.0.0.1",
+            port: common::daemon::free_port(),
+            target: Some(format!("127.0.0.1:{}", daemon.port)),
+            service: "710",
+            calls: per_instance,
+            rate: 4,
+            tcp: false,
+        }
+        .spawn_with(
+            &daemon.dir,
+            &common::daemon::SippMore {
+                limit: Some(2),
+                duration_ms: Some(1000),
+                ..Default::default()
+            },
+        )
+    };
+    let to_a = callers(&a);
+    let to_b = callers(&b);
+    a.succeeded(to_a);
+    b.succeeded(to_b);
+    a.succeeded(uas);
+    let records = a.ended_calls(2 * per_instance as usize);
+    let distinct: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|c| c["sip_call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (records.len(), distinct.len()),
+        (36, 36),
+        "every call recorded once"
+    );
+    // By agent: answered calls in order of answer; none starts before the previous ended.
+    let mut by_agent: std::collections::BTreeMap<String, Vec<(i64, i64)>> = Default::default();
+    for call in &records {
+        assert_eq!(call["outcome"], "answered", "{call}");
+        let millis = |key: &str| {
+            call[key]
+                .as_str()
+                .unwrap()
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_millisecond()
+        };
+        by_agent
+            .entry(call["agent"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((millis("answered_at"), millis("ended_at")));
+    }
+    for (agent, calls) in &mut by_agent {
+        calls.sort();
+        for pair in calls.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "{agent} had two calls at once: {calls:?}"
+            );
+        }
+    }
+    let counts: Vec<usize> = by_agent.values().map(Vec::len).collect();
+    assert_eq!(by_agent.len(), 6, "{by_agent:?}");
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(
+        max - min <= 1,
+        "offers spread within one over the whole group: {by_agent:?}"
+    );
+    drop(a);
+    drop(b);
+    db.drop_db().await;
+}

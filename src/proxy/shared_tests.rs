@@ -54,16 +54,17 @@ fn only_the_agent_the_database_claims_is_rung() {
     assert!(claim.skip.is_empty(), "{:?}", claim.skip);
     assert!(claim.version > 1_000);
     answer(&mut h, Ok(Some("2002")));
-    assert_eq!(invites(&mut h), vec!["INVITE sip:2002@127.0.0.1:5080 SIP/2.0 -> 5080"]);
+    assert_eq!(
+        invites(&mut h),
+        vec!["INVITE sip:2002@127.0.0.1:5080 SIP/2.0 -> 5080"]
+    );
     assert!(
         h.holds.is_empty(),
         "the claim itself holds the agent: {:?}",
         h.holds
     );
     assert!(
-        !h.changes
-            .iter()
-            .any(|c| matches!(c, Change::Cursor { .. })),
+        !h.changes.iter().any(|c| matches!(c, Change::Cursor { .. })),
         "the claim moved the cursor in the database; nothing writes it after"
     );
     assert_eq!(state(&mut h, "2002"), AgentState::Busy);
@@ -81,7 +82,10 @@ fn an_agent_who_does_not_answer_is_freed_and_the_next_claim_skips_them() {
     assert_eq!(h.holds.len(), 1, "{:?}", h.holds);
     let (agent, hold, version) = &h.holds[0];
     assert_eq!((agent.as_str(), *hold), ("2001", Hold::Free));
-    assert!(*version > claim_version, "the release is newer than the claim");
+    assert!(
+        *version > claim_version,
+        "the release is newer than the claim"
+    );
     assert_eq!(h.claims.len(), 2);
     assert_eq!(h.claims[1].skip, vec!["2001"]);
     assert!(h.claims[1].version > *version);
@@ -118,7 +122,10 @@ fn without_an_answer_from_the_database_the_instance_routes_alone_for_a_while() {
     // Alone: the next call asks nothing.
     h.receive(caller(), &invite("100", "s5", "z9hG4bKs5"));
     assert_eq!(h.claims.len(), 1);
-    assert_eq!(invites(&mut h), vec!["INVITE sip:2002@127.0.0.1:5080 SIP/2.0 -> 5080"]);
+    assert_eq!(
+        invites(&mut h),
+        vec!["INVITE sip:2002@127.0.0.1:5080 SIP/2.0 -> 5080"]
+    );
     // The two agents rung alone are told to the database as held.
     let told: Vec<(&str, Hold)> = h.holds.iter().map(|(e, h, _)| (e.as_str(), *h)).collect();
     assert_eq!(told, vec![("2001", Hold::Busy), ("2002", Hold::Busy)]);
@@ -137,7 +144,10 @@ fn a_claim_answered_after_the_caller_left_frees_the_agent() {
     h.receive(caller(), &cancel_from_caller("s7", "z9hG4bKs7"));
     h.take_sent();
     answer(&mut h, Ok(Some("2003")));
-    assert!(invites(&mut h).is_empty(), "nobody rings for a call that is over");
+    assert!(
+        invites(&mut h).is_empty(),
+        "nobody rings for a call that is over"
+    );
     let told: Vec<(&str, Hold)> = h.holds.iter().map(|(e, h, _)| (e.as_str(), *h)).collect();
     assert_eq!(told, vec![("2003", Hold::Free)]);
     assert_eq!(state(&mut h, "2003"), AgentState::Available);
@@ -152,7 +162,11 @@ fn an_answered_call_leaves_the_agent_in_wrap_up_told_with_its_time() {
     let to_agent = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
     h.receive(pbx(), &respond(&to_agent, 200, "OK", "agent"));
     h.take_sent();
-    assert!(h.holds.is_empty(), "answering changes no hold: {:?}", h.holds);
+    assert!(
+        h.holds.is_empty(),
+        "answering changes no hold: {:?}",
+        h.holds
+    );
     let bye = "BYE sip:2001@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbyes8\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>;tag=agent\r\nCall-ID: s8\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     h.receive(caller(), bye);
     let told: Vec<(&str, Hold)> = h.holds.iter().map(|(e, h, _)| (e.as_str(), *h)).collect();
@@ -195,9 +209,16 @@ fn what_other_instances_hold_is_busy_here_and_ours_is_not_heard_twice() {
     assert!(h.claims[0].skip.is_empty());
     // ...but alone, this instance keeps off them.
     answer(&mut h, Err(()));
-    assert_eq!(invites(&mut h), vec!["INVITE sip:2003@127.0.0.1:5080 SIP/2.0 -> 5080"]);
+    assert_eq!(
+        invites(&mut h),
+        vec!["INVITE sip:2003@127.0.0.1:5080 SIP/2.0 -> 5080"]
+    );
     h.now = h.now.plus(Duration::from_secs(10));
-    assert_eq!(state(&mut h, "2002"), AgentState::Available, "the wrap-up ended");
+    assert_eq!(
+        state(&mut h, "2002"),
+        AgentState::Available,
+        "the wrap-up ended"
+    );
     h.core.on_remote(
         h.now,
         Remote::Hold {
@@ -257,6 +278,9 @@ fn a_full_reading_replaces_what_was_heard() {
 fn a_single_instance_asks_the_database_nothing() {
     let mut h = Harness::new(OPEN);
     h.receive(caller(), &invite("100", "s11", "z9hG4bKs11"));
-    assert_eq!(invites(&mut h), vec!["INVITE sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"]);
+    assert_eq!(
+        invites(&mut h),
+        vec!["INVITE sip:2001@127.0.0.1:5080 SIP/2.0 -> 5080"]
+    );
     assert!(h.claims.is_empty() && h.holds.is_empty());
 }

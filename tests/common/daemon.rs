@@ -105,6 +105,26 @@ impl Daemon {
         Daemon::start_limited(dir, sip_extra, body, database, files, None)
     }
 
+    /// Like [`Daemon::start_in`], with the PBX (the agents' phones) at `pbx_port`, shared with
+    /// other instances.
+    pub(crate) fn start_with_pbx(
+        dir: PathBuf,
+        sip_extra: &str,
+        body: &str,
+        database: &str,
+        pbx_port: u16,
+    ) -> Daemon {
+        let mut daemon = Daemon::configure(dir, sip_extra, body, Some(database), &[], None);
+        let text = std::fs::read_to_string(&daemon.config).unwrap().replace(
+            &format!("pbx = \"127.0.0.1:{}\"", daemon.pbx_port),
+            &format!("pbx = \"127.0.0.1:{pbx_port}\""),
+        );
+        std::fs::write(&daemon.config, text).unwrap();
+        daemon.pbx_port = pbx_port;
+        daemon.spawn();
+        daemon
+    }
+
     /// Like [`Daemon::start_in`], under an open-file limit of `nofile`.
     pub(crate) fn start_limited(
         dir: PathBuf,
