@@ -136,6 +136,8 @@ async fn run(
             }
         }
     };
+    // Voicemail recordings are files of the instance that took the call: it delivers them.
+    let store = store.for_instance(&config.borrow().cluster.instance);
     if store.backend() == Backend::Sqlite {
         match store.release_all_leases().await {
             Ok(0) => {}

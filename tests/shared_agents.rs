@@ -221,3 +221,74 @@ async fn every_change_is_notified_and_a_dead_instances_agents_are_freed() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_voicemail_is_delivered_by_the_live_instance_that_recorded_it() {
+    let Some(db) = postgres("a_voicemail_is_delivered_by_the_live_instance_that_recorded_it").await
+    else {
+        return;
+    };
+    let a = Store::open(&db.url).await.unwrap().for_instance("a");
+    let b = Store::open(&db.url).await.unwrap().for_instance("b");
+    assert!(
+        a.join_cluster("a", "ta", Duration::from_secs(15))
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.join_cluster("b", "tb", Duration::from_secs(15))
+            .await
+            .unwrap()
+    );
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let now = jiff::Timestamp::now().as_millisecond();
+    for (id, voicemail) in [
+        (
+            "vm",
+            Some(
+                "{\"file\":\"/var/lib/sipdesk/voicemail/vm.wav\",\"duration_ms\":5000,\"end\":\"silence\"}",
+            ),
+        ),
+        ("plain", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO calls (id, sip_call_id, direction, caller, callee, started_at, ended_at, outcome, instance, voicemail_json)
+             VALUES ($1, $1, 'inbound', '+34600123456', '100', $2, $2, 'missed', 'a', $3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(voicemail)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO deliveries (id, call_id, integration, contact_key, call_started_at, created_at, state, attempts, pending_since, next_attempt_at, updated_at)
+             VALUES ($1, $1, 'zd', $1, $2, $2, 'pending', 0, $2, $2, $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let lease = later + jiff::SignedDuration::from_secs(60);
+    let by_b = b.claim_deliveries("zd", 10, later, lease).await.unwrap();
+    assert_eq!(
+        by_b.iter().map(|d| d.call_id.as_str()).collect::<Vec<_>>(),
+        vec!["plain"],
+        "b leaves a's voicemail to a"
+    );
+    let by_a = a.claim_deliveries("zd", 10, later, lease).await.unwrap();
+    assert_eq!(
+        by_a.iter().map(|d| d.call_id.as_str()).collect::<Vec<_>>(),
+        vec!["vm"]
+    );
+    // b never sweeps a's recordings.
+    let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    assert!(b.voicemails_before(far, None, 10).await.unwrap().is_empty());
+    assert_eq!(a.voicemails_before(far, None, 10).await.unwrap().len(), 1);
+    db.drop_db().await;
+}

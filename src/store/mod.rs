@@ -160,6 +160,9 @@ pub struct Store {
     /// pooled connection that saw an error is closed ([`Store::apply`]), the anchor makes sure
     /// the one that replaces it is never the first.
     _anchor: Option<Arc<std::sync::Mutex<sqlx::AnyConnection>>>,
+    /// The instance this store works for, when it claims deliveries and sweeps recordings:
+    /// on PostgreSQL, a voicemail's file is on the machine of the instance that recorded it.
+    instance: Option<Arc<str>>,
 }
 
 /// A call as `sipdesk calls` lists it.
@@ -337,9 +340,37 @@ impl Store {
             pool,
             backend,
             _anchor: anchor,
+            instance: None,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The store as `instance` uses it to deliver and sweep: on PostgreSQL, the deliveries of
+    /// a voicemail another live instance recorded are left to it (the file is on its
+    /// machine), and only this instance's recordings are swept. Once the recorder is dead
+    /// any instance delivers (saying the file is gone when it cannot reach it).
+    pub fn for_instance(&self, instance: &str) -> Store {
+        Store {
+            instance: Some(Arc::from(instance)),
+            ..self.clone()
+        }
+    }
+
+    /// SQL that is true unless the call `call_id` (a column) has a voicemail recorded by
+    /// another live instance than this store's.
+    pub(crate) fn not_anothers_voicemail(&self, call_id: &str) -> String {
+        match (&self.instance, self.backend) {
+            (Some(me), Backend::Postgres) => format!(
+                "NOT EXISTS (SELECT 1 FROM calls vc JOIN instances vi ON vi.id = vc.instance
+                   WHERE vc.id = {call_id} AND vc.voicemail_json IS NOT NULL
+                     AND vc.instance <> '{}'
+                     AND vi.heartbeat_at >= {} - vi.dead_after_ms)",
+                me.replace('\'', "''"),
+                self.database_now()
+            ),
+            _ => "1 = 1".to_owned(),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -981,19 +1012,28 @@ impl Store {
             Some((at, id)) => (millis(at), id),
             None => (i64::MIN, ""),
         };
-        let rows = sqlx::query(
+        // On PostgreSQL only this instance's recordings: the others' are on their machines.
+        let mine = match (&self.instance, self.backend) {
+            (Some(me), Backend::Postgres) => format!(
+                " AND (instance IS NULL OR instance = '' OR instance = '{}')",
+                me.replace('\'', "''")
+            ),
+            _ => String::new(),
+        };
+        let sql = format!(
             "SELECT id, ended_at, voicemail_json FROM calls \
              WHERE voicemail_json IS NOT NULL AND voicemail_removed_at IS NULL AND ended_at < $1 \
-             AND (ended_at > $2 OR (ended_at = $2 AND id > $3)) \
-             ORDER BY ended_at, id LIMIT $4",
-        )
-        .bind(millis(before))
-        .bind(after_end)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error("list voicemails"))?;
+             AND (ended_at > $2 OR (ended_at = $2 AND id > $3)){mine} \
+             ORDER BY ended_at, id LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(millis(before))
+            .bind(after_end)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list voicemails"))?;
         let e = || query_error("list voicemails");
         let mut found = Vec::new();
         for row in rows {

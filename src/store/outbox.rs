@@ -249,6 +249,7 @@ impl Store {
         };
         // The outer state check is evaluated again on the locked row (PostgreSQL), so a row
         // another instance claimed meanwhile is not claimed twice.
+        let voicemail = self.not_anothers_voicemail("d.call_id");
         let sql = format!(
             "UPDATE deliveries SET state = 'in_progress', attempts = attempts + 1, lease_until = $1, updated_at = $2
              WHERE id IN (
@@ -264,6 +265,7 @@ impl Store {
                               OR (e.state = 'pending'
                                   AND (e.call_started_at < d.call_started_at
                                        OR (e.call_started_at = d.call_started_at AND e.id < d.id)))))
+                   AND {voicemail}
                  ORDER BY d.call_started_at, d.id
                  LIMIT $4 {lock})
                AND ((state = 'pending' AND next_attempt_at <= $2)
