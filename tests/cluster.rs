@@ -1,7 +1,7 @@
-//! Several sipdesk instances on one database (issue 12, the parts built so far): migrations
-//! run once when instances start together, a restarting instance closes only its own calls,
-//! the calls of an instance that went silent are closed by one survivor exactly once, and a
-//! second instance on one SQLite file is refused. PostgreSQL tests need
+//! Several sipdesk instances on one database (issue 12): migrations run once when instances
+//! start together, a restarting instance closes only its own calls, the calls of an instance
+//! that went silent are closed by one survivor exactly once, a second instance on one SQLite
+//! file is refused, and two instances behind one PBX share one group of agents. PostgreSQL tests need
 //! `SIPDESK_TEST_POSTGRES_URL` (CI sets it) and say so loudly when it is missing.
 
 mod common;

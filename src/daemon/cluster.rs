@@ -5,9 +5,10 @@
 //! [`crate::store::Store::take_over_dead`]). SQLite is for one instance: a second `sipdesk run`
 //! on the same file is refused ([`lock_sqlite`]).
 //!
-//! Not built yet (issue 12): agents' states and round-robin cursors shared between instances,
-//! the directory refreshed by LISTEN/NOTIFY, and fencing an instance that comes back after it
-//! was taken for dead.
+//! Agents, the round-robin and the contact directory are shared through the database too
+//! ([`super::shared`]). Not built: fencing an instance that comes back after it was taken for
+//! dead (its calls were closed and its agents freed meanwhile; it goes on with the calls it
+//! still holds, and writes their records, which then replace the interrupted ones).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};

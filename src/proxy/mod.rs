@@ -10,8 +10,8 @@
 //! calls are never offered to one agent at once. Records go out as [`Change`]s for the store.
 //!
 //! Decisions sipdesk makes where RFC 3261 leaves room: every request is refused with 483 when
-//! Max-Forwards is 0 (sipdesk is a proxy for all of them); OPTIONS is always answered by sipdesk
-//! (keep-alive); REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
+//! Max-Forwards is 0 (sipdesk is a proxy for all of them); OPTIONS outside a dialog is always
+//! answered by sipdesk (keep-alive, health checks: 503 while stopping, like new INVITEs); REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
 //! 405 (inside a call's dialog they pass, and transfers are followed or, where the group forbids
 //! them, a REFER from the agent gets 403); a queue INVITE whose body is not SDP gets 415 and one whose Accept excludes SDP gets 406,
 //! because sipdesk may have to answer it itself: the `voicemail` final action makes sipdesk the
@@ -761,6 +761,18 @@ impl Core {
             return;
         }
         match method {
+            // While stopping, 503 as new INVITEs get: a dispatcher or PBX probing with OPTIONS
+            // sends new calls to another instance before they are refused.
+            rsip::Method::Options if self.draining => {
+                self.reply(
+                    now,
+                    &key,
+                    &request,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "30"), ("Allow", wire::ALLOW)],
+                );
+            }
             rsip::Method::Options => {
                 self.reply(
                     now,

@@ -592,6 +592,19 @@ fn options_max_forwards_zero_and_unknown_queues() {
     );
     h.receive(caller(), &invite("999", "n1", "z9hG4bKn1"));
     assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 404 Not Found -> 5070"]);
+    // Stopping: probes learn it as new calls do, so they go to another instance.
+    h.core.drain(h.now);
+    h.receive(caller(), &options.replace("z9hG4bKo1", "z9hG4bKo3"));
+    let sent = h.take_sent();
+    assert_eq!(
+        lines(&sent),
+        vec!["SIP/2.0 503 Service Unavailable -> 5070"]
+    );
+    assert!(
+        sent[0].1.contains("\r\nRetry-After: 30\r\n"),
+        "{}",
+        sent[0].1
+    );
 }
 
 #[test]
