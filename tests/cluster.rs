@@ -378,6 +378,11 @@ fn postgresql_stopped_for_20_s_while_calls_go_on_loses_and_doubles_no_record() {
         log.contains("cannot write call records to the database"),
         "the outage is logged:\n{log}"
     );
+    assert!(
+        log.contains("this instance routes calls ALONE")
+            && log.contains("agents are claimed in the database again"),
+        "routing alone is logged loudly, and its end:\n{log}"
+    );
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
     let records = daemon.calls();
     let distinct: std::collections::HashSet<&str> = records
