@@ -5,7 +5,8 @@
 //!   to the proxy loop. A claim the database does not answer within [`CLAIM_TIMEOUT`] is
 //!   answered "no answer", and the proxy routes alone for a while; meanwhile claims are
 //!   answered so at once (no call waits for a database that is gone), and an error is logged
-//!   once per outage, its end once too.
+//!   once per outage, its end once too. A claim whose answer was lost is undone in the
+//!   background (it may have held an agent nobody rings).
 //! - **Holds**: what this instance holds of each agent, told in the background; only the
 //!   latest state of an agent matters, so a backlog never grows past one entry per agent and
 //!   is told when the database is back.
@@ -25,7 +26,7 @@ use crate::directory::{Directory, Said};
 use crate::proxy::{ALONE_FOR, Claim, Hold, Remote};
 use crate::routing::Extension;
 use crate::store::Store;
-use crate::store::holds::read_hold;
+use crate::store::holds::{Claimer, read_hold};
 
 /// How long a claim may take before the instance routes alone.
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
@@ -72,6 +73,7 @@ pub(super) fn spawn(
     let (remote, remote_rx) = mpsc::unbounded_channel();
     tokio::spawn(run_claims(
         store.clone(),
+        Claimer::new(&url),
         instance.clone(),
         claims_rx,
         answers,
@@ -83,6 +85,7 @@ pub(super) fn spawn(
 
 async fn run_claims(
     store: Store,
+    mut claimer: Claimer,
     instance: String,
     mut claims: mpsc::UnboundedReceiver<Claim>,
     answers: mpsc::UnboundedSender<Claimed>,
@@ -95,15 +98,18 @@ async fn run_claims(
             let _ = answers.send((claim.call, claim.seq, Err(())));
             continue;
         }
-        let answer = match tokio::time::timeout(CLAIM_TIMEOUT, store.claim(&instance, &claim)).await
-        {
-            Ok(Ok(agent)) => Ok(agent),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!(
-                "no answer in {}",
-                humantime::format_duration(CLAIM_TIMEOUT)
-            )),
-        };
+        let answer =
+            match tokio::time::timeout(CLAIM_TIMEOUT, claimer.claim(&instance, &claim)).await {
+                Ok(Ok(agent)) => Ok(agent),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => {
+                    claimer.reset();
+                    Err(format!(
+                        "no answer in {}",
+                        humantime::format_duration(CLAIM_TIMEOUT)
+                    ))
+                }
+            };
         match answer {
             Ok(agent) => {
                 if down {
@@ -116,6 +122,17 @@ async fn run_claims(
                 let _ = answers.send((claim.call, claim.seq, Ok(agent)));
             }
             Err(error) => {
+                // The claim may have held an agent before its answer was lost: undone in the
+                // background, for as long as it takes the database to come back.
+                let (store, instance, lost) = (store.clone(), instance.clone(), claim.clone());
+                tokio::spawn(async move {
+                    for _ in 0..600 {
+                        if store.drop_claim(&instance, &lost).await.is_ok() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
                 if !down {
                     tracing::error!(%error, "the database cannot claim agents: this instance routes calls ALONE on what it last knew, and may ring an agent another instance rings too, until the database answers again");
                     down = true;

@@ -21,9 +21,74 @@ pub struct HoldRow {
     pub hold: Hold,
 }
 
-impl Store {
+/// Claims agents on a connection of its own, kept open: a pooled connection is pinged each
+/// time it is handed out, which would make every claim two round trips instead of one.
+pub struct Claimer {
+    url: String,
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl Claimer {
+    pub fn new(url: &str) -> Claimer {
+        Claimer {
+            url: url.to_owned(),
+            conn: None,
+        }
+    }
+
     /// Claims the next agent of `claim`'s group for `instance`: the agent held, or `None`
-    /// when nobody of the group is free. One round trip.
+    /// when nobody of the group is free. One round trip (and a connection first, when the
+    /// last one failed).
+    pub async fn claim(
+        &mut self,
+        instance: &str,
+        claim: &Claim,
+    ) -> Result<Option<String>, StoreError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                sqlx::any::install_default_drivers();
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.url)
+                    .await
+                    .map_err(query_error("connect to claim agents"))?;
+                // As the store's pool: a claim waiting on a lock gives up rather than hang.
+                for setting in ["SET lock_timeout = '5s'", "SET statement_timeout = '30s'"] {
+                    sqlx::query(setting)
+                        .execute(&mut conn)
+                        .await
+                        .map_err(query_error("connect to claim agents"))?;
+                }
+                self.conn.insert(conn)
+            }
+        };
+        let agents = serde_json::to_string(&claim.agents).unwrap_or_default();
+        let skip = serde_json::to_string(&claim.skip).unwrap_or_default();
+        let result = sqlx::query("SELECT sipdesk_claim($1, $2, $3, $4, $5, $6) AS agent")
+            .bind(claim.group.clone())
+            .bind(agents)
+            .bind(skip)
+            .bind(instance.to_owned())
+            .bind(claim.call_id.clone())
+            .bind(version(claim.version))
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|row| row.try_get::<Option<String>, _>("agent"));
+        if result.is_err() {
+            // Connected afresh next time (the server may have gone, or the session be broken).
+            self.conn = None;
+        }
+        result.map_err(query_error("claim an agent"))
+    }
+
+    /// Forgets the connection (one that timed out may be in any state).
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+}
+
+impl Store {
+    /// Claims the next agent of `claim`'s group for `instance` on a pooled connection (the
+    /// daemon uses a [`Claimer`]).
     pub async fn claim(&self, instance: &str, claim: &Claim) -> Result<Option<String>, StoreError> {
         let agents = serde_json::to_string(&claim.agents).unwrap_or_default();
         let skip = serde_json::to_string(&claim.skip).unwrap_or_default();
@@ -114,6 +179,22 @@ impl Store {
             });
         }
         Ok(holds)
+    }
+
+    /// Undoes a claim whose answer was lost (it timed out, or the connection broke): the
+    /// agent it may have held is free again, unless a later change of this instance holds them.
+    pub async fn drop_claim(&self, instance: &str, claim: &Claim) -> Result<(), StoreError> {
+        self.execute_write(
+            "undo a claim",
+            sqlx::query(
+                "DELETE FROM agent_holds WHERE instance = $1 AND call_id = $2 AND version = $3",
+            )
+            .bind(instance.to_owned())
+            .bind(claim.call_id.clone())
+            .bind(version(claim.version)),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Frees every agent `instance` holds (it starts again, or stops).
