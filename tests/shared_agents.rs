@@ -46,12 +46,13 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
     };
     let a = Store::open(&db.url).await.unwrap();
     let b = Store::open(&db.url).await.unwrap();
-    // Twenty claims at once from two instances for five agents: five get one each.
+    // Twenty claims at once from twenty instances (each has one claim out at a time) for five
+    // agents: five get one each.
     let claims = (0..20u64).map(|i| {
-        let (store, instance) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
+        let store = if i % 2 == 0 { &a } else { &b };
         async move {
             store
-                .claim(instance, &claim(&format!("c{i}"), 10 + i, &[]))
+                .claim(&format!("i{i}"), &claim(&format!("c{i}"), 10 + i, &[]))
                 .await
                 .unwrap()
         }
@@ -60,8 +61,9 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
     let mut held: Vec<String> = got.into_iter().flatten().collect();
     held.sort();
     assert_eq!(held, AGENTS, "each agent held once, by one claim");
-    a.free_holds("a").await.unwrap();
-    b.free_holds("b").await.unwrap();
+    for i in 0..20 {
+        a.free_holds(&format!("i{i}")).await.unwrap();
+    }
     assert!(a.holds().await.unwrap().is_empty());
 
     // One after the other, alternating instances, each freed after: a single rotation.
@@ -108,10 +110,16 @@ async fn wrap_up_away_and_skipped_agents_are_not_claimed_and_an_older_release_fr
     assert_eq!(got.as_deref(), Some("2004"));
     let got = b.claim("b", &claim("x2", 2, &["2003"])).await.unwrap();
     assert_eq!(got.as_deref(), Some("2005"));
-    let got = b.claim("b", &claim("x3", 3, &["2003"])).await.unwrap();
+    let got = b
+        .claim("b", &claim("x3", 3, &["2003", "2004", "2005"]))
+        .await
+        .unwrap();
     assert_eq!(got, None, "nobody free: wrap-up, away, skipped, held");
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let got = b.claim("b", &claim("x4", 4, &["2003"])).await.unwrap();
+    let got = b
+        .claim("b", &claim("x4", 4, &["2003", "2004", "2005"]))
+        .await
+        .unwrap();
     assert_eq!(got.as_deref(), Some("2001"), "a's wrap-up is over");
 
     // b's release of 2004 told late, older than a claim b made since: the claim stays.
@@ -290,5 +298,44 @@ async fn a_voicemail_is_delivered_by_the_live_instance_that_recorded_it() {
     let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
     assert!(b.voicemails_before(far, None, 10).await.unwrap().is_empty());
     assert_eq!(a.voicemails_before(far, None, 10).await.unwrap().len(), 1);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn claims_passing_busy_agents_in_opposite_orders_do_not_deadlock() {
+    let Some(db) = postgres("claims_passing_busy_agents_in_opposite_orders_do_not_deadlock").await
+    else {
+        return;
+    };
+    let a = Store::open(&db.url).await.unwrap();
+    let c = Store::open(&db.url).await.unwrap();
+    for (i, agent) in ["X", "Y"].iter().enumerate() {
+        c.tell_hold("c", agent, Hold::Busy, 1 + i as u64)
+            .await
+            .unwrap();
+    }
+    let claims = (0..40u64).map(|i| {
+        let a = &a;
+        async move {
+            let agents: Vec<String> = if i % 2 == 0 {
+                vec!["X".into(), "Y".into()]
+            } else {
+                vec!["Y".into(), "X".into()]
+            };
+            let claim = Claim {
+                call: 0,
+                seq: 0,
+                call_id: format!("d{i}"),
+                group: format!("g{}", i % 2),
+                agents,
+                skip: Vec::new(),
+                version: 10 + i,
+            };
+            a.claim("a", &claim).await
+        }
+    });
+    for result in futures_util::future::join_all(claims).await {
+        assert_eq!(result.unwrap(), None, "both held, no error (no deadlock)");
+    }
     db.drop_db().await;
 }

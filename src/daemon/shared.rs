@@ -125,12 +125,17 @@ async fn run_claims(
                 // The claim may have held an agent before its answer was lost: undone in the
                 // background, for as long as it takes the database to come back.
                 let (store, instance, lost) = (store.clone(), instance.clone(), claim.clone());
+                // Once at once, and once more after the statement timeout (30 s), by when a
+                // claim still running on the server has ended one way or the other.
                 tokio::spawn(async move {
-                    for _ in 0..600 {
-                        if store.drop_claim(&instance, &lost).await.is_ok() {
-                            return;
+                    for wait in [Duration::ZERO, Duration::from_secs(31)] {
+                        tokio::time::sleep(wait).await;
+                        for _ in 0..600 {
+                            if store.drop_claim(&instance, &lost).await.is_ok() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 });
                 if !down {

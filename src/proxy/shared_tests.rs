@@ -284,3 +284,23 @@ fn a_single_instance_asks_the_database_nothing() {
     );
     assert!(h.claims.is_empty() && h.holds.is_empty());
 }
+
+#[test]
+fn an_agent_set_away_while_the_claim_was_out_is_not_rung() {
+    let mut h = shared(OPEN);
+    h.receive(caller(), &invite("100", "s12", "z9hG4bKs12"));
+    h.core.on_remote(
+        h.now,
+        Remote::Away {
+            extension: "2001".into(),
+            away: true,
+            reason: None,
+        },
+    );
+    answer(&mut h, Ok(Some("2001")));
+    assert!(invites(&mut h).is_empty(), "an away agent is not rung");
+    let told: Vec<(&str, Hold)> = h.holds.iter().map(|(e, h, _)| (e.as_str(), *h)).collect();
+    assert_eq!(told, vec![("2001", Hold::Free)]);
+    assert_eq!(h.claims.len(), 2, "the next agent is claimed");
+    assert_eq!(h.claims[1].skip, vec!["2001"]);
+}

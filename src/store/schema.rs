@@ -177,8 +177,9 @@ pub(super) const POSTGRES_ONLY: &[(i64, &[&str])] = &[(
         // first agent after the cursor who is not skipped, not away and not held (a wrap-up
         // that is over gives way) is held for the call and becomes the cursor. A claim of
         // another group racing for the same agent waits on the row and then finds it taken.
-        // Even the instance's own hold never gives way: a claim of its own still in flight
-        // may have made it.
+        // The instance's own older hold of an agent it does not skip gives way too: the
+        // instance has one claim out at a time and skips every agent it holds, so such a row
+        // is a release not yet told (or a claim whose answer was lost).
         r#"
         CREATE OR REPLACE FUNCTION sipdesk_claim(
             p_group TEXT, p_agents TEXT, p_skip TEXT, p_instance TEXT, p_call TEXT,
@@ -206,13 +207,21 @@ pub(super) const POSTGRES_ONLY: &[(i64, &[&str])] = &[(
                 CONTINUE WHEN v_ext = ANY(v_skip);
                 CONTINUE WHEN EXISTS (
                     SELECT 1 FROM agent_states s WHERE s.extension = v_ext AND s.state = 'away');
+                -- Held agents are passed without locking their row: a refused upsert keeps
+                -- the row locked, and two claims passing busy agents in another order would
+                -- deadlock.
+                CONTINUE WHEN EXISTS (
+                    SELECT 1 FROM agent_holds x WHERE x.extension = v_ext
+                      AND (x.until IS NULL OR x.until > v_now_ms)
+                      AND NOT (x.instance = p_instance AND x.version < p_version));
                 INSERT INTO agent_holds AS h
                     (extension, instance, call_id, state, version, since, until)
                     VALUES (v_ext, p_instance, p_call, 'busy', p_version, v_now_ms, NULL)
                     ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
                         call_id = excluded.call_id, state = excluded.state,
                         version = excluded.version, since = excluded.since, until = NULL
-                    WHERE h.until IS NOT NULL AND h.until <= v_now_ms;
+                    WHERE (h.until IS NOT NULL AND h.until <= v_now_ms)
+                       OR (h.instance = excluded.instance AND h.version < excluded.version);
                 GET DIAGNOSTICS v_taken = ROW_COUNT;
                 IF v_taken > 0 THEN
                     UPDATE cursors SET extension = v_ext, updated_at = v_now_ms

@@ -73,6 +73,9 @@ pub enum Remote {
     },
 }
 
+/// A call's claim while it waits for the one out to be answered.
+const WAITING: u64 = 0;
+
 /// How long the instance routes alone after the database failed a claim.
 pub const ALONE_FOR: Duration = Duration::from_secs(2);
 
@@ -88,6 +91,10 @@ pub(in crate::proxy) struct Shared {
     claims: u64,
     /// Until when the instance routes alone (the database failed a claim).
     alone_until: Option<Instant>,
+    /// Whether a claim is out: one at a time, so each is asked knowing whom the last one
+    /// held; calls wanting one meanwhile wait here, in order.
+    out: bool,
+    waiting: std::collections::VecDeque<u64>,
 }
 
 impl Core {
@@ -102,6 +109,8 @@ impl Core {
             told: FxHashMap::default(),
             claims: 0,
             alone_until: None,
+            out: false,
+            waiting: std::collections::VecDeque::new(),
         });
     }
 
@@ -141,12 +150,21 @@ impl Core {
             route.exhaust();
             return false;
         }
+        if self.shared.as_ref().is_some_and(|s| s.out) {
+            // Asked when the claim out now is answered.
+            if let Some(shared) = self.shared.as_mut() {
+                shared.waiting.push_back(call.key);
+            }
+            call.claim = Some(WAITING);
+            return true;
+        }
         // Hold changes made so far are told first, so the claim is newer than all of them: a
         // release told after it must not free the agent it claims.
         self.tell_holds(now);
         let Some(shared) = self.shared.as_mut() else {
             return false;
         };
+        shared.out = true;
         shared.claims += 1;
         shared.version += 1;
         let claim = Claim {
@@ -166,6 +184,28 @@ impl Core {
     /// The database answered a claim: the agent held for the call (`Ok(Some)`), nobody free
     /// in the group (`Ok(None)`), or no answer (`Err`: routed alone for [`ALONE_FOR`]).
     pub fn on_claimed(&mut self, now: Now, key: u64, seq: u64, answer: Result<Option<String>, ()>) {
+        self.claimed(now, key, seq, answer);
+        // The next call waiting for a claim asks now.
+        while let Some(next) = self
+            .shared
+            .as_mut()
+            .and_then(|s| if s.out { None } else { s.waiting.pop_front() })
+        {
+            if let Some(mut call) = self.take(next) {
+                if call.claim == Some(WAITING) {
+                    call.claim = None;
+                    self.advance(now, &mut call);
+                }
+                self.put(call);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn claimed(&mut self, now: Now, key: u64, seq: u64, answer: Result<Option<String>, ()>) {
+        if let Some(shared) = self.shared.as_mut() {
+            shared.out = false;
+        }
         let agent = match &answer {
             Ok(Some(agent)) => Extension::parse(agent).ok(),
             _ => None,
@@ -188,6 +228,13 @@ impl Core {
                     self.put(call);
                 } else {
                     match (&answer, agent) {
+                        // Away or on another call since the claim went out: not rung (the
+                        // mark above frees the hold), the next one is claimed.
+                        (Ok(Some(_)), Some(agent))
+                            if self.agents.own_state(&agent, now.mono) != AgentState::Available =>
+                        {
+                            self.advance(now, &mut call)
+                        }
                         (Ok(Some(_)), Some(agent)) => {
                             let offer = call
                                 .route
@@ -212,7 +259,6 @@ impl Core {
             Some(call) => self.put(call),
             None => {}
         }
-        self.pump(now);
     }
 
     /// What the database says of the agents.
