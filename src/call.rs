@@ -268,6 +268,14 @@ pub struct CallEvent {
 pub enum Change {
     CallStarted(CallStart),
     Event(CallEvent),
+    /// A call in progress was answered (its final record says it again): kept at once, so a
+    /// call closed as interrupted is known answered, and by whom.
+    Answered {
+        id: String,
+        at: Timestamp,
+        agent: Option<String>,
+        agent_email: Option<String>,
+    },
     CallEnded(Box<CallRecord>),
     /// The round-robin cursor of a group moved to this extension.
     Cursor {
@@ -296,6 +304,7 @@ impl Change {
             Change::CallStarted(start) => ("call_started", &start.id),
             Change::Event(event) => ("event", &event.call_id),
             Change::CallEnded(record) => ("call_ended", &record.id),
+            Change::Answered { id, .. } => ("answered", id),
             Change::Cursor { group, .. } => ("cursor", group),
             Change::Agent(setting) => ("agent", &setting.extension),
         }

@@ -52,6 +52,17 @@ impl Directory {
         directory
     }
 
+    /// Holds exactly the store's entries from now on (another instance may have changed
+    /// them while this one was not listening).
+    pub fn replace(&self, entries: &[ContactEntry]) {
+        let fresh = Directory::from_entries(entries);
+        let fresh = fresh
+            .numbers
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        *self.numbers.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
+
     /// Records what an integration said about a number.
     pub fn learn(&self, integration: &str, phone: &str, said: Said) {
         let mut numbers = self.numbers.write().unwrap_or_else(|e| e.into_inner());

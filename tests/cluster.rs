@@ -571,3 +571,105 @@ async fn two_instances_share_one_group_fairly_and_never_ring_an_agent_twice() {
     drop(b);
     db.drop_db().await;
 }
+
+/// kill -9 of an instance whose calls hold both agents: the survivor cannot ring them at once
+/// (they are held), takes the dead instance's calls after `dead_after` (closed as interrupted,
+/// once), frees its agents and rings them for the next call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_instances_agents_are_held_until_the_survivor_takes_its_calls_over() {
+    let Some(db) =
+        postgres("a_killed_instances_agents_are_held_until_the_survivor_takes_its_calls_over")
+            .await
+    else {
+        return;
+    };
+    let body = |instance: &str| {
+        format!(
+            "[cluster]\ninstance = \"{instance}\"\ndead_after = \"10s\"\n\n[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"pair\"\nqueues = [\"720\"]\nagents = [{{ extension = \"7200\" }}, {{ extension = \"7201\" }}]\nring_timeout = \"5s\"\nwrap_up = \"0s\"\n"
+        )
+    };
+    let pbx_port = common::daemon::free_port();
+    let mut a = Daemon::start_with_pbx(
+        common::daemon::test_dir("cluster-killed-a"),
+        "trusted = [\"127.0.0.1\"]",
+        &body("killed-a"),
+        &db.url,
+        pbx_port,
+    );
+    let b = Daemon::start_with_pbx(
+        common::daemon::test_dir("cluster-killed-b"),
+        "trusted = [\"127.0.0.1\"]",
+        &body("killed-b"),
+        &db.url,
+        pbx_port,
+    );
+    let uas = a.agents("agents-answer.xml", 3);
+    // Two long calls on a: both agents answer and talk.
+    let long = common::daemon::SippRun {
+        scenario: "caller-answered.xml",
+        ip: "127.0.0.1",
+        port: common::daemon::free_port(),
+        target: Some(format!("127.0.0.1:{}", a.port)),
+        service: "720",
+        calls: 2,
+        rate: 10,
+        tcp: false,
+    }
+    .spawn_with(
+        &a.dir,
+        &common::daemon::SippMore {
+            limit: Some(2),
+            duration_ms: Some(120_000),
+            ..Default::default()
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.log().matches("kind=\"answered\"").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.kill();
+    // At once: both agents are still held by a's calls, so b finds nobody free.
+    let refused = b.callers("caller-refused.xml", "720", 1, 1, 1, false);
+    b.succeeded(refused);
+    // After dead_after, b takes a's calls over and frees their agents.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while !b
+        .log()
+        .contains("instances silent for longer than dead_after")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let answered = b.callers("caller-answered.xml", "720", 1, 1, 1, false);
+    b.succeeded(answered);
+    long.kill();
+    uas.kill();
+    let calls = b.ended_calls(4);
+    let mut summary: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} {}",
+                c["agent"], c["outcome"], c["reason"], c["ended_by"]
+            )
+        })
+        .collect();
+    summary.sort();
+    assert_eq!(
+        summary,
+        vec![
+            // b's call, once a's agents were free.
+            "\"7200\" \"answered\" null \"caller\"".to_owned(),
+            // a's two calls, answered and talking when it died: closed once each, by b.
+            "\"7200\" \"answered\" null \"interrupted\"".to_owned(),
+            "\"7201\" \"answered\" null \"interrupted\"".to_owned(),
+            // b's first call: both agents still held by the dead instance.
+            "null \"missed\" \"no_agents\" null".to_owned(),
+        ],
+        "{}",
+        b.log()
+    );
+    drop(b);
+    db.drop_db().await;
+}

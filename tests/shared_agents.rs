@@ -12,6 +12,7 @@ use common::TestDb;
 use sipdesk::call::AgentSetting;
 use sipdesk::proxy::{Claim, Hold};
 use sipdesk::store::Store;
+use sipdesk::store::holds::Claimer;
 
 async fn postgres(test: &str) -> Option<TestDb> {
     let db = TestDb::postgres().await;
@@ -25,13 +26,17 @@ async fn postgres(test: &str) -> Option<TestDb> {
 
 const AGENTS: [&str; 5] = ["2001", "2002", "2003", "2004", "2005"];
 
+/// A claim as one instance makes it, on a connection of its own (as the daemon's claims run).
+async fn claim_as(url: &str, instance: &str, claim: &Claim) -> Option<String> {
+    Claimer::new(url).claim(instance, claim).await.unwrap()
+}
+
 fn claim(call: &str, version: u64, skip: &[&str]) -> Claim {
     Claim {
         call: 0,
-        seq: 0,
         call_id: call.into(),
         group: "support".into(),
-        agents: AGENTS.iter().map(|a| a.to_string()).collect(),
+        agents: serde_json::to_string(&AGENTS).unwrap().into(),
         skip: skip.iter().map(|a| a.to_string()).collect(),
         version,
     }
@@ -49,13 +54,8 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
     // Twenty claims at once from twenty instances (each has one claim out at a time) for five
     // agents: five get one each.
     let claims = (0..20u64).map(|i| {
-        let store = if i % 2 == 0 { &a } else { &b };
-        async move {
-            store
-                .claim(&format!("i{i}"), &claim(&format!("c{i}"), 10 + i, &[]))
-                .await
-                .unwrap()
-        }
+        let url = &db.url;
+        async move { claim_as(url, &format!("i{i}"), &claim(&format!("c{i}"), 10 + i, &[])).await }
     });
     let got: Vec<Option<String>> = futures_util::future::join_all(claims).await;
     let mut held: Vec<String> = got.into_iter().flatten().collect();
@@ -70,11 +70,13 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
     let mut order = Vec::new();
     for i in 0..10u64 {
         let (store, instance) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
-        let agent = store
-            .claim(instance, &claim(&format!("r{i}"), 100 + 2 * i, &[]))
-            .await
-            .unwrap()
-            .unwrap();
+        let agent = claim_as(
+            &db.url,
+            instance,
+            &claim(&format!("r{i}"), 100 + 2 * i, &[]),
+        )
+        .await
+        .unwrap();
         store
             .tell_hold(instance, &agent, Hold::Free, 101 + 2 * i)
             .await
@@ -106,25 +108,19 @@ async fn wrap_up_away_and_skipped_agents_are_not_claimed_and_an_older_release_fr
     })
     .await
     .unwrap();
-    let got = b.claim("b", &claim("x1", 1, &["2003"])).await.unwrap();
+    let got = claim_as(&db.url, "b", &claim("x1", 1, &["2003"])).await;
     assert_eq!(got.as_deref(), Some("2004"));
-    let got = b.claim("b", &claim("x2", 2, &["2003"])).await.unwrap();
+    let got = claim_as(&db.url, "b", &claim("x2", 2, &["2003"])).await;
     assert_eq!(got.as_deref(), Some("2005"));
-    let got = b
-        .claim("b", &claim("x3", 3, &["2003", "2004", "2005"]))
-        .await
-        .unwrap();
+    let got = claim_as(&db.url, "b", &claim("x3", 3, &["2003", "2004", "2005"])).await;
     assert_eq!(got, None, "nobody free: wrap-up, away, skipped, held");
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let got = b
-        .claim("b", &claim("x4", 4, &["2003", "2004", "2005"]))
-        .await
-        .unwrap();
+    let got = claim_as(&db.url, "b", &claim("x4", 4, &["2003", "2004", "2005"])).await;
     assert_eq!(got.as_deref(), Some("2001"), "a's wrap-up is over");
 
     // b's release of 2004 told late, older than a claim b made since: the claim stays.
     b.tell_hold("b", "2004", Hold::Free, 10).await.unwrap();
-    let got = b.claim("b", &claim("x5", 20, &["2003"])).await.unwrap();
+    let got = claim_as(&db.url, "b", &claim("x5", 20, &["2003"])).await;
     assert_eq!(got.as_deref(), Some("2004"));
     b.tell_hold("b", "2004", Hold::Free, 15).await.unwrap();
     let holds = b.holds().await.unwrap();
@@ -178,7 +174,7 @@ async fn every_change_is_notified_and_a_dead_instances_agents_are_freed() {
             .await
             .unwrap()
     );
-    let got = a.claim("a", &claim("n1", 1, &[])).await.unwrap().unwrap();
+    let got = claim_as(&db.url, "a", &claim("n1", 1, &[])).await.unwrap();
     a.set_agent_state(&AgentSetting {
         extension: "2005".into(),
         away: true,
@@ -307,7 +303,6 @@ async fn claims_passing_busy_agents_in_opposite_orders_do_not_deadlock() {
     else {
         return;
     };
-    let a = Store::open(&db.url).await.unwrap();
     let c = Store::open(&db.url).await.unwrap();
     for (i, agent) in ["X", "Y"].iter().enumerate() {
         c.tell_hold("c", agent, Hold::Busy, 1 + i as u64)
@@ -315,23 +310,22 @@ async fn claims_passing_busy_agents_in_opposite_orders_do_not_deadlock() {
             .unwrap();
     }
     let claims = (0..40u64).map(|i| {
-        let a = &a;
+        let url = &db.url;
         async move {
-            let agents: Vec<String> = if i % 2 == 0 {
-                vec!["X".into(), "Y".into()]
+            let agents = if i % 2 == 0 {
+                r#"["X","Y"]"#
             } else {
-                vec!["Y".into(), "X".into()]
+                r#"["Y","X"]"#
             };
             let claim = Claim {
                 call: 0,
-                seq: 0,
                 call_id: format!("d{i}"),
                 group: format!("g{}", i % 2),
-                agents,
+                agents: agents.into(),
                 skip: Vec::new(),
                 version: 10 + i,
             };
-            a.claim("a", &claim).await
+            Claimer::new(url).claim("a", &claim).await
         }
     });
     for result in futures_util::future::join_all(claims).await {

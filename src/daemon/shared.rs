@@ -12,7 +12,8 @@
 //!   is told when the database is back.
 //! - **Notifications**: `LISTEN` on the holds, agent states and contacts channels; at each
 //!   (re)connection everything is read whole first, so nothing said while not listening is
-//!   missed. Contacts go straight to the shared [`Directory`]; the rest to the proxy loop.
+//!   missed (a connection quiet for a minute is made anew, so one that died silently is not
+//!   kept). Contacts go straight to the shared [`Directory`]; the rest to the proxy loop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,22 +32,32 @@ use crate::store::holds::{Claimer, read_hold};
 /// How long a claim may take before the instance routes alone.
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the listening connection may stay quiet before it is made anew.
+const LISTEN_QUIET: Duration = Duration::from_secs(60);
+
 /// The channels notifications come on.
 const CHANNELS: [&str; 3] = ["sipdesk_holds", "sipdesk_agents", "sipdesk_contacts"];
 
-/// A claim's answer, for the proxy loop: the call, which claim, the agent held (or nobody),
-/// or `Err` for no answer.
+/// A claim's answer, for the proxy loop: the call, the claim's version, the agent held (or
+/// nobody), or `Err` for no answer.
 pub(super) type Claimed = (u64, u64, Result<Option<String>, ()>);
 
 /// Where the proxy loop sends claims and holds.
 pub(super) struct SharedAgents {
     claims: mpsc::UnboundedSender<Claim>,
     holds: mpsc::UnboundedSender<(Extension, Hold, u64)>,
+    /// To answer a claim itself when the claims task is gone (it panicked): the call is then
+    /// routed alone rather than left waiting.
+    answers: mpsc::UnboundedSender<Claimed>,
 }
 
 impl SharedAgents {
     pub(super) fn claim(&self, claim: Claim) {
-        let _ = self.claims.send(claim);
+        if let Err(unsent) = self.claims.send(claim) {
+            let claim = unsent.0;
+            tracing::error!("the task claiming agents is gone: routing alone");
+            let _ = self.answers.send((claim.call, claim.version, Err(())));
+        }
     }
 
     pub(super) fn hold(&self, extension: Extension, hold: Hold, version: u64) {
@@ -76,11 +87,19 @@ pub(super) fn spawn(
         Claimer::new(&url),
         instance.clone(),
         claims_rx,
-        answers,
+        answers.clone(),
     ));
     tokio::spawn(run_holds(store.clone(), instance, holds_rx, stop.clone()));
     tokio::spawn(listen(store, url, directory, remote, stop));
-    (SharedAgents { claims, holds }, answers_rx, remote_rx)
+    (
+        SharedAgents {
+            claims,
+            holds,
+            answers,
+        },
+        answers_rx,
+        remote_rx,
+    )
 }
 
 async fn run_claims(
@@ -95,7 +114,7 @@ async fn run_claims(
     while let Some(claim) = claims.recv().await {
         let now = tokio::time::Instant::now();
         if alone_until.is_some_and(|until| now < until) {
-            let _ = answers.send((claim.call, claim.seq, Err(())));
+            let _ = answers.send((claim.call, claim.version, Err(())));
             continue;
         }
         let answer =
@@ -119,7 +138,7 @@ async fn run_claims(
                     down = false;
                 }
                 alone_until = None;
-                let _ = answers.send((claim.call, claim.seq, Ok(agent)));
+                let _ = answers.send((claim.call, claim.version, Ok(agent)));
             }
             Err(error) => {
                 // The claim may have held an agent before its answer was lost: undone in the
@@ -143,7 +162,7 @@ async fn run_claims(
                     down = true;
                 }
                 alone_until = Some(now + ALONE_FOR);
-                let _ = answers.send((claim.call, claim.seq, Err(())));
+                let _ = answers.send((claim.call, claim.version, Err(())));
             }
         }
     }
@@ -221,11 +240,13 @@ async fn listen(
             _ = stop.cancelled() => return,
             result = listen_once(&store, &url, &directory, &remote, &mut failing) => result,
         };
-        if let Err(error) = listened {
-            if !failing {
-                tracing::warn!(%error, "not hearing the other instances' agent changes; trying again every 2 s");
-                failing = true;
-            }
+        // A quiet connection is made anew at once; a failed one after a pause.
+        let Err(error) = listened else {
+            continue;
+        };
+        if !failing {
+            tracing::warn!(%error, "not hearing the other instances' agent changes; trying again every 2 s");
+            failing = true;
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -251,9 +272,8 @@ async fn listen_once(
     let holds = store.holds().await.map_err(|e| e.to_string())?;
     let states = store.agent_states().await.map_err(|e| e.to_string())?;
     let contacts = store.contacts().await.map_err(|e| e.to_string())?;
-    for entry in &contacts {
-        directory.learn(&entry.integration, &entry.phone, Said::of(entry));
-    }
+    // Whole: what was forgotten while not listening is forgotten here too.
+    directory.replace(&contacts);
     let _ = remote.send(Remote::Snapshot {
         holds: holds
             .into_iter()
@@ -269,7 +289,13 @@ async fn listen_once(
         *failing = false;
     }
     loop {
-        match listener.try_recv().await {
+        // A connection that died without a word (a host gone, a firewall's idle cut) would
+        // wait forever: after a quiet while the listener is dropped (so a read cut short
+        // leaves nothing behind) and everything read again on a new one.
+        let Ok(received) = tokio::time::timeout(LISTEN_QUIET, listener.try_recv()).await else {
+            return Ok(());
+        };
+        match received {
             Ok(Some(notification)) => {
                 heard(
                     notification.channel(),

@@ -27,6 +27,21 @@ struct Agent {
     elsewhere: Option<Option<Instant>>,
 }
 
+impl Agent {
+    /// The state at `now` by this instance's own knowledge.
+    fn own_state(&self, now: Instant) -> AgentState {
+        if self.away {
+            AgentState::Away
+        } else if self.calls > 0 {
+            AgentState::Busy
+        } else if self.wrap_up_until.is_some_and(|u| u > now) {
+            AgentState::WrapUp
+        } else {
+            AgentState::Available
+        }
+    }
+}
+
 /// Every agent sipdesk has heard of; unknown extensions are available. Looked up for every agent
 /// of a group on every call, hence the fast (not DoS-resistant) hasher: keys are configured
 /// extensions, not attacker input.
@@ -123,13 +138,18 @@ impl Agents {
 
     /// The agent's state at `now` as this instance alone knows it.
     pub fn own_state(&self, extension: &Extension, now: Instant) -> AgentState {
-        match self.agents.get(extension) {
-            None => AgentState::Available,
-            Some(a) if a.away => AgentState::Away,
-            Some(a) if a.calls > 0 => AgentState::Busy,
-            Some(a) if a.wrap_up_until.is_some_and(|u| u > now) => AgentState::WrapUp,
-            Some(_) => AgentState::Available,
-        }
+        self.agents
+            .get(extension)
+            .map_or(AgentState::Available, |a| a.own_state(now))
+    }
+
+    /// The agents not available here at `now` by this instance's own knowledge: away, rung or
+    /// talking, in wrap-up.
+    pub fn unavailable_here(&self, now: Instant) -> impl Iterator<Item = &Extension> {
+        self.agents
+            .iter()
+            .filter(move |(_, a)| a.own_state(now) != AgentState::Available)
+            .map(|(extension, _)| extension)
     }
 
     /// What this instance holds of the agent at `now`, as the database is told: busy while

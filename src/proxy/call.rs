@@ -855,14 +855,7 @@ impl Core {
             .answer
             .as_ref()
             .and_then(|a| a.group.as_ref().map(|g| g.to_string()));
-        let email_of = |ext: &Extension| {
-            call.config
-                .groups
-                .iter()
-                .flat_map(|g| g.agents.iter())
-                .find(|a| &a.extension == ext)
-                .and_then(|a| a.email.clone())
-        };
+        let email_of = |ext: &Extension| call.config.groups.email_of(ext);
         let (agent, agents) = match call.direction {
             Direction::Inbound => {
                 let ends = call.legs.iter().skip(1).map(|l| l.from).chain([now.wall]);
@@ -1115,6 +1108,18 @@ impl Core {
             .as_ref()
             .map_or_else(|| call.callee.clone(), |e| e.to_string());
         self.event(now, call, "answered", format!("{who} answered"));
+        // Kept at once: a call closed as interrupted (a crash, an instance taken for dead) is
+        // then known answered, and by whom.
+        let agent = match call.direction {
+            Direction::Inbound => branch.extension.clone(),
+            Direction::Outbound => call.dialler.clone(),
+        };
+        self.store(Change::Answered {
+            id: call.id.clone(),
+            at: now.wall,
+            agent_email: agent.as_ref().and_then(|a| call.config.groups.email_of(a)),
+            agent: agent.map(|a| a.to_string()),
+        });
         call.dialog = Some(Dialog::new(
             &call.invite,
             response,

@@ -28,7 +28,7 @@ fn answer(h: &mut Harness, agent: Result<Option<&str>, ()>) {
     h.core.on_claimed(
         h.now,
         claim.call,
-        claim.seq,
+        claim.version,
         agent.map(|a| a.map(str::to_owned)),
     );
     h.collect();
@@ -50,7 +50,7 @@ fn only_the_agent_the_database_claims_is_rung() {
     assert_eq!(h.claims.len(), 1);
     let claim = &h.claims[0];
     assert_eq!(claim.group, "support");
-    assert_eq!(claim.agents, vec!["2001", "2002", "2003"]);
+    assert_eq!(&*claim.agents, r#"["2001","2002","2003"]"#);
     assert!(claim.skip.is_empty(), "{:?}", claim.skip);
     assert!(claim.version > 1_000);
     answer(&mut h, Ok(Some("2002")));
@@ -82,9 +82,9 @@ fn an_agent_who_does_not_answer_is_freed_and_the_next_claim_skips_them() {
     assert_eq!(h.holds.len(), 1, "{:?}", h.holds);
     let (agent, hold, version) = &h.holds[0];
     assert_eq!((agent.as_str(), *hold), ("2001", Hold::Free));
-    assert!(
-        *version > claim_version,
-        "the release is newer than the claim"
+    assert_eq!(
+        *version, claim_version,
+        "the release frees the claim's hold and nothing newer"
     );
     assert_eq!(h.claims.len(), 2);
     assert_eq!(h.claims[1].skip, vec!["2001"]);
@@ -98,7 +98,7 @@ fn nobody_free_in_the_database_moves_on_to_the_overflow_then_the_final_action() 
     answer(&mut h, Ok(None));
     assert_eq!(h.claims.len(), 2);
     assert_eq!(h.claims[1].group, "sales");
-    assert_eq!(h.claims[1].agents, vec!["3001"]);
+    assert_eq!(&*h.claims[1].agents, r#"["3001"]"#);
     answer(&mut h, Ok(None));
     let sent = lines(&h.take_sent());
     assert!(
@@ -303,4 +303,69 @@ fn an_agent_set_away_while_the_claim_was_out_is_not_rung() {
     assert_eq!(told, vec![("2001", Hold::Free)]);
     assert_eq!(h.claims.len(), 2, "the next agent is claimed");
     assert_eq!(h.claims[1].skip, vec!["2001"]);
+}
+
+#[test]
+fn a_release_told_late_frees_only_the_hold_it_releases() {
+    let mut h = shared(OPEN);
+    // 2001 ends a call: wrap-up told with a version of its own.
+    h.receive(caller(), &invite("100", "s13", "z9hG4bKs13"));
+    answer(&mut h, Ok(Some("2001")));
+    let sent = h.take_sent();
+    let to_agent = sent_to_pbx(&sent, "INVITE sip:2001@").to_owned();
+    h.receive(pbx(), &respond(&to_agent, 200, "OK", "agent"));
+    let bye = "BYE sip:2001@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbyes13\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:600123456@127.0.0.1>;tag=caller\r\nTo: <sip:100@127.0.0.1>;tag=agent\r\nCall-ID: s13\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    h.receive(caller(), bye);
+    let (_, hold, wrap_version) = h.holds.last().unwrap().clone();
+    assert!(matches!(hold, Hold::WrapUp(_)));
+    // Once the wrap-up is over, an admin frees 2001: the release names the wrap-up's
+    // version, so a claim made since (newer) stays held in the database.
+    h.now = h.now.plus(Duration::from_secs(31));
+    h.core.free_agent(h.now, &ext("2001"));
+    h.collect();
+    let (agent, hold, version) = h.holds.last().unwrap().clone();
+    assert_eq!(
+        (agent.as_str(), hold, version),
+        ("2001", Hold::Free, wrap_version)
+    );
+}
+
+#[test]
+fn a_hold_freed_by_another_instance_is_told_again_while_held_here() {
+    let mut h = shared(OPEN);
+    h.receive(caller(), &invite("100", "s14", "z9hG4bKs14"));
+    answer(&mut h, Ok(Some("2002")));
+    assert!(h.holds.is_empty());
+    // Taken for dead during an outage: another instance freed our hold of 2002.
+    h.core.on_remote(
+        h.now,
+        Remote::Hold {
+            extension: "2002".into(),
+            instance: "a".into(),
+            hold: Hold::Free,
+        },
+    );
+    h.collect();
+    let told: Vec<(&str, Hold)> = h.holds.iter().map(|(e, h, _)| (e.as_str(), *h)).collect();
+    assert_eq!(told, vec![("2002", Hold::Busy)], "told again");
+    // A full reading that does not show it any more: told again too.
+    h.core.on_remote(
+        h.now,
+        Remote::Snapshot {
+            holds: Vec::new(),
+            away: Vec::new(),
+        },
+    );
+    h.collect();
+    assert_eq!(h.holds.len(), 2);
+    // One that shows it changes nothing.
+    h.core.on_remote(
+        h.now,
+        Remote::Snapshot {
+            holds: vec![("2002".into(), "a".into(), Hold::Busy)],
+            away: Vec::new(),
+        },
+    );
+    h.collect();
+    assert_eq!(h.holds.len(), 2);
 }

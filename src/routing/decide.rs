@@ -308,9 +308,9 @@ impl Route {
         self.ring.as_ref().map(|r| r.group)
     }
 
-    /// Whether the call was already offered to `extension`.
-    pub fn was_offered(&self, extension: &Extension) -> bool {
-        self.offered.contains(extension)
+    /// The agents the call was offered to so far.
+    pub fn offered(&self) -> impl Iterator<Item = &Extension> {
+        self.offered.iter()
     }
 
     /// The offer of the group being rung to an agent chosen elsewhere (instances sharing

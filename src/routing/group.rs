@@ -229,6 +229,16 @@ impl Groups {
         self.by_queue.get(queue).copied()
     }
 
+    /// The e-mail of the agent with this extension, in whichever group gives one (the
+    /// configuration refuses one extension with two).
+    pub fn email_of(&self, extension: &Extension) -> Option<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.agents.iter())
+            .filter(|a| &a.extension == extension)
+            .find_map(|a| a.email.clone())
+    }
+
     pub fn by_name(&self, name: &str) -> Option<GroupId> {
         self.by_name.get(name).copied()
     }

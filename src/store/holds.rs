@@ -61,14 +61,13 @@ impl Claimer {
                 self.conn.insert(conn)
             }
         };
-        let agents = serde_json::to_string(&claim.agents).unwrap_or_default();
         let skip = serde_json::to_string(&claim.skip).unwrap_or_default();
         let result = sqlx::query("SELECT sipdesk_claim($1, $2, $3, $4, $5, $6) AS agent")
-            .bind(claim.group.clone())
-            .bind(agents)
+            .bind(claim.group.as_str())
+            .bind(&*claim.agents)
             .bind(skip)
-            .bind(instance.to_owned())
-            .bind(claim.call_id.clone())
+            .bind(instance)
+            .bind(claim.call_id.as_str())
             .bind(version(claim.version))
             .fetch_one(&mut *conn)
             .await
@@ -87,28 +86,10 @@ impl Claimer {
 }
 
 impl Store {
-    /// Claims the next agent of `claim`'s group for `instance` on a pooled connection (the
-    /// daemon uses a [`Claimer`]).
-    pub async fn claim(&self, instance: &str, claim: &Claim) -> Result<Option<String>, StoreError> {
-        let agents = serde_json::to_string(&claim.agents).unwrap_or_default();
-        let skip = serde_json::to_string(&claim.skip).unwrap_or_default();
-        let row = sqlx::query("SELECT sipdesk_claim($1, $2, $3, $4, $5, $6) AS agent")
-            .bind(claim.group.clone())
-            .bind(agents)
-            .bind(skip)
-            .bind(instance.to_owned())
-            .bind(claim.call_id.clone())
-            .bind(version(claim.version))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_error("claim an agent"))?;
-        row.try_get::<Option<String>, _>("agent")
-            .map_err(query_error("claim an agent"))
-    }
-
-    /// Tells what `instance` holds of an agent now. A change older (by `version`) than what the
-    /// row says is ignored, and another instance's hold is never touched: only a wrap-up that
-    /// is over gives way.
+    /// Tells what `instance` holds of an agent now. A hold older (by `version`) than what the
+    /// row says is ignored; a release (`Free`) frees the hold of its version or an older one,
+    /// never a newer claim. Another instance's hold is never touched: only a wrap-up that is
+    /// over gives way.
     pub async fn tell_hold(
         &self,
         instance: &str,
@@ -122,7 +103,7 @@ impl Store {
                 self.execute_write(
                     "free an agent",
                     sqlx::query(
-                        "DELETE FROM agent_holds WHERE extension = $1 AND instance = $2 AND version < $3",
+                        "DELETE FROM agent_holds WHERE extension = $1 AND instance = $2 AND version <= $3",
                     )
                     .bind(extension.to_owned())
                     .bind(instance.to_owned())

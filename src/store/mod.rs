@@ -492,6 +492,7 @@ impl Store {
         let mut starts = Vec::new();
         let mut events = Vec::new();
         let mut ends = Vec::new();
+        let mut answers = Vec::new();
         let mut cursors: Vec<(&str, &str)> = Vec::new();
         let mut agents: Vec<&AgentSetting> = Vec::new();
         for change in changes {
@@ -499,6 +500,12 @@ impl Store {
                 Change::CallStarted(start) => starts.push(start),
                 Change::Event(event) => events.push(event),
                 Change::CallEnded(record) => ends.push(record.as_ref()),
+                Change::Answered {
+                    id,
+                    at,
+                    agent,
+                    agent_email,
+                } => answers.push((id, *at, agent, agent_email)),
                 Change::Cursor { group, extension } => {
                     // The last position of each group wins; one row per group per statement.
                     cursors.retain(|(g, _)| g != group);
@@ -515,6 +522,27 @@ impl Store {
         }
         for chunk in events.chunks(ROWS) {
             insert_events(conn, self.backend, chunk).await?;
+        }
+        for chunk in answers.chunks(ROWS) {
+            // A call that ended in the same batch keeps its final record.
+            let sql = format!(
+                "WITH v (id, at, agent, email) AS (VALUES {})
+                 UPDATE calls SET answered_at = v.at, agent = v.agent, agent_email = v.email
+                 FROM v WHERE calls.id = v.id AND calls.ended_at IS NULL",
+                placeholders(self.backend, chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql).persistent(cached(chunk.len()));
+            for (id, at, agent, email) in chunk {
+                query = query
+                    .bind(id.as_str())
+                    .bind(millis(*at))
+                    .bind(agent.as_deref().map(|a| text(a).into_owned()))
+                    .bind(email.as_deref().map(|e| text(e).into_owned()));
+            }
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(query_error("save answers"))?;
         }
         for chunk in ends.chunks(ROWS) {
             upsert_records(conn, self.backend, chunk).await?;

@@ -186,7 +186,9 @@ pub(super) const POSTGRES_ONLY: &[(i64, &[&str])] = &[(
             p_version BIGINT)
         RETURNS TEXT LANGUAGE plpgsql AS $$
         DECLARE
-            v_agents TEXT[] := ARRAY(SELECT jsonb_array_elements_text(p_agents::jsonb));
+            v_agents TEXT[] := ARRAY(
+                SELECT a FROM jsonb_array_elements_text(p_agents::jsonb) WITH ORDINALITY AS t(a, n)
+                ORDER BY n);
             v_skip TEXT[] := ARRAY(SELECT jsonb_array_elements_text(p_skip::jsonb));
             v_n INT := COALESCE(array_length(v_agents, 1), 0);
             v_now_ms BIGINT := CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT);

@@ -14,11 +14,13 @@
 //! When the database cannot answer a claim, the instance routes alone on what it last knew
 //! ([`ALONE_FOR`]) and says so; the daemon logs it loudly. Claims resume by themselves.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
 use super::Call;
+use crate::config::Config;
 use crate::proxy::{Core, Now, Output};
 use crate::routing::{AgentState, Extension};
 
@@ -35,18 +37,18 @@ pub enum Hold {
 /// A request to claim the next agent of a group for a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
-    /// The call asking, and which of its claims this is.
+    /// The call asking.
     pub call: u64,
-    pub seq: u64,
     /// The call's sipdesk id, kept with the hold.
     pub call_id: String,
     pub group: String,
-    /// The group's agents in configuration order (the rotation's order).
-    pub agents: Vec<String>,
+    /// The group's agents in configuration order (the rotation's order), as a JSON array:
+    /// made once per group and configuration, not for every claim.
+    pub agents: Arc<str>,
     /// Agents not to ring: already offered this call, or away, busy or in wrap-up here.
     pub skip: Vec<String>,
     /// Orders this instance's hold changes: the claim's hold is newer than every change
-    /// before it.
+    /// before it. It also tells the claim apart (one instance has one claim out at a time).
     pub version: u64,
 }
 
@@ -82,18 +84,19 @@ pub const ALONE_FOR: Duration = Duration::from_secs(2);
 /// This instance's part in sharing agents.
 pub(in crate::proxy) struct Shared {
     instance: String,
-    /// The version of the latest hold change told; starts from the wall clock, so a restart
-    /// continues above what an earlier run wrote.
+    /// The version of the latest hold change told or claim asked; starts from the wall
+    /// clock, so a restart continues above what an earlier run wrote.
     version: u64,
-    /// What the database was last told this instance holds of each agent.
-    told: FxHashMap<Extension, Hold>,
-    /// Claims asked so far (each call's claims are told apart by it).
-    claims: u64,
+    /// What the database was last told this instance holds of each agent, and the version
+    /// of that hold (a release frees that hold and no newer one).
+    told: FxHashMap<Extension, (Hold, u64)>,
     /// Until when the instance routes alone (the database failed a claim).
     alone_until: Option<Instant>,
-    /// Whether a claim is out: one at a time, so each is asked knowing whom the last one
-    /// held; calls wanting one meanwhile wait here, in order.
-    out: bool,
+    /// The claim out, by its version: one at a time, so each is asked knowing whom the last
+    /// one held; calls wanting one meanwhile wait here, in order.
+    out: Option<u64>,
+    /// Each group's agents as claims name them, for the configuration they were read from.
+    lists: FxHashMap<Arc<str>, (Arc<Config>, Arc<str>)>,
     waiting: std::collections::VecDeque<u64>,
 }
 
@@ -107,9 +110,9 @@ impl Core {
             instance: instance.to_owned(),
             version: version_from,
             told: FxHashMap::default(),
-            claims: 0,
             alone_until: None,
-            out: false,
+            out: None,
+            lists: FxHashMap::default(),
             waiting: std::collections::VecDeque::new(),
         });
     }
@@ -123,74 +126,92 @@ impl Core {
     }
 
     /// Asks the database for the next agent of the group `call` is ringing; `false` when
-    /// nobody of it is left to ask for (the group is then exhausted).
+    /// nobody of it is left to ask for (the group is then exhausted). While another claim is
+    /// out the call waits its turn (and nothing is read for it yet).
     pub(super) fn ask_claim(&mut self, now: Now, call: &mut Call) -> bool {
-        let Some(route) = call.route.as_mut() else {
+        let Some(group) = call.route.as_ref().and_then(|r| r.ringing()) else {
             return false;
         };
-        let Some(group) = route.ringing() else {
+        let Some(shared) = self.shared.as_mut() else {
             return false;
         };
-        let group = call.config.groups.get(group);
-        let mut agents = Vec::with_capacity(group.agents.len());
-        let mut skip = Vec::new();
-        let mut any = false;
-        for agent in &group.agents {
-            let extension = &agent.extension;
-            agents.push(extension.to_string());
-            if route.was_offered(extension)
-                || self.agents.own_state(extension, now.mono) != AgentState::Available
-            {
-                skip.push(extension.to_string());
-            } else {
-                any = true;
-            }
-        }
-        if !any {
-            route.exhaust();
-            return false;
-        }
-        if self.shared.as_ref().is_some_and(|s| s.out) {
-            // Asked when the claim out now is answered.
-            if let Some(shared) = self.shared.as_mut() {
-                shared.waiting.push_back(call.key);
-            }
+        if shared.out.is_some() {
+            shared.waiting.push_back(call.key);
             call.claim = Some(WAITING);
             return true;
         }
+        let group = call.config.groups.get(group);
+        // Not rung: whoever was offered this call, and whoever this instance holds or knows
+        // away. Read from the agents held here, not from the whole group, which may be large.
+        let Some(route) = call.route.as_mut() else {
+            return false;
+        };
+        let mut skip: rustc_hash::FxHashSet<&Extension> = route
+            .offered()
+            .filter(|e| group.position(e).is_some())
+            .collect();
+        skip.extend(
+            self.agents
+                .unavailable_here(now.mono)
+                .filter(|e| group.position(e).is_some()),
+        );
+        if skip.len() >= group.agents.len() {
+            route.exhaust();
+            return false;
+        }
+        let skip: Vec<String> = skip.into_iter().map(Extension::to_string).collect();
+        let agents = match shared.lists.get(&group.name) {
+            Some((config, list)) if Arc::ptr_eq(config, &call.config) => list.clone(),
+            _ => {
+                let names: Vec<&str> = group.agents.iter().map(|a| a.extension.as_str()).collect();
+                let list: Arc<str> = Arc::from(serde_json::to_string(&names).unwrap_or_default());
+                shared
+                    .lists
+                    .insert(group.name.clone(), (call.config.clone(), list.clone()));
+                list
+            }
+        };
+        let group = group.name.to_string();
         // Hold changes made so far are told first, so the claim is newer than all of them: a
         // release told after it must not free the agent it claims.
         self.tell_holds(now);
         let Some(shared) = self.shared.as_mut() else {
             return false;
         };
-        shared.out = true;
-        shared.claims += 1;
         shared.version += 1;
+        shared.out = Some(shared.version);
         let claim = Claim {
             call: call.key,
-            seq: shared.claims,
             call_id: call.id.clone(),
-            group: group.name.to_string(),
+            group,
             agents,
             skip,
             version: shared.version,
         };
-        call.claim = Some(claim.seq);
+        call.claim = Some(claim.version);
         self.out.push(Output::Claim(claim));
         true
     }
 
-    /// The database answered a claim: the agent held for the call (`Ok(Some)`), nobody free
-    /// in the group (`Ok(None)`), or no answer (`Err`: routed alone for [`ALONE_FOR`]).
-    pub fn on_claimed(&mut self, now: Now, key: u64, seq: u64, answer: Result<Option<String>, ()>) {
-        self.claimed(now, key, seq, answer);
+    /// The database answered the claim `version` of call `key`: the agent held for the call
+    /// (`Ok(Some)`), nobody free in the group (`Ok(None)`), or no answer (`Err`: routed alone
+    /// for [`ALONE_FOR`]).
+    pub fn on_claimed(
+        &mut self,
+        now: Now,
+        key: u64,
+        version: u64,
+        answer: Result<Option<String>, ()>,
+    ) {
+        self.claimed(now, key, version, answer);
         // The next call waiting for a claim asks now.
-        while let Some(next) = self
-            .shared
-            .as_mut()
-            .and_then(|s| if s.out { None } else { s.waiting.pop_front() })
-        {
+        while let Some(next) = self.shared.as_mut().and_then(|s| {
+            if s.out.is_some() {
+                None
+            } else {
+                s.waiting.pop_front()
+            }
+        }) {
             if let Some(mut call) = self.take(next) {
                 if call.claim == Some(WAITING) {
                     call.claim = None;
@@ -202,9 +223,11 @@ impl Core {
         self.pump(now);
     }
 
-    fn claimed(&mut self, now: Now, key: u64, seq: u64, answer: Result<Option<String>, ()>) {
+    fn claimed(&mut self, now: Now, key: u64, version: u64, answer: Result<Option<String>, ()>) {
         if let Some(shared) = self.shared.as_mut() {
-            shared.out = false;
+            if shared.out == Some(version) {
+                shared.out = None;
+            }
         }
         let agent = match &answer {
             Ok(Some(agent)) => Extension::parse(agent).ok(),
@@ -213,7 +236,7 @@ impl Core {
         if let (Some(agent), Some(shared)) = (&agent, self.shared.as_mut()) {
             // The database holds the agent for this instance now, whatever becomes of the
             // call; if nothing here engages them, the next sync frees them.
-            shared.told.insert(agent.clone(), Hold::Busy);
+            shared.told.insert(agent.clone(), (Hold::Busy, version));
             self.agents.mark_changed(agent);
         }
         if answer.is_err() {
@@ -222,7 +245,7 @@ impl Core {
             }
         }
         match self.take(key) {
-            Some(mut call) if call.claim == Some(seq) => {
+            Some(mut call) if call.claim == Some(version) => {
                 call.claim = None;
                 if !call.is_offering() {
                     self.put(call);
@@ -274,6 +297,10 @@ impl Core {
             } => {
                 if instance != me {
                     self.hold_elsewhere(now, &extension, hold);
+                } else if hold == Hold::Free {
+                    // Ours, freed: by this instance's own release, or by another taking it
+                    // for dead (a long outage). If it is still held here, it is told again.
+                    self.tell_again(&extension);
                 }
             }
             Remote::Away {
@@ -283,15 +310,48 @@ impl Core {
             } => self.away_elsewhere(&extension, away, reason),
             Remote::Snapshot { holds, away } => {
                 self.agents.clear_elsewhere();
+                let mut ours = Vec::new();
                 for (extension, instance, hold) in holds {
                     if instance != me {
                         self.hold_elsewhere(now, &extension, hold);
+                    } else {
+                        ours.push(extension);
                     }
+                }
+                // What this instance holds and the database no longer shows (freed while it
+                // was not listening) is told again.
+                let lost: Vec<Extension> = self
+                    .shared
+                    .as_ref()
+                    .map(|s| {
+                        s.told
+                            .keys()
+                            .filter(|e| !ours.iter().any(|o| o == e.as_str()))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for extension in lost {
+                    self.tell_again(extension.as_str());
                 }
                 for (extension, away, reason) in away {
                     self.away_elsewhere(&extension, away, reason);
                 }
                 self.changed = true;
+            }
+        }
+        self.tell_holds(now);
+    }
+
+    /// Forgets what the database was told of an agent this instance holds, so the next
+    /// [`Core::tell_holds`] tells it again (when it is held here still).
+    fn tell_again(&mut self, extension: &str) {
+        let Ok(extension) = Extension::parse(extension) else {
+            return;
+        };
+        if let Some(shared) = self.shared.as_mut() {
+            if shared.told.remove(&extension).is_some() {
+                self.agents.mark_changed(&extension);
             }
         }
     }
@@ -322,31 +382,32 @@ impl Core {
     }
 
     /// Tells the database what changed in this instance's holds: one [`Output::Hold`] per
-    /// agent whose hold is not what it was last told.
+    /// agent whose hold is not what it was last told. A hold carries a new version; a release
+    /// carries the version of the hold it frees, so it never frees a newer claim.
     pub(in crate::proxy) fn tell_holds(&mut self, now: Now) {
         let Some(shared) = self.shared.as_mut() else {
             return;
         };
         for extension in self.agents.take_changed() {
             let hold = self.agents.own_hold(&extension, now.mono);
-            let told = shared.told.get(&extension).copied().unwrap_or(Hold::Free);
-            let same = match (hold, told) {
-                (Hold::WrapUp(_), Hold::WrapUp(_)) => false,
-                (a, b) => a == b,
+            let version = match (hold, shared.told.get(&extension).copied()) {
+                (Hold::Free, None) | (Hold::Busy, Some((Hold::Busy, _))) => continue,
+                (Hold::Free, Some((_, told))) => {
+                    shared.told.remove(&extension);
+                    told
+                }
+                _ => {
+                    shared.version += 1;
+                    shared
+                        .told
+                        .insert(extension.clone(), (hold, shared.version));
+                    shared.version
+                }
             };
-            if same {
-                continue;
-            }
-            shared.version += 1;
-            if hold == Hold::Free {
-                shared.told.remove(&extension);
-            } else {
-                shared.told.insert(extension.clone(), hold);
-            }
             self.out.push(Output::Hold {
                 extension,
                 hold,
-                version: shared.version,
+                version,
             });
         }
     }
