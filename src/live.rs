@@ -10,6 +10,7 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 
 use crate::call::Direction;
 
@@ -122,25 +123,31 @@ impl LiveEvent {
 impl Live {
     /// What changed from `before` to `self`, calls first.
     pub fn changes_since(&self, before: &Live) -> Vec<LiveEvent> {
+        // Indexed: a large company's snapshot holds thousands of agents, and this runs on the
+        // proxy's thread several times a second.
+        let old_calls: HashMap<&str, &LiveCall> =
+            before.calls.iter().map(|c| (c.id.as_str(), c)).collect();
+        let new_calls: HashSet<&str> = self.calls.iter().map(|c| c.id.as_str()).collect();
+        let old_agents: HashMap<&str, &LiveAgent> = before
+            .agents
+            .iter()
+            .map(|a| (a.extension.as_str(), a))
+            .collect();
         let mut events = Vec::new();
         for call in &self.calls {
-            if before.calls.iter().find(|c| c.id == call.id) != Some(call) {
+            if old_calls.get(call.id.as_str()) != Some(&call) {
                 events.push(LiveEvent::Call { call: call.clone() });
             }
         }
         for call in &before.calls {
-            if !self.calls.iter().any(|c| c.id == call.id) {
+            if !new_calls.contains(call.id.as_str()) {
                 events.push(LiveEvent::CallEnded {
                     id: call.id.clone(),
                 });
             }
         }
         for agent in &self.agents {
-            let old = before
-                .agents
-                .iter()
-                .find(|a| a.extension == agent.extension);
-            if old != Some(agent) {
+            if old_agents.get(agent.extension.as_str()) != Some(&agent) {
                 events.push(LiveEvent::Agent {
                     agent: agent.clone(),
                 });
