@@ -36,7 +36,7 @@ fn claim(call: &str, version: u64, skip: &[&str]) -> Claim {
         call: 0,
         call_id: call.into(),
         group: "support".into(),
-        agents: serde_json::to_string(&AGENTS).unwrap().into(),
+        agents: AGENTS.iter().map(|a| a.to_string()).collect(),
         skip: skip.iter().map(|a| a.to_string()).collect(),
         version,
     }
@@ -312,16 +312,12 @@ async fn claims_passing_busy_agents_in_opposite_orders_do_not_deadlock() {
     let claims = (0..40u64).map(|i| {
         let url = &db.url;
         async move {
-            let agents = if i % 2 == 0 {
-                r#"["X","Y"]"#
-            } else {
-                r#"["Y","X"]"#
-            };
+            let agents = if i % 2 == 0 { ["X", "Y"] } else { ["Y", "X"] };
             let claim = Claim {
                 call: 0,
                 call_id: format!("d{i}"),
                 group: format!("g{}", i % 2),
-                agents: agents.into(),
+                agents: agents.iter().map(|a| a.to_string()).collect(),
                 skip: Vec::new(),
                 version: 10 + i,
             };

@@ -50,7 +50,7 @@ fn only_the_agent_the_database_claims_is_rung() {
     assert_eq!(h.claims.len(), 1);
     let claim = &h.claims[0];
     assert_eq!(claim.group, "support");
-    assert_eq!(&*claim.agents, r#"["2001","2002","2003"]"#);
+    assert_eq!(&*claim.agents, ["2001", "2002", "2003"]);
     assert!(claim.skip.is_empty(), "{:?}", claim.skip);
     assert!(claim.version > 1_000);
     answer(&mut h, Ok(Some("2002")));
@@ -98,7 +98,7 @@ fn nobody_free_in_the_database_moves_on_to_the_overflow_then_the_final_action() 
     answer(&mut h, Ok(None));
     assert_eq!(h.claims.len(), 2);
     assert_eq!(h.claims[1].group, "sales");
-    assert_eq!(&*h.claims[1].agents, r#"["3001"]"#);
+    assert_eq!(&*h.claims[1].agents, ["3001"]);
     answer(&mut h, Ok(None));
     let sent = lines(&h.take_sent());
     assert!(

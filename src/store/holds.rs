@@ -22,10 +22,11 @@ pub struct HoldRow {
 }
 
 /// Claims agents on a connection of its own, kept open: a pooled connection is pinged each
-/// time it is handed out, which would make every claim two round trips instead of one.
+/// time it is handed out, which would make every claim two round trips instead of one. A
+/// PostgreSQL connection, not the store's `Any` one, so the agents go as arrays.
 pub struct Claimer {
     url: String,
-    conn: Option<sqlx::AnyConnection>,
+    conn: Option<sqlx::PgConnection>,
 }
 
 impl Claimer {
@@ -47,8 +48,7 @@ impl Claimer {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
-                sqlx::any::install_default_drivers();
-                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.url)
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url)
                     .await
                     .map_err(query_error("connect to claim agents"))?;
                 // As the store's pool: a claim waiting on a lock gives up rather than hang.
@@ -61,11 +61,10 @@ impl Claimer {
                 self.conn.insert(conn)
             }
         };
-        let skip = serde_json::to_string(&claim.skip).unwrap_or_default();
         let result = sqlx::query("SELECT sipdesk_claim($1, $2, $3, $4, $5, $6) AS agent")
             .bind(claim.group.as_str())
-            .bind(&*claim.agents)
-            .bind(skip)
+            .bind(&claim.agents[..])
+            .bind(&claim.skip[..])
             .bind(instance)
             .bind(claim.call_id.as_str())
             .bind(version(claim.version))

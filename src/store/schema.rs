@@ -182,14 +182,12 @@ pub(super) const POSTGRES_ONLY: &[(i64, &[&str])] = &[(
         // is a release not yet told (or a claim whose answer was lost).
         r#"
         CREATE OR REPLACE FUNCTION sipdesk_claim(
-            p_group TEXT, p_agents TEXT, p_skip TEXT, p_instance TEXT, p_call TEXT,
+            p_group TEXT, p_agents TEXT[], p_skip TEXT[], p_instance TEXT, p_call TEXT,
             p_version BIGINT)
         RETURNS TEXT LANGUAGE plpgsql AS $$
         DECLARE
-            v_agents TEXT[] := ARRAY(
-                SELECT a FROM jsonb_array_elements_text(p_agents::jsonb) WITH ORDINALITY AS t(a, n)
-                ORDER BY n);
-            v_skip TEXT[] := ARRAY(SELECT jsonb_array_elements_text(p_skip::jsonb));
+            v_agents TEXT[] := p_agents;
+            v_skip TEXT[] := p_skip;
             v_n INT := COALESCE(array_length(v_agents, 1), 0);
             v_now_ms BIGINT := CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT);
             v_last TEXT;

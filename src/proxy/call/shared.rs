@@ -42,9 +42,9 @@ pub struct Claim {
     /// The call's sipdesk id, kept with the hold.
     pub call_id: String,
     pub group: String,
-    /// The group's agents in configuration order (the rotation's order), as a JSON array:
-    /// made once per group and configuration, not for every claim.
-    pub agents: Arc<str>,
+    /// The group's agents in configuration order (the rotation's order): made once per group
+    /// and configuration, not for every claim.
+    pub agents: Arc<[String]>,
     /// Agents not to ring: already offered this call, or away, busy or in wrap-up here.
     pub skip: Vec<String>,
     /// Orders this instance's hold changes: the claim's hold is newer than every change
@@ -96,7 +96,7 @@ pub(in crate::proxy) struct Shared {
     /// one held; calls wanting one meanwhile wait here, in order.
     out: Option<u64>,
     /// Each group's agents as claims name them, for the configuration they were read from.
-    lists: FxHashMap<Arc<str>, (Arc<Config>, Arc<str>)>,
+    lists: FxHashMap<Arc<str>, (Arc<Config>, Arc<[String]>)>,
     waiting: std::collections::VecDeque<u64>,
 }
 
@@ -163,8 +163,11 @@ impl Core {
         let agents = match shared.lists.get(&group.name) {
             Some((config, list)) if Arc::ptr_eq(config, &call.config) => list.clone(),
             _ => {
-                let names: Vec<&str> = group.agents.iter().map(|a| a.extension.as_str()).collect();
-                let list: Arc<str> = Arc::from(serde_json::to_string(&names).unwrap_or_default());
+                let list: Arc<[String]> = group
+                    .agents
+                    .iter()
+                    .map(|a| a.extension.to_string())
+                    .collect();
                 shared
                     .lists
                     .insert(group.name.clone(), (call.config.clone(), list.clone()));
