@@ -81,6 +81,9 @@ const WAITING: u64 = 0;
 /// How long the instance routes alone after the database failed a claim.
 pub const ALONE_FOR: Duration = Duration::from_secs(2);
 
+/// A group's agents as claims name them, with the configuration they were read from.
+type AgentList = (Arc<Config>, Arc<[String]>);
+
 /// This instance's part in sharing agents.
 pub(in crate::proxy) struct Shared {
     instance: String,
@@ -96,7 +99,7 @@ pub(in crate::proxy) struct Shared {
     /// one held; calls wanting one meanwhile wait here, in order.
     out: Option<u64>,
     /// Each group's agents as claims name them, for the configuration they were read from.
-    lists: FxHashMap<Arc<str>, (Arc<Config>, Arc<[String]>)>,
+    lists: FxHashMap<Arc<str>, AgentList>,
     waiting: std::collections::VecDeque<u64>,
 }
 
