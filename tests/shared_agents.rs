@@ -12,7 +12,7 @@ use common::TestDb;
 use sipdesk::call::AgentSetting;
 use sipdesk::proxy::{Claim, Hold};
 use sipdesk::store::Store;
-use sipdesk::store::holds::Claimer;
+use sipdesk::store::holds::AgentsLink;
 
 async fn postgres(test: &str) -> Option<TestDb> {
     let db = TestDb::postgres().await;
@@ -28,7 +28,15 @@ const AGENTS: [&str; 5] = ["2001", "2002", "2003", "2004", "2005"];
 
 /// A claim as one instance makes it, on a connection of its own (as the daemon's claims run).
 async fn claim_as(url: &str, instance: &str, claim: &Claim) -> Option<String> {
-    Claimer::new(url).claim(instance, claim).await.unwrap()
+    AgentsLink::new(url).claim(instance, claim).await.unwrap()
+}
+
+/// A hold as one instance tells it.
+async fn tell(url: &str, instance: &str, extension: &str, hold: Hold, version: u64) {
+    AgentsLink::new(url)
+        .tell(instance, extension, hold, version)
+        .await
+        .unwrap()
 }
 
 fn claim(call: &str, version: u64, skip: &[&str]) -> Claim {
@@ -50,7 +58,6 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
         return;
     };
     let a = Store::open(&db.url).await.unwrap();
-    let b = Store::open(&db.url).await.unwrap();
     // Twenty claims at once from twenty instances (each has one claim out at a time) for five
     // agents: five get one each.
     let claims = (0..20u64).map(|i| {
@@ -69,7 +76,7 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
     // One after the other, alternating instances, each freed after: a single rotation.
     let mut order = Vec::new();
     for i in 0..10u64 {
-        let (store, instance) = if i % 2 == 0 { (&a, "a") } else { (&b, "b") };
+        let instance = if i % 2 == 0 { "a" } else { "b" };
         let agent = claim_as(
             &db.url,
             instance,
@@ -77,10 +84,7 @@ async fn claims_never_hold_one_agent_twice_and_take_turns_across_instances() {
         )
         .await
         .unwrap();
-        store
-            .tell_hold(instance, &agent, Hold::Free, 101 + 2 * i)
-            .await
-            .unwrap();
+        tell(&db.url, instance, &agent, Hold::Free, 101 + 2 * i).await;
         order.push(agent);
     }
     let first = AGENTS.iter().position(|a| *a == order[0]).unwrap();
@@ -97,9 +101,14 @@ async fn wrap_up_away_and_skipped_agents_are_not_claimed_and_an_older_release_fr
     let a = Store::open(&db.url).await.unwrap();
     let b = Store::open(&db.url).await.unwrap();
     // 2001 in wrap-up on a for 1.5 s, 2002 away, 2003 skipped by the caller of the claim.
-    a.tell_hold("a", "2001", Hold::WrapUp(Duration::from_millis(1500)), 5)
-        .await
-        .unwrap();
+    tell(
+        &db.url,
+        "a",
+        "2001",
+        Hold::WrapUp(Duration::from_millis(1500)),
+        5,
+    )
+    .await;
     a.set_agent_state(&AgentSetting {
         extension: "2002".into(),
         away: true,
@@ -119,10 +128,10 @@ async fn wrap_up_away_and_skipped_agents_are_not_claimed_and_an_older_release_fr
     assert_eq!(got.as_deref(), Some("2001"), "a's wrap-up is over");
 
     // b's release of 2004 told late, older than a claim b made since: the claim stays.
-    b.tell_hold("b", "2004", Hold::Free, 10).await.unwrap();
+    tell(&db.url, "b", "2004", Hold::Free, 10).await;
     let got = claim_as(&db.url, "b", &claim("x5", 20, &["2003"])).await;
     assert_eq!(got.as_deref(), Some("2004"));
-    b.tell_hold("b", "2004", Hold::Free, 15).await.unwrap();
+    tell(&db.url, "b", "2004", Hold::Free, 15).await;
     let holds = b.holds().await.unwrap();
     assert!(
         holds
@@ -131,10 +140,15 @@ async fn wrap_up_away_and_skipped_agents_are_not_claimed_and_an_older_release_fr
         "{holds:?}"
     );
     // a never frees b's hold.
-    a.tell_hold("a", "2004", Hold::Free, 1_000).await.unwrap();
-    a.tell_hold("a", "2005", Hold::WrapUp(Duration::from_secs(60)), 1_001)
-        .await
-        .unwrap();
+    tell(&db.url, "a", "2004", Hold::Free, 1_000).await;
+    tell(
+        &db.url,
+        "a",
+        "2005",
+        Hold::WrapUp(Duration::from_secs(60)),
+        1_001,
+    )
+    .await;
     let holds = b.holds().await.unwrap();
     assert!(
         holds
@@ -303,11 +317,10 @@ async fn claims_passing_busy_agents_in_opposite_orders_do_not_deadlock() {
     else {
         return;
     };
-    let c = Store::open(&db.url).await.unwrap();
+    // Opened for its migrations.
+    let _store = Store::open(&db.url).await.unwrap();
     for (i, agent) in ["X", "Y"].iter().enumerate() {
-        c.tell_hold("c", agent, Hold::Busy, 1 + i as u64)
-            .await
-            .unwrap();
+        tell(&db.url, "c", agent, Hold::Busy, 1 + i as u64).await;
     }
     let claims = (0..40u64).map(|i| {
         let url = &db.url;
@@ -321,7 +334,7 @@ async fn claims_passing_busy_agents_in_opposite_orders_do_not_deadlock() {
                 skip: Vec::new(),
                 version: 10 + i,
             };
-            Claimer::new(url).claim("a", &claim).await
+            AgentsLink::new(url).claim("a", &claim).await
         }
     });
     for result in futures_util::future::join_all(claims).await {

@@ -15,7 +15,7 @@
 //!   missed (a connection quiet for a minute is made anew, so one that died silently is not
 //!   kept). Contacts go straight to the shared [`Directory`]; the rest to the proxy loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use crate::directory::{Directory, Said};
 use crate::proxy::{ALONE_FOR, Claim, Hold, Remote};
 use crate::routing::Extension;
 use crate::store::Store;
-use crate::store::holds::{Claimer, read_hold};
+use crate::store::holds::{AgentsLink, read_hold};
 
 /// How long a claim may take before the instance routes alone.
 pub(super) const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
@@ -84,12 +84,17 @@ pub(super) fn spawn(
     let (remote, remote_rx) = mpsc::unbounded_channel();
     tokio::spawn(run_claims(
         store.clone(),
-        Claimer::new(&url),
+        AgentsLink::new(&url),
         instance.clone(),
         claims_rx,
         answers.clone(),
     ));
-    tokio::spawn(run_holds(store.clone(), instance, holds_rx, stop.clone()));
+    tokio::spawn(run_holds(
+        AgentsLink::new(&url),
+        instance,
+        holds_rx,
+        stop.clone(),
+    ));
     tokio::spawn(listen(store, url, directory, remote, stop));
     (
         SharedAgents {
@@ -104,7 +109,7 @@ pub(super) fn spawn(
 
 async fn run_claims(
     store: Store,
-    mut claimer: Claimer,
+    mut claimer: AgentsLink,
     instance: String,
     mut claims: mpsc::UnboundedReceiver<Claim>,
     answers: mpsc::UnboundedSender<Claimed>,
@@ -169,39 +174,50 @@ async fn run_claims(
 }
 
 async fn run_holds(
-    store: Store,
+    mut link: AgentsLink,
     instance: String,
     mut holds: mpsc::UnboundedReceiver<(Extension, Hold, u64)>,
     stop: CancellationToken,
 ) {
+    // The latest of each agent, told oldest first.
     let mut pending: HashMap<Extension, (Hold, u64)> = HashMap::new();
+    let mut order: VecDeque<Extension> = VecDeque::new();
+    let keep = |pending: &mut HashMap<Extension, (Hold, u64)>,
+                order: &mut VecDeque<Extension>,
+                (extension, hold, version): (Extension, Hold, u64)| {
+        if pending.insert(extension.clone(), (hold, version)).is_none() {
+            order.push_back(extension);
+        }
+    };
     let mut failing = false;
     loop {
         if pending.is_empty() {
             match holds.recv().await {
-                Some((extension, hold, version)) => {
-                    pending.insert(extension, (hold, version));
-                }
+                Some(told) => keep(&mut pending, &mut order, told),
                 None => return,
             }
         }
-        while let Ok((extension, hold, version)) = holds.try_recv() {
-            pending.insert(extension, (hold, version));
+        while let Ok(told) = holds.try_recv() {
+            keep(&mut pending, &mut order, told);
         }
-        let Some((extension, (hold, version))) =
-            pending.iter().next().map(|(e, h)| (e.clone(), *h))
-        else {
+        let Some(extension) = order.front().cloned() else {
+            continue;
+        };
+        let Some((hold, version)) = pending.get(&extension).copied() else {
+            order.pop_front();
             continue;
         };
         let told = tokio::time::timeout(
             Duration::from_secs(5),
-            store.tell_hold(&instance, extension.as_str(), hold, version),
+            link.tell(&instance, extension.as_str(), hold, version),
         )
         .await;
         match told {
             Ok(Ok(())) => {
+                // Unless a newer state came meanwhile (it is then told next).
                 if pending.get(&extension).is_some_and(|(_, v)| *v == version) {
                     pending.remove(&extension);
+                    order.pop_front();
                 }
                 if failing {
                     tracing::info!("agents' states are told to the database again");
@@ -209,6 +225,9 @@ async fn run_holds(
                 }
             }
             failed => {
+                if failed.is_err() {
+                    link.reset();
+                }
                 if !failing {
                     let error = match failed {
                         Ok(Err(error)) => error.to_string(),

@@ -13,6 +13,19 @@ use sqlx::Row;
 use super::{Store, StoreError, duration_millis, query_error};
 use crate::proxy::{Claim, Hold};
 
+/// What an instance holds of an agent, told: busy (`$5` NULL) or in wrap-up for `$5`
+/// milliseconds more, by the database's clock.
+const HOLD: &str = "
+    INSERT INTO agent_holds AS h (extension, instance, call_id, state, version, since, until)
+    VALUES ($1, $2, NULL, $3, $4, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT),
+            CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $5)
+    ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
+        state = excluded.state, version = excluded.version, since = excluded.since,
+        until = excluded.until,
+        call_id = CASE WHEN h.instance = excluded.instance THEN h.call_id END
+    WHERE (h.instance = excluded.instance AND h.version < excluded.version)
+       OR (h.until IS NOT NULL AND h.until <= excluded.since)";
+
 /// One hold as read from the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldRow {
@@ -21,20 +34,48 @@ pub struct HoldRow {
     pub hold: Hold,
 }
 
-/// Claims agents on a connection of its own, kept open: a pooled connection is pinged each
-/// time it is handed out, which would make every claim two round trips instead of one. A
-/// PostgreSQL connection, not the store's `Any` one, so the agents go as arrays.
-pub struct Claimer {
+/// One instance's claims, or its holds, on a connection of their own, kept open: a pooled
+/// connection is pinged each time it is handed out, which would make every claim two round
+/// trips instead of one. A PostgreSQL connection, not the store's `Any` one, so the agents go
+/// as arrays; and one that does not wait for its commits to reach the disk: holds and cursors
+/// are soft state (after a crash of the server the instances tell their holds again), and a
+/// claim waiting for a disk flush would hold every call queued behind it.
+pub struct AgentsLink {
     url: String,
     conn: Option<sqlx::PgConnection>,
 }
 
-impl Claimer {
-    pub fn new(url: &str) -> Claimer {
-        Claimer {
+impl AgentsLink {
+    pub fn new(url: &str) -> AgentsLink {
+        AgentsLink {
             url: url.to_owned(),
             conn: None,
         }
+    }
+
+    /// The connection, made when there is none.
+    async fn conn(&mut self) -> Result<&mut sqlx::PgConnection, StoreError> {
+        if self.conn.is_none() {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url)
+                .await
+                .map_err(query_error("connect to share agents"))?;
+            // As the store's pool: a statement waiting on a lock gives up rather than hang.
+            for setting in [
+                "SET lock_timeout = '5s'",
+                "SET statement_timeout = '30s'",
+                "SET synchronous_commit = off",
+            ] {
+                sqlx::query(setting)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(query_error("connect to share agents"))?;
+            }
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| StoreError::Query {
+            what: "connect to share agents",
+            source: sqlx::Error::PoolClosed,
+        })
     }
 
     /// Claims the next agent of `claim`'s group for `instance`: the agent held, or `None`
@@ -45,22 +86,7 @@ impl Claimer {
         instance: &str,
         claim: &Claim,
     ) -> Result<Option<String>, StoreError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url)
-                    .await
-                    .map_err(query_error("connect to claim agents"))?;
-                // As the store's pool: a claim waiting on a lock gives up rather than hang.
-                for setting in ["SET lock_timeout = '5s'", "SET statement_timeout = '30s'"] {
-                    sqlx::query(setting)
-                        .execute(&mut conn)
-                        .await
-                        .map_err(query_error("connect to claim agents"))?;
-                }
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.conn().await?;
         let result = sqlx::query("SELECT sipdesk_claim($1, $2, $3, $4, $5, $6) AS agent")
             .bind(claim.group.as_str())
             .bind(&claim.agents[..])
@@ -71,11 +97,57 @@ impl Claimer {
             .fetch_one(&mut *conn)
             .await
             .and_then(|row| row.try_get::<Option<String>, _>("agent"));
+        self.ended(result).map_err(query_error("claim an agent"))
+    }
+
+    /// Tells what `instance` holds of an agent now. A hold older (by `version`) than what the
+    /// row says is ignored; a release (`Free`) frees the hold of its version or an older one,
+    /// never a newer claim. Another instance's hold is never touched: only a wrap-up that is
+    /// over gives way.
+    pub async fn tell(
+        &mut self,
+        instance: &str,
+        extension: &str,
+        hold: Hold,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let (state, left) = match hold {
+            Hold::Free => ("", None),
+            Hold::Busy => ("busy", None),
+            Hold::WrapUp(left) => ("wrap_up", Some(duration_millis(left))),
+        };
+        let conn = self.conn().await?;
+        let result = if hold == Hold::Free {
+            sqlx::query(
+                "DELETE FROM agent_holds WHERE extension = $1 AND instance = $2 AND version <= $3",
+            )
+            .bind(extension)
+            .bind(instance)
+            .bind(self::version(version))
+            .execute(&mut *conn)
+            .await
+        } else {
+            sqlx::query(HOLD)
+                .bind(extension)
+                .bind(instance)
+                .bind(state)
+                .bind(self::version(version))
+                .bind(left)
+                .execute(&mut *conn)
+                .await
+        }
+        .map(|_| ());
+        self.ended(result)
+            .map_err(query_error("tell an agent's hold"))
+    }
+
+    /// A statement's result; a connection that failed is made afresh next time (the server
+    /// may have gone, or the session be broken).
+    fn ended<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         if result.is_err() {
-            // Connected afresh next time (the server may have gone, or the session be broken).
             self.conn = None;
         }
-        result.map_err(query_error("claim an agent"))
+        result
     }
 
     /// Forgets the connection (one that timed out may be in any state).
@@ -85,57 +157,6 @@ impl Claimer {
 }
 
 impl Store {
-    /// Tells what `instance` holds of an agent now. A hold older (by `version`) than what the
-    /// row says is ignored; a release (`Free`) frees the hold of its version or an older one,
-    /// never a newer claim. Another instance's hold is never touched: only a wrap-up that is
-    /// over gives way.
-    pub async fn tell_hold(
-        &self,
-        instance: &str,
-        extension: &str,
-        hold: Hold,
-        version: u64,
-    ) -> Result<(), StoreError> {
-        let now = self.database_now();
-        let (state, until) = match hold {
-            Hold::Free => {
-                self.execute_write(
-                    "free an agent",
-                    sqlx::query(
-                        "DELETE FROM agent_holds WHERE extension = $1 AND instance = $2 AND version <= $3",
-                    )
-                    .bind(extension.to_owned())
-                    .bind(instance.to_owned())
-                    .bind(self::version(version)),
-                )
-                .await?;
-                return Ok(());
-            }
-            Hold::Busy => ("busy", "NULL".to_owned()),
-            Hold::WrapUp(left) => ("wrap_up", format!("{now} + {}", duration_millis(left))),
-        };
-        let sql = format!(
-            "INSERT INTO agent_holds AS h (extension, instance, call_id, state, version, since, until)
-             VALUES ($1, $2, NULL, $3, $4, {now}, {until})
-             ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
-                 state = excluded.state, version = excluded.version, since = excluded.since,
-                 until = excluded.until,
-                 call_id = CASE WHEN h.instance = excluded.instance THEN h.call_id END
-             WHERE (h.instance = excluded.instance AND h.version < excluded.version)
-                OR (h.until IS NOT NULL AND h.until <= {now})"
-        );
-        self.execute_write(
-            "hold an agent",
-            sqlx::query(&sql)
-                .bind(extension.to_owned())
-                .bind(instance.to_owned())
-                .bind(state)
-                .bind(self::version(version)),
-        )
-        .await?;
-        Ok(())
-    }
-
     /// Every hold, wrap-ups with the time they have left (those over are left out).
     pub async fn holds(&self) -> Result<Vec<HoldRow>, StoreError> {
         let sql = format!(
