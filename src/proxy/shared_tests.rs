@@ -34,6 +34,18 @@ fn answer(h: &mut Harness, agent: Result<Option<&str>, ()>) {
     h.collect();
 }
 
+/// The database says `instance` holds `extension` so.
+fn heard(h: &mut Harness, extension: &str, instance: &str, hold: Hold) {
+    h.core.on_remote(
+        h.now,
+        Remote::Hold {
+            extension: extension.into(),
+            instance: instance.into(),
+            hold,
+        },
+    );
+}
+
 fn state(h: &mut Harness, extension: &str) -> AgentState {
     h.core.agents.state(&ext(extension), h.now.mono)
 }
@@ -176,31 +188,10 @@ fn an_answered_call_leaves_the_agent_in_wrap_up_told_with_its_time() {
 #[test]
 fn what_other_instances_hold_is_busy_here_and_ours_is_not_heard_twice() {
     let mut h = shared(OPEN);
-    h.core.on_remote(
-        h.now,
-        Remote::Hold {
-            extension: "2001".into(),
-            instance: "b".into(),
-            hold: Hold::Busy,
-        },
-    );
-    h.core.on_remote(
-        h.now,
-        Remote::Hold {
-            extension: "2002".into(),
-            instance: "b".into(),
-            hold: Hold::WrapUp(Duration::from_secs(10)),
-        },
-    );
+    heard(&mut h, "2001", "b", Hold::Busy);
+    heard(&mut h, "2002", "b", Hold::WrapUp(Duration::from_secs(10)));
     // This instance's own notifications change nothing.
-    h.core.on_remote(
-        h.now,
-        Remote::Hold {
-            extension: "2003".into(),
-            instance: "a".into(),
-            hold: Hold::Busy,
-        },
-    );
+    heard(&mut h, "2003", "a", Hold::Busy);
     assert_eq!(state(&mut h, "2001"), AgentState::Busy);
     assert_eq!(state(&mut h, "2002"), AgentState::WrapUp);
     assert_eq!(state(&mut h, "2003"), AgentState::Available);
@@ -219,14 +210,7 @@ fn what_other_instances_hold_is_busy_here_and_ours_is_not_heard_twice() {
         AgentState::Available,
         "the wrap-up ended"
     );
-    h.core.on_remote(
-        h.now,
-        Remote::Hold {
-            extension: "2001".into(),
-            instance: "b".into(),
-            hold: Hold::Free,
-        },
-    );
+    heard(&mut h, "2001", "b", Hold::Free);
     assert_eq!(state(&mut h, "2001"), AgentState::Available);
 }
 
@@ -254,14 +238,7 @@ fn an_agent_set_away_elsewhere_is_away_here_without_being_stored_again() {
 #[test]
 fn a_full_reading_replaces_what_was_heard() {
     let mut h = shared(OPEN);
-    h.core.on_remote(
-        h.now,
-        Remote::Hold {
-            extension: "2001".into(),
-            instance: "b".into(),
-            hold: Hold::Busy,
-        },
-    );
+    heard(&mut h, "2001", "b", Hold::Busy);
     h.core.on_remote(
         h.now,
         Remote::Snapshot {
@@ -337,14 +314,7 @@ fn a_hold_freed_by_another_instance_is_told_again_while_held_here() {
     answer(&mut h, Ok(Some("2002")));
     assert!(h.holds.is_empty());
     // Taken for dead during an outage: another instance freed our hold of 2002.
-    h.core.on_remote(
-        h.now,
-        Remote::Hold {
-            extension: "2002".into(),
-            instance: "a".into(),
-            hold: Hold::Free,
-        },
-    );
+    heard(&mut h, "2002", "a", Hold::Free);
     h.collect();
     let told: Vec<(&str, Hold)> = h.holds.iter().map(|(e, h, _)| (e.as_str(), *h)).collect();
     assert_eq!(told, vec![("2002", Hold::Busy)], "told again");

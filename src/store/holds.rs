@@ -6,25 +6,28 @@
 //!
 //! SQLite serves one instance: nothing here is used on it.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::Row;
 
-use super::{Store, StoreError, duration_millis, query_error};
+use super::{POSTGRES_NOW, Store, StoreError, duration_millis, query_error};
 use crate::proxy::{Claim, Hold};
 
 /// What an instance holds of an agent, told: busy (`$5` NULL) or in wrap-up for `$5`
 /// milliseconds more, by the database's clock.
-const HOLD: &str = "
-    INSERT INTO agent_holds AS h (extension, instance, call_id, state, version, since, until)
-    VALUES ($1, $2, NULL, $3, $4, CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT),
-            CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) + $5)
-    ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
-        state = excluded.state, version = excluded.version, since = excluded.since,
-        until = excluded.until,
-        call_id = CASE WHEN h.instance = excluded.instance THEN h.call_id END
-    WHERE (h.instance = excluded.instance AND h.version < excluded.version)
-       OR (h.until IS NOT NULL AND h.until <= excluded.since)";
+static HOLD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO agent_holds AS h (extension, instance, call_id, state, version, since, until)
+         VALUES ($1, $2, NULL, $3, $4, {POSTGRES_NOW}, {POSTGRES_NOW} + $5)
+         ON CONFLICT (extension) DO UPDATE SET instance = excluded.instance,
+             state = excluded.state, version = excluded.version, since = excluded.since,
+             until = excluded.until,
+             call_id = CASE WHEN h.instance = excluded.instance THEN h.call_id END
+         WHERE (h.instance = excluded.instance AND h.version < excluded.version)
+            OR (h.until IS NOT NULL AND h.until <= excluded.since)"
+    )
+});
 
 /// One hold as read from the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,7 +130,7 @@ impl AgentsLink {
             .execute(&mut *conn)
             .await
         } else {
-            sqlx::query(HOLD)
+            sqlx::query(HOLD.as_str())
                 .bind(extension)
                 .bind(instance)
                 .bind(state)

@@ -237,6 +237,9 @@ fn dead_owner(now: &str) -> String {
     )
 }
 
+/// The database's clock in milliseconds, as PostgreSQL says it.
+const POSTGRES_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
 /// The PostgreSQL advisory lock key the migrations run under ("sipdesk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0073_6970_6465_736b;
 /// The advisory lock key under which one instance at a time closes the calls of dead ones.
@@ -760,7 +763,7 @@ impl Store {
     /// judged by the one clock they share, whatever their hosts' clocks say.
     fn database_now(&self) -> &'static str {
         match self.backend {
-            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Backend::Postgres => POSTGRES_NOW,
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
         }
     }
