@@ -9,8 +9,12 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+
 use common::TestDb;
 use common::daemon::Daemon;
+use common::klaviyo::{self, FakeKlaviyo};
+use common::receiver::{Receiver, SECRET};
 use jiff::Timestamp;
 use sipdesk::call::{CallStart, Change, Direction, MissedReason};
 use sipdesk::store::{CallFilter, NewDelivery, Store};
@@ -40,6 +44,67 @@ fn delivery_of(record: &sipdesk::call::CallRecord) -> Vec<NewDelivery> {
         call_started_at: record.started_at,
         skipped: None,
     }]
+}
+
+/// One signed webhook (the independent receiver) and one Klaviyo (its fake) that every instance
+/// reports to: each call must reach each once, whichever instance delivers it.
+struct Helpdesks {
+    receiver: Receiver,
+    klaviyo: FakeKlaviyo,
+}
+
+impl Helpdesks {
+    fn start(dir: &std::path::Path) -> Helpdesks {
+        Helpdesks {
+            receiver: Receiver::start(dir, ""),
+            klaviyo: FakeKlaviyo::start(klaviyo::Settings::default()),
+        }
+    }
+
+    /// The `[[helpdesks]]` of `group`.
+    fn config(&self, group: &str) -> String {
+        format!(
+            "\n[[helpdesks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\ntoken_file = \"hook.secret\"\ngroups = [\"{group}\"]\n\n[[helpdesks]]\nname = \"kv\"\nkind = \"klaviyo\"\nbase_url = \"{}\"\ntoken_file = \"kv.key\"\ngroups = [\"{group}\"]\n",
+            self.receiver.url(),
+            self.klaviyo.url
+        )
+    }
+
+    /// The secrets the configuration names, for each instance's directory.
+    const FILES: [(&str, &str); 2] = [
+        ("hook.secret", SECRET),
+        ("kv.key", "pk_test_0123456789abcdef"),
+    ];
+
+    /// Every call in `ids` reached the webhook under one id (a repeat of that id after a crash
+    /// is allowed) and Klaviyo as one event, and nothing else did.
+    fn reached_once(&self, ids: &HashSet<String>) {
+        let mut by_call: HashMap<String, HashSet<String>> = HashMap::new();
+        for request in self.receiver.requests() {
+            assert_eq!(request["verified"], true, "{request:#}");
+            if request["status"].as_u64().is_some_and(|s| s < 300) {
+                let payload: serde_json::Value =
+                    serde_json::from_str(request["body"].as_str().unwrap()).unwrap();
+                by_call
+                    .entry(payload["data"]["id"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .insert(request["id"].as_str().unwrap().to_owned());
+            }
+        }
+        assert_eq!(
+            &by_call.keys().cloned().collect::<HashSet<_>>(),
+            ids,
+            "webhook"
+        );
+        assert!(
+            by_call.values().all(|hook_ids| hook_ids.len() == 1),
+            "one webhook id per call: {by_call:#?}"
+        );
+        let events = self.klaviyo.events();
+        let unique: HashSet<String> = events.iter().filter_map(|e| e.unique_id.clone()).collect();
+        assert_eq!(events.len(), ids.len(), "one Klaviyo event per call");
+        assert_eq!(&unique, ids, "Klaviyo");
+    }
 }
 
 async fn postgres(test: &str) -> Option<TestDb> {
@@ -474,19 +539,23 @@ async fn two_instances_share_one_group_fairly_and_never_ring_an_agent_twice() {
     let agents: Vec<String> = (0..6)
         .map(|i| format!("{{ extension = \"{}\" }}", 7100 + i))
         .collect();
+    let dir_a = common::daemon::test_dir("cluster-share-a");
+    let helpdesks = Helpdesks::start(&dir_a);
     let body = |instance: &str| {
         format!(
-            "[cluster]\ninstance = \"{instance}\"\n\n[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"shared\"\nqueues = [\"710\"]\nagents = [{}]\nring_timeout = \"5s\"\nwrap_up = \"0s\"\n",
-            agents.join(", ")
+            "[cluster]\ninstance = \"{instance}\"\n\n[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"shared\"\nqueues = [\"710\"]\nagents = [{}]\nring_timeout = \"5s\"\nwrap_up = \"0s\"\n{}",
+            agents.join(", "),
+            helpdesks.config("shared")
         )
     };
     let pbx_port = common::daemon::free_port();
     let a = Daemon::start_with_pbx(
-        common::daemon::test_dir("cluster-share-a"),
+        dir_a,
         "trusted = [\"127.0.0.1\"]",
         &body("share-a"),
         &db.url,
         pbx_port,
+        &Helpdesks::FILES,
     );
     let b = Daemon::start_with_pbx(
         common::daemon::test_dir("cluster-share-b"),
@@ -494,6 +563,7 @@ async fn two_instances_share_one_group_fairly_and_never_ring_an_agent_twice() {
         &body("share-b"),
         &db.url,
         pbx_port,
+        &Helpdesks::FILES,
     );
     let per_instance = 18;
     let uas = a.agents("agents-answer.xml", 2 * per_instance);
@@ -567,6 +637,17 @@ async fn two_instances_share_one_group_fairly_and_never_ring_an_agent_twice() {
         max - min <= 1,
         "offers spread within one over the whole group: {by_agent:?}"
     );
+    // Both instances deliver from the one outbox: every call reaches each helpdesk once.
+    let deliveries = a.settled_deliveries(2 * 36, Duration::from_secs(60));
+    assert!(
+        deliveries.len() == 2 * 36 && deliveries.iter().all(|d| d["state"] == "done"),
+        "{deliveries:#?}"
+    );
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    helpdesks.reached_once(&ids);
     drop(a);
     drop(b);
     db.drop_db().await;
@@ -583,18 +664,22 @@ async fn a_killed_instances_agents_are_held_until_the_survivor_takes_its_calls_o
     else {
         return;
     };
+    let dir_a = common::daemon::test_dir("cluster-killed-a");
+    let helpdesks = Helpdesks::start(&dir_a);
     let body = |instance: &str| {
         format!(
-            "[cluster]\ninstance = \"{instance}\"\ndead_after = \"10s\"\n\n[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"pair\"\nqueues = [\"720\"]\nagents = [{{ extension = \"7200\" }}, {{ extension = \"7201\" }}]\nring_timeout = \"5s\"\nwrap_up = \"0s\"\n"
+            "[cluster]\ninstance = \"{instance}\"\ndead_after = \"10s\"\n\n[defaults]\ntimezone = \"Europe/Madrid\"\nregion = \"ES\"\n\n[[groups]]\nname = \"pair\"\nqueues = [\"720\"]\nagents = [{{ extension = \"7200\" }}, {{ extension = \"7201\" }}]\nring_timeout = \"5s\"\nwrap_up = \"0s\"\n{}",
+            helpdesks.config("pair")
         )
     };
     let pbx_port = common::daemon::free_port();
     let mut a = Daemon::start_with_pbx(
-        common::daemon::test_dir("cluster-killed-a"),
+        dir_a,
         "trusted = [\"127.0.0.1\"]",
         &body("killed-a"),
         &db.url,
         pbx_port,
+        &Helpdesks::FILES,
     );
     let b = Daemon::start_with_pbx(
         common::daemon::test_dir("cluster-killed-b"),
@@ -602,6 +687,7 @@ async fn a_killed_instances_agents_are_held_until_the_survivor_takes_its_calls_o
         &body("killed-b"),
         &db.url,
         pbx_port,
+        &Helpdesks::FILES,
     );
     let uas = a.agents("agents-answer.xml", 3);
     // Two long calls on a: both agents answer and talk.
@@ -624,7 +710,14 @@ async fn a_killed_instances_agents_are_held_until_the_survivor_takes_its_calls_o
         },
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while a.log().matches("kind=\"answered\"").count() < 2 {
+    // Both answers in the database (a kill -9 loses what is not written yet).
+    while a
+        .calls()
+        .iter()
+        .filter(|c| !c["answered_at"].is_null())
+        .count()
+        < 2
+    {
         assert!(std::time::Instant::now() < deadline, "{}", a.log());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -670,6 +763,17 @@ async fn a_killed_instances_agents_are_held_until_the_survivor_takes_its_calls_o
         "{}",
         b.log()
     );
+    // The dead instance's calls too reach each helpdesk once, delivered by the survivor.
+    let deliveries = b.settled_deliveries(2 * 4, Duration::from_secs(60));
+    assert!(
+        deliveries.len() == 2 * 4 && deliveries.iter().all(|d| d["state"] == "done"),
+        "{deliveries:#?}"
+    );
+    let ids: HashSet<String> = calls
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    helpdesks.reached_once(&ids);
     drop(b);
     db.drop_db().await;
 }

@@ -520,8 +520,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 Received::Failed { peer } => core.transport_failed(Now::system(), peer),
             },
             _ = sleep_until(deadline) => core.poll(Now::system()),
-            Some((call, seq, answer)) = claimed.recv() => {
-                core.on_claimed(Now::system(), call, seq, answer);
+            Some((call, version, answer)) = claimed.recv() => {
+                core.on_claimed(Now::system(), call, version, answer);
             }
             Some(said) = remote.recv() => core.on_remote(Now::system(), said),
             Some((call, result)) = media_ended.recv() => {

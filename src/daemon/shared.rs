@@ -49,13 +49,20 @@ pub(super) struct SharedAgents {
     /// To answer a claim itself when the claims task is gone (it panicked): the call is then
     /// routed alone rather than left waiting.
     answers: mpsc::UnboundedSender<Claimed>,
+    /// Whether that was said already.
+    gone_said: std::sync::atomic::AtomicBool,
 }
 
 impl SharedAgents {
     pub(super) fn claim(&self, claim: Claim) {
         if let Err(unsent) = self.claims.send(claim) {
             let claim = unsent.0;
-            tracing::error!("the task claiming agents is gone: routing alone");
+            if !self
+                .gone_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!("the task claiming agents is gone: routing alone until a restart");
+            }
             let _ = self.answers.send((claim.call, claim.version, Err(())));
         }
     }
@@ -101,6 +108,7 @@ pub(super) fn spawn(
             claims,
             holds,
             answers,
+            gone_said: std::sync::atomic::AtomicBool::new(false),
         },
         answers_rx,
         remote_rx,
@@ -173,52 +181,82 @@ async fn run_claims(
     }
 }
 
+/// Hold changes not told yet: the latest of each agent, oldest agent first.
+#[derive(Default)]
+struct Backlog {
+    pending: HashMap<Extension, (Hold, u64)>,
+    order: VecDeque<Extension>,
+}
+
+impl Backlog {
+    fn keep(&mut self, (extension, hold, version): (Extension, Hold, u64)) {
+        if self
+            .pending
+            .insert(extension.clone(), (hold, version))
+            .is_none()
+        {
+            self.order.push_back(extension);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The next change to tell.
+    fn next(&mut self) -> Option<(Extension, Hold, u64)> {
+        loop {
+            let extension = self.order.front()?;
+            match self.pending.get(extension) {
+                Some((hold, version)) => return Some((extension.clone(), *hold, *version)),
+                None => {
+                    self.order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// `told` was written: forgotten, unless a newer change of that agent came meanwhile (a
+    /// release carries the version of the hold it frees, so the whole change tells).
+    fn done(&mut self, told: &(Extension, Hold, u64)) {
+        let (extension, hold, version) = told;
+        if self.pending.get(extension) == Some(&(*hold, *version)) {
+            self.pending.remove(extension);
+            self.order.pop_front();
+        }
+    }
+}
+
 async fn run_holds(
     mut link: AgentsLink,
     instance: String,
     mut holds: mpsc::UnboundedReceiver<(Extension, Hold, u64)>,
     stop: CancellationToken,
 ) {
-    // The latest of each agent, told oldest first.
-    let mut pending: HashMap<Extension, (Hold, u64)> = HashMap::new();
-    let mut order: VecDeque<Extension> = VecDeque::new();
-    let keep = |pending: &mut HashMap<Extension, (Hold, u64)>,
-                order: &mut VecDeque<Extension>,
-                (extension, hold, version): (Extension, Hold, u64)| {
-        if pending.insert(extension.clone(), (hold, version)).is_none() {
-            order.push_back(extension);
-        }
-    };
+    let mut backlog = Backlog::default();
     let mut failing = false;
     loop {
-        if pending.is_empty() {
+        if backlog.is_empty() {
             match holds.recv().await {
-                Some(told) => keep(&mut pending, &mut order, told),
+                Some(told) => backlog.keep(told),
                 None => return,
             }
         }
         while let Ok(told) = holds.try_recv() {
-            keep(&mut pending, &mut order, told);
+            backlog.keep(told);
         }
-        let Some(extension) = order.front().cloned() else {
+        let Some(next) = backlog.next() else {
             continue;
         };
-        let Some((hold, version)) = pending.get(&extension).copied() else {
-            order.pop_front();
-            continue;
-        };
+        let (extension, hold, version) = &next;
         let told = tokio::time::timeout(
             Duration::from_secs(5),
-            link.tell(&instance, extension.as_str(), hold, version),
+            link.tell(&instance, extension.as_str(), *hold, *version),
         )
         .await;
         match told {
             Ok(Ok(())) => {
-                // Unless a newer state came meanwhile (it is then told next).
-                if pending.get(&extension).is_some_and(|(_, v)| *v == version) {
-                    pending.remove(&extension);
-                    order.pop_front();
-                }
+                backlog.done(&next);
                 if failing {
                     tracing::info!("agents' states are told to the database again");
                     failing = false;
@@ -233,7 +271,7 @@ async fn run_holds(
                         Ok(Err(error)) => error.to_string(),
                         _ => "no answer in 5s".to_owned(),
                     };
-                    tracing::warn!(%error, agents = pending.len(), "cannot tell the database which agents this instance holds; retrying");
+                    tracing::warn!(%error, agents = backlog.pending.len(), "cannot tell the database which agents this instance holds; retrying");
                     failing = true;
                 }
                 tokio::select! {
@@ -385,5 +423,41 @@ fn heard(
             directory.learn(&integration, &phone, said);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(text: &str) -> Extension {
+        Extension::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_release_coming_while_its_hold_is_written_is_told_after_it() {
+        let mut backlog = Backlog::default();
+        backlog.keep((ext("2001"), Hold::Busy, 5));
+        let first = backlog.next().unwrap();
+        assert_eq!(first, (ext("2001"), Hold::Busy, 5));
+        // The release names the hold it frees: the same version.
+        backlog.keep((ext("2001"), Hold::Free, 5));
+        backlog.done(&first);
+        assert_eq!(backlog.next(), Some((ext("2001"), Hold::Free, 5)));
+    }
+
+    #[test]
+    fn the_latest_state_of_each_agent_is_told_oldest_agent_first() {
+        let mut backlog = Backlog::default();
+        backlog.keep((ext("2002"), Hold::Busy, 1));
+        backlog.keep((ext("2001"), Hold::Busy, 2));
+        backlog.keep((ext("2002"), Hold::Free, 1));
+        let next = backlog.next().unwrap();
+        assert_eq!(next, (ext("2002"), Hold::Free, 1));
+        backlog.done(&next);
+        let next = backlog.next().unwrap();
+        assert_eq!(next, (ext("2001"), Hold::Busy, 2));
+        backlog.done(&next);
+        assert!(backlog.is_empty() && backlog.next().is_none());
     }
 }

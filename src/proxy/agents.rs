@@ -50,6 +50,9 @@ pub struct Agents {
     agents: FxHashMap<Extension, Agent>,
     /// Agents whose own counts changed since [`Agents::take_changed`], when kept.
     changed: Option<Vec<Extension>>,
+    /// Agents that may be away, rung, talking or in wrap-up here: a superset, pruned when read
+    /// ([`Agents::unavailable_here`]), so a claim reads these and not every agent ever heard of.
+    maybe_held: rustc_hash::FxHashSet<Extension>,
 }
 
 impl Agents {
@@ -59,6 +62,9 @@ impl Agents {
         let agent = self.agents.entry(extension.clone()).or_default();
         let reason = reason.filter(|_| away);
         let changed = agent.away != away || agent.reason != reason;
+        if away {
+            self.maybe_held.insert(extension.clone());
+        }
         agent.away = away;
         agent.reason = reason;
         changed
@@ -145,11 +151,14 @@ impl Agents {
 
     /// The agents not available here at `now` by this instance's own knowledge: away, rung or
     /// talking, in wrap-up.
-    pub fn unavailable_here(&self, now: Instant) -> impl Iterator<Item = &Extension> {
-        self.agents
-            .iter()
-            .filter(move |(_, a)| a.own_state(now) != AgentState::Available)
-            .map(|(extension, _)| extension)
+    pub fn unavailable_here(&mut self, now: Instant) -> Vec<Extension> {
+        let agents = &self.agents;
+        self.maybe_held.retain(|e| {
+            agents
+                .get(e)
+                .is_some_and(|a| a.own_state(now) != AgentState::Available)
+        });
+        self.maybe_held.iter().cloned().collect()
     }
 
     /// What this instance holds of the agent at `now`, as the database is told: busy while
@@ -185,6 +194,7 @@ impl Agents {
     }
 
     fn mark(&mut self, extension: &Extension) {
+        self.maybe_held.insert(extension.clone());
         if let Some(changed) = &mut self.changed {
             changed.push(extension.clone());
         }

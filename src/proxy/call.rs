@@ -1504,6 +1504,7 @@ impl Core {
 
     pub(super) fn on_timer(&mut self, now: Now, timer: Timer) {
         match timer {
+            Timer::ClaimOverdue { call, version } => self.claim_overdue(now, call, version),
             Timer::Ring { call: key, branch } => {
                 let Some(mut call) = self.take(key) else {
                     return;

@@ -183,6 +183,9 @@ enum Timer {
     VoicemailLimit { call: u64 },
     /// An ended call can be forgotten: late retransmissions have passed.
     Forget { call: u64 },
+    /// The claim of this version, out for a call, should have been answered by now (the task
+    /// asking the database answers within its own timeout): taken as no answer.
+    ClaimOverdue { call: u64, version: u64 },
 }
 
 /// A request sipdesk sent itself inside a call's dialog.
@@ -354,6 +357,7 @@ impl Core {
             .store(config.sip.policy(self.settings.pbx.addr.ip()));
         self.tx.set_timers(config.sip.timers);
         self.config = config;
+        self.forget_agent_lists();
     }
 
     /// Gives back the memory of tables that grew for a burst (a flood of requests) and have

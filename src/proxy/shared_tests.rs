@@ -339,3 +339,45 @@ fn a_hold_freed_by_another_instance_is_told_again_while_held_here() {
     h.collect();
     assert_eq!(h.holds.len(), 2);
 }
+
+#[test]
+fn a_claim_answered_after_a_newer_hold_of_the_same_agent_keeps_the_newer_version() {
+    let mut h = shared(OPEN);
+    h.receive(caller(), &invite("100", "s15", "z9hG4bKs15"));
+    let claim_version = h.claims[0].version;
+    // While the claim is out, 2001 dials out: held here, told with a newer version.
+    let dial = invite("+34911239613", "o15", "z9hG4bKo15").replace(
+        "<sip:600123456@127.0.0.1>;tag=caller",
+        "<sip:2001@127.0.0.1>;tag=caller",
+    );
+    h.receive(pbx(), &dial);
+    let sent = h.take_sent();
+    let out = sent_to_pbx(&sent, "INVITE sip:+34911239613@").to_owned();
+    let (_, hold, busy_version) = h.holds.last().unwrap().clone();
+    assert_eq!(hold, Hold::Busy);
+    assert!(busy_version > claim_version);
+    // The claim took 2001 in the database first; the outbound hold then overwrote its row.
+    answer(&mut h, Ok(Some("2001")));
+    assert!(invites(&mut h).is_empty(), "2001 is on another call here");
+    // The outbound call fails: the release names the newer hold, which is the row's.
+    h.receive(pbx(), &respond(&out, 486, "Busy Here", "far"));
+    let (agent, hold, version) = h.holds.last().unwrap().clone();
+    assert_eq!(
+        (agent.as_str(), hold, version),
+        ("2001", Hold::Free, busy_version)
+    );
+}
+
+#[test]
+fn a_claim_never_answered_lets_the_calls_behind_it_go_on_alone() {
+    let mut h = shared(OPEN);
+    h.receive(caller(), &invite("100", "s16", "z9hG4bKs16"));
+    h.receive(caller(), &invite("100", "s17", "z9hG4bKs17"));
+    assert_eq!(h.claims.len(), 1, "the second call waits its turn");
+    assert!(invites(&mut h).is_empty());
+    // Nothing ever answers (the task asking the database is gone).
+    h.advance(Duration::from_secs(5));
+    let rung = invites(&mut h);
+    assert_eq!(rung.len(), 2, "both calls rung alone: {rung:?}");
+    assert_eq!(h.claims.len(), 1);
+}

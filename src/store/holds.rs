@@ -6,6 +6,7 @@
 //!
 //! SQLite serves one instance: nothing here is used on it.
 
+use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -56,29 +57,27 @@ impl AgentsLink {
         }
     }
 
-    /// The connection, made when there is none.
+    /// The connection, made when there is none. Its settings go with the connection's
+    /// start-up, not as statements of their own (round trips the claim would wait for): a
+    /// statement waiting on a lock gives up rather than hang, as on the store's pool, and
+    /// commits do not wait for the disk.
     async fn conn(&mut self) -> Result<&mut sqlx::PgConnection, StoreError> {
-        if self.conn.is_none() {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url)
-                .await
-                .map_err(query_error("connect to share agents"))?;
-            // As the store's pool: a statement waiting on a lock gives up rather than hang.
-            for setting in [
-                "SET lock_timeout = '5s'",
-                "SET statement_timeout = '30s'",
-                "SET synchronous_commit = off",
-            ] {
-                sqlx::query(setting)
-                    .execute(&mut conn)
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)
+                    .map_err(query_error("connect to share agents"))?
+                    .options([
+                        ("lock_timeout", "5s"),
+                        ("statement_timeout", "30s"),
+                        ("synchronous_commit", "off"),
+                    ]);
+                <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
                     .await
-                    .map_err(query_error("connect to share agents"))?;
+                    .map_err(query_error("connect to share agents"))?
             }
-            self.conn = Some(conn);
-        }
-        self.conn.as_mut().ok_or_else(|| StoreError::Query {
-            what: "connect to share agents",
-            source: sqlx::Error::PoolClosed,
-        })
+        };
+        Ok(self.conn.insert(conn))
     }
 
     /// Claims the next agent of `claim`'s group for `instance`: the agent held, or `None`

@@ -106,15 +106,16 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start_in`], with the PBX (the agents' phones) at `pbx_port`, shared with
-    /// other instances.
+    /// other instances, and `files` in its directory.
     pub(crate) fn start_with_pbx(
         dir: PathBuf,
         sip_extra: &str,
         body: &str,
         database: &str,
         pbx_port: u16,
+        files: &[(&str, &str)],
     ) -> Daemon {
-        let mut daemon = Daemon::configure(dir, sip_extra, body, Some(database), &[], None);
+        let mut daemon = Daemon::configure(dir, sip_extra, body, Some(database), files, None);
         let text = std::fs::read_to_string(&daemon.config).unwrap().replace(
             &format!("pbx = \"127.0.0.1:{}\"", daemon.pbx_port),
             &format!("pbx = \"127.0.0.1:{pbx_port}\""),

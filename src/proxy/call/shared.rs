@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 
 use super::Call;
 use crate::config::Config;
-use crate::proxy::{Core, Now, Output};
+use crate::proxy::{Core, Now, Output, Timer};
 use crate::routing::{AgentState, Extension};
 
 /// What an instance holds of an agent, as the database is told.
@@ -77,6 +77,10 @@ pub enum Remote {
 
 /// A call's claim while it waits for the one out to be answered.
 const WAITING: u64 = 0;
+
+/// How long a claim may be out before it is taken as unanswered (the daemon's claims task
+/// gives up after a second; this covers a task that is gone).
+const CLAIM_OVERDUE: Duration = Duration::from_secs(5);
 
 /// How long the instance routes alone after the database failed a claim.
 pub const ALONE_FOR: Duration = Duration::from_secs(2);
@@ -153,11 +157,8 @@ impl Core {
             .offered()
             .filter(|e| group.position(e).is_some())
             .collect();
-        skip.extend(
-            self.agents
-                .unavailable_here(now.mono)
-                .filter(|e| group.position(e).is_some()),
-        );
+        let held = self.agents.unavailable_here(now.mono);
+        skip.extend(held.iter().filter(|e| group.position(e).is_some()));
         if skip.len() >= group.agents.len() {
             route.exhaust();
             return false;
@@ -195,8 +196,32 @@ impl Core {
             version: shared.version,
         };
         call.claim = Some(claim.version);
+        self.schedule(
+            now.mono + CLAIM_OVERDUE,
+            Timer::ClaimOverdue {
+                call: call.key,
+                version: claim.version,
+            },
+        );
         self.out.push(Output::Claim(claim));
         true
+    }
+
+    /// Forgets the groups' agent lists made for claims (a new configuration is in force; calls
+    /// on the old one make theirs again).
+    pub(in crate::proxy) fn forget_agent_lists(&mut self) {
+        if let Some(shared) = self.shared.as_mut() {
+            shared.lists.clear();
+        }
+    }
+
+    /// A claim still out when it should long have been answered: no answer, so the calls
+    /// waiting behind it go on (alone for a while).
+    pub(in crate::proxy) fn claim_overdue(&mut self, now: Now, key: u64, version: u64) {
+        if self.shared.as_ref().is_some_and(|s| s.out == Some(version)) {
+            tracing::error!("a claim of an agent got no answer at all; routing alone");
+            self.on_claimed(now, key, version, Err(()));
+        }
     }
 
     /// The database answered the claim `version` of call `key`: the agent held for the call
@@ -242,7 +267,15 @@ impl Core {
         if let (Some(agent), Some(shared)) = (&agent, self.shared.as_mut()) {
             // The database holds the agent for this instance now, whatever becomes of the
             // call; if nothing here engages them, the next sync frees them.
-            shared.told.insert(agent.clone(), (Hold::Busy, version));
+            // Unless a newer hold of this instance was told since the claim went out (an
+            // outbound call): that one is the row's now.
+            if shared
+                .told
+                .get(agent)
+                .is_none_or(|(_, told)| *told < version)
+            {
+                shared.told.insert(agent.clone(), (Hold::Busy, version));
+            }
             self.agents.mark_changed(agent);
         }
         if answer.is_err() {
@@ -316,12 +349,12 @@ impl Core {
             } => self.away_elsewhere(&extension, away, reason),
             Remote::Snapshot { holds, away } => {
                 self.agents.clear_elsewhere();
-                let mut ours = Vec::new();
+                let mut ours = rustc_hash::FxHashSet::default();
                 for (extension, instance, hold) in holds {
                     if instance != me {
                         self.hold_elsewhere(now, &extension, hold);
                     } else {
-                        ours.push(extension);
+                        ours.insert(extension);
                     }
                 }
                 // What this instance holds and the database no longer shows (freed while it
@@ -332,7 +365,7 @@ impl Core {
                     .map(|s| {
                         s.told
                             .keys()
-                            .filter(|e| !ours.iter().any(|o| o == e.as_str()))
+                            .filter(|e| !ours.contains(e.as_str()))
                             .cloned()
                             .collect()
                     })
