@@ -7,6 +7,13 @@
 //! ended. Helpdesks assign the ticket to the last of them they have a user for
 //! ([`CallRecord::assignee_emails`]), so a transfer to someone without a helpdesk user leaves
 //! the ticket with whoever had it before (the seeds on Intercom and Help Scout).
+//!
+//! Text messages (SIP MESSAGE, [`crate::proxy`]'s `sms`) are records too, with [`Text`]: one
+//! record per text, inbound (a customer texted one of the `[[sms_numbers]]`) or outbound (an
+//! agent's phone, or a helpdesk reply, texted a customer). They go through the same outbox, so
+//! they reach each helpdesk once, as calls do; their call types are `sms_inbound` and
+//! `sms_outbound`. Their outcome is `answered` (received, or delivered to the PBX) or `missed`
+//! with reason `rejected` (the PBX refused an outbound text).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -94,6 +101,10 @@ pub enum CallType {
     Voicemail,
     OutboundAnswered,
     OutboundUnanswered,
+    /// A text a customer sent to one of the `[[sms_numbers]]`.
+    SmsInbound,
+    /// A text sent to a customer: from an agent's phone, or a helpdesk reply.
+    SmsOutbound,
 }
 
 impl CallType {
@@ -104,7 +115,14 @@ impl CallType {
             CallType::Voicemail => "voicemail",
             CallType::OutboundAnswered => "outbound_answered",
             CallType::OutboundUnanswered => "outbound_unanswered",
+            CallType::SmsInbound => "sms_inbound",
+            CallType::SmsOutbound => "sms_outbound",
         }
+    }
+
+    /// Whether this is a text message rather than a call.
+    pub fn is_text(self) -> bool {
+        matches!(self, CallType::SmsInbound | CallType::SmsOutbound)
     }
 }
 
@@ -166,6 +184,38 @@ pub struct CallRecord {
     /// The routing explanation, one line per step.
     pub explanation: Vec<String>,
     pub tags: Vec<String>,
+    /// The text, when this record is a text message rather than a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<Text>,
+}
+
+/// A text message: what a customer texted, or what was texted to them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    /// The company's number of the text (`[[sms_numbers]]`), E.164: the one the customer texted,
+    /// or the one the text went out from.
+    pub number: String,
+    /// That number's name, shown in helpdesks ("SMS on <name>").
+    pub name: String,
+    /// The text as sent (UTF-8); `[attachment not shown]` for a body that is not text.
+    pub body: String,
+    /// Why nothing is logged for it (a subscription or compliance keyword), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// The sender went past `[sms] max_per_sender`: the text joins their open ticket or
+    /// conversation even where a new one would be made.
+    #[serde(default)]
+    pub flood: bool,
+    /// Where an outbound text came from: `phone` (an agent's extension) or the name of the
+    /// helpdesk integration an agent replied in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The ticket an outbound reply was written on, in `via`'s helpdesk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Why the PBX did not take an outbound text (its status and reason), if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// A voicemail: the recording sipdesk made of the caller after its greeting.
@@ -238,6 +288,12 @@ impl CallRecord {
 
     /// The type ticket rules use.
     pub fn call_type(&self) -> CallType {
+        if self.sms.is_some() {
+            return match self.direction {
+                Direction::Inbound => CallType::SmsInbound,
+                Direction::Outbound => CallType::SmsOutbound,
+            };
+        }
         match (self.direction, self.outcome) {
             (Direction::Inbound, Outcome::Answered) => CallType::InboundAnswered,
             (Direction::Inbound, Outcome::Missed) => CallType::Missed,

@@ -52,6 +52,12 @@ pub enum Command {
         reason: Option<String>,
         reply: oneshot::Sender<bool>,
     },
+    /// Send a helpdesk reply to the customer as a text; the reply is the PBX's answer: `None`
+    /// when it took the text, else why not.
+    SendText {
+        order: crate::proxy::TextOrder,
+        reply: oneshot::Sender<Option<String>>,
+    },
 }
 
 /// The proxy's thread has stopped and answers nothing more.
@@ -127,6 +133,14 @@ impl Handle {
     pub async fn end_call(&self, id: &str) -> Result<bool, Stopped> {
         let id = id.to_owned();
         self.ask(|reply| Command::EndCall { id, reply }).await
+    }
+
+    /// Sends a text through the PBX; `Ok(None)` when the PBX took it, `Ok(Some(why))` when not.
+    pub async fn send_text(
+        &self,
+        order: crate::proxy::TextOrder,
+    ) -> Result<Option<String>, Stopped> {
+        self.ask(|reply| Command::SendText { order, reply }).await
     }
 
     /// Frees an agent; returns how many calls held them.

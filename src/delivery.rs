@@ -2,7 +2,8 @@
 //! on its own thread, so a slow or dead helpdesk never slows call routing.
 //!
 //! - Which deliveries a call gets ([`outbox_entries`]): one per integration linked to a group the
-//!   call reached; a call the rules do not log there (its type is not logged, or it came out of
+//!   call reached (a text: to one of its number's groups; a helpdesk reply sent as a text is
+//!   skipped for the integration it was written in); a call the rules do not log there (its type is not logged, or it came out of
 //!   hours) gets a `skipped` delivery that says why, so no call is left without an answer to
 //!   "where is its ticket?".
 //! - Each integration runs its own loop: it claims due deliveries in call order (one contact's
@@ -75,6 +76,14 @@ pub fn outbox_entries(config: &Config, record: &CallRecord) -> Vec<NewDelivery> 
                 Ok(()) => None,
                 Err(Skip::NotLinked) => return None,
                 Err(other) => Some(other.to_string()),
+            };
+            // A reply written in a helpdesk is on its ticket already.
+            let skipped = match call.sms.as_ref().and_then(|t| t.via.as_deref()) {
+                Some(via) if via == h.name && skipped.is_none() => Some(
+                    "the reply was written in this helpdesk; it is on its ticket already"
+                        .to_owned(),
+                ),
+                _ => skipped,
             };
             Some(NewDelivery {
                 call_id: record.id.clone(),

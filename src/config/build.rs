@@ -64,6 +64,13 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         defaults.as_ref().map(|d| &d.timezone),
         src,
     );
+    let sms = super::sms::build(
+        &raw.sms_numbers,
+        raw.sms.unwrap_or_default(),
+        groups.as_ref(),
+        defaults.as_ref().map(|d| d.region),
+        src,
+    );
     if let (Some(codes), Some(groups)) = (&agents, &groups) {
         for (code, key) in [
             (&codes.away, "away_code"),
@@ -98,6 +105,7 @@ pub(super) fn build(raw: RawConfig, src: &mut Source<'_>) -> Option<Config> {
         global_holidays: holidays.len(),
         groups: groups?,
         helpdesks: helpdesks?,
+        sms: sms?,
     })
 }
 

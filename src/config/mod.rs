@@ -11,6 +11,7 @@ pub(crate) use build::host_name;
 pub(crate) mod diagnostic;
 mod helpdesk;
 mod raw;
+mod sms;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +38,8 @@ use raw::{
     RawMedia, RawSip,
 };
 
+pub use sms::{SmsNumber, SmsSettings};
+
 use crate::phone::Region;
 use crate::routing::Groups;
 pub use crate::sip::peer::Transport;
@@ -62,6 +65,8 @@ pub struct Config {
     pub groups: Groups,
     /// The helpdesk integrations calls are reported to.
     pub helpdesks: Vec<HelpdeskSettings>,
+    /// The numbers that take texts, and the rules texts follow.
+    pub sms: SmsSettings,
 }
 
 /// `[sip]`, checked.
@@ -472,10 +477,12 @@ pub(crate) struct RawConfig {
     /// references to them are not reported as unknown groups.
     group_names: Vec<Option<String>>,
     helpdesks: Vec<Option<RawHelpdesk>>,
+    sms_numbers: Vec<Option<sms::RawSmsNumber>>,
+    sms: Option<sms::RawSms>,
 }
 
 /// The top-level keys, in the order the example file uses.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "sip",
     "database",
     "admin",
@@ -486,6 +493,8 @@ const SECTIONS: [&str; 10] = [
     "holidays",
     "groups",
     "helpdesks",
+    "sms_numbers",
+    "sms",
 ];
 
 impl RawConfig {
@@ -502,6 +511,8 @@ impl RawConfig {
             groups: Vec::new(),
             group_names: Vec::new(),
             helpdesks: Vec::new(),
+            sms_numbers: Vec::new(),
+            sms: None,
         };
         for (key, value) in root.get_ref().iter() {
             match key.get_ref().as_ref() {
@@ -526,6 +537,8 @@ impl RawConfig {
                     };
                 }
                 "helpdesks" => raw.helpdesks = entries(value, "helpdesks", src),
+                "sms_numbers" => raw.sms_numbers = entries(value, "sms_numbers", src),
+                "sms" => raw.sms = section(value, src),
                 other => src.error_at(
                     key.span(),
                     format!(

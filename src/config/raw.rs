@@ -567,6 +567,10 @@ pub(crate) struct RawHelpdesk {
     pub(crate) outbound_answered: Option<RawCallTypeRule>,
     /// What to do with unanswered outbound calls.
     pub(crate) outbound_unanswered: Option<RawCallTypeRule>,
+    /// What to do with texts customers send to the `[[sms_numbers]]`.
+    pub(crate) sms_inbound: Option<RawCallTypeRule>,
+    /// What to do with texts sent to customers (from agents' phones, or helpdesk replies).
+    pub(crate) sms_outbound: Option<RawCallTypeRule>,
     /// Whether unanswered calls that came while the group was closed are logged.
     #[serde(default = "default_true")]
     pub(crate) create_out_of_hours: bool,

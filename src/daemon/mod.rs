@@ -17,6 +17,7 @@
 //! - Three threads: the proxy loop (this one), the store writer and the delivery worker, each
 //!   with its own runtime, so neither a slow disk nor a slow helpdesk delays a SIP answer.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -488,6 +489,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     let mut calls_over_at: Option<tokio::time::Instant> = None;
     let primary = sockets.primary_udp();
     let mut datagram = vec![0u8; 65_536];
+    // Helpdesk replies sent as texts, until the PBX answers them.
+    let mut texts_waiting = HashMap::new();
     loop {
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -501,7 +504,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                                     trace_datagram(&datagram[..n], from);
                                     core.on_datagram(Now::system(), &datagram[..n], from);
                                     // Out at once: a burst must not hold the first answers back.
-                                    flush(&mut core, &mut sockets, &changes, &mut media, shared_agents.as_ref());
+                                    flush(&mut core, &mut sockets, &changes, &mut media, shared_agents.as_ref(), &mut texts_waiting);
                                 }
                                 // WouldBlock ends the burst; ICMP errors from earlier sends
                                 // surface here on Linux and are not fatal.
@@ -561,6 +564,10 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                     tracing::info!(%extension, calls = freed, "agent freed by an admin");
                     let _ = reply.send(freed);
                 }
+                control::Command::SendText { order, reply } => {
+                    texts_waiting.insert(order.id.clone(), reply);
+                    core.send_text(Now::system(), order);
+                }
                 control::Command::SetAgent { extension, away, reason, reply } => {
                     let changed = core.set_away(Now::system(), &extension, away, reason);
                     // Published before the answer, so what the caller reads next shows it.
@@ -618,6 +625,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             &changes,
             &mut media,
             shared_agents.as_ref(),
+            &mut texts_waiting,
         );
         if core.take_changed() {
             // At most every PUBLISH_EVERY; a change in between waits for the next one (or the
@@ -738,6 +746,7 @@ fn flush(
     changes: &mpsc::UnboundedSender<Change>,
     media: &mut media::Sessions,
     shared: Option<&shared::SharedAgents>,
+    texts_waiting: &mut HashMap<String, tokio::sync::oneshot::Sender<Option<String>>>,
 ) {
     for output in core.outputs() {
         match output {
@@ -763,6 +772,11 @@ fn flush(
             } => {
                 if let Some(shared) = shared {
                     shared.hold(extension, hold, version);
+                }
+            }
+            Output::TextAnswered { id, failure } => {
+                if let Some(waiting) = texts_waiting.remove(&id) {
+                    let _ = waiting.send(failure);
                 }
             }
         }

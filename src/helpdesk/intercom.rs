@@ -141,9 +141,11 @@ fn errors(reply: &Reply) -> String {
     }
 }
 
-/// The seed's words for a call.
+/// The seed's words for a call, or for a text ("Inbound SMS", "Outbound SMS").
 pub fn headline(call: &CallRecord) -> &'static str {
     match call.call_type() {
+        CallType::SmsInbound => "Inbound SMS",
+        CallType::SmsOutbound => "Outbound SMS",
         CallType::InboundAnswered => "Inbound call answered",
         CallType::Missed if call.reason == Some(MissedReason::NoAnswer) => {
             "Inbound call unanswered"
@@ -361,7 +363,11 @@ impl Intercom {
                     self.settings.admin_email
                 ))
             })?;
-        let group = call.group.as_deref().unwrap_or("sipdesk");
+        // A text is "on" the number's name (the seed's "SMS on <number name>"), a call on its group.
+        let group = match &call.sms {
+            Some(text) => text.name.as_str(),
+            None => call.group.as_deref().unwrap_or("sipdesk"),
+        };
         let message = format!("{} on {group}", headline(call));
         let marker = tickets::marker(&call.id);
         let step_done = |p: &Progress, step: &str| p.done.iter().any(|d| d == step);

@@ -18,6 +18,8 @@
 //!   or an attempt whose answer was lost — never counts the call twice (Klaviyo keeps one event
 //!   per unique id and profile and metric). A voicemail adds `voicemail_seconds` and, with
 //!   `[media] public_url`, `voicemail_url` (a signed link) and `voicemail_url_expires_at`.
+//! - A text is an event too (`SMS Received`, `SMS Sent` by default), with the text, the company's
+//!   number and its name, and for a sent text whether the PBX took it.
 //! - Limits: Create Event allows 350 a second in bursts and 3,500 a minute steady; sipdesk
 //!   paces at `requests_per_minute` (3,500 by default, 8 deliveries at once) and honours `Retry-After` on 429.
 
@@ -263,6 +265,18 @@ fn properties(rules: &Rules, job: &Job<'_>) -> Value {
     put("reason", json!(call.reason));
     put("out_of_hours", json!(call.out_of_hours));
     put("tags", json!(call.tags));
+    if let Some(text) = &call.sms {
+        // A text's event carries the text and the company's number it went through: what a
+        // flow reacting to "SMS Received" needs.
+        put("sms_number", json!(text.number));
+        put("sms_number_name", json!(text.name));
+        put("text", json!(text.body));
+        if call.direction == Direction::Outbound {
+            put("delivered", json!(text.failure.is_none()));
+            put("failure", json!(text.failure));
+            put("sent_via", json!(text.via));
+        }
+    }
     if wants(Field::Queue) {
         put("queue", json!(call.queue));
     }

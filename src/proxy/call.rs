@@ -248,7 +248,7 @@ fn contact(headers: &rsip::Headers) -> Option<SipUri> {
     }
 }
 
-fn is_dialable(user: &str) -> bool {
+pub(super) fn is_dialable(user: &str) -> bool {
     let digits = user.strip_prefix('+').unwrap_or(user);
     digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit())
 }
@@ -920,6 +920,7 @@ impl Core {
                 })
                 .collect(),
             tags: self.call_tags(call),
+            sms: None,
         }
     }
 

@@ -11,7 +11,7 @@
 //!
 //! Decisions sipdesk makes where RFC 3261 leaves room: every request is refused with 483 when
 //! Max-Forwards is 0 (sipdesk is a proxy for all of them); OPTIONS outside a dialog is always
-//! answered by sipdesk (keep-alive, health checks: 503 while stopping, like new INVITEs); REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
+//! answered by sipdesk (keep-alive, health checks: 503 while stopping, like new INVITEs); a MESSAGE outside a dialog is a text (`sms`: to one of the company's numbers, or from an agent's phone; else 404); REGISTER, SUBSCRIBE, NOTIFY, PUBLISH and REFER outside a dialog get
 //! 405 (inside a call's dialog they pass, and transfers are followed or, where the group forbids
 //! them, a REFER from the agent gets 403); a queue INVITE whose body is not SDP gets 415 and one whose Accept excludes SDP gets 406,
 //! because sipdesk may have to answer it itself: the `voicemail` final action makes sipdesk the
@@ -22,6 +22,7 @@ mod call;
 mod dialog;
 pub mod forward;
 mod live;
+mod sms;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -37,6 +38,7 @@ pub use agents::Agents;
 use call::Call;
 pub use call::shared::{ALONE_FOR, Claim, Hold, Remote};
 pub use forward::Local;
+pub use sms::{ATTACHMENT, TextOrder};
 
 use crate::call::Change;
 use crate::config::Config;
@@ -142,6 +144,12 @@ pub enum Output {
         hold: Hold,
         version: u64,
     },
+    /// The PBX's final answer to a text sent with [`Core::send_text`]: `failure` is `None` when
+    /// it took the text, else why not.
+    TextAnswered {
+        id: String,
+        failure: Option<String>,
+    },
 }
 
 /// What the I/O loop does for a call's media session.
@@ -233,6 +241,10 @@ pub struct Stats {
     pub overloaded: u64,
     /// Outbound calls refused at `max_outbound_per_agent`.
     pub outbound_refused: u64,
+    /// Texts received on the company's numbers.
+    pub texts_in: u64,
+    /// Texts sent on to the PBX (from phones and helpdesk replies), with their answer.
+    pub texts_out: u64,
 }
 
 /// How many of each thing the proxy holds: for the status line, metrics, and the checks that
@@ -298,6 +310,8 @@ pub struct Core {
     counters: crate::metrics::Counters,
     /// Agents shared with other instances on the database, when they are.
     shared: Option<call::shared::Shared>,
+    /// Texts on their way to the PBX, and what inbound texts need remembered.
+    texts: sms::Texts,
 }
 
 impl Core {
@@ -342,6 +356,7 @@ impl Core {
             changed: true,
             counters: crate::metrics::Counters::default(),
             shared: None,
+            texts: sms::Texts::default(),
         }
     }
 
@@ -381,6 +396,7 @@ impl Core {
         shrunk |= shrink(&mut self.own);
         let now = Instant::now();
         self.interrupted.retain(|_, until| *until > now);
+        self.texts.housekeeping(now);
         if self.timers.capacity() > 1024 && self.timers.len() < self.timers.capacity() / 4 {
             self.timers.shrink_to(self.timers.len() * 2);
             shrunk = true;
@@ -481,7 +497,7 @@ impl Core {
             active_calls: self.active_calls(),
             server_transactions,
             client_transactions,
-            pending_requests: self.forwarded.len() + self.own.len(),
+            pending_requests: self.forwarded.len() + self.own.len() + self.texts.pending(),
             busy_agents,
             outbound_calls,
             voicemail_sessions: self.settings.media.as_ref().map_or(0, |m| m.ports.in_use()),
@@ -788,8 +804,8 @@ impl Core {
                 );
             }
             rsip::Method::Invite => self.on_invite(now, key, request, peer),
+            rsip::Method::Message => self.on_text(now, key, request, peer),
             rsip::Method::Register
-            | rsip::Method::Message
             | rsip::Method::Subscribe
             | rsip::Method::Notify
             | rsip::Method::Publish
@@ -969,6 +985,12 @@ impl Core {
     }
 
     fn on_response(&mut self, now: Now, tx: TxKey, response: Response) {
+        if self.texts.is_text(&tx) {
+            if response.status >= 200 {
+                self.text_answered(now, &tx, Some(&response));
+            }
+            return;
+        }
         if let Some(call) = self.by_branch.get(&tx).copied() {
             self.on_branch_response(now, call, tx, response);
         } else if let Some((call, own)) = self.own.get(&tx).copied() {
@@ -1051,6 +1073,9 @@ impl Core {
     }
 
     fn on_timeout(&mut self, now: Now, tx: TxKey) {
+        if self.text_answered(now, &tx, None) {
+            return;
+        }
         if let Some(call) = self.by_branch.get(&tx).copied() {
             self.on_branch_failed(now, call, tx, "no response");
         } else if let Some((call, own)) = self.own.remove(&tx) {

@@ -1133,7 +1133,8 @@ impl Store {
     /// Inbound calls that started at or after `since`, oldest first (today's figures).
     pub async fn inbound_calls_since(&self, since: Timestamp) -> Result<Vec<CallRow>, StoreError> {
         let sql = format!(
-            "SELECT {CALL_COLUMNS} FROM calls WHERE started_at >= $1 AND direction = 'inbound' ORDER BY started_at"
+            "SELECT {CALL_COLUMNS} FROM calls WHERE started_at >= $1 AND direction = 'inbound' AND sms_json IS NULL \
+             ORDER BY started_at"
         );
         let rows = sqlx::query(&sql)
             .bind(millis(since))

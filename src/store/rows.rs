@@ -17,7 +17,8 @@ use crate::call::{AgentLeg, CallEvent, CallRecord, CallStart, Direction, Outcome
 /// schema first.
 pub(super) const CALL_COLUMNS: &str = "id, sip_call_id, direction, queue, group_name, groups_json, \
      caller, callee, agent, agent_email, started_at, answered_at, ended_at, outcome, reason, \
-     ended_by, out_of_hours, recording_url, explanation_json, tags_json, agents_json, voicemail_json";
+     ended_by, out_of_hours, recording_url, explanation_json, tags_json, agents_json, voicemail_json, \
+     sms_json";
 
 /// Whether a multi-row statement of `rows` rows is kept prepared on its connection. Small ones
 /// (the usual batch) are; large ones, made only by bursts, are prepared, run and dropped: a
@@ -119,7 +120,7 @@ pub(super) async fn upsert_records(
         "INSERT INTO calls (id, sip_call_id, direction, queue, group_name, groups_json, caller, callee,
              agent, agent_email, started_at, answered_at, ended_at, outcome, reason, ended_by,
              out_of_hours, recording_url, explanation_json, tags_json, agents_json,
-             voicemail_json)
+             voicemail_json, sms_json)
          VALUES {}
          ON CONFLICT (id) DO UPDATE SET
              group_name = excluded.group_name, groups_json = excluded.groups_json,
@@ -128,8 +129,9 @@ pub(super) async fn upsert_records(
              outcome = excluded.outcome, reason = excluded.reason, ended_by = excluded.ended_by,
              out_of_hours = excluded.out_of_hours, recording_url = excluded.recording_url,
              explanation_json = excluded.explanation_json, tags_json = excluded.tags_json,
-             agents_json = excluded.agents_json, voicemail_json = excluded.voicemail_json",
-        placeholders(backend, records.len(), 22)
+             agents_json = excluded.agents_json, voicemail_json = excluded.voicemail_json,
+             sms_json = excluded.sms_json",
+        placeholders(backend, records.len(), 23)
     );
     let mut query = sqlx::query(&sql).persistent(cached(records.len()));
     for r in records {
@@ -155,7 +157,8 @@ pub(super) async fn upsert_records(
             .bind(json(&r.explanation))
             .bind(json(&r.tags))
             .bind(json(&r.agents))
-            .bind(r.voicemail.as_ref().map(json));
+            .bind(r.voicemail.as_ref().map(json))
+            .bind(r.sms.as_ref().map(json));
     }
     query
         .execute(&mut *conn)
@@ -209,6 +212,7 @@ pub(super) fn call_record(row: &AnyRow) -> Result<CallRecord, StoreError> {
         voicemail: text("voicemail_json")?.and_then(|v| serde_json::from_str(&v).ok()),
         explanation: list("explanation_json")?,
         tags: list("tags_json")?,
+        sms: text("sms_json")?.and_then(|v| serde_json::from_str(&v).ok()),
     })
 }
 

@@ -165,6 +165,32 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         )
         ",
     ),
+    (
+        11,
+        "
+        ALTER TABLE calls ADD COLUMN sms_json TEXT;
+        CREATE TABLE sms_replies (
+            id TEXT PRIMARY KEY,
+            integration TEXT NOT NULL,
+            ticket_id TEXT NOT NULL,
+            customer TEXT NOT NULL,
+            number TEXT NOT NULL,
+            body TEXT NOT NULL,
+            author TEXT,
+            state TEXT NOT NULL,
+            detail TEXT,
+            instance TEXT NOT NULL DEFAULT '',
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        );
+        CREATE INDEX sms_replies_due ON sms_replies (state, created_at);
+        CREATE TABLE helpdesk_cursors (
+            integration TEXT PRIMARY KEY,
+            position BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )
+        ",
+    ),
 ];
 
 /// Statements only PostgreSQL runs, each whole (function bodies hold semicolons), with the

@@ -74,7 +74,8 @@ impl Field {
     }
 }
 
-/// One value per call type: a setting every integration has for each of the five.
+/// One value per call type: a setting every integration has for each of the seven (five of
+/// calls, two of texts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PerCallType<T> {
     pub inbound_answered: T,
@@ -82,6 +83,8 @@ pub struct PerCallType<T> {
     pub voicemail: T,
     pub outbound_answered: T,
     pub outbound_unanswered: T,
+    pub sms_inbound: T,
+    pub sms_outbound: T,
 }
 
 impl<T: Copy> PerCallType<T> {
@@ -98,6 +101,8 @@ impl<T> PerCallType<T> {
             CallType::Voicemail => &self.voicemail,
             CallType::OutboundAnswered => &self.outbound_answered,
             CallType::OutboundUnanswered => &self.outbound_unanswered,
+            CallType::SmsInbound => &self.sms_inbound,
+            CallType::SmsOutbound => &self.sms_outbound,
         }
     }
 
@@ -108,6 +113,8 @@ impl<T> PerCallType<T> {
             CallType::Voicemail => &mut self.voicemail,
             CallType::OutboundAnswered => &mut self.outbound_answered,
             CallType::OutboundUnanswered => &mut self.outbound_unanswered,
+            CallType::SmsInbound => &mut self.sms_inbound,
+            CallType::SmsOutbound => &mut self.sms_outbound,
         };
         *slot = value;
     }
@@ -151,6 +158,8 @@ pub enum Skip {
     /// No contact has the number (or, `anonymous`, the shared anonymous contact does not
     /// exist) and `create_unknown_contacts` is off.
     UnknownContact { anonymous: bool },
+    /// A text that makes no ticket anywhere (a subscription or compliance keyword), and why.
+    Text(String),
 }
 
 impl fmt::Display for Skip {
@@ -174,6 +183,7 @@ impl fmt::Display for Skip {
                 f,
                 "the number is withheld, there is no anonymous contact yet and create_unknown_contacts = false"
             ),
+            Skip::Text(why) => write!(f, "{why}"),
         }
     }
 }
@@ -187,6 +197,9 @@ pub fn logs(rules: &Rules, call: &CallRecord) -> Result<(), Skip> {
     if !linked {
         return Err(Skip::NotLinked);
     }
+    if let Some(why) = call.sms.as_ref().and_then(|t| t.skipped.as_ref()) {
+        return Err(Skip::Text(why.clone()));
+    }
     let call_type = call.call_type();
     if rules.log.get(call_type) == Log::Nothing {
         return Err(Skip::NotLogged(call_type));
@@ -197,6 +210,16 @@ pub fn logs(rules: &Rules, call: &CallRecord) -> Result<(), Skip> {
         return Err(Skip::OutOfHours);
     }
     Ok(())
+}
+
+/// Where an integration logs this call: its call type's `log`, except that a text from a sender
+/// past `[sms] max_per_sender` joins their open ticket where a new one would be made.
+pub fn log_of(rules: &Rules, call: &CallRecord) -> Log {
+    let log = rules.log.get(call.call_type());
+    match (&call.sms, log) {
+        (Some(text), Log::New) if text.flood => Log::Previous,
+        _ => log,
+    }
 }
 
 /// Whether a call whose party no contact has may create one: only under
@@ -218,7 +241,50 @@ pub fn subject(call: &CallRecord) -> String {
         CallType::Voicemail => format!("Voicemail from {}", call.caller),
         CallType::OutboundAnswered => format!("Call to {}", call.callee),
         CallType::OutboundUnanswered => format!("Unanswered call to {}", call.callee),
+        CallType::SmsInbound => format!("SMS from {}", call.caller),
+        CallType::SmsOutbound => format!("SMS to {}", call.callee),
     }
+}
+
+/// A text's headline, as the Intercom seed words it: `Inbound SMS on <name>` or
+/// `Outbound SMS on <name>`.
+pub fn sms_headline(call: &CallRecord) -> String {
+    let name = call.sms.as_ref().map_or("", |t| t.name.as_str());
+    match call.direction {
+        Direction::Inbound => format!("Inbound SMS on {name}"),
+        Direction::Outbound => format!("Outbound SMS on {name}"),
+    }
+}
+
+/// A text told for people, as the Intercom seed lists it: the number used, who sent it, to
+/// whom, the text, and for an outbound text whether it was delivered.
+pub fn sms_summary(rules: &Rules, call: &CallRecord) -> String {
+    let Some(text) = &call.sms else {
+        return summary(rules, call);
+    };
+    let sender = match (call.direction, &call.agent) {
+        (Direction::Inbound, _) => call.caller.clone(),
+        (Direction::Outbound, Some(agent)) => match &call.agent_email {
+            Some(email) => format!("{agent} ({email})"),
+            None => agent.clone(),
+        },
+        (Direction::Outbound, None) => text.via.clone().unwrap_or_default(),
+    };
+    let mut lines = vec![
+        sms_headline(call),
+        format!("Number: {} ({})", text.number, text.name),
+        format!("From: {sender}"),
+        format!("To: {}", call.callee),
+        format!("Time: {}", local_time(rules, call, call.started_at)),
+    ];
+    if call.direction == Direction::Outbound {
+        lines.push(match &text.failure {
+            None => "Status: delivered".to_owned(),
+            Some(why) => format!("Status: delivery failed ({why})"),
+        });
+    }
+    lines.push(format!("Text:\n{}", text.body));
+    lines.join("\n")
 }
 
 /// What identifies a call's note on a ticket.
@@ -257,9 +323,14 @@ pub fn local_time(rules: &Rules, call: &CallRecord, t: Timestamp) -> String {
         .to_string()
 }
 
-/// The internal note for a call: its [`summary`], then the marker.
+/// The internal note for a call: its [`summary`] (a text's [`sms_summary`]), then the marker.
 pub fn note(rules: &Rules, call: &CallRecord) -> String {
-    format!("{}\n{}", summary(rules, call), marker(&call.id))
+    let told = if call.sms.is_some() {
+        sms_summary(rules, call)
+    } else {
+        summary(rules, call)
+    };
+    format!("{told}\n{}", marker(&call.id))
 }
 
 /// The call told for people: a headline, then the configured fields.

@@ -82,6 +82,8 @@ const DEFAULT_STATUS: PerCallType<HelpScoutStatus> = PerCallType {
     voicemail: HelpScoutStatus::Active,
     outbound_answered: HelpScoutStatus::Closed,
     outbound_unanswered: HelpScoutStatus::Active,
+    sms_inbound: HelpScoutStatus::Active,
+    sms_outbound: HelpScoutStatus::Pending,
 };
 
 /// Checks a Help Scout entry's own keys.

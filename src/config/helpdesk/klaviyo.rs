@@ -31,6 +31,8 @@ fn default_metrics() -> PerCallType<String> {
         voicemail: "Voicemail Received".to_owned(),
         outbound_answered: "Outbound Call Answered".to_owned(),
         outbound_unanswered: "Outbound Call Unanswered".to_owned(),
+        sms_inbound: "SMS Received".to_owned(),
+        sms_outbound: "SMS Sent".to_owned(),
     }
 }
 

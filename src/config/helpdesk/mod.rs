@@ -220,12 +220,15 @@ const DEFAULT_LOG: PerCallType<Log> = PerCallType {
     voicemail: Log::New,
     outbound_answered: Log::Previous,
     outbound_unanswered: Log::Nothing,
+    // Texts join the customer's open ticket, as a text conversation does (the Klaviyo seed).
+    sms_inbound: Log::Previous,
+    sms_outbound: Log::Previous,
 };
 
-/// The five call-type tables of an entry, with their keys.
+/// The seven call-type tables of an entry (five of calls, two of texts), with their keys.
 pub(super) fn call_type_tables(
     h: &RawHelpdesk,
-) -> [(CallType, &'static str, Option<&RawCallTypeRule>); 5] {
+) -> [(CallType, &'static str, Option<&RawCallTypeRule>); 7] {
     [
         (
             CallType::InboundAnswered,
@@ -243,6 +246,12 @@ pub(super) fn call_type_tables(
             CallType::OutboundUnanswered,
             "outbound_unanswered",
             h.outbound_unanswered.as_ref(),
+        ),
+        (CallType::SmsInbound, "sms_inbound", h.sms_inbound.as_ref()),
+        (
+            CallType::SmsOutbound,
+            "sms_outbound",
+            h.sms_outbound.as_ref(),
         ),
     ]
 }

@@ -169,7 +169,9 @@ impl Webhook {
         };
         self.post(job, || {
             let mut body = payload::payload(&self.name, &self.rules, job.call, &job.party);
-            body["data"]["voicemail"] = payload::voicemail(job.call, link.as_ref(), &audio);
+            if job.call.sms.is_none() {
+                body["data"]["voicemail"] = payload::voicemail(job.call, link.as_ref(), &audio);
+            }
             body
         })
         .await

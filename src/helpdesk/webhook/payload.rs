@@ -32,6 +32,12 @@ pub const CALL_ENDED: &str = "call.ended";
 /// The event type of tags added or removed after a call.
 pub const CALL_TAGGED: &str = "call.tagged";
 
+/// The event type of a text a customer sent to one of the company's numbers.
+pub const SMS_RECEIVED: &str = "sms.received";
+
+/// The event type of a text sent to a customer.
+pub const SMS_SENT: &str = "sms.sent";
+
 /// The payload's JSON Schema.
 pub const SCHEMA: &str = include_str!("schema.json");
 
@@ -49,6 +55,9 @@ pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Part
         Party::Number(number) => (Some(number.as_str()), None),
         Party::Anonymous { sent } => (None, sent.as_deref()),
     };
+    if call.sms.is_some() {
+        return text(integration, rules, call, party);
+    }
     let log = match rules.log.get(call.call_type()) {
         Log::Previous => "previous",
         // Calls the rules do not log never reach a connector; "new" is the rest.
@@ -101,6 +110,62 @@ pub fn payload(integration: &str, rules: &Rules, call: &CallRecord, party: &Part
             "log": log,
             "summary": tickets::summary(rules, call),
             "voicemail": voicemail(call, None, &Attachable::None),
+        }
+    })
+}
+
+/// The payload of a text: `sms.received` or `sms.sent`.
+fn text(integration: &str, rules: &Rules, call: &CallRecord, party: &Party) -> Value {
+    let zone = rules.zone_of(call);
+    let Some(sms) = &call.sms else {
+        return Value::Null;
+    };
+    let (number, as_sent) = match party {
+        Party::Number(number) => (Some(number.as_str()), None),
+        Party::Anonymous { sent } => (None, sent.as_deref()),
+    };
+    let (kind, status) = match (call.direction, &sms.failure) {
+        (Direction::Inbound, _) => (SMS_RECEIVED, "received"),
+        (Direction::Outbound, None) => (SMS_SENT, "delivered"),
+        (Direction::Outbound, Some(_)) => (SMS_SENT, "failed"),
+    };
+    let log = match tickets::log_of(rules, call) {
+        Log::Previous => "previous",
+        Log::New | Log::Nothing => "new",
+    };
+    json!({
+        "type": kind,
+        "version": VERSION,
+        "timestamp": call.ended_at.to_string(),
+        "integration": integration,
+        "data": {
+            "id": call.id,
+            "sip_call_id": call.sip_call_id,
+            "direction": call.direction,
+            "call_type": call.call_type(),
+            "number": { "number": sms.number, "name": sms.name },
+            "party": {
+                "number": number,
+                "anonymous": number.is_none(),
+                "as_sent": as_sent,
+            },
+            "from": call.caller,
+            "to": call.callee,
+            "agent": call.agent.as_ref().map(|extension| json!({
+                "extension": extension,
+                "email": call.agent_email,
+            })),
+            "text": sms.body,
+            "status": status,
+            "failure": sms.failure,
+            "via": sms.via,
+            "ticket": sms.ticket,
+            "group": call.group,
+            "groups": call.groups,
+            "timezone": zone.iana_name().unwrap_or("UTC"),
+            "at": local(call.started_at, zone),
+            "log": log,
+            "summary": tickets::sms_summary(rules, call),
         }
     })
 }

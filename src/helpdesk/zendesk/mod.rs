@@ -178,6 +178,8 @@ struct Ticket {
     id: u64,
     status: String,
     created_at: Timestamp,
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -223,7 +225,10 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
     if let Some(subject) = &write.subject {
         ticket.insert("subject".into(), json!(subject));
     }
-    let mut comment = json!({ "body": write.note, "public": false });
+    let mut comment = json!({ "body": write.note, "public": write.public });
+    if let Some(author) = write.author {
+        comment["author_id"] = json!(author);
+    }
     if !write.uploads.is_empty() {
         comment["uploads"] = json!(write.uploads);
     }
@@ -240,6 +245,9 @@ fn ticket_body(write: &TicketWrite, requester: Option<u64>, answered_by: Option<
     if let Some(requester) = requester {
         ticket.insert("requester_id".into(), json!(requester));
         ticket.insert("external_id".into(), json!(write.external_id));
+    }
+    if let Some(closed) = write.followup {
+        ticket.insert("via_followup_source_id".into(), json!(closed));
     }
     match write.assignee {
         Some(AssigneeId::User(id)) => {
@@ -493,9 +501,13 @@ impl Zendesk {
                 tickets::Skip::UnknownContact { anonymous }.to_string(),
             ));
         };
-        let previous = if self.rules.log.get(call.call_type()) == Log::Previous {
+        let previous = if tickets::log_of(&self.rules, call) == Log::Previous {
             let tickets = self.requested_tickets(job, requester).await?;
-            rules::previous_ticket(&tickets).cloned()
+            if call.sms.is_some() {
+                rules::sms_ticket(&tickets).cloned()
+            } else {
+                rules::previous_ticket(&tickets).cloned()
+            }
         } else {
             None
         };
@@ -524,7 +536,8 @@ impl Zendesk {
             &note_call,
             previous.as_ref(),
             assignee,
-        );
+        )
+        .authored_by(requester);
         match voicemail.apply(plan) {
             Plan::Create(write) => {
                 let body = ticket_body(&write, Some(requester), answered_by);
@@ -532,13 +545,10 @@ impl Zendesk {
             }
             Plan::Update { ticket, write } => {
                 let body = ticket_body(&write, None, answered_by);
-                let fallback = match voicemail.apply(rules::plan(
-                    &self.rules,
-                    &self.zendesk,
-                    &note_call,
-                    None,
-                    assignee,
-                )) {
+                let fallback = match voicemail.apply(
+                    rules::plan(&self.rules, &self.zendesk, &note_call, None, assignee)
+                        .authored_by(requester),
+                ) {
                     Plan::Create(write) => ticket_body(&write, Some(requester), answered_by),
                     Plan::Update { .. } => unreachable!("no previous ticket, no update"),
                 };
@@ -1004,6 +1014,7 @@ impl Zendesk {
                     id: t.id,
                     status: Status::parse(&t.status)?,
                     created_at: t.created_at,
+                    tags: t.tags,
                 })
             })
             .collect())

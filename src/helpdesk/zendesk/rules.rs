@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::call::{CallRecord, Direction, Outcome};
-use crate::tickets::{Log, PerCallType, Rules, note, subject};
+use crate::tickets::{self, Log, PerCallType, Rules, note, subject};
 
 #[cfg(test)]
 mod tests;
@@ -178,6 +178,9 @@ pub const DEFAULT_STATUS: PerCallType<Status> = PerCallType {
     voicemail: Status::Open,
     outbound_answered: Status::Solved,
     outbound_unanswered: Status::Open,
+    // A customer's text reopens the conversation; an agent's text waits for their answer.
+    sms_inbound: Status::Open,
+    sms_outbound: Status::Pending,
 };
 
 /// A ticket of the contact, as the helpdesk lists it.
@@ -186,6 +189,20 @@ pub struct TicketSummary {
     pub id: u64,
     pub status: Status,
     pub created_at: Timestamp,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// The tag every ticket of a text conversation carries (the Klaviyo seed's view filters on it).
+pub const SMS_TAG: &str = "sms";
+
+/// The customer's text conversation: their most recent ticket tagged `sms`, whatever its
+/// status (the Klaviyo seed: open → a comment, solved → reopened, closed → a follow-up).
+pub fn sms_ticket(tickets: &[TicketSummary]) -> Option<&TicketSummary> {
+    tickets
+        .iter()
+        .filter(|t| t.tags.iter().any(|tag| tag == SMS_TAG))
+        .max_by_key(|t| (t.created_at, t.id))
 }
 
 /// Zendesk's previous-ticket rule: when the most recent ticket is Solved or Closed, none (a new
@@ -213,6 +230,15 @@ pub fn previous_ticket(tickets: &[TicketSummary]) -> Option<&TicketSummary> {
 /// A transferred call goes to the last agent who held it with a Zendesk user, else to the one
 /// before, down to the one who answered ([`CallRecord::assignee_emails`]).
 pub fn assignee_candidates(zendesk: &ZendeskRules, call: &CallRecord) -> Vec<Assignee> {
+    if call.sms.is_some() && call.direction == Direction::Inbound {
+        // A customer's text goes to the number's one agent, if it has one; otherwise the
+        // ticket keeps whoever has it (or Zendesk's own assignment rules take a new one).
+        return call
+            .assignee_emails()
+            .into_iter()
+            .map(|email| Assignee::User(email.to_owned()))
+            .collect();
+    }
     let handled_by_an_agent =
         call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
     if !handled_by_an_agent {
@@ -254,6 +280,11 @@ pub struct TicketWrite {
     pub uploads: Vec<String>,
     /// The call id, so a ticket can be found again by the call it was made for.
     pub external_id: String,
+    /// A customer's text: the comment is public, in the name of `author` (the customer).
+    pub public: bool,
+    pub author: Option<u64>,
+    /// The closed ticket a new one follows up (`via_followup_source_id`).
+    pub followup: Option<u64>,
 }
 
 /// What to do with the helpdesk for one call.
@@ -261,6 +292,19 @@ pub struct TicketWrite {
 pub enum Plan {
     Create(TicketWrite),
     Update { ticket: u64, write: TicketWrite },
+}
+
+impl Plan {
+    /// The plan with a customer's text written in `requester`'s name.
+    pub fn authored_by(mut self, requester: u64) -> Plan {
+        let write = match &mut self {
+            Plan::Create(write) | Plan::Update { write, .. } => write,
+        };
+        if write.public {
+            write.author = Some(requester);
+        }
+        self
+    }
 }
 
 /// The plan for a call once the contact's tickets and the assignee are known. `previous` is the
@@ -272,7 +316,7 @@ pub fn plan(
     previous: Option<&TicketSummary>,
     assignee: Option<AssigneeId>,
 ) -> Plan {
-    let log = rules.log.get(call.call_type());
+    let log = tickets::log_of(rules, call);
     let status = zendesk.status.get(call.call_type());
     let mut tags = vec![
         "sipdesk".to_owned(),
@@ -314,8 +358,24 @@ pub fn plan(
         voice,
         uploads: Vec::new(),
         external_id: call.id.clone(),
+        public: false,
+        author: None,
+        followup: None,
     };
+    if let Some(text) = &call.sms {
+        write.tags.push(SMS_TAG.to_owned());
+        if call.direction == Direction::Inbound {
+            // The customer's own words, as a public comment; the marker last, as on notes.
+            write.note = format!("{}\n\n{}", text.body, tickets::marker(&call.id));
+            write.public = true;
+        }
+    }
     match (log, previous) {
+        (Log::Previous, Some(ticket)) if ticket.status == Status::Closed => {
+            // A closed ticket takes nothing more: a follow-up.
+            write.followup = Some(ticket.id);
+            Plan::Create(write)
+        }
         (Log::Previous, Some(ticket)) => {
             if !zendesk.update_title {
                 write.subject = None;

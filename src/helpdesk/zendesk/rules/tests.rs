@@ -55,6 +55,7 @@ fn ticket(id: u64, status: Status, created: &str) -> TicketSummary {
         id,
         status,
         created_at: at(created),
+        tags: Vec::new(),
     }
 }
 
