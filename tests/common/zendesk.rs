@@ -34,6 +34,35 @@
 //!   the fake keeps the conservative answer, a 422 naming the token, where the real API might
 //!   instead make the ticket without the file — either way a client must not send such a token.
 //!   Each token attaches once.
+//! - Comments keep the `author_id` and `public` a request gives them (Zendesk lets an API
+//!   request write a comment as another user); without, the API user writes a public one.
+//! - Incremental ticket event export (`GET /api/v2/incremental/ticket_events?start_time=`,
+//!   optionally `include=comment_events`), time-based, as "Incremental Exports" and "Using the
+//!   Incremental Exports API" describe it. Every ticket create and update (the API's, and the
+//!   agent's doings below: [`FakeZendesk::reply`], tags, status) is recorded as an `Audit` event
+//!   with its changes as `child_events`. Events come oldest first, at most 1000 a page, from
+//!   `start_time` (inclusive) up to a minute before the request: Zendesk leaves the last minute
+//!   out (announced October 2024). On a full page `end_of_stream` is false and `end_time` is the
+//!   last event's second, where the next page starts (repeating that second's events: the
+//!   reference warns time-based exports give duplicates); on the last page `end_time` is the edge
+//!   of what was exported, a minute before the request [assumed: the announcement says only that
+//!   `end_time` takes the left-out minute into account]. `next_page` is always given, `count` is
+//!   the page's. A `start_time` less than a minute old (or in the future) is 422 `InvalidValue`
+//!   "Too recent start_time…" [observed wording]; a missing or non-numeric one is 400
+//!   `InvalidValue` [assumed]. The export has its own limit, `incremental_rate_limit` requests in
+//!   any 60 s (10 per the reference, 30 with the High Volume add-on), on top of the account's;
+//!   beyond it, 429 with `Retry-After`. An event carries `id`, `ticket_id`, `timestamp`,
+//!   `created_at`, `updater_id` (the user who made the change: the API user for API writes, even
+//!   of a comment written as someone else [assumed]), `via` as a name ("Web service" for the API,
+//!   "Web form" for an agent in Zendesk) [observed in client fixtures], `system`, `metadata`,
+//!   `event_type`. A comment's child event, with the sideload, is the comment: `id` (the
+//!   comment's), `type` (`Comment` or `VoiceComment`), `author_id`, `body`, `html_body`,
+//!   `plain_body`, `public`, `attachments`, `audit_id`, `created_at`, `event_type`; without it,
+//!   only `comment_present` and `comment_public` (as the reference says). Field children are
+//!   written as the audit events reference writes them (`type` `Create`/`Change`, `field_name`,
+//!   `value`, `previous_value`) [assumed for the export, whose reference shows comments only].
+//!   The fake's clock can be moved on ([`FakeZendesk::advance_clock`]) so that a test need not
+//!   wait out the minute; request rate windows keep real time.
 //! - Faults on demand: 500, 503 with `Retry-After`, 429 with `Retry-After`, an HTML page with
 //!   200, or no answer at all — for the next N requests or for a while.
 #![allow(dead_code)]
@@ -71,6 +100,8 @@ pub(crate) struct Settings {
     pub(crate) upload_lifetime: Duration,
     /// The account's group ids.
     pub(crate) groups: Vec<u64>,
+    /// Incremental export requests per minute (Zendesk: 10).
+    pub(crate) incremental_rate_limit: u32,
 }
 
 impl Default for Settings {
@@ -84,6 +115,7 @@ impl Default for Settings {
             rate_limit: 100_000,
             upload_lifetime: Duration::from_secs(3600),
             groups: vec![5],
+            incremental_rate_limit: 10,
         }
     }
 }
@@ -127,6 +159,41 @@ pub(crate) struct Comment {
     pub(crate) data: Option<Value>,
     /// The uploads attached to it.
     pub(crate) attachments: Vec<Upload>,
+    /// When it was written, by the fake's clock.
+    pub(crate) at: Timestamp,
+}
+
+/// A ticket create or update, as the ticket event export shows it (Zendesk's audit).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TicketEvent {
+    pub(crate) id: u64,
+    pub(crate) ticket_id: u64,
+    /// By the fake's clock.
+    pub(crate) at: Timestamp,
+    pub(crate) updater_id: u64,
+    /// `Web service` (the API) or `Web form` (an agent in Zendesk).
+    pub(crate) via: &'static str,
+    pub(crate) children: Vec<Child>,
+}
+
+/// One change an event made.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Child {
+    /// A field set on a new ticket.
+    Create {
+        id: u64,
+        field: &'static str,
+        value: Value,
+    },
+    /// A field changed on an existing ticket.
+    Change {
+        id: u64,
+        field: &'static str,
+        value: Value,
+        previous: Value,
+    },
+    /// A comment added, by its id (a comment's id is its event's).
+    Comment(u64),
 }
 
 /// A file sent to `POST /api/v2/uploads`.
@@ -154,6 +221,9 @@ impl Upload {
 /// Zendesk's attachment size limit (50 MB); larger uploads are 413.
 const MAX_UPLOAD: usize = 50 * 1024 * 1024;
 
+/// Events on a page of the ticket event export (Zendesk: up to 1000).
+const EXPORT_PAGE: usize = 1000;
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Ticket {
     pub(crate) id: u64,
@@ -180,6 +250,8 @@ pub(crate) struct Stats {
     pub(crate) arrivals: Vec<Instant>,
     /// 429 answers sent for the account limit.
     pub(crate) rate_limited: u64,
+    /// 429 answers sent for the incremental export limit.
+    pub(crate) incremental_rate_limited: u64,
     pub(crate) unauthenticated: u64,
     pub(crate) faults_served: u64,
     /// `METHOD /path` → how many.
@@ -212,6 +284,11 @@ struct Account {
     updates: HashMap<u64, Vec<Instant>>,
     faults: Faults,
     stats: Stats,
+    events: Vec<TicketEvent>,
+    /// Incremental export requests in the last 60 s.
+    incremental_window: Vec<Instant>,
+    /// How far the fake's clock is ahead of the system's ([`FakeZendesk::advance_clock`]).
+    clock: jiff::SignedDuration,
 }
 
 /// The fake, serving on 127.0.0.1 from its own thread.
@@ -305,6 +382,9 @@ impl FakeZendesk {
             updates: HashMap::new(),
             faults: Faults::default(),
             stats: Stats::default(),
+            events: Vec::new(),
+            incremental_window: Vec::new(),
+            clock: jiff::SignedDuration::ZERO,
         }));
         let server = Server::start(
             "fake Zendesk",
@@ -383,27 +463,73 @@ impl FakeZendesk {
         self.with(|a| a.users.retain(|u| u.id != id));
     }
 
-    /// Adds a tag to a ticket, as an agent would.
+    /// Adds a tag to a ticket, as an agent would (the API user stands for the agent in the
+    /// ticket's events).
     pub(crate) fn add_tag(&self, ticket: u64, tag: &str) {
-        self.with(|a| {
-            a.tickets
-                .iter_mut()
-                .find(|t| t.id == ticket)
-                .expect("a ticket")
-                .tags
-                .push(tag.to_owned())
-        });
+        self.with(|a| a.agent_change(ticket, |t| t.tags.push(tag.to_owned())));
     }
 
     /// Sets a ticket's status, as an agent would.
     pub(crate) fn set_status(&self, ticket: u64, status: &str) {
+        self.with(|a| a.agent_change(ticket, |t| t.status = status.to_owned()));
+    }
+
+    /// A ticket made through the API as sipdesk makes one: requested by `requester`, with
+    /// `note` as its first, internal comment; its id.
+    pub(crate) fn add_ticket(&self, requester: u64, note: &str) -> u64 {
         self.with(|a| {
+            let (status, _, answer) = a.create_ticket(&json!({"ticket": {
+                "subject": "Call", "requester_id": requester,
+                "comment": {"body": note, "public": false},
+            }}));
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+            answer["ticket"]["id"].as_u64().expect("a ticket id")
+        })
+    }
+
+    /// A comment written on a ticket in Zendesk by `author` (an agent's reply when `public`, an
+    /// internal note when not): in the ticket's comments and, as an update by `author`, in the
+    /// ticket event export. Its id.
+    pub(crate) fn reply(&self, ticket: u64, author: u64, body: &str, public: bool) -> u64 {
+        self.with(|a| {
+            let id = a.new_id();
+            let at = a.now();
             a.tickets
                 .iter_mut()
                 .find(|t| t.id == ticket)
                 .expect("a ticket")
-                .status = status.to_owned()
+                .comments
+                .push(Comment {
+                    id,
+                    kind: "Comment".to_owned(),
+                    body: body.to_owned(),
+                    public,
+                    author_id: author,
+                    data: None,
+                    attachments: Vec::new(),
+                    at,
+                });
+            a.record(ticket, author, "Web form", Vec::new(), &[id]);
+            id
+        })
+    }
+
+    /// Moves the fake's clock on by `by`: what was written looks that much older, and the
+    /// export's last minute is that much later (as if the time had passed).
+    pub(crate) fn advance_clock(&self, by: Duration) {
+        self.with(|a| {
+            a.clock += jiff::SignedDuration::try_from(by).expect("a clock step");
         });
+    }
+
+    /// The fake's time now.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.with(|a| a.now())
+    }
+
+    /// Every ticket event recorded, oldest first.
+    pub(crate) fn events(&self) -> Vec<TicketEvent> {
+        self.with(|a| a.events.clone())
     }
 
     /// The next `n` requests get `fault`.
@@ -554,6 +680,68 @@ impl Account {
         self.next_id
     }
 
+    fn now(&self) -> Timestamp {
+        Timestamp::now() + self.clock
+    }
+
+    /// Records a ticket event: `fields` set (no previous value, on a new ticket) or changed,
+    /// and `comments` added. An update that changes nothing records nothing.
+    fn record(
+        &mut self,
+        ticket_id: u64,
+        updater_id: u64,
+        via: &'static str,
+        fields: Vec<(&'static str, Value, Option<Value>)>,
+        comments: &[u64],
+    ) -> Option<u64> {
+        if fields.is_empty() && comments.is_empty() {
+            return None;
+        }
+        let id = self.new_id();
+        let mut children = Vec::new();
+        for (field, value, previous) in fields {
+            let child = self.new_id();
+            children.push(match previous {
+                None => Child::Create {
+                    id: child,
+                    field,
+                    value,
+                },
+                Some(previous) => Child::Change {
+                    id: child,
+                    field,
+                    value,
+                    previous,
+                },
+            });
+        }
+        children.extend(comments.iter().map(|c| Child::Comment(*c)));
+        let at = self.now();
+        self.events.push(TicketEvent {
+            id,
+            ticket_id,
+            at,
+            updater_id,
+            via,
+            children,
+        });
+        Some(id)
+    }
+
+    /// An agent's change to a ticket in Zendesk, recorded as an event of the API user's.
+    fn agent_change(&mut self, ticket: u64, change: impl FnOnce(&mut Ticket)) {
+        let t = self
+            .tickets
+            .iter_mut()
+            .find(|t| t.id == ticket)
+            .expect("a ticket");
+        let before = ticket_fields(t);
+        change(t);
+        let changed = changes(&before, &ticket_fields(t));
+        let api_user = self.api_user;
+        self.record(ticket, api_user, "Web form", changed, &[]);
+    }
+
     fn authenticated(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
             return false;
@@ -695,6 +883,7 @@ impl Account {
         let parsed = || serde_json::from_slice::<Value>(body);
         match (method.as_str(), parts.as_slice()) {
             ("GET", ["api", "v2", "users", "search"]) => self.search_users(query),
+            ("GET", ["api", "v2", "incremental", "ticket_events"]) => self.ticket_events(query),
             ("POST", ["api", "v2", "uploads"]) => self.upload(query, headers, body),
             ("POST", ["api", "v2", "users", "create_or_update"]) => match parsed() {
                 Ok(body) => self.create_or_update_user(&body),
@@ -820,6 +1009,141 @@ impl Account {
             json!({"upload": {"token": token, "expires_at": "2026-01-01T01:00:00Z",
                               "attachment": attachment, "attachments": [attachment]}}),
         )
+    }
+
+    /// `GET /api/v2/incremental/ticket_events?start_time=`: one page of the time-based export.
+    fn ticket_events(&mut self, query: &HashMap<String, String>) -> Answer {
+        let now = Instant::now();
+        self.incremental_window
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        if self.incremental_window.len() >= self.settings.incremental_rate_limit as usize {
+            self.stats.incremental_rate_limited += 1;
+            let frees = self.incremental_window[0] + Duration::from_secs(60);
+            let wait = frees
+                .saturating_duration_since(now)
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64;
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(wait));
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                headers,
+                json!({"error": "TooManyRequests", "description": "Number of allowed incremental export API requests per minute exceeded"}),
+            );
+        }
+        self.incremental_window.push(now);
+        let Some(start) = query
+            .get("start_time")
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|s| *s >= 0)
+        else {
+            return json_response(
+                400,
+                json!({"error": "InvalidValue", "description": "start_time is required and must be a Unix time in seconds"}),
+            );
+        };
+        // The minute before the request is left out.
+        let edge = self.now().as_second() - 60;
+        if start > edge {
+            return json_response(
+                422,
+                json!({"error": "InvalidValue", "description": "Too recent start_time. Use a start_time older than 1 minute"}),
+            );
+        }
+        let comments = query
+            .get("include")
+            .is_some_and(|i| i.split(',').any(|s| s.trim() == "comment_events"));
+        let mut events: Vec<&TicketEvent> = self
+            .events
+            .iter()
+            .filter(|e| (start..=edge).contains(&e.at.as_second()))
+            .collect();
+        events.sort_by_key(|e| (e.at.as_second(), e.id));
+        let end_of_stream = events.len() <= EXPORT_PAGE;
+        events.truncate(EXPORT_PAGE);
+        let end_time = match events.last() {
+            Some(last) if !end_of_stream => last.at.as_second(),
+            _ => edge,
+        };
+        let page: Vec<Value> = events
+            .iter()
+            .map(|e| self.ticket_event_json(e, comments))
+            .collect();
+        let include = if comments {
+            "&include=comment_events"
+        } else {
+            ""
+        };
+        json_response(
+            200,
+            json!({
+                "ticket_events": page,
+                "next_page": format!("{}/api/v2/incremental/ticket_events.json?start_time={end_time}{include}", self.base),
+                "count": page.len(),
+                "end_time": end_time,
+                "end_of_stream": end_of_stream,
+            }),
+        )
+    }
+
+    fn ticket_event_json(&self, e: &TicketEvent, comments: bool) -> Value {
+        let channel = if e.via == "Web form" { "web" } else { "api" };
+        let via = json!({"channel": channel, "source": {"from": {}, "to": {}, "rel": null}});
+        let children: Vec<Value> = e
+            .children
+            .iter()
+            .filter_map(|child| match child {
+                Child::Create { id, field, value } => Some(json!({
+                    "id": id, "via": e.via, "via_reference_id": null, "type": "Create",
+                    "event_type": "Create", "field_name": field, "value": value,
+                })),
+                Child::Change {
+                    id,
+                    field,
+                    value,
+                    previous,
+                } => Some(json!({
+                    "id": id, "via": e.via, "via_reference_id": null, "type": "Change",
+                    "event_type": "Change", "field_name": field, "value": value,
+                    "previous_value": previous,
+                })),
+                Child::Comment(id) => {
+                    let c = self
+                        .tickets
+                        .iter()
+                        .find(|t| t.id == e.ticket_id)?
+                        .comments
+                        .iter()
+                        .find(|c| c.id == *id)?;
+                    Some(if comments {
+                        let mut comment = comment_json(c);
+                        let extra = json!({
+                            "via": via, "via_reference_id": null, "html_body": html(&c.body),
+                            "plain_body": c.body, "audit_id": e.id, "event_type": c.kind,
+                        });
+                        for (key, value) in extra.as_object().into_iter().flatten() {
+                            comment[key] = value.clone();
+                        }
+                        if let Some(comment) = comment.as_object_mut() {
+                            comment.remove("data");
+                        }
+                        comment
+                    } else {
+                        json!({
+                            "id": id, "via": e.via, "via_reference_id": null,
+                            "comment_present": true, "comment_public": c.public,
+                            "event_type": c.kind,
+                        })
+                    })
+                }
+            })
+            .collect();
+        json!({
+            "id": e.id, "ticket_id": e.ticket_id, "timestamp": e.at.as_second(),
+            "created_at": second(e.at), "updater_id": e.updater_id, "via": e.via,
+            "system": {}, "metadata": {}, "event_type": "Audit", "child_events": children,
+        })
     }
 
     fn attachment_json(&self, u: &Upload) -> Value {
@@ -1213,9 +1537,11 @@ impl Account {
                     attachments.push(upload.clone());
                 }
             }
+            let at = self.now();
             comments.push(Comment {
                 id,
                 attachments,
+                at,
                 kind: "Comment".to_owned(),
                 body: body.to_owned(),
                 public: comment
@@ -1243,6 +1569,7 @@ impl Account {
                 author_id: self.api_user,
                 data: Some(voice.clone()),
                 attachments: Vec::new(),
+                at: self.now(),
             });
         }
         comments
@@ -1302,11 +1629,20 @@ impl Account {
             tags: tags(ticket.get("tags")),
             external_id: text("external_id"),
             followup_source_id,
-            created_at: Timestamp::now(),
+            created_at: self.now(),
             comments,
         };
         settle_status(&mut new, self.api_user);
-        let answer = json!({"ticket": self.ticket_json(&new), "audit": {"id": self.next_id + 1, "ticket_id": id, "events": []}});
+        let set: Vec<_> = ticket_fields(&new)
+            .into_iter()
+            .chain([("requester_id", json!(new.requester_id))])
+            .filter(|(_, value)| !value.is_null() && *value != json!([]))
+            .map(|(field, value)| (field, value, None))
+            .collect();
+        let comment_ids: Vec<u64> = new.comments.iter().map(|c| c.id).collect();
+        let api_user = self.api_user;
+        let audit = self.record(id, api_user, "Web service", set, &comment_ids);
+        let answer = json!({"ticket": self.ticket_json(&new), "audit": {"id": audit, "ticket_id": id, "events": []}});
         self.tickets.push(new);
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -1361,6 +1697,8 @@ impl Account {
             );
         }
         let comments = self.comments_of(ticket);
+        let comment_ids: Vec<u64> = comments.iter().map(|c| c.id).collect();
+        let before = ticket_fields(&self.tickets[index]);
         let t = &mut self.tickets[index];
         let text = |key: &str| ticket.get(key).and_then(Value::as_str).map(str::to_owned);
         if let Some(subject) = text("subject") {
@@ -1398,6 +1736,8 @@ impl Account {
         let api_user = self.api_user;
         settle_status(&mut self.tickets[index], api_user);
         let updated = self.tickets[index].clone();
+        let changed = changes(&before, &ticket_fields(&updated));
+        self.record(id, api_user, "Web service", changed, &comment_ids);
         json_response(
             200,
             json!({"ticket": self.ticket_json(&updated), "audit": {"ticket_id": id, "events": []}}),
@@ -1440,7 +1780,51 @@ fn comment_json(c: &Comment) -> Value {
         .map(|u| json!({"id": u.attachment_id, "file_name": u.file_name, "content_type": u.content_type, "size": u.bytes.len()}))
         .collect();
     json!({"id": c.id, "type": c.kind, "body": c.body, "public": c.public, "author_id": c.author_id, "data": c.data,
-           "attachments": attachments, "created_at": "2026-01-01T00:00:00Z"})
+           "attachments": attachments, "created_at": second(c.at)})
+}
+
+/// The fields a ticket event reports, as they stand.
+fn ticket_fields(t: &Ticket) -> Vec<(&'static str, Value)> {
+    vec![
+        ("subject", json!(t.subject)),
+        ("status", json!(t.status)),
+        ("priority", json!(t.priority)),
+        ("type", json!(t.kind)),
+        ("assignee_id", json!(t.assignee_id)),
+        ("group_id", json!(t.group_id)),
+        ("tags", json!(t.tags)),
+    ]
+}
+
+/// The fields that differ between two [`ticket_fields`]: (field, now, before).
+fn changes(
+    before: &[(&'static str, Value)],
+    after: &[(&'static str, Value)],
+) -> Vec<(&'static str, Value, Option<Value>)> {
+    before
+        .iter()
+        .zip(after)
+        .filter(|((_, old), (_, new))| old != new)
+        .map(|((field, old), (_, new))| (*field, new.clone(), Some(old.clone())))
+        .collect()
+}
+
+/// A time as Zendesk writes it: whole seconds, UTC.
+fn second(at: Timestamp) -> String {
+    Timestamp::from_second(at.as_second())
+        .unwrap_or(at)
+        .to_string()
+}
+
+/// A comment body as the `html_body` Zendesk renders.
+fn html(body: &str) -> String {
+    let escaped = body
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\n', "<br>");
+    format!("<div class=\"zd-comment\" dir=\"auto\"><p dir=\"auto\">{escaped}</p></div>")
 }
 
 fn bad_json() -> (StatusCode, HeaderMap, Value) {
