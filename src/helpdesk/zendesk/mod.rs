@@ -61,6 +61,7 @@ use crate::recordings;
 use crate::store::tags::Retag;
 use crate::tickets::{self, Log, Rules};
 
+pub mod events;
 pub mod rules;
 
 /// The external id of the user withheld numbers are logged under.
