@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod phone;
 pub mod proxy;
 pub mod recordings;
+pub mod replies;
 pub mod report;
 pub mod routing;
 pub mod sip;

@@ -73,6 +73,7 @@ fn record(id: &str) -> CallRecord {
         }),
         explanation: vec!["support: serves queue 100".into()],
         tags: vec![],
+        sms: None,
     }
 }
 

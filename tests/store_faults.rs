@@ -64,6 +64,7 @@ fn end(id: &str, caller: &str) -> Change {
         voicemail: None,
         explanation: vec![],
         tags: vec![],
+        sms: None,
     }))
 }
 

@@ -84,6 +84,7 @@ fn voicemail_call(dir: &Path, id: &str, ended_at: Timestamp) -> CallRecord {
         }),
         explanation: vec!["support: serves queue 100".into()],
         tags: vec![],
+        sms: None,
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) fn record(i: usize, callers: usize, at: Timestamp) -> CallRecord {
         voicemail: None,
         explanation: vec!["support: open".to_owned()],
         tags: Vec::new(),
+        sms: None,
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `max_per_sender = "10/min"`: past this many texts from one number in the period, the next
 //!   ones join the sender's open ticket or conversation wherever an integration would make a
 //!   new one, so a flood cannot make a storm of tickets.
+//! - `reply_poll = "30s"`: how often Zendesk is asked for agents' replies ([`crate::replies`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub(crate) struct RawSms {
     /// At most this many texts from one sender make new tickets in the period ("10/min"); the
     /// rest join the sender's open ticket.
     pub(crate) max_per_sender: Option<String>,
+    /// How often Zendesk is asked for agents' replies on text tickets (at least "10s": its
+    /// event export allows 10 requests a minute).
+    pub(crate) reply_poll: Option<String>,
 }
 
 /// A number that takes texts, checked.
@@ -68,6 +72,8 @@ pub struct SmsSettings {
     pub ticket_keywords: Vec<String>,
     /// How many texts per sender, in how long.
     pub max_per_sender: (u32, Duration),
+    /// How often replies are read from Zendesk.
+    pub reply_poll: Duration,
 }
 
 /// The default subscription and compliance keywords: English, Spanish, Portuguese.
@@ -256,6 +262,15 @@ pub(super) fn build(
             }
         },
     };
+    let reply_poll = match sms.reply_poll.as_deref() {
+        None => Some(Duration::from_secs(30)),
+        Some(text) => super::build::duration(
+            text,
+            keys!["sms", "reply_poll"],
+            (crate::replies::MIN_POLL, Duration::from_secs(3600)),
+            src,
+        ),
+    };
     if !ok {
         return None;
     }
@@ -264,6 +279,7 @@ pub(super) fn build(
         ignore_keywords: ignore_keywords?,
         ticket_keywords: ticket_keywords?,
         max_per_sender: max_per_sender?,
+        reply_poll: reply_poll?,
     })
 }
 

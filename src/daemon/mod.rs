@@ -448,6 +448,16 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
         tracing::info!(%addr, "admin API listening");
     }
 
+    // Agents' replies on text tickets, sent back as texts through the proxy.
+    let replies_stop = CancellationToken::new();
+    tokio::spawn(crate::replies::run(
+        config_rx.clone(),
+        store.clone(),
+        handle.clone(),
+        config.cluster.instance.clone(),
+        replies_stop.clone(),
+    ));
+
     let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
     spawn_signals(control.clone(), cancel.clone()).map_err(DaemonError::Signals)?;
     let cluster_stop = CancellationToken::new();
@@ -666,6 +676,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     }
     sockets_cancel.cancel();
     admin_stop.cancel();
+    replies_stop.cancel();
     drop(changes);
     worker_stop.cancel();
     // Every record the proxy produced reaches the database, or the spill file when the database

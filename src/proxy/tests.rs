@@ -51,6 +51,8 @@ pub(super) struct Harness {
     /// Claims asked of the database, and holds told it (instances sharing agents).
     pub(super) claims: Vec<Claim>,
     pub(super) holds: Vec<(Extension, Hold, u64)>,
+    /// The PBX's answers to texts sent for helpdesk replies.
+    pub(super) texts: Vec<(String, Option<String>)>,
 }
 
 impl Harness {
@@ -103,6 +105,7 @@ impl Harness {
             media: Vec::new(),
             claims: Vec::new(),
             holds: Vec::new(),
+            texts: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Harness {
                     hold,
                     version,
                 } => self.holds.push((extension, hold, version)),
+                Output::TextAnswered { id, failure } => self.texts.push((id, failure)),
             }
         }
     }

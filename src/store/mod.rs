@@ -10,6 +10,7 @@
 pub mod contacts;
 pub mod holds;
 pub mod outbox;
+pub mod replies;
 mod rows;
 mod schema;
 pub mod spill;

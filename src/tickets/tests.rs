@@ -23,6 +23,8 @@ pub(crate) fn rules() -> Rules {
             voicemail: Log::New,
             outbound_answered: Log::Previous,
             outbound_unanswered: Log::Nothing,
+            sms_inbound: Log::Previous,
+            sms_outbound: Log::Previous,
         },
         create_out_of_hours: true,
         create_unknown_contacts: true,
@@ -41,8 +43,42 @@ pub(crate) fn rules() -> Rules {
     }
 }
 
+/// A text: a customer's to the company's number (inbound), or an agent's from their phone.
+pub(crate) fn text(direction: Direction) -> CallRecord {
+    let mut record = call(CallType::InboundAnswered);
+    record.id = "sms-0001".to_owned();
+    record.direction = direction;
+    record.queue = None;
+    record.agents.clear();
+    record.answered_at = None;
+    record.ended_at = record.started_at;
+    record.ended_by = None;
+    record.explanation = vec!["text to +34910000000 (Soporte)".to_owned()];
+    if direction == Direction::Inbound {
+        record.callee = "+34910000000".to_owned();
+        record.agent = None;
+        record.agent_email = None;
+    } else {
+        record.caller = "201".to_owned();
+        record.callee = "+34911239613".to_owned();
+    }
+    record.sms = Some(crate::call::Text {
+        number: "+34910000000".to_owned(),
+        name: "Soporte".to_owned(),
+        body: "¿Dónde está mi pedido?".to_owned(),
+        skipped: None,
+        flood: false,
+        via: (direction == Direction::Outbound).then(|| "phone".to_owned()),
+        ticket: None,
+        failure: None,
+    });
+    record
+}
+
 pub(crate) fn call(call_type: CallType) -> CallRecord {
     let (direction, outcome) = match call_type {
+        CallType::SmsInbound => return text(Direction::Inbound),
+        CallType::SmsOutbound => return text(Direction::Outbound),
         CallType::InboundAnswered => (Direction::Inbound, Outcome::Answered),
         CallType::Missed => (Direction::Inbound, Outcome::Missed),
         CallType::Voicemail => (Direction::Inbound, Outcome::Voicemail),
@@ -94,6 +130,7 @@ pub(crate) fn call(call_type: CallType) -> CallRecord {
             "ring 201".to_owned(),
         ],
         tags: Vec::new(),
+        sms: None,
     }
 }
 

@@ -1095,6 +1095,9 @@ mod tests {
             voice: None,
             uploads: Vec::new(),
             external_id: "c1".to_owned(),
+            public: false,
+            author: None,
+            followup: None,
         }
     }
 
