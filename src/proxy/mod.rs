@@ -1120,6 +1120,8 @@ mod fault_tests;
 #[cfg(test)]
 mod shared_tests;
 #[cfg(test)]
+mod sms_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod transfer_tests;

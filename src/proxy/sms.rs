@@ -465,6 +465,7 @@ impl Core {
                 record,
             },
         );
+        self.pump(now);
     }
 
     /// The final answer to a text sent to the PBX (`None`: no answer in time). Returns whether
