@@ -105,8 +105,8 @@ fn text_id(call_id: &str, cseq: u32) -> String {
     format!("sms-{hash:016x}")
 }
 
-/// The body of a MESSAGE as text: a `text/plain` body (any charset parameter; read as UTF-8),
-/// or [`ATTACHMENT`] for anything else.
+/// The body of a MESSAGE as text: a `text/plain` body (any charset parameter; read as UTF-8;
+/// surrounding white space left out), or [`ATTACHMENT`] for anything else.
 fn body_text(request: &Request) -> String {
     let content_type = message::header_value(&request.message.headers, "Content-Type")
         .unwrap_or_else(|| "text/plain".to_owned());
@@ -117,7 +117,10 @@ fn body_text(request: &Request) -> String {
         .trim()
         .to_ascii_lowercase();
     if media == "text/plain" {
-        String::from_utf8_lossy(&request.message.body).into_owned()
+        // The line ends some trunks add are not part of the text.
+        String::from_utf8_lossy(&request.message.body)
+            .trim()
+            .to_owned()
     } else {
         ATTACHMENT.to_owned()
     }

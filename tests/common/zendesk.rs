@@ -412,6 +412,11 @@ impl FakeZendesk {
         self.add_user(name, None, Some(phone), "end-user")
     }
 
+    /// An end user with a phone and an e-mail.
+    pub(crate) fn add_customer_with_email(&self, name: &str, phone: &str, email: &str) -> u64 {
+        self.add_user(name, Some(email), Some(phone), "end-user")
+    }
+
     /// An end user made by an integration earlier, found by its external id.
     pub(crate) fn add_user_with_external_id(&self, name: &str, external_id: &str) -> u64 {
         let id = self.add_user(name, None, None, "end-user");
