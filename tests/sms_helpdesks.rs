@@ -1,0 +1,234 @@
+//! Texts reach the webhook and Klaviyo exactly once, across an outage and a crash: SIPp delivers
+//! a burst of texts from many numbers to the running daemon; the signed webhook (the
+//! independent Standard Webhooks receiver, checking every payload against sipdesk's schema) and
+//! the fake Klaviyo each fail their first requests with 503; the daemon is killed with SIGKILL
+//! while deliveries are in flight, then restarted. Every text must be one accepted
+//! `sms.received` and one `SMS Received` event. A text from an agent's phone then passes to the
+//! PBX and becomes `sms.sent` / `SMS Sent`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::calls::injection_file;
+use common::daemon::{Daemon, SippMore, SippRun, free_port, scenario, test_dir};
+use common::klaviyo::{self, FakeKlaviyo};
+use common::receiver::{Receiver, SECRET};
+use serde_json::Value;
+
+const TEXTS: usize = 100;
+const NUMBER: &str = "+34910000000";
+
+fn config(hook: &str, kv: &str) -> String {
+    format!(
+        r#"
+[defaults]
+timezone = "Europe/Madrid"
+region = "ES"
+
+[[groups]]
+name = "support"
+queues = ["100"]
+agents = [{{ extension = "2001", email = "ana@example.com" }}, {{ extension = "2002" }}]
+
+[[sms_numbers]]
+number = "{NUMBER}"
+name = "Soporte"
+groups = ["support"]
+
+[[helpdesks]]
+name = "hook"
+kind = "webhook"
+url = "{hook}"
+token_file = "hook.secret"
+groups = ["support"]
+requests_per_minute = 100000
+request_timeout = "2s"
+
+[[helpdesks]]
+name = "kv"
+kind = "klaviyo"
+base_url = "{kv}"
+token_file = "kv.key"
+groups = ["support"]
+requests_per_minute = 100000
+request_timeout = "2s"
+"#
+    )
+}
+
+/// The accepted webhook payloads, by text id, with the webhook ids each came under.
+fn accepted(receiver: &Receiver) -> HashMap<String, (Value, HashSet<String>)> {
+    let mut by_text: HashMap<String, (Value, HashSet<String>)> = HashMap::new();
+    for request in receiver.requests() {
+        assert_eq!(request["verified"], true, "{request:#}");
+        assert!(request["schema_error"].is_null(), "{request:#}");
+        if request["status"].as_u64().is_some_and(|s| s < 300) {
+            let payload: Value = serde_json::from_str(request["body"].as_str().unwrap()).unwrap();
+            let id = payload["data"]["id"].as_str().unwrap().to_owned();
+            by_text
+                .entry(id)
+                .or_insert_with(|| (payload.clone(), HashSet::new()))
+                .1
+                .insert(request["id"].as_str().unwrap().to_owned());
+        }
+    }
+    by_text
+}
+
+#[test]
+fn texts_reach_the_webhook_and_klaviyo_once_through_an_outage_and_a_kill() {
+    let dir = test_dir("sms-helpdesks");
+    let down = vec!["503"; 20].join(",");
+    let receiver = Receiver::start(&dir, &down);
+    let kv = FakeKlaviyo::start(klaviyo::Settings {
+        latency: Duration::from_millis(100),
+        ..klaviyo::Settings::default()
+    });
+    kv.fail_next(20, klaviyo::Fault::Status(503));
+    let mut daemon = Daemon::start_in(
+        dir.clone(),
+        "trusted = [\"127.0.0.1\"]",
+        &config(&receiver.url(), &kv.url),
+        None,
+        &[
+            ("hook.secret", SECRET),
+            ("kv.key", "pk_test_0123456789abcdef"),
+        ],
+    );
+    let senders: Vec<String> = (0..TEXTS).map(|i| format!("+3460010{i:04}")).collect();
+    let lines: Vec<String> = senders
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{s};Texto numero {i}"))
+        .collect();
+    let sipp = SippRun {
+        scenario: "text-in.xml",
+        ip: "127.0.0.1",
+        port: free_port(),
+        target: Some(format!("127.0.0.1:{}", daemon.port)),
+        service: NUMBER,
+        calls: TEXTS as u32,
+        rate: 100,
+        tcp: false,
+    }
+    .spawn_with(
+        &dir,
+        &SippMore {
+            inf: Some(injection_file(&dir, &lines)),
+            limit: Some(20),
+            ..SippMore::default()
+        },
+    );
+    daemon.succeeded(sipp);
+    // Kill once both have some of the texts, with more to come.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (kv.events().len() < 10 || accepted(&receiver).len() < 10) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon.kill();
+    let at_kill = (accepted(&receiver).len(), kv.events().len());
+    eprintln!(
+        "at the kill, of {TEXTS}: webhook {}, Klaviyo {}",
+        at_kill.0, at_kill.1
+    );
+    daemon.restart();
+    let deliveries = daemon.settled_deliveries(2 * TEXTS, Duration::from_secs(120));
+    let open: Vec<&Value> = deliveries.iter().filter(|d| d["state"] != "done").collect();
+    assert!(open.is_empty(), "{open:#?}\n{}", daemon.log());
+    assert_eq!(deliveries.len(), 2 * TEXTS);
+
+    // The webhook: every text once, as sms.received, under one webhook id.
+    let hook = accepted(&receiver);
+    assert_eq!(hook.len(), TEXTS);
+    let mut seen_senders = HashSet::new();
+    for (payload, ids) in hook.values() {
+        assert_eq!(ids.len(), 1, "one webhook id per text");
+        assert_eq!(payload["type"], "sms.received");
+        let data = &payload["data"];
+        assert_eq!(data["call_type"], "sms_inbound");
+        assert_eq!(data["number"]["number"], NUMBER);
+        assert_eq!(data["number"]["name"], "Soporte");
+        assert_eq!(data["status"], "received");
+        let from = data["from"].as_str().unwrap();
+        let i = senders.iter().position(|s| s == from).unwrap();
+        assert_eq!(data["text"], format!("Texto numero {i}"));
+        seen_senders.insert(from.to_owned());
+    }
+    assert_eq!(seen_senders.len(), TEXTS);
+
+    // Klaviyo: one "SMS Received" event per text, on the sender's profile, with the text.
+    let events = kv.events();
+    assert_eq!(events.len(), TEXTS, "Klaviyo events");
+    let unique: HashSet<&str> = events
+        .iter()
+        .filter_map(|e| e.unique_id.as_deref())
+        .collect();
+    assert_eq!(unique.len(), TEXTS);
+    assert!(events.iter().all(|e| e.metric == "SMS Received"));
+    assert!(events.iter().all(|e| {
+        e.properties["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Texto numero "))
+    }));
+
+    // A text from an agent's phone: on to the PBX, then sms.sent and "SMS Sent".
+    let text = std::fs::read_to_string(scenario("text-uas.xml"))
+        .unwrap()
+        .replace("FROM_NUMBER", "2001")
+        .replace("TO_NUMBER", "611222333")
+        .replace(
+            // Passed on as the phone sent it, with the line end SIPp puts after a body.
+            "BODY_TEXT",
+            "Le llamo en cinco minutos[[:space:]]*",
+        )
+        .replace("ANSWER", "202 Accepted");
+    let uas_path = dir.join("pbx-takes-text.xml");
+    std::fs::write(&uas_path, text).unwrap();
+    let pbx = SippRun {
+        scenario: uas_path.to_str().unwrap(),
+        ip: "127.0.0.1",
+        port: daemon.pbx_port,
+        target: None,
+        service: "",
+        calls: 1,
+        rate: 0,
+        tcp: false,
+    }
+    .spawn(&dir);
+    std::thread::sleep(Duration::from_millis(300));
+    let phone = SippRun {
+        scenario: "text-from-phone.xml",
+        ip: "127.0.0.1",
+        port: free_port(),
+        target: Some(format!("127.0.0.1:{}", daemon.port)),
+        service: "611222333",
+        calls: 1,
+        rate: 1,
+        tcp: false,
+    }
+    .spawn(&dir);
+    daemon.succeeded(phone);
+    daemon.succeeded(pbx);
+    daemon.settled_deliveries(2 * TEXTS + 2, Duration::from_secs(30));
+    let sent: Vec<Value> = accepted(&receiver)
+        .into_values()
+        .map(|(p, _)| p)
+        .filter(|p| p["type"] == "sms.sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let data = &sent[0]["data"];
+    assert_eq!(data["status"], "delivered");
+    assert_eq!(data["to"], "+34611222333");
+    assert_eq!(data["agent"]["extension"], "2001");
+    assert_eq!(data["via"], "phone");
+    assert_eq!(data["text"], "Le llamo en cinco minutos");
+    let sms_sent: Vec<_> = kv
+        .events()
+        .into_iter()
+        .filter(|e| e.metric == "SMS Sent")
+        .collect();
+    assert_eq!(sms_sent.len(), 1);
+    assert_eq!(sms_sent[0].properties["delivered"], true);
+}
