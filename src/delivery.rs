@@ -348,7 +348,7 @@ impl Integration {
                     && self.settings.rules.log.get(call.call_type()) == Log::Nothing =>
             {
                 Ok(Delivered::Skipped(
-                    Skip::NotLogged(call.call_type()).to_string(),
+                    tickets::not_logged(&self.settings.rules, call.call_type()).to_string(),
                 ))
             }
             (Ok(Some(call)), Ok(connector)) => {

@@ -623,6 +623,8 @@ pub(crate) struct RawHelpdesk {
     pub(crate) reassign_to_agent: Option<bool>,
     /// Two customers with one number: `"most_recent"` or `"skip"`.
     pub(crate) duplicates: Option<String>,
+    /// Whether texts (SMS) are logged at all (the seed's "Registrar WhatsApp y SMS").
+    pub(crate) log_sms: Option<bool>,
 
     // Intercom.
     /// `"us"`, `"eu"` or `"au"`: where the workspace's data is hosted.
@@ -659,6 +661,7 @@ impl RawHelpdesk {
             ("reopen_closed_within", self.reopen_closed_within.is_some()),
             ("reassign_to_agent", self.reassign_to_agent.is_some()),
             ("duplicates", self.duplicates.is_some()),
+            ("log_sms", self.log_sms.is_some()),
             ("region", self.region.is_some()),
             ("admin_email", self.admin_email.is_some()),
             ("anonymous_email", self.anonymous_email.is_some()),

@@ -1058,3 +1058,69 @@ fn media_and_cluster_settings_are_checked_and_their_sockets_wait_for_a_restart()
     assert_eq!(reloaded.media.voicemail_max, Duration::from_secs(60));
     assert_eq!(reloaded.cluster.instance, running.cluster.instance);
 }
+
+const HELPSCOUT: &str = r#"
+[[helpdesks]]
+name = "hs"
+kind = "helpscout"
+client_id = "app"
+mailbox_id = 7
+token_env = "HS_SECRET"
+groups = ["support"]
+"#;
+
+#[test]
+fn help_scout_logs_texts_only_with_log_sms() {
+    use crate::call::CallType;
+    use crate::tickets::{Log, Skip, not_logged};
+    // Off by default: both text types log nothing, and their deliveries say log_sms is why.
+    let config = Config::from_toml(&format!("{MINIMAL}{HELPSCOUT}"), "t.toml").unwrap();
+    let rules = &config.helpdesks[0].rules;
+    assert_eq!(
+        (rules.log.sms_inbound, rules.log.sms_outbound),
+        (Log::Nothing, Log::Nothing)
+    );
+    let why = not_logged(rules, CallType::SmsInbound);
+    assert!(matches!(why, Skip::TextsOff(_)), "{why:?}");
+    assert!(why.to_string().contains("log_sms = true"), "{why}");
+    assert!(matches!(
+        not_logged(rules, CallType::OutboundUnanswered),
+        Skip::NotLogged(_)
+    ));
+    // On: the texts' own rules (previous by default; "none" keeps one direction out).
+    let on = HELPSCOUT.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nlog_sms = true\nsms_outbound = { log = \"none\" }",
+    );
+    let config = Config::from_toml(&format!("{MINIMAL}{on}"), "t.toml").unwrap();
+    let rules = &config.helpdesks[0].rules;
+    assert_eq!(
+        (rules.log.sms_inbound, rules.log.sms_outbound),
+        (Log::Previous, Log::Nothing)
+    );
+    assert_eq!(rules.texts_off, None);
+    assert!(matches!(
+        not_logged(rules, CallType::SmsOutbound),
+        Skip::NotLogged(_)
+    ));
+    // A text rule that would log, without log_sms, is an error where it is written.
+    let contradicts = HELPSCOUT.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nsms_inbound = { log = \"new\" }",
+    );
+    assert_error(
+        &format!("{MINIMAL}{contradicts}"),
+        "sms_inbound = { log = |\"new\"",
+        "only with log_sms = true",
+    );
+    // log_sms belongs to Help Scout.
+    let on_zendesk = ZENDESK.replace(
+        "groups = [\"support\"]",
+        "groups = [\"support\"]\nlog_sms = true",
+    );
+    assert_error(
+        &format!("{MINIMAL}{on_zendesk}"),
+        "log_sms = |true",
+        "log_sms is not a key of a zendesk helpdesk",
+    );
+}

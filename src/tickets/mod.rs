@@ -130,6 +130,9 @@ pub struct Rules {
     pub create_out_of_hours: bool,
     pub create_unknown_contacts: bool,
     pub fields: Vec<Field>,
+    /// Why this integration logs no texts at all, when its own switch keeps them out (Help
+    /// Scout without `log_sms`); its text call types then log nothing.
+    pub texts_off: Option<&'static str>,
     /// Times are written in the zone of the call's group (by name), else in this one (the
     /// default zone).
     pub timezone: TimeZone,
@@ -160,6 +163,8 @@ pub enum Skip {
     UnknownContact { anonymous: bool },
     /// A text that makes no ticket anywhere (a subscription or compliance keyword), and why.
     Text(String),
+    /// The integration's own switch keeps texts out ([`Rules::texts_off`]), and why.
+    TextsOff(&'static str),
 }
 
 impl fmt::Display for Skip {
@@ -184,6 +189,7 @@ impl fmt::Display for Skip {
                 "the number is withheld, there is no anonymous contact yet and create_unknown_contacts = false"
             ),
             Skip::Text(why) => write!(f, "{why}"),
+            Skip::TextsOff(why) => write!(f, "{why}"),
         }
     }
 }
@@ -202,7 +208,7 @@ pub fn logs(rules: &Rules, call: &CallRecord) -> Result<(), Skip> {
     }
     let call_type = call.call_type();
     if rules.log.get(call_type) == Log::Nothing {
-        return Err(Skip::NotLogged(call_type));
+        return Err(not_logged(rules, call_type));
     }
     // Only a call left unanswered because the office was closed: one a closed group overflowed
     // to an open group that answered it is logged like any other.
@@ -210,6 +216,15 @@ pub fn logs(rules: &Rules, call: &CallRecord) -> Result<(), Skip> {
         return Err(Skip::OutOfHours);
     }
     Ok(())
+}
+
+/// Why a call type whose `log` is nothing is not logged: the integration's switch for texts
+/// when that is what keeps them out, else its `log = "none"`.
+pub fn not_logged(rules: &Rules, call_type: CallType) -> Skip {
+    match rules.texts_off {
+        Some(why) if call_type.is_text() => Skip::TextsOff(why),
+        _ => Skip::NotLogged(call_type),
+    }
 }
 
 /// Where an integration logs this call: its call type's `log`, except that a text from a sender

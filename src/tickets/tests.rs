@@ -29,6 +29,7 @@ pub(crate) fn rules() -> Rules {
         create_out_of_hours: true,
         create_unknown_contacts: true,
         fields: Field::ALL.iter().map(|(_, f)| *f).collect(),
+        texts_off: None,
         timezone: TimeZone::get("Europe/Madrid").unwrap(),
         group_zones: vec![
             (
@@ -84,6 +85,7 @@ pub(crate) fn call(call_type: CallType) -> CallRecord {
         CallType::Voicemail => (Direction::Inbound, Outcome::Voicemail),
         CallType::OutboundAnswered => (Direction::Outbound, Outcome::Answered),
         CallType::OutboundUnanswered => (Direction::Outbound, Outcome::Missed),
+        // A text is recorded as answered: received, or taken by the PBX.
     };
     let answered = outcome == Outcome::Answered;
     CallRecord {

@@ -2,6 +2,11 @@
 //! entry's `token_file`/`token_env`), the mailbox (`mailbox_id`), the statuses each call type
 //! sets (Help Scout's: active, pending, closed), what "previous" may do (`reopen_closed_within`,
 //! `reassign_to_agent`) and what to do when two customers share a number (`duplicates`).
+//!
+//! Texts are logged only with `log_sms = true` (the seed's "Registrar WhatsApp y SMS", off
+//! unless chosen): without it both text call types log nothing, their deliveries say so, and an
+//! `sms_inbound`/`sms_outbound` table asking for `log = "new"` or `"previous"` is an error
+//! rather than a rule that silently does nothing.
 
 use std::time::Duration;
 
@@ -20,7 +25,12 @@ pub(super) const KEYS: &[&str] = &[
     "reassign_to_agent",
     "duplicates",
     "create_unknown_contacts",
+    "log_sms",
 ];
+
+/// Why a text is not logged in a Help Scout integration without `log_sms`: said on its
+/// delivery.
+pub(super) const TEXTS_OFF: &str = "texts are not logged in this Help Scout integration (log_sms = false); set log_sms = true to log them";
 
 /// Where Help Scout's Mailbox API is.
 const API: &str = "https://api.helpscout.net";
@@ -73,6 +83,9 @@ pub struct HelpScoutSettings {
     pub reopen_closed_within: Option<Duration>,
     pub reassign_to_agent: bool,
     pub duplicates: Duplicates,
+    /// Whether texts are logged (`log_sms`): an inbound text as the customer's thread, an
+    /// outbound one as a note.
+    pub log_sms: bool,
 }
 
 /// Answered calls are done; a missed call or a voicemail waits for someone.
@@ -168,6 +181,25 @@ pub(super) fn build(
             None
         }
     };
+    let log_sms = h.log_sms.unwrap_or(false);
+    let mut texts_ok = true;
+    if !log_sms {
+        for (key, table) in [
+            ("sms_inbound", &h.sms_inbound),
+            ("sms_outbound", &h.sms_outbound),
+        ] {
+            if table.as_ref().is_some_and(|t| t.log != "none") {
+                src.error(
+                    &join(at, &[Seg::Key(key), Seg::Key("log")]),
+                    format!(
+                        "texts are logged in Help Scout only with log_sms = true; add it to this entry, or write log = \"none\" in {key}"
+                    ),
+                );
+                texts_ok = false;
+            }
+        }
+    }
+    texts_ok.then_some(())?;
     Some(HelpScoutSettings {
         base_url: base_url?,
         client_id: client_id?,
@@ -176,5 +208,6 @@ pub(super) fn build(
         reopen_closed_within: reopen_closed_within?,
         reassign_to_agent: h.reassign_to_agent.unwrap_or(false),
         duplicates: duplicates?,
+        log_sms,
     })
 }

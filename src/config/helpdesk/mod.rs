@@ -502,6 +502,18 @@ pub(super) fn build(
             Kind::Webhook => webhook::build(h, at, src).map(Vendor::Webhook),
         }
         .filter(|_| metrics_ok);
+        // Help Scout logs texts only when asked to (`log_sms`).
+        let texts_off = match &vendor {
+            Some(Vendor::HelpScout(own)) if !own.log_sms => Some(helpscout::TEXTS_OFF),
+            _ => None,
+        };
+        let log = log.map(|mut log| {
+            if texts_off.is_some() {
+                log.sms_inbound = Log::Nothing;
+                log.sms_outbound = Log::Nothing;
+            }
+            log
+        });
         let built = (|| {
             Some(HelpdeskSettings {
                 name: h.name.clone(),
@@ -512,6 +524,7 @@ pub(super) fn build(
                     create_out_of_hours: h.create_out_of_hours,
                     create_unknown_contacts: h.create_unknown_contacts.unwrap_or(true),
                     fields,
+                    texts_off,
                     timezone: timezone?.clone(),
                     group_zones: groups
                         .map(|all| {
