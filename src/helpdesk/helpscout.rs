@@ -16,11 +16,24 @@
 //!   than that ago is reopened; with `reassign_to_agent`, it is assigned to the Help Scout user
 //!   with the agent's e-mail (after a transfer, the last agent who held the call with a Help
 //!   Scout user, else the one before). Otherwise (or when none qualifies) a new conversation.
+//! - Texts, only with `log_sms = true` (the seed's "Registrar WhatsApp y SMS"; without it their
+//!   deliveries are skipped, saying so): an inbound text is a customer thread (`POST
+//!   /v2/conversations/{id}/customer`, or the only thread of a new conversation) with the
+//!   customer's words, then the number they texted and the marker; an outbound text is a note
+//!   with what was sent, by whom, to whom and whether the PBX delivered it. The seed says texts
+//!   do not follow the call-logging rules, read here as: a text with `log = "previous"` (the
+//!   default for both text types) joins the customer's newest conversation that is neither
+//!   closed nor spam, else opens a new one; it never reopens a closed one
+//!   (`reopen_closed_within` is for calls); `log = "new"` opens one per text, except for a
+//!   sender past `[sms] max_per_sender`. `reassign_to_agent` applies to texts too (the seed
+//!   names them): an inbound text on a number with one agent, an outbound text by its agent. A
+//!   customer thread makes the conversation active (Help Scout reopens it); another `status`
+//!   chosen for `sms_inbound` is set after it.
 //! - Tags: `sipdesk`, `sipdesk-<call type>` and the call's tags; Help Scout replaces the whole
 //!   list on update, so the conversation's tags are merged in, never lost.
 //! - Created resources answer 201 with an empty body and the id in `Resource-ID`. Each step's
 //!   result is saved on the delivery before the next, and a retried delivery looks for its own
-//!   note (it ends with the call's marker) before writing again.
+//!   threads (each ends with the call's or text's marker) before writing again.
 //! - A voicemail's recording is attached to the note thread (`attachments`: file name, type and
 //!   the WAV in base64); a recording that is gone fails the delivery for good. One larger than
 //!   Help Scout takes ([`MAX_ATTACHMENT`], 10 MB, checked before it is read) is not attached:
@@ -243,6 +256,40 @@ fn call_tags(call: &CallRecord) -> Vec<String> {
     tags
 }
 
+/// A text's one thread, as a conversation's `threads` entry, with its step (the thread's type)
+/// and where a thread of its kind is added: an inbound text is the customer's own thread (their
+/// words, then the number they texted and the marker a retry looks for); an outbound text is a
+/// note telling what was sent, from whom, to whom and whether it was delivered. `None` for a
+/// call.
+fn thread_of_text(
+    rules: &Rules,
+    call: &CallRecord,
+    customer: u64,
+) -> Option<(&'static str, &'static str, Value)> {
+    let text = call.sms.as_ref()?;
+    Some(match call.direction {
+        Direction::Inbound => {
+            let words = format!(
+                "{}\n\n(SMS to {}, {}) {}",
+                text.body,
+                text.name,
+                text.number,
+                tickets::marker(&call.id)
+            );
+            (
+                "customer",
+                "customer",
+                json!({ "type": "customer", "customer": { "id": customer }, "text": html(&words) }),
+            )
+        }
+        Direction::Outbound => (
+            "note",
+            "notes",
+            json!({ "type": "note", "text": html(&tickets::note(rules, call)) }),
+        ),
+    })
+}
+
 impl HelpScout {
     pub fn new(
         settings: &HelpdeskSettings,
@@ -444,12 +491,9 @@ impl HelpScout {
         if let Some(id) = progress.conversation {
             match self.threads_of(id, &marker).await? {
                 None => return self.start_over(job, &mut progress, id, "is gone").await,
-                Some((phone, note)) => {
-                    if phone {
-                        progress.mark("phone");
-                    }
-                    if note {
-                        progress.mark("note");
+                Some(kinds) => {
+                    for kind in kinds {
+                        progress.mark(&kind);
                     }
                 }
             }
@@ -459,8 +503,9 @@ impl HelpScout {
         let target = match progress.conversation {
             Some(id) => Target::Existing { id, reopen: false },
             None if progress.fresh || anonymous => Target::New,
-            None if self.rules.log.get(call.call_type()) == Log::Previous => {
-                self.previous(customer).await?
+            // A text never reopens a closed conversation: the call rules do not apply to it.
+            None if tickets::log_of(&self.rules, call) == Log::Previous => {
+                self.previous(customer, call.sms.is_none()).await?
             }
             None => Target::New,
         };
@@ -488,11 +533,20 @@ impl HelpScout {
         status: HelpScoutStatus,
     ) -> Result<Delivered, HelpdeskError> {
         let call = job.call;
-        let (text, files) = voicemail_note(job, tickets::note(&self.rules, call)).await?;
-        let mut note = json!({ "type": "note", "text": html(&text) });
-        if let Some(files) = files {
-            note["attachments"] = files;
-        }
+        let threads = match thread_of_text(&self.rules, call, customer) {
+            Some((_, _, thread)) => vec![thread],
+            None => {
+                let (text, files) = voicemail_note(job, tickets::note(&self.rules, call)).await?;
+                let mut note = json!({ "type": "note", "text": html(&text) });
+                if let Some(files) = files {
+                    note["attachments"] = files;
+                }
+                vec![
+                    json!({ "type": "phone", "customer": { "id": customer }, "text": html(&self.phone_text(call)) }),
+                    note,
+                ]
+            }
+        };
         progress.creating = true;
         progress.looked = 0;
         self.save(job, progress).await?;
@@ -503,10 +557,7 @@ impl HelpScout {
             "status": status.as_str(),
             "customer": { "id": customer },
             "tags": call_tags(call),
-            "threads": [
-                { "type": "phone", "customer": { "id": customer }, "text": html(&self.phone_text(call)) },
-                note,
-            ],
+            "threads": threads,
         });
         if let Some(user) = agent {
             body["assignTo"] = json!(user);
@@ -520,7 +571,7 @@ impl HelpScout {
         let id = self.created("POST /v2/conversations", &reply)?;
         progress.creating = false;
         progress.conversation = Some(id);
-        for step in ["phone", "note", "tags", "assign"] {
+        for step in ["phone", "note", "customer", "tags", "assign"] {
             progress.mark(step);
         }
         self.save(job, progress).await?;
@@ -559,25 +610,40 @@ impl HelpScout {
             progress.mark("reopen");
             self.save(job, progress).await?;
         }
-        let mut text = tickets::note(&self.rules, call);
-        let mut files = None;
-        if !progress.did("note") {
-            (text, files) = voicemail_note(job, text).await?;
-        }
-        let mut note = json!({ "text": html(&text), "status": status.as_str() });
-        if let Some(files) = files {
-            note["attachments"] = files;
-        }
-        // The phone thread tells the call; the note carries the fields, the voicemail's
-        // recording and sets the status.
-        for (step, path, body) in [
-            (
-                "phone",
-                format!("/v2/conversations/{id}/phones"),
-                json!({ "customer": { "id": customer }, "text": html(&self.phone_text(call)) }),
-            ),
-            ("note", format!("/v2/conversations/{id}/notes"), note),
-        ] {
+        let steps = match thread_of_text(&self.rules, call, customer) {
+            // A text is one thread: the customer's words, or the note of what was sent.
+            Some((step, path, mut body)) => {
+                if let Some(thread) = body.as_object_mut() {
+                    thread.remove("type");
+                    if step == "note" {
+                        thread.insert("status".to_owned(), json!(status.as_str()));
+                    }
+                }
+                vec![(step, format!("/v2/conversations/{id}/{path}"), body)]
+            }
+            None => {
+                let mut text = tickets::note(&self.rules, call);
+                let mut files = None;
+                if !progress.did("note") {
+                    (text, files) = voicemail_note(job, text).await?;
+                }
+                let mut note = json!({ "text": html(&text), "status": status.as_str() });
+                if let Some(files) = files {
+                    note["attachments"] = files;
+                }
+                // The phone thread tells the call; the note carries the fields, the voicemail's
+                // recording and sets the status.
+                vec![
+                    (
+                        "phone",
+                        format!("/v2/conversations/{id}/phones"),
+                        json!({ "customer": { "id": customer }, "text": html(&self.phone_text(call)) }),
+                    ),
+                    ("note", format!("/v2/conversations/{id}/notes"), note),
+                ]
+            }
+        };
+        for (step, path, body) in steps {
             if progress.did(step) {
                 continue;
             }
@@ -593,6 +659,17 @@ impl HelpScout {
             }
             self.created(&format!("POST {path}"), &reply)?;
             progress.mark(step);
+            self.save(job, progress).await?;
+        }
+        // A customer thread makes the conversation active (Help Scout reopens it): another
+        // status chosen for inbound texts is set after it.
+        let customer_said = call.sms.is_some() && call.direction == Direction::Inbound;
+        if customer_said && status != HelpScoutStatus::Active && !progress.did("status") {
+            match self.patch(id, "/status", json!(status.as_str())).await? {
+                Step::Done => {}
+                Step::Gone(why) => return self.start_over(job, progress, id, why).await,
+            }
+            progress.mark("status");
             self.save(job, progress).await?;
         }
         if !progress.did("tags") {
@@ -643,7 +720,8 @@ impl HelpScout {
         Ok(Delivered::Ticket {
             id: id.to_string(),
             detail: format!(
-                "added the call to conversation {id}{} ({}){assigned}",
+                "added the {} to conversation {id}{} ({}){assigned}",
+                if call.sms.is_some() { "text" } else { "call" },
                 if reopen { ", reopened" } else { "" },
                 status.as_str()
             ),
@@ -665,7 +743,7 @@ impl HelpScout {
         };
         self.save(job, progress).await?;
         Err(HelpdeskError::Wait {
-            reason: format!("conversation {id} {why}; the call goes to a new one"),
+            reason: format!("conversation {id} {why}; the delivery goes to a new one"),
             after: Duration::from_secs(1),
         })
     }
@@ -964,8 +1042,8 @@ impl HelpScout {
     }
 
     /// The seed's "existing conversation": the newest not closed and not spam; else, with
-    /// `reopen_closed_within`, the newest closed less than that ago.
-    async fn previous(&self, customer: u64) -> Result<Target, HelpdeskError> {
+    /// `reopen_closed_within` and `reopen` (calls only), the newest closed less than that ago.
+    async fn previous(&self, customer: u64, reopen: bool) -> Result<Target, HelpdeskError> {
         let all = self.conversations(customer, false).await?;
         if let Some((open, _)) = all
             .iter()
@@ -976,7 +1054,7 @@ impl HelpScout {
                 reopen: false,
             });
         }
-        if let Some(within) = self.settings.reopen_closed_within {
+        if let Some(within) = self.settings.reopen_closed_within.filter(|_| reopen) {
             let since =
                 Timestamp::now() - jiff::SignedDuration::try_from(within).unwrap_or_default();
             if let Some((closed, _)) = all.iter().find(|(c, _)| {
@@ -1005,13 +1083,13 @@ impl HelpScout {
             .map(|(c, _)| c.id))
     }
 
-    /// Which of this call's threads the conversation holds (phone, note), by their marker;
-    /// `None` when the conversation is gone or merged.
+    /// The types of this call's threads the conversation holds (phone, note, customer), by
+    /// their marker; `None` when the conversation is gone or merged.
     async fn threads_of(
         &self,
         id: u64,
         marker: &str,
-    ) -> Result<Option<(bool, bool)>, HelpdeskError> {
+    ) -> Result<Option<Vec<String>>, HelpdeskError> {
         let path = format!("/v2/conversations/{id}");
         let reply = self
             .request(Method::GET, &path, &[("embed", "threads")], None)
@@ -1022,19 +1100,16 @@ impl HelpScout {
         if !reply.is_success() {
             return Err(self.refused(&format!("GET {path}"), &reply));
         }
-        let threads: Vec<&Value> = reply
-            .body
-            .pointer("/_embedded/threads")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .collect();
-        let has = |kind: &str| {
-            threads.iter().any(|t| {
-                t.get("type").and_then(Value::as_str) == Some(kind)
-                    && t.to_string().contains(marker)
-            })
-        };
-        Ok(Some((has("phone"), has("note"))))
+        Ok(Some(
+            reply
+                .body
+                .pointer("/_embedded/threads")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| t.to_string().contains(marker))
+                .filter_map(|t| Some(t.get("type")?.as_str()?.to_owned()))
+                .collect(),
+        ))
     }
 }

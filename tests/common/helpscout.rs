@@ -18,6 +18,8 @@
 //!   existing `assignTo`; 201, `Resource-ID`, no body), list (mailbox, status, `query` of the
 //!   form `(customerIds:N)`, sort by `createdAt`, `embed=threads`), get, update (`{op, path,
 //!   value}` on `/status`, `/assignTo`, `/subject`; 204), phone thread and note (201,
+//!   `Resource-ID`), customer thread (`text` and `customer` by id or e-mail required,
+//!   `createdAt` only when `imported`; reopens the conversation unless imported; 201,
 //!   `Resource-ID`), tags (PUT replaces the list; 204).
 //! - Users: `GET /v2/users?email=`.
 //! - Validation errors: 400 `{"logRef", "message": "Bad request", "_embedded": {"errors":
@@ -85,6 +87,7 @@ pub(crate) struct Customer {
     pub(crate) first_name: Option<String>,
     pub(crate) last_name: Option<String>,
     pub(crate) phones: Vec<String>,
+    pub(crate) emails: Vec<String>,
     pub(crate) created_at: Timestamp,
     indexed_at: Instant,
 }
@@ -96,6 +99,8 @@ pub(crate) struct Thread {
     pub(crate) kind: String,
     pub(crate) text: String,
     pub(crate) attachments: Vec<Attachment>,
+    /// The customer a customer, phone or chat thread is from.
+    pub(crate) customer: Option<u64>,
 }
 
 /// A file a thread carries, as sent in `attachments`.
@@ -254,6 +259,7 @@ impl FakeHelpScout {
                 first_name: Some("Known".to_owned()),
                 last_name: Some("Customer".to_owned()),
                 phones: vec![phone.to_owned()],
+                emails: Vec::new(),
                 created_at: Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap(),
                 indexed_at: Instant::now(),
             });
@@ -291,6 +297,7 @@ impl FakeHelpScout {
                     kind: "customer".to_owned(),
                     text: "Hello".to_owned(),
                     attachments: Vec::new(),
+                    customer: Some(customer),
                 }],
                 indexed_at: Instant::now(),
             });
@@ -634,6 +641,9 @@ impl Account {
             ("POST", ["v2", "conversations", _, kind @ ("phones" | "notes")]) => {
                 self.add_thread(id(2), if *kind == "phones" { "phone" } else { "note" }, doc)
             }
+            ("POST", ["v2", "conversations", _, "customer"]) => {
+                self.add_customer_thread(id(2), doc)
+            }
             ("PUT", ["v2", "conversations", _, "tags"]) => {
                 let Some(tags) = doc.get("tags").and_then(Value::as_array) else {
                     return bad_request("tags", "may not be null", None);
@@ -726,6 +736,7 @@ impl Account {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             phones,
+            emails: Vec::new(),
             created_at: Timestamp::now(),
             indexed_at: Instant::now() + lag,
         });
@@ -818,16 +829,18 @@ impl Account {
                 Ok(files) => files,
                 Err(answer) => return answer,
             };
-            made.push((kind.to_owned(), body.to_owned(), files));
+            let author = thread.pointer("/customer/id").and_then(Value::as_u64);
+            made.push((kind.to_owned(), body.to_owned(), files, author));
         }
         let id = self.new_id();
         let threads = made
             .into_iter()
-            .map(|(kind, text, attachments)| Thread {
+            .map(|(kind, text, attachments, customer)| Thread {
                 id: self.new_id(),
                 kind,
                 text,
                 attachments,
+                customer,
             })
             .collect();
         let status = text("status").to_owned();
@@ -989,12 +1002,115 @@ impl Account {
             kind: kind.to_owned(),
             text: text.to_owned(),
             attachments: files,
+            customer: doc.pointer("/customer/id").and_then(Value::as_u64),
         });
         if let Some(status) = status {
             if status == "closed" && c.status != "closed" {
                 c.closed_at = Some(Timestamp::now());
             }
             c.status = status;
+        }
+        created(thread_id)
+    }
+}
+
+impl Account {
+    /// Create Customer Thread: `text` and `customer` (an id, else an e-mail looked up or made a
+    /// customer) are required; `createdAt` only with `imported: true`. Unless imported, the
+    /// conversation is reopened (active). 201 with `Resource-ID`.
+    fn add_customer_thread(&mut self, id: Option<u64>, doc: &Value) -> Answer {
+        if doc
+            .get("text")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return bad_request("text", "may not be empty", None);
+        }
+        let Some(who) = doc.get("customer").filter(|c| c.is_object()) else {
+            return bad_request("customer", "may not be null", None);
+        };
+        let customer = match (who.get("id"), who.get("email").and_then(Value::as_str)) {
+            (Some(given), _) => match given
+                .as_u64()
+                .filter(|c| self.customers.iter().any(|k| k.id == *c))
+            {
+                Some(known) => known,
+                None => return bad_request("customer.id", "Invalid identifier", Some(given)),
+            },
+            (None, Some(email)) if !email.is_empty() => {
+                match self
+                    .customers
+                    .iter()
+                    .find(|k| k.emails.iter().any(|e| e == email))
+                {
+                    Some(known) => known.id,
+                    None => {
+                        let made = self.new_id();
+                        let lag = self.settings.search_lag;
+                        self.customers.push(Customer {
+                            id: made,
+                            first_name: who
+                                .get("firstName")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            last_name: who
+                                .get("lastName")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            phones: Vec::new(),
+                            emails: vec![email.to_owned()],
+                            created_at: Timestamp::now(),
+                            indexed_at: Instant::now() + lag,
+                        });
+                        made
+                    }
+                }
+            }
+            _ => {
+                return bad_request(
+                    "customer",
+                    "must contain a valid customer id or an email address",
+                    Some(who),
+                );
+            }
+        };
+        let imported = doc.get("imported").and_then(Value::as_bool) == Some(true);
+        if doc.get("createdAt").is_some() && !imported {
+            return bad_request(
+                "createdAt",
+                "can only be used with imported set to true",
+                doc.get("createdAt"),
+            );
+        }
+        let text = doc
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let files = match attachments(doc.get("attachments"), "attachments") {
+            Ok(files) => files,
+            Err(answer) => return answer,
+        };
+        let thread_id = self.new_id();
+        let Some(c) = self.conversations.iter_mut().find(|c| Some(c.id) == id) else {
+            return not_found();
+        };
+        if c.threads.len() >= 100 {
+            return json_answer(
+                412,
+                json!({"logRef": "t", "message": "Conversation cannot have more than 100 threads"}),
+            );
+        }
+        c.threads.push(Thread {
+            id: thread_id,
+            kind: "customer".to_owned(),
+            text,
+            attachments: files,
+            customer: Some(customer),
+        });
+        if !imported {
+            c.status = "active".to_owned();
+            c.closed_at = None;
         }
         created(thread_id)
     }
