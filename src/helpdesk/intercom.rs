@@ -19,6 +19,14 @@
 //!   e-mail (a transferred call: the last agent who held it with an admin, else the one before
 //!   down to who answered), else to `admin_email`'s admin; a missed call is left unassigned so
 //!   Intercom's own assignment rules apply.
+//! - Texts (seed): the message is "Inbound SMS on <number name>" or "Outbound SMS on <number
+//!   name>", in a new conversation or, with `log = "previous"` (the default for texts, and for a
+//!   sender past `[sms] max_per_sender` whatever the rule), the contact's latest open one; the
+//!   note lists the number used, who sent the text, to whom, the text and, for an outbound
+//!   one, whether it was delivered. An inbound text on a number with one agent goes to that
+//!   agent's admin, else to `admin_email`'s; on a number with several it assigns nobody (a new
+//!   conversation stays unassigned, an open one keeps its assignee). An outbound text goes to
+//!   the admin of the agent who sent it, else to `admin_email`'s.
 //! - The call's tags are applied to the conversation (tags are created when missing).
 //! - Each write whose answer may be lost is marked on the delivery first; a retry looks for
 //!   what it may have written before writing again: its note (it ends with the call's marker),
@@ -400,7 +408,7 @@ impl Intercom {
         }
         if progress.conversation.is_none()
             && progress.joining.is_none()
-            && self.rules.log.get(call.call_type()) == Log::Previous
+            && tickets::log_of(&self.rules, call) == Log::Previous
             && !matches!(job.party, Party::Anonymous { .. })
         {
             if let Some(id) = self.latest_open(&contact).await? {
@@ -463,19 +471,26 @@ impl Intercom {
             progress.done.push("note-sent".to_owned());
             self.save(job, &progress).await?;
             let path = format!("/conversations/{conversation}/reply");
-            let mut text = format!(
-                "{message}\nNumber: {}\n",
-                match &job.party {
-                    Party::Number(n) => n.clone(),
-                    Party::Anonymous { sent: None } => "withheld".to_owned(),
-                    Party::Anonymous { sent: Some(sent) } => format!("{sent} (not a phone number)"),
+            // A text's note is the seed's list alone (the number used, who sent it, to whom, the
+            // text and, outbound, whether it was delivered): its summary says all of it.
+            let mut text = String::new();
+            if call.sms.is_none() {
+                text = format!(
+                    "{message}\nNumber: {}\n",
+                    match &job.party {
+                        Party::Number(n) => n.clone(),
+                        Party::Anonymous { sent: None } => "withheld".to_owned(),
+                        Party::Anonymous { sent: Some(sent) } => {
+                            format!("{sent} (not a phone number)")
+                        }
+                    }
+                );
+                let link = job.voicemail_link()?;
+                let listen = job.voicemail_link_text(link.as_ref());
+                if !listen.is_empty() {
+                    text.push_str(&listen);
+                    text.push('\n');
                 }
-            );
-            let link = job.voicemail_link()?;
-            let listen = job.voicemail_link_text(link.as_ref());
-            if !listen.is_empty() {
-                text.push_str(&listen);
-                text.push('\n');
             }
             text.push_str(&tickets::note(&self.rules, call));
             let body = json!({ "message_type": "note", "type": "admin", "admin_id": admin, "body": html(&text) });
@@ -488,7 +503,12 @@ impl Intercom {
             progress.done.push("note".to_owned());
             self.save(job, &progress).await?;
         }
-        let handled = call.outcome == Outcome::Answered || call.direction == Direction::Outbound;
+        // An inbound text is someone's only on a number with one agent (the seed): on a shared
+        // number it leaves a new conversation unassigned and an open one with its assignee.
+        let handled = match call.call_type() {
+            CallType::SmsInbound => call.agent.is_some(),
+            _ => call.outcome == Outcome::Answered || call.direction == Direction::Outbound,
+        };
         let mut assigned = String::new();
         if handled && !step_done(&progress, "assign") {
             // After a transfer, the last agent who held the call with an Intercom admin, else
@@ -847,5 +867,11 @@ mod tests {
             headline(&call(CallType::OutboundUnanswered)),
             "Outbound call unanswered"
         );
+    }
+
+    #[test]
+    fn a_text_is_an_inbound_or_outbound_sms() {
+        assert_eq!(headline(&call(CallType::SmsInbound)), "Inbound SMS");
+        assert_eq!(headline(&call(CallType::SmsOutbound)), "Outbound SMS");
     }
 }

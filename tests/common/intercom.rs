@@ -19,7 +19,8 @@
 //!   contact's comment with `intercom_user_id`), parts (`assignment` by an admin to an admin,
 //!   or "0"), tags (create as upsert, case-insensitive; tag a conversation with string `id` and
 //!   `admin_id`; untag with `DELETE …/tags/{id}` and `admin_id` in the body). Errors in `error.list` shape; unknown ids are 404 `not_found`.
-//! - Faults on demand: a status, or no answer, for the next N requests.
+//! - Faults on demand: a status, no answer, or the request processed and its answer lost — for
+//!   the next N requests, or for the next request to one method and path.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,10 @@ impl Default for Settings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
     Status(u16),
+    /// No answer, the request not processed.
     Hang,
+    /// The request processed, its answer never sent.
+    LoseAnswer,
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +119,8 @@ struct Account {
     next_id: u64,
     window: (Instant, i64, u32),
     faults: Vec<Fault>,
+    /// Faults for the next request to a method and path.
+    aimed: Vec<(String, String, Fault)>,
     stats: Stats,
 }
 
@@ -136,6 +142,7 @@ impl FakeIntercom {
             next_id: 100,
             window: (Instant::now(), Timestamp::now().as_second(), 0),
             faults: Vec::new(),
+            aimed: Vec::new(),
             stats: Stats::default(),
         }));
         let server = Server::start(
@@ -235,6 +242,20 @@ impl FakeIntercom {
     pub(crate) fn fail_next(&self, n: usize, fault: Fault) {
         self.with(|a| a.faults.extend(std::iter::repeat_n(fault, n)));
     }
+
+    /// The next request with this method and path gets `fault`.
+    pub(crate) fn fail_on(&self, method: &str, path: &str, fault: Fault) {
+        self.with(|a| a.aimed.push((method.to_owned(), path.to_owned(), fault)));
+    }
+
+    /// The conversation is assigned to this admin (as a teammate would in Intercom).
+    pub(crate) fn assign(&self, conversation: &str, admin: &str) {
+        self.with(|a| {
+            if let Some(c) = a.conversations.iter_mut().find(|c| c.id == conversation) {
+                c.assignee = Some(admin.to_owned());
+            }
+        });
+    }
 }
 
 type Answer = (u16, Value);
@@ -308,17 +329,35 @@ impl Account {
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Option<Full> {
-        if !self.faults.is_empty() {
-            return match self.faults.remove(0) {
-                Fault::Hang => None,
-                Fault::Status(status) => Some((
-                    status,
-                    Vec::new(),
-                    json!({"type": "error", "request_id": null,
-                    "message": "Request failed due to an internal error. Please reach out to support"}),
-                )),
-            };
+        let aimed = self
+            .aimed
+            .iter()
+            .position(|(m, p, _)| m == method.as_str() && p == uri.path())
+            .map(|i| self.aimed.remove(i).2);
+        let fault = aimed.or_else(|| (!self.faults.is_empty()).then(|| self.faults.remove(0)));
+        match fault {
+            None => self.answer(method, uri, headers, body),
+            Some(Fault::Hang) => None,
+            Some(Fault::LoseAnswer) => {
+                self.answer(method, uri, headers, body);
+                None
+            }
+            Some(Fault::Status(status)) => Some((
+                status,
+                Vec::new(),
+                json!({"type": "error", "request_id": null,
+                "message": "Request failed due to an internal error. Please reach out to support"}),
+            )),
         }
+    }
+
+    fn answer(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Option<Full> {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
