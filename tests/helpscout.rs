@@ -7,6 +7,9 @@
 //! conversation, creates no customers and skips numbers two customers share. Answers are lost
 //! on the way back (the request done, sipdesk not told) at the steps where a retry could write
 //! twice, with Help Scout's search lagging behind writes as it does.
+//!
+//! Texts (SIP MESSAGE) go to Help Scout only where `log_sms` is set: an inbound one as the
+//! customer's thread, an outbound one as a note.
 
 mod common;
 
@@ -15,6 +18,7 @@ use std::time::Duration;
 use common::calls::{CLOSED, Ring, SUPPORT, place_and_settle};
 use common::daemon::Daemon;
 use common::helpscout::{FakeHelpScout, Fault, Settings};
+use common::texts::{settle, sms_number, text_from_phone, text_in};
 use serde_json::Value;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -298,5 +302,188 @@ fn calls_become_conversations_as_the_seed_says() {
         strict.stats().rejections.is_empty(),
         "{:#?}",
         strict.stats().rejections
+    );
+}
+
+/// Help Scout entries for the texts test: `hs` logs texts (`log_sms`), `off` does not.
+fn texts_config(hs: &str, off: &str) -> String {
+    format!(
+        r#"
+{SUPPORT}
+{number}
+[[helpdesks]]
+name = "hs"
+kind = "helpscout"
+base_url = "{hs}"
+client_id = "app-id"
+token_file = "hs.secret"
+mailbox_id = 7
+groups = ["support"]
+log_sms = true
+reopen_closed_within = "48h"
+reassign_to_agent = true
+request_timeout = "2s"
+
+[[helpdesks]]
+name = "off"
+kind = "helpscout"
+base_url = "{off}"
+client_id = "app-id"
+token_file = "hs.secret"
+mailbox_id = 7
+groups = ["support"]
+request_timeout = "2s"
+"#,
+        number = sms_number("+34911000001", "Soporte", &["support"]),
+    )
+}
+
+#[test]
+fn texts_are_customer_threads_and_notes_only_with_log_sms() {
+    let hs = FakeHelpScout::start(Settings {
+        search_lag: Duration::from_secs(3),
+        ..Settings::default()
+    });
+    let off = FakeHelpScout::start(Settings::default());
+    let ana = hs.add_user("ana@example.com");
+    let a = hs.add_customer("+34600123456", 10 * HOUR);
+    let open = hs.add_conversation(a, "pending", &["vip"], 5 * HOUR, None);
+    let b = hs.add_customer("+34611222333", 10 * HOUR);
+    let recently_closed = hs.add_conversation(b, "closed", &[], 5 * HOUR, Some(HOUR));
+
+    let daemon = Daemon::start_in(
+        common::daemon::test_dir("helpscout-texts"),
+        "trusted = [\"127.0.0.1\"]",
+        &texts_config(&hs.url, &off.url),
+        None,
+        &[("hs.secret", "app-secret\n")],
+    );
+
+    // 1. A customer with a conversation in progress texts the company's number: their words
+    //    are a customer thread on it, which makes it active (Help Scout reopens it). The
+    //    thread goes in but its answer is lost: the retry finds it and writes nothing again.
+    //    The number has one agent, Ana, so the conversation is reassigned to her user. `off`
+    //    logs no texts and says why.
+    hs.fail_on(
+        "POST",
+        &format!("/v2/conversations/{open}/customer"),
+        Fault::LoseAnswer,
+    );
+    text_in(&daemon, "+34600123456", "+34911000001", "¿Abrís el sábado?");
+    let first = settle(&daemon, 1, 2);
+    let joined = hs.conversation(open);
+    let said: Vec<_> = joined
+        .threads
+        .iter()
+        .filter(|t| t.text.contains(&format!("[sipdesk:{first}]")))
+        .collect();
+    assert_eq!(said.len(), 1, "exactly once: {joined:#?}");
+    assert_eq!(
+        (said[0].kind.as_str(), said[0].customer),
+        ("customer", Some(a))
+    );
+    assert!(
+        said[0]
+            .text
+            .starts_with("¿Abrís el sábado?<br>\n<br>\n(SMS to Soporte, +34911000001)"),
+        "{:?}",
+        said[0].text
+    );
+    assert_eq!(joined.status, "active");
+    assert_eq!(joined.assignee, Some(ana));
+    assert_eq!(joined.tags, ["vip", "sipdesk", "sipdesk-sms-inbound"]);
+    assert!(
+        delivery(&daemon, &first, "hs")["attempts"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    let skipped = delivery(&daemon, &first, "off");
+    assert_eq!(skipped["state"], "skipped");
+    assert!(
+        skipped.to_string().contains("log_sms = true"),
+        "{skipped:#}"
+    );
+    assert_eq!(off.stats().requests, 0, "off asked Help Scout nothing");
+
+    // 2. A customer whose only conversation closed an hour ago texts: a call would reopen it
+    //    (reopen_closed_within), a text does not follow the call rules and starts a new one.
+    text_in(&daemon, "611222333", "+34911000001", "Sigo sin luz");
+    let second = settle(&daemon, 2, 2);
+    assert_eq!(hs.conversation(recently_closed).status, "closed");
+    assert_eq!(hs.conversation(recently_closed).threads.len(), 1);
+    let of_b: Vec<_> = hs
+        .conversations()
+        .into_iter()
+        .filter(|x| x.customer == b && x.id != recently_closed)
+        .collect();
+    assert_eq!(of_b.len(), 1, "{of_b:#?}");
+    let kinds: Vec<&str> = of_b[0].threads.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(kinds, ["customer"]);
+    assert!(of_b[0].threads[0].text.starts_with("Sigo sin luz"));
+    assert!(
+        of_b[0].threads[0]
+            .text
+            .contains(&format!("[sipdesk:{second}]"))
+    );
+    assert_eq!(
+        (of_b[0].subject.as_str(), of_b[0].status.as_str()),
+        ("SMS from +34611222333", "active")
+    );
+
+    // 3. Ana texts the first customer from her phone and the PBX takes it: a note on their
+    //    conversation telling what was sent, by whom, to whom, and that it was delivered; it
+    //    sets the outbound texts' status (pending by default).
+    text_from_phone(&daemon, "2001", "600123456", "Sí, de 10 a 14", 202);
+    let third = settle(&daemon, 3, 2);
+    let joined = hs.conversation(open);
+    let note = joined
+        .threads
+        .iter()
+        .find(|t| t.text.contains(&format!("[sipdesk:{third}]")))
+        .expect("the note");
+    assert_eq!(note.kind, "note");
+    for line in [
+        "Outbound SMS on Soporte",
+        "From: 2001 (ana@example.com)",
+        "To: +34600123456",
+        "Status: delivered",
+        "Sí, de 10 a 14",
+    ] {
+        assert!(note.text.contains(line), "{line:?} in {:?}", note.text);
+    }
+    assert_eq!(joined.status, "pending");
+    assert_eq!(delivery(&daemon, &third, "off")["state"], "skipped");
+
+    // 4. Ana texts a number no customer has and the PBX refuses it: a customer is made and a
+    //    new conversation holds the note, which says the delivery failed. Help Scout makes the
+    //    conversation but the answer is lost: the retry finds it once search shows it.
+    hs.fail_on("POST", "/v2/conversations", Fault::LoseAnswer);
+    text_from_phone(&daemon, "2001", "633444555", "¿Le llamo mañana?", 488);
+    let fourth = settle(&daemon, 4, 2);
+    let made = hs
+        .customers()
+        .into_iter()
+        .find(|x| x.phones == ["+34633444555"])
+        .expect("a customer made for the number");
+    let theirs: Vec<_> = hs
+        .conversations()
+        .into_iter()
+        .filter(|x| x.customer == made.id)
+        .collect();
+    assert_eq!(theirs.len(), 1, "exactly once: {theirs:#?}");
+    let kinds: Vec<&str> = theirs[0].threads.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(kinds, ["note"]);
+    let note = &theirs[0].threads[0].text;
+    assert!(
+        note.contains("Status: delivery failed") && note.contains(&format!("[sipdesk:{fourth}]")),
+        "{note}"
+    );
+    assert_eq!(theirs[0].assignee, Some(ana));
+
+    assert!(
+        hs.stats().rejections.is_empty(),
+        "{:#?}",
+        hs.stats().rejections
     );
 }

@@ -10,6 +10,7 @@ pub(crate) mod intercom;
 pub(crate) mod klaviyo;
 pub(crate) mod receiver;
 pub(crate) mod server;
+pub(crate) mod texts;
 pub(crate) mod zendesk;
 
 use std::sync::atomic::{AtomicU32, Ordering};
