@@ -85,7 +85,6 @@ pub(crate) fn call(call_type: CallType) -> CallRecord {
         CallType::Voicemail => (Direction::Inbound, Outcome::Voicemail),
         CallType::OutboundAnswered => (Direction::Outbound, Outcome::Answered),
         CallType::OutboundUnanswered => (Direction::Outbound, Outcome::Missed),
-        // A text is recorded as answered: received, or taken by the PBX.
     };
     let answered = outcome == Outcome::Answered;
     CallRecord {
