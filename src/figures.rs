@@ -120,6 +120,7 @@ mod tests {
         let started = Timestamp::from_second(1_000_000).unwrap();
         CallRow {
             voicemail: None,
+            sms: None,
             id: "x".into(),
             sip_call_id: "x".into(),
             direction: "inbound".into(),

@@ -95,7 +95,11 @@ pub(crate) async fn calls(config: &Config, args: &CallsArgs) -> anyhow::Result<(
         };
         println!(
             "{started:<19}  {:<8}  {:<5}  {:<16}  {:<6}  {outcome:<24}  {}",
-            row.direction,
+            match (&row.sms, row.direction.as_str()) {
+                (Some(_), "inbound") => "sms-in",
+                (Some(_), _) => "sms-out",
+                (None, direction) => direction,
+            },
             row.queue.as_deref().unwrap_or("-"),
             row.caller,
             row.agent.as_deref().unwrap_or("-"),

@@ -1124,3 +1124,31 @@ fn help_scout_logs_texts_only_with_log_sms() {
         "log_sms is not a key of a zendesk helpdesk",
     );
 }
+
+#[test]
+fn text_numbers_and_rules_are_checked_where_written() {
+    let text = format!(
+        "{MINIMAL}\n[[sms_numbers]]\nnumber = \"911234567\"\nname = \"Soporte\"\ngroups = [\"support\"]\n\n[[sms_numbers]]\nnumber = \"+34910000000\"\nname = \" \"\ngroups = [\"ventas\"]\n\n[sms]\nmax_per_sender = \"lots\"\nreply_poll = \"2s\"\nignore_keywords = [\"STOP\", \"two words\"]\n"
+    );
+    assert_error(&text, "\"911234567\"", "is not a phone number in E.164");
+    assert_error(&text, "\" \"", "name is empty");
+    assert_error(&text, "\"ventas\"", "no group is named \"ventas\"");
+    assert_error(&text, "\"lots\"", "is not a rate");
+    assert_error(&text, "\"2s\"", "is not a duration from 10s");
+    assert_error(&text, "\"two words\"", "a keyword is one word");
+}
+
+#[test]
+fn text_settings_have_the_seeds_defaults() {
+    let text = format!(
+        "{MINIMAL}\n[[sms_numbers]]\nnumber = \"+34 910 00 00 00\"\nname = \"Soporte\"\ngroups = [\"support\"]\n"
+    );
+    let config = Config::from_toml(&text, "test.toml").unwrap();
+    assert_eq!(config.sms.numbers[0].number, "+34910000000");
+    assert_eq!(config.sms.max_per_sender, (10, Duration::from_secs(60)));
+    assert_eq!(config.sms.reply_poll, Duration::from_secs(30));
+    assert!(config.sms.ignored("stop").is_some());
+    assert!(config.sms.ignored("Baja.").is_some());
+    assert!(config.sms.ignored("HELP").is_none());
+    assert!(config.sms.ignored("stop please").is_none());
+}

@@ -191,6 +191,8 @@ pub struct CallRow {
     pub explanation: Vec<String>,
     /// The message the caller left (outcome `voicemail`).
     pub voicemail: Option<crate::call::Voicemail>,
+    /// The text, when the row is a text message rather than a call.
+    pub sms: Option<crate::call::Text>,
 }
 
 /// Which calls to list.

@@ -255,5 +255,9 @@ pub(super) fn call_row(row: &AnyRow) -> Result<CallRow, StoreError> {
             .try_get::<Option<String>, _>("voicemail_json")
             .map_err(e())?
             .and_then(|v| serde_json::from_str(&v).ok()),
+        sms: row
+            .try_get::<Option<String>, _>("sms_json")
+            .map_err(e())?
+            .and_then(|v| serde_json::from_str(&v).ok()),
     })
 }
