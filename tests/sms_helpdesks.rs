@@ -1,10 +1,11 @@
-//! Texts reach the webhook and Klaviyo exactly once, across an outage and a crash: SIPp delivers
-//! a burst of texts from many numbers to the running daemon; the signed webhook (the
-//! independent Standard Webhooks receiver, checking every payload against sipdesk's schema) and
-//! the fake Klaviyo each fail their first requests with 503; the daemon is killed with SIGKILL
-//! while deliveries are in flight, then restarted. Every text must be one accepted
-//! `sms.received` and one `SMS Received` event. A text from an agent's phone then passes to the
-//! PBX and becomes `sms.sent` / `SMS Sent`.
+//! Texts reach every helpdesk exactly once, across an outage and a crash: SIPp delivers a burst
+//! of texts from many numbers to the running daemon; the signed webhook (the independent
+//! Standard Webhooks receiver, checking every payload against sipdesk's schema) and the fake
+//! Klaviyo, Zendesk, Help Scout and Intercom each fail their first requests with 503; the daemon
+//! is killed with SIGKILL while deliveries are in flight, then restarted. Every text must be one
+//! accepted `sms.received`, one `SMS Received` event, one public comment on a Zendesk ticket
+//! tagged sms, one customer thread in Help Scout, one message and note in Intercom. A text from an
+//! agent's phone then passes to the PBX and becomes `sms.sent` / `SMS Sent`.
 
 mod common;
 
@@ -13,14 +14,17 @@ use std::time::{Duration, Instant};
 
 use common::calls::injection_file;
 use common::daemon::{Daemon, SippMore, SippRun, free_port, scenario, test_dir};
+use common::helpscout::{self, FakeHelpScout};
+use common::intercom::{self, FakeIntercom};
 use common::klaviyo::{self, FakeKlaviyo};
 use common::receiver::{Receiver, SECRET};
+use common::zendesk::{self, FakeZendesk};
 use serde_json::Value;
 
 const TEXTS: usize = 100;
 const NUMBER: &str = "+34910000000";
 
-fn config(hook: &str, kv: &str) -> String {
+fn config(hook: &str, kv: &str, zd: &str, hs: &str, ic: &str) -> String {
     format!(
         r#"
 [defaults]
@@ -54,8 +58,55 @@ token_file = "kv.key"
 groups = ["support"]
 requests_per_minute = 100000
 request_timeout = "2s"
+
+[[helpdesks]]
+name = "zd"
+kind = "zendesk"
+base_url = "{zd}"
+email = "bot@example.com"
+token_file = "zd.token"
+groups = ["support"]
+requests_per_minute = 100000
+request_timeout = "2s"
+
+[[helpdesks]]
+name = "hs"
+kind = "helpscout"
+base_url = "{hs}"
+client_id = "app-id"
+token_file = "hs.secret"
+mailbox_id = 7
+groups = ["support"]
+log_sms = true
+requests_per_minute = 100000
+request_timeout = "2s"
+
+[[helpdesks]]
+name = "ic"
+kind = "intercom"
+base_url = "{ic}"
+token_file = "ic.token"
+admin_email = "boss@example.com"
+groups = ["support"]
+requests_per_minute = 100000
+request_timeout = "2s"
 "#
     )
+}
+
+/// How often each `[sipdesk:<id>]` marker occurs in these texts.
+fn markers<'a>(texts: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for text in texts {
+        let mut rest = text;
+        while let Some(at) = rest.find("[sipdesk:") {
+            let tail = &rest[at + 9..];
+            let end = tail.find(']').unwrap_or(tail.len());
+            *seen.entry(tail[..end].to_owned()).or_default() += 1;
+            rest = &tail[end..];
+        }
+    }
+    seen
 }
 
 /// The accepted webhook payloads, by text id, with the webhook ids each came under.
@@ -78,7 +129,7 @@ fn accepted(receiver: &Receiver) -> HashMap<String, (Value, HashSet<String>)> {
 }
 
 #[test]
-fn texts_reach_the_webhook_and_klaviyo_once_through_an_outage_and_a_kill() {
+fn texts_reach_every_helpdesk_once_through_an_outage_and_a_kill() {
     let dir = test_dir("sms-helpdesks");
     let down = vec!["503"; 20].join(",");
     let receiver = Receiver::start(&dir, &down);
@@ -87,14 +138,35 @@ fn texts_reach_the_webhook_and_klaviyo_once_through_an_outage_and_a_kill() {
         ..klaviyo::Settings::default()
     });
     kv.fail_next(20, klaviyo::Fault::Status(503));
+    let zd = FakeZendesk::start(zendesk::Settings {
+        rate_limit: 100_000,
+        ..zendesk::Settings::default()
+    });
+    zd.fail_next(20, zendesk::Fault::Status(503));
+    let hs = FakeHelpScout::start(helpscout::Settings {
+        latency: Duration::from_millis(100),
+        search_lag: Duration::from_secs(2),
+        ..helpscout::Settings::default()
+    });
+    hs.fail_next(20, helpscout::Fault::Status(503));
+    let ic = FakeIntercom::start(intercom::Settings {
+        latency: Duration::from_millis(100),
+        search_lag: Duration::from_secs(2),
+        ..intercom::Settings::default()
+    });
+    ic.add_admin("boss@example.com");
+    ic.fail_next(20, intercom::Fault::Status(503));
     let mut daemon = Daemon::start_in(
         dir.clone(),
         "trusted = [\"127.0.0.1\"]",
-        &config(&receiver.url(), &kv.url),
+        &config(&receiver.url(), &kv.url, &zd.url, &hs.url, &ic.url),
         None,
         &[
             ("hook.secret", SECRET),
             ("kv.key", "pk_test_0123456789abcdef"),
+            ("zd.token", "t0ken\n"),
+            ("hs.secret", "app-secret"),
+            ("ic.token", "ic-token"),
         ],
     );
     let senders: Vec<String> = (0..TEXTS).map(|i| format!("+3460010{i:04}")).collect();
@@ -124,20 +196,91 @@ fn texts_reach_the_webhook_and_klaviyo_once_through_an_outage_and_a_kill() {
     daemon.succeeded(sipp);
     // Kill once both have some of the texts, with more to come.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (kv.events().len() < 10 || accepted(&receiver).len() < 10) && Instant::now() < deadline {
+    while (kv.events().len() < 10
+        || accepted(&receiver).len() < 10
+        || hs.conversations().len() < 10
+        || ic.conversations().len() < 10)
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     daemon.kill();
-    let at_kill = (accepted(&receiver).len(), kv.events().len());
     eprintln!(
-        "at the kill, of {TEXTS}: webhook {}, Klaviyo {}",
-        at_kill.0, at_kill.1
+        "at the kill, of {TEXTS}: webhook {}, Klaviyo {}, Zendesk {}, Help Scout {}, Intercom {}",
+        accepted(&receiver).len(),
+        kv.events().len(),
+        zd.tickets().len(),
+        hs.conversations().len(),
+        ic.conversations().len()
     );
     daemon.restart();
-    let deliveries = daemon.settled_deliveries(2 * TEXTS, Duration::from_secs(120));
+    let deliveries = daemon.settled_deliveries(5 * TEXTS, Duration::from_secs(180));
     let open: Vec<&Value> = deliveries.iter().filter(|d| d["state"] != "done").collect();
     assert!(open.is_empty(), "{open:#?}\n{}", daemon.log());
-    assert_eq!(deliveries.len(), 2 * TEXTS);
+    assert_eq!(deliveries.len(), 5 * TEXTS);
+    let ids: std::collections::HashSet<String> = deliveries
+        .iter()
+        .map(|d| d["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), TEXTS);
+
+    // Zendesk: one ticket per sender, tagged sms, with the text once as a public comment.
+    let tickets = zd.tickets();
+    assert_eq!(tickets.len(), TEXTS, "Zendesk tickets");
+    assert!(
+        tickets
+            .iter()
+            .all(|t| t.tags.iter().any(|tag| tag == "sms"))
+    );
+    let seen = markers(tickets.iter().flat_map(|t| {
+        t.comments
+            .iter()
+            .filter(|c| c.public)
+            .map(|c| c.body.as_str())
+    }));
+    assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), ids, "Zendesk");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a Zendesk comment written twice"
+    );
+
+    // Help Scout: one conversation per sender, the text once as a customer thread.
+    let conversations = hs.conversations();
+    assert_eq!(conversations.len(), TEXTS, "Help Scout conversations");
+    let seen = markers(conversations.iter().flat_map(|c| {
+        c.threads
+            .iter()
+            .filter(|t| t.kind == "customer")
+            .map(|t| t.text.as_str())
+    }));
+    assert_eq!(
+        seen.keys().cloned().collect::<HashSet<_>>(),
+        ids,
+        "Help Scout"
+    );
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a Help Scout thread written twice"
+    );
+
+    // Intercom: one conversation per sender, "Inbound SMS on Soporte" and the note once.
+    let conversations = ic.conversations();
+    assert_eq!(conversations.len(), TEXTS, "Intercom conversations");
+    let seen = markers(conversations.iter().flat_map(|c| {
+        c.parts
+            .iter()
+            .filter(|p| p.kind == "note")
+            .map(|p| p.body.as_str())
+    }));
+    assert_eq!(
+        seen.keys().cloned().collect::<HashSet<_>>(),
+        ids,
+        "Intercom"
+    );
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "an Intercom note written twice"
+    );
 
     // The webhook: every text once, as sms.received, under one webhook id.
     let hook = accepted(&receiver);
@@ -211,7 +354,7 @@ fn texts_reach_the_webhook_and_klaviyo_once_through_an_outage_and_a_kill() {
     .spawn(&dir);
     daemon.succeeded(phone);
     daemon.succeeded(pbx);
-    daemon.settled_deliveries(2 * TEXTS + 2, Duration::from_secs(30));
+    daemon.settled_deliveries(5 * TEXTS + 5, Duration::from_secs(60));
     let sent: Vec<Value> = accepted(&receiver)
         .into_values()
         .map(|(p, _)| p)
