@@ -97,6 +97,16 @@ struct Running {
 }
 
 fn spawn_writer(url: &str, spill: Spill, queue_limit: usize, stop: Duration) -> Running {
+    spawn_writer_telling(url, spill, queue_limit, stop, None)
+}
+
+fn spawn_writer_telling(
+    url: &str,
+    spill: Spill,
+    queue_limit: usize,
+    stop: Duration,
+    kept: Option<mpsc::UnboundedSender<String>>,
+) -> Running {
     let (changes, rx) = mpsc::unbounded_channel();
     let health = Arc::new(Health::default());
     let thread = writer::spawn(
@@ -105,6 +115,7 @@ fn spawn_writer(url: &str, spill: Spill, queue_limit: usize, stop: Duration) -> 
             queue_limit,
             stop_write_timeout: stop,
             spill,
+            kept,
         },
         rx,
         std::sync::Arc::new(|_: &sipdesk::call::CallRecord| Vec::new()),
@@ -478,4 +489,69 @@ async fn every_kind_of_write_works_again_once_a_read_only_database_is_writable()
     }
     store.apply(&call("rw"), &[]).await.unwrap();
     store.check_writable().await.unwrap();
+}
+
+/// A customer's text: the writer must say when it is kept.
+fn text(id: &str) -> Change {
+    let Change::CallEnded(mut record) = end(id, "+34600111222") else {
+        unreachable!()
+    };
+    record.callee = "+34910000000".into();
+    record.sms = Some(sipdesk::call::Text {
+        number: "+34910000000".into(),
+        name: "Soporte".into(),
+        body: "hola".into(),
+        skipped: None,
+        flood: false,
+        via: None,
+        ticket: None,
+        failure: None,
+    });
+    Change::CallEnded(record)
+}
+
+#[test]
+fn a_text_is_told_kept_once_written_and_spilled_at_once_while_the_database_is_locked() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for db in runtime.block_on(TestDb::all()) {
+        runtime.block_on(Store::open(&db.url)).unwrap();
+        let state = common::daemon::test_dir("text-kept-state");
+        let spill = Spill::in_directory(&state);
+        let (kept_tx, mut kept) = mpsc::unbounded_channel();
+        let writer = spawn_writer_telling(
+            &db.url,
+            spill.clone(),
+            100_000,
+            Duration::from_secs(30),
+            Some(kept_tx),
+        );
+        writer.send(call("a-call"));
+        writer.send([text("sms-written")]);
+        let said = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), kept.recv()).await })
+            .expect("told in time");
+        assert_eq!(said.as_deref(), Some("sms-written"), "{}", db.label);
+        assert_eq!(runtime.block_on(count_calls(&db.url)).0, 2, "{}", db.label);
+        // Calls are not texts: nothing else is told.
+        assert!(kept.try_recv().is_err());
+
+        let lock = runtime.block_on(hold_write_lock(&db.url, db.label));
+        writer.send(call("locked-call"));
+        writer.send([text("sms-locked")]);
+        let said = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), kept.recv()).await })
+            .expect("told while the database is locked");
+        assert_eq!(said.as_deref(), Some("sms-locked"), "{}", db.label);
+        assert!(
+            spill.exists(),
+            "{}: the text is in the spill file",
+            db.label
+        );
+        drop(lock);
+        let report = writer.stop();
+        assert_eq!(report.lost, 0);
+        assert!(!report.spill_left, "{}: {report:?}", db.label);
+        assert_eq!(runtime.block_on(count_calls(&db.url)).0, 4, "{}", db.label);
+        runtime.block_on(db.drop_db());
+    }
 }

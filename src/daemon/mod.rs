@@ -402,6 +402,8 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
     // and the delivery worker; a reload reaches both.
     let (config_tx, config_rx) = watch::channel(config.clone());
     let (changes, changes_rx) = mpsc::unbounded_channel::<Change>();
+    // Customers' texts the writer has kept: only then are they answered 202.
+    let (kept_tx, mut kept_rx) = mpsc::unbounded_channel::<String>();
     let outbox_config = config_rx.clone();
     let health = Arc::new(store::writer::Health::default());
     let writer = store::writer::spawn(
@@ -410,6 +412,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
             queue_limit: config.database.queue_limit,
             stop_write_timeout: config.database.stop_write_timeout,
             spill: Spill::in_directory(&config.database.state_directory),
+            kept: Some(kept_tx),
         },
         changes_rx,
         Arc::new(move |record: &crate::call::CallRecord| {
@@ -537,6 +540,7 @@ pub async fn run(config_path: PathBuf, cancel: CancellationToken) -> Result<(), 
                 core.on_claimed(Now::system(), call, version, answer);
             }
             Some(said) = remote.recv() => core.on_remote(Now::system(), said),
+            Some(id) = kept_rx.recv() => core.text_kept(Now::system(), &id),
             Some((call, result)) = media_ended.recv() => {
                 media.finished(call);
                 core.on_media_ended(Now::system(), call, result);

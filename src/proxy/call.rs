@@ -1506,6 +1506,7 @@ impl Core {
     pub(super) fn on_timer(&mut self, now: Now, timer: Timer) {
         match timer {
             Timer::ClaimOverdue { call, version } => self.claim_overdue(now, call, version),
+            Timer::TextUnkept { text } => self.text_unkept(now, text),
             Timer::Ring { call: key, branch } => {
                 let Some(mut call) = self.take(key) else {
                     return;

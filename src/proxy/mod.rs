@@ -194,6 +194,9 @@ enum Timer {
     /// The claim of this version, out for a call, should have been answered by now (the task
     /// asking the database answers within its own timeout): taken as no answer.
     ClaimOverdue { call: u64, version: u64 },
+    /// A customer's text the store has not said it kept by now: its sender is told to try
+    /// again later.
+    TextUnkept { text: u64 },
 }
 
 /// A request sipdesk sent itself inside a call's dialog.

@@ -1,12 +1,15 @@
 //! Text messages: SIP MESSAGE (RFC 3428) through sipdesk, both ways.
 //!
 //! - **Inbound.** A MESSAGE outside a dialog whose Request-URI names one of the
-//!   `[[sms_numbers]]` is a customer's text: sipdesk answers 202 Accepted itself and records it
-//!   (`sms_inbound`, one record per text). A retransmission is absorbed by the transaction
-//!   layer; one that comes again after its transaction ended (a trunk retrying after a lost
-//!   202) is known by its Call-ID and CSeq for ten minutes and answered 202 again without a
-//!   second record; and the record id comes from the same two, so even past that the store
-//!   keeps one record and each helpdesk one delivery. A `text/plain` body is the text (UTF-8;
+//!   `[[sms_numbers]]` is a customer's text: sipdesk records it (`sms_inbound`, one record per
+//!   text) and answers 202 Accepted once the store says it is kept ([`Core::text_kept`]:
+//!   written, or in the spill file), so an accepted text survives a crash; a text the store
+//!   has not kept within [`KEEP_WAIT`] gets 503 with `Retry-After`, and the trunk sends it
+//!   again. A retransmission is absorbed by the transaction layer; one that comes again after
+//!   its transaction ended (a trunk retrying) is known by its Call-ID and CSeq for ten minutes
+//!   and answered without a second record; and the record id comes from the same two, so even
+//!   past that (or after a restart) the store keeps one record and each helpdesk one
+//!   delivery. A `text/plain` body is the text (UTF-8;
 //!   bytes that are not are shown as U+FFFD); any other body (an image, MMS) is recorded as
 //!   `[attachment not shown]` (the Klaviyo seed). A text that is only a subscription or
 //!   compliance keyword is recorded with why it makes no ticket ([`crate::config::SmsSettings`]);
@@ -40,6 +43,9 @@ use crate::sip::transaction::TxKey;
 pub const ATTACHMENT: &str = "[attachment not shown]";
 /// How long a text's Call-ID and CSeq are remembered, to answer a late retransmission.
 const REMEMBER: Duration = Duration::from_secs(600);
+/// How long a customer's text waits for the store before its sender is told to try again
+/// (well within the 32 s a non-INVITE transaction lasts).
+pub(super) const KEEP_WAIT: Duration = Duration::from_secs(10);
 
 /// A text sipdesk sends on behalf of a helpdesk reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +71,23 @@ pub(super) struct Outgoing {
     record: CallRecord,
 }
 
+/// A customer's text waiting for the store before its 202.
+pub(super) struct Waiting {
+    id: String,
+    key: TxKey,
+    request: Box<Request>,
+}
+
 /// What the proxy keeps of texts.
 #[derive(Default)]
 pub(super) struct Texts {
     outgoing: FxHashMap<TxKey, Outgoing>,
-    /// Call-ID and CSeq of recent inbound texts.
-    seen: FxHashMap<(String, u32), Instant>,
+    /// Recent inbound texts by id (which their Call-ID and CSeq give): when they came, whether
+    /// the store has kept them.
+    seen: FxHashMap<String, (Instant, bool)>,
+    /// Texts waiting for the store, by a number of their own (for their timer).
+    waiting: FxHashMap<u64, Waiting>,
+    next_wait: u64,
     /// When each sender's recent texts came, for `max_per_sender`.
     senders: FxHashMap<String, VecDeque<Instant>>,
 }
@@ -78,7 +95,8 @@ pub(super) struct Texts {
 impl Texts {
     /// Forgets what is too old to matter.
     pub(super) fn housekeeping(&mut self, now: Instant) {
-        self.seen.retain(|_, at| now.duration_since(*at) < REMEMBER);
+        self.seen
+            .retain(|_, (at, _)| now.duration_since(*at) < REMEMBER);
         self.senders.retain(|_, times| {
             times
                 .back()
@@ -175,16 +193,21 @@ impl Core {
         request: &Request,
         number: &crate::config::SmsNumber,
     ) {
-        self.reply(now, key, request, 202, "Accepted", &[]);
-        let seen = (request.call_id.clone(), request.cseq.seq);
-        if self.texts.seen.contains_key(&seen) {
+        let id = text_id(&request.call_id, request.cseq.seq);
+        if let Some((_, kept)) = self.texts.seen.get(&id) {
             tracing::debug!(
                 call_id = request.call_id,
                 "a text sent again; already recorded"
             );
+            if *kept {
+                self.reply(now, key, request, 202, "Accepted", &[]);
+            } else {
+                self.wait_until_kept(now, id, key, request);
+            }
             return;
         }
-        self.texts.seen.insert(seen, now.mono);
+        self.texts.seen.insert(id.clone(), (now.mono, false));
+        self.wait_until_kept(now, id.clone(), key, request);
         let sms = &self.config.sms;
         let sender = match &request.from.uri {
             crate::sip::syntax::Uri::Sip(uri) => uri.user_unescaped().unwrap_or_default(),
@@ -232,7 +255,7 @@ impl Core {
         }
         tracing::info!(from = %sender, to = %number.number, skipped = skipped.is_some(), flood, "text received");
         let record = CallRecord {
-            id: text_id(&request.call_id, request.cseq.seq),
+            id,
             sip_call_id: request.call_id.clone(),
             direction: Direction::Inbound,
             queue: None,
@@ -267,6 +290,56 @@ impl Core {
         };
         self.stats.texts_in += 1;
         self.store(Change::CallEnded(Box::new(record)));
+    }
+
+    /// Holds the answer to a customer's text until the store keeps it.
+    fn wait_until_kept(&mut self, now: Now, id: String, key: &TxKey, request: &Request) {
+        self.texts.next_wait += 1;
+        let text = self.texts.next_wait;
+        self.texts.waiting.insert(
+            text,
+            Waiting {
+                id,
+                key: key.clone(),
+                request: Box::new(request.clone()),
+            },
+        );
+        self.schedule(now.mono + KEEP_WAIT, super::Timer::TextUnkept { text });
+    }
+
+    /// The store kept the customer's text `id`: its sender gets 202.
+    pub fn text_kept(&mut self, now: Now, id: &str) {
+        if let Some(entry) = self.texts.seen.get_mut(id) {
+            entry.1 = true;
+        }
+        let answered: Vec<u64> = self
+            .texts
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.id == id)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in answered {
+            if let Some(w) = self.texts.waiting.remove(&n) {
+                self.reply(now, &w.key, &w.request, 202, "Accepted", &[]);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// A text the store has not kept in time: 503, so the trunk sends it again later.
+    pub(super) fn text_unkept(&mut self, now: Now, text: u64) {
+        if let Some(w) = self.texts.waiting.remove(&text) {
+            tracing::warn!(text = %w.id, "a text could not be kept in time; its sender is told to send it again");
+            self.reply(
+                now,
+                &w.key,
+                &w.request,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "30")],
+            );
+        }
     }
 
     /// An agent's phone texting an outside number: on to the PBX.

@@ -1,6 +1,7 @@
 //! Texts through the proxy: inbound MESSAGEs answered 202 and recorded once, keywords,
 //! attachments and floods; texts from phones passed to the PBX; helpdesk replies sent.
 
+use super::sms::KEEP_WAIT;
 use super::tests::{CONFIG, Harness, OPEN, caller, first_line, lines, pbx, respond, sent_to_pbx};
 use super::*;
 use crate::call::{CallRecord, Direction, Outcome};
@@ -25,6 +26,15 @@ fn message(
     )
 }
 
+/// The store says it kept every text recorded so far.
+fn keep_all(h: &mut Harness) {
+    let ids: Vec<String> = texts(h).iter().map(|r| r.id.clone()).collect();
+    for id in ids {
+        h.core.text_kept(h.now, &id);
+    }
+    h.collect();
+}
+
 fn texts(h: &Harness) -> Vec<&CallRecord> {
     h.records()
         .into_iter()
@@ -44,6 +54,9 @@ fn a_text_to_a_company_number_is_answered_202_and_recorded_once() {
         "Hola, ¿mi pedido?",
     );
     h.receive(caller(), &text);
+    // Answered only once the store has kept it.
+    assert!(h.take_sent().is_empty());
+    keep_all(&mut h);
     assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 202 Accepted -> 5070"]);
     // A retransmission within the transaction, and the same MESSAGE again after it ended.
     h.receive(caller(), &text);
@@ -64,6 +77,37 @@ fn a_text_to_a_company_number_is_answered_202_and_recorded_once() {
     assert_eq!(sms.skipped, None);
     assert!(!sms.flood);
     assert_eq!(record.call_type(), crate::call::CallType::SmsInbound);
+}
+
+#[test]
+fn a_text_the_store_does_not_keep_in_time_gets_503_and_is_accepted_when_sent_again() {
+    let mut h = Harness::with_config(OPEN, &config());
+    let text = message(
+        "+34910000000",
+        "+34600111222",
+        "slow",
+        1,
+        "text/plain",
+        "hola",
+    );
+    h.receive(caller(), &text);
+    h.advance(KEEP_WAIT);
+    let sent = h.take_sent();
+    assert_eq!(
+        lines(&sent),
+        vec!["SIP/2.0 503 Service Unavailable -> 5070"]
+    );
+    assert!(sent[0].1.contains("\r\nRetry-After: 30\r\n"));
+    // The store keeps it late; the trunk's next try (a new transaction) gets 202 at once and
+    // makes no second record.
+    keep_all(&mut h);
+    h.advance(Duration::from_secs(40));
+    h.receive(
+        caller(),
+        &text.replace("branch=z9hG4bKslow1", "branch=z9hG4bKslow1again"),
+    );
+    assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 202 Accepted -> 5070"]);
+    assert_eq!(texts(&h).len(), 1);
 }
 
 #[test]

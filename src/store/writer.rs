@@ -21,6 +21,11 @@
 //!   attempt still running is abandoned), so a stop always ends in bounded time and says how
 //!   many records it spilled.
 //!
+//! A customer's text is answered (202) only once it is kept: the writer tells the proxy the id
+//! of each inbound text it has written, or put in the spill file ([`WriterSettings::kept`]).
+//! While the database fails, texts go to the spill file at once rather than wait in memory, so
+//! a trunk is never told "accepted" for a text a crash could still lose.
+//!
 //! Writing a change twice is harmless (starts and events are inserted once, a final record is
 //! the same upsert, a delivery exists once), which is what lets an abandoned attempt, or a spill
 //! file written back after a crash, simply be done again.
@@ -76,6 +81,20 @@ pub struct WriterSettings {
     /// On stop, how long to keep trying before spilling.
     pub stop_write_timeout: Duration,
     pub spill: Spill,
+    /// Told the id of each customer's text once it is written or spilled.
+    pub kept: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+/// The ids of the customers' texts among these changes.
+fn inbound_texts(changes: &[Change]) -> impl Iterator<Item = &str> {
+    changes.iter().filter_map(|change| match change {
+        Change::CallEnded(record)
+            if record.sms.is_some() && record.direction == crate::call::Direction::Inbound =>
+        {
+            Some(record.id.as_str())
+        }
+        _ => None,
+    })
 }
 
 /// Whether the database takes writes, as the writer last found; shared with the daemon.
@@ -204,12 +223,36 @@ impl Writer {
             .store(self.pending.len(), Ordering::Relaxed);
     }
 
+    /// Tells the proxy these changes' texts are kept.
+    fn kept(&self, changes: &[Change]) {
+        if let Some(kept) = &self.settings.kept {
+            for id in inbound_texts(changes) {
+                let _ = kept.send(id.to_owned());
+            }
+        }
+    }
+
+    /// While the database fails: the texts waiting go to the spill file now, so their senders
+    /// can be answered.
+    fn spill_texts(&mut self) {
+        if self.settings.kept.is_none() {
+            return;
+        }
+        let (texts, rest): (Vec<Change>, Vec<Change>) = self
+            .pending
+            .drain(..)
+            .partition(|c| inbound_texts(std::slice::from_ref(c)).next().is_some());
+        self.pending.extend(rest);
+        self.spill(&texts);
+    }
+
     fn spill(&self, changes: &[Change]) {
         if changes.is_empty() {
             return;
         }
         match self.settings.spill.append(changes) {
             Ok(()) => {
+                self.kept(changes);
                 self.health
                     .spilled
                     .fetch_add(changes.len() as u64, Ordering::Relaxed);
@@ -309,7 +352,8 @@ impl Writer {
             self.take(&mut incoming);
             let error = match outcome {
                 Attempt::Done(Ok(())) => {
-                    self.pending.drain(..n);
+                    let written: Vec<Change> = self.pending.drain(..n).collect();
+                    self.kept(&written);
                     if self.pending.is_empty() && self.pending.capacity() > 4 * BATCH {
                         // A backlog is gone: so is the memory it took.
                         self.pending.shrink_to(BATCH);
@@ -329,6 +373,7 @@ impl Writer {
                 Attempt::TimedOut => timed_out(),
             };
             self.failed(&error);
+            self.spill_texts();
             let mut wait = delay;
             if let Some(at) = stop_at {
                 wait = wait.min(at.saturating_duration_since(Instant::now()));
