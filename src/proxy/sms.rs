@@ -300,7 +300,7 @@ impl Core {
             text,
             Waiting {
                 id,
-                key: key.clone(),
+                key: *key,
                 request: Box::new(request.clone()),
             },
         );
