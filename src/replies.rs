@@ -8,22 +8,32 @@
 //! ([`crate::store::replies`]). Only integrations that can have text tickets are followed:
 //! Zendesk entries linked to a group of one of the `[[sms_numbers]]`.
 //!
-//! For each public comment on a ticket that a customer's text was delivered to:
-//! - its author is looked up; an end user's comment (the customer's own texts, which sipdesk
-//!   writes in their name) is not a reply. A reply whose author has the customer's own e-mail
-//!   is kept as `not_sent` with that reason (the seed);
+//! For each public comment (sipdesk's own comments, which carry its `[sipdesk:…]` marker, left
+//! aside) on a text ticket — one a customer's text was delivered to, or, for a ticket sipdesk
+//! has no delivery for yet (a follow-up, a merge, a create whose answer was lost), one Zendesk
+//! shows tagged `sms` whose requester has a phone number:
+//! - its author is looked up; only an agent's or admin's comment is a reply (an end user's is
+//!   the customer's own words). A reply by an author Zendesk no longer has, or whose author has
+//!   the customer's own e-mail (the seed), or to a customer whose number is not a phone number,
+//!   is kept as `not_sent` with that reason;
 //! - the reply is kept (`pending`) before the position moves past it, then sent as a MESSAGE to
 //!   the PBX through the proxy ([`crate::control::Handle::send_text`]) from the company's number
 //!   the customer's last text went to, and recorded as an `sms_outbound` text (which the other
 //!   integrations log; the Zendesk one it was written in skips it);
 //! - a reply the PBX refuses, or that it does not answer, is `failed`, and the ticket gets an
 //!   internal note saying so and why. A reply found `sending` at start (sipdesk stopped while
-//!   sending it) is failed the same way, never sent twice.
+//!   sending it: the PBX may or may not have taken it) is failed the same way, never sent twice.
+//!
+//! Each integration keeps one connector across polls (rebuilt when the configuration changes),
+//! so a 429's wait holds its next requests; a poll reads at most one page per 12 s of
+//! `reply_poll`, keeping one instance within the export's 10 requests a minute. Tickets found
+//! (or not) to be text tickets are remembered for ten minutes.
 //!
 //! The token's user must be a Zendesk admin: the export is "allowed for admins" only.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -34,17 +44,38 @@ use crate::control::Handle;
 use crate::helpdesk::HelpdeskError;
 use crate::helpdesk::zendesk::Zendesk;
 use crate::helpdesk::zendesk::events::CommentEvent;
+use crate::phone::{self, Caller};
 use crate::proxy::TextOrder;
 use crate::store::Store;
 use crate::store::replies::{self, Reply};
 
 /// How far back a first reading starts: the export refuses less than a minute.
 const FIRST_LOOK_BACK: i64 = 61;
-/// Most pages read in one poll (1,000 events each).
-const PAGES_PER_POLL: usize = 5;
+/// A page (1,000 events) may be read per this much of `reply_poll`.
+const PAGE_EVERY: Duration = Duration::from_secs(12);
+/// How long a ticket found to be (or not to be) a text ticket is remembered.
+const TICKET_MEMORY: Duration = Duration::from_secs(600);
 /// Why a reply left `sending` by a stop is not sent again.
-const STOPPED: &str =
-    "sipdesk stopped while sending it; it is not sent again, so the customer never gets it twice";
+const STOPPED: &str = "sipdesk stopped while sending it (the PBX may or may not have taken it); it is not sent again, so the customer never gets it twice";
+
+/// The slowest poll allowed by the export's limit with room for a few pages.
+pub const MIN_POLL: Duration = Duration::from_secs(10);
+
+/// Who a text ticket is with.
+#[derive(Clone, Debug)]
+struct Party {
+    customer: String,
+    number: String,
+    /// The customer's e-mail, when Zendesk has one.
+    email: Option<String>,
+}
+
+/// One followed integration, kept across polls.
+struct Followed {
+    zendesk: Zendesk,
+    /// Tickets known to be text tickets (with whom) or not, and since when.
+    tickets: HashMap<u64, (Instant, Option<Party>)>,
+}
 
 /// Follows every Zendesk integration that may have text tickets, until `stop`.
 pub async fn run(
@@ -67,21 +98,46 @@ pub async fn run(
         }
         Err(error) => tracing::warn!(error = %error, "could not read the replies left sending"),
     }
+    let mut built: Option<Arc<Config>> = None;
+    let mut followed: HashMap<String, Followed> = HashMap::new();
     loop {
         let config_now = config.borrow().clone();
+        if !built.as_ref().is_some_and(|b| Arc::ptr_eq(b, &config_now)) {
+            // A new configuration (or the first): the connectors are made again from it.
+            followed.clear();
+            built = Some(config_now.clone());
+        }
         let every = config_now.sms.reply_poll;
-        for settings in followed(&config_now) {
-            let Some(zendesk) = connector(&config_now, &settings.name) else {
+        let pages = (every.as_secs() / PAGE_EVERY.as_secs()).max(1) as usize;
+        for settings in followed_integrations(&config_now) {
+            if !followed.contains_key(&settings.name) {
+                let Some(zendesk) = connector(&config_now, &settings.name) else {
+                    continue;
+                };
+                followed.insert(
+                    settings.name.clone(),
+                    Followed {
+                        zendesk,
+                        tickets: HashMap::new(),
+                    },
+                );
+            }
+            let Some(one) = followed.get_mut(&settings.name) else {
                 continue;
             };
-            let follower = Follower {
+            one.tickets
+                .retain(|_, (at, _)| at.elapsed() < TICKET_MEMORY);
+            let mut follower = Follower {
                 name: &settings.name,
-                zendesk: &zendesk,
+                settings,
+                config: &config_now,
+                zendesk: &one.zendesk,
+                tickets: &mut one.tickets,
                 store: &store,
                 handle: &handle,
                 instance: &instance,
             };
-            if let Err(error) = follower.poll().await {
+            if let Err(error) = follower.poll(pages).await {
                 tracing::warn!(integration = %settings.name, error = %error, "could not read replies from Zendesk; trying again at the next poll");
             }
             if let Err(error) = follower.send_pending().await {
@@ -96,7 +152,7 @@ pub async fn run(
 }
 
 /// The Zendesk integrations linked to a group of one of the company's text numbers.
-fn followed(config: &Config) -> Vec<&HelpdeskSettings> {
+fn followed_integrations(config: &Config) -> Vec<&HelpdeskSettings> {
     config
         .helpdesks
         .iter()
@@ -144,17 +200,29 @@ async fn note_failure(zendesk: &Zendesk, reply: &Reply, why: &str) {
     }
 }
 
+/// A phone number as sipdesk keys customers: E.164, or `None`.
+fn e164(text: &str, config: &Config) -> Option<String> {
+    match phone::normalize(text, config.defaults.region) {
+        Ok(Caller::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 struct Follower<'a> {
     name: &'a str,
+    settings: &'a HelpdeskSettings,
+    config: &'a Config,
     zendesk: &'a Zendesk,
+    tickets: &'a mut HashMap<u64, (Instant, Option<Party>)>,
     store: &'a Store,
     handle: &'a Handle,
     instance: &'a str,
 }
 
 impl Follower<'_> {
-    /// Reads the export from the kept position, keeps each reply, moves the position on.
-    async fn poll(&self) -> Result<(), String> {
+    /// Reads the export from the kept position (at most `pages` pages), keeps each reply,
+    /// moves the position on.
+    async fn poll(&mut self, pages: usize) -> Result<(), String> {
         let now = Timestamp::now();
         let mut position = match self.store.reply_cursor(self.name).await {
             Ok(Some(position)) => position,
@@ -169,7 +237,7 @@ impl Follower<'_> {
             }
             Err(error) => return Err(error.to_string()),
         };
-        for _ in 0..PAGES_PER_POLL {
+        for _ in 0..pages {
             let page = self
                 .zendesk
                 .comment_events(position)
@@ -192,15 +260,92 @@ impl Follower<'_> {
         Ok(())
     }
 
-    /// One public comment: kept as a reply to send, or as not sent with why, or ignored.
-    async fn consider(&self, comment: &CommentEvent) -> Result<(), String> {
-        let ticket = comment.ticket_id.to_string();
-        let Some(conversation) = self
+    /// Who a ticket is with, if it is a text ticket: from the texts delivered to it, else from
+    /// Zendesk (tagged `sms`, its requester's phone), remembered for a while.
+    async fn party(&mut self, ticket: u64) -> Result<Option<Party>, String> {
+        if let Some((_, known)) = self.tickets.get(&ticket) {
+            return Ok(known.clone());
+        }
+        let local = self
             .store
-            .text_conversation(self.name, &ticket)
+            .text_conversation(self.name, &ticket.to_string())
             .await
-            .map_err(|e| e.to_string())?
-        else {
+            .map_err(|e| e.to_string())?;
+        let party = match local {
+            Some(conversation) => {
+                let email = match conversation
+                    .contact_id
+                    .as_deref()
+                    .and_then(|id| id.parse::<u64>().ok())
+                {
+                    Some(id) => self
+                        .zendesk
+                        .user_summary(id)
+                        .await
+                        .map_err(|e| say(&e))?
+                        .and_then(|(email, _)| email),
+                    None => None,
+                };
+                Some(Party {
+                    customer: conversation.customer,
+                    number: conversation.number,
+                    email,
+                })
+            }
+            None => match self
+                .zendesk
+                .text_ticket(ticket)
+                .await
+                .map_err(|e| say(&e))?
+            {
+                None => None,
+                Some(found) => {
+                    let customer = found
+                        .phone
+                        .as_deref()
+                        .and_then(|p| e164(p, self.config))
+                        .unwrap_or_default();
+                    let texted = if customer.is_empty() {
+                        None
+                    } else {
+                        self.store
+                            .number_texted_by(&customer)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    };
+                    // A customer who never texted: the first of the company's numbers whose
+                    // texts this integration logs.
+                    let number = texted.or_else(|| {
+                        self.config
+                            .sms
+                            .numbers
+                            .iter()
+                            .find(|n| {
+                                n.groups
+                                    .iter()
+                                    .any(|g| self.settings.rules.groups.contains(g))
+                            })
+                            .map(|n| n.number.clone())
+                    });
+                    number.map(|number| Party {
+                        customer,
+                        number,
+                        email: found.email,
+                    })
+                }
+            },
+        };
+        self.tickets.insert(ticket, (Instant::now(), party.clone()));
+        Ok(party)
+    }
+
+    /// One public comment: kept as a reply to send, or as not sent with why, or ignored.
+    async fn consider(&mut self, comment: &CommentEvent) -> Result<(), String> {
+        if comment.body.contains("[sipdesk:") {
+            // sipdesk's own writing (a customer's text, a note): not a reply.
+            return Ok(());
+        }
+        let Some(party) = self.party(comment.ticket_id).await? else {
             return Ok(());
         };
         let author = self
@@ -208,54 +353,51 @@ impl Follower<'_> {
             .user_summary(comment.author_id)
             .await
             .map_err(|e| say(&e))?;
-        let (author_email, role) = author.unwrap_or((None, None));
-        if role.as_deref() == Some("end-user") {
-            // The customer's own words (their texts, written in their name), not a reply.
-            return Ok(());
-        }
-        let customer_email = match conversation
-            .contact_id
-            .as_deref()
-            .and_then(|id| id.parse::<u64>().ok())
-        {
-            Some(id) => self
-                .zendesk
-                .user_summary(id)
-                .await
-                .map_err(|e| say(&e))?
-                .and_then(|(email, _)| email),
-            None => None,
+        let (author_email, role) = match author {
+            Some((email, role)) => (email, role),
+            None => (None, None),
         };
-        let same_email = matches!((&author_email, &customer_email), (Some(a), Some(c)) if a.eq_ignore_ascii_case(c));
         let body = comment.body.trim().to_owned();
-        let (state, detail) = if same_email {
-            (
-                replies::NOT_SENT,
-                Some("its author has the customer's own e-mail address".to_owned()),
-            )
-        } else if body.is_empty() {
-            (replies::NOT_SENT, Some("the reply has no text".to_owned()))
-        } else {
-            (replies::PENDING, None)
+        let why_not = match role.as_deref() {
+            // The customer's own words (or another end user's): not a reply.
+            Some("end-user") => return Ok(()),
+            Some("agent" | "admin") => {
+                let same = matches!((&author_email, &party.email), (Some(a), Some(c)) if a.eq_ignore_ascii_case(c));
+                if same {
+                    Some("its author has the customer's own e-mail address")
+                } else if !party.customer.starts_with('+') {
+                    Some("the customer's number is not a phone number a text can go to")
+                } else if body.is_empty() {
+                    Some("the reply has no text")
+                } else {
+                    None
+                }
+            }
+            _ => Some("Zendesk no longer knows its author, so it is not known to be an agent's"),
         };
         let reply = Reply {
             id: format!("{}:{}", self.name, comment.comment_id),
             integration: self.name.to_owned(),
-            ticket_id: ticket,
-            customer: conversation.customer,
-            number: conversation.number,
+            ticket_id: comment.ticket_id.to_string(),
+            customer: party.customer,
+            number: party.number,
             body,
             author: author_email,
-            state: state.to_owned(),
-            detail,
+            state: if why_not.is_some() {
+                replies::NOT_SENT
+            } else {
+                replies::PENDING
+            }
+            .to_owned(),
+            detail: why_not.map(str::to_owned),
         };
         let new = self
             .store
             .keep_reply(&reply, Timestamp::now())
             .await
             .map_err(|e| e.to_string())?;
-        if new && state == replies::NOT_SENT {
-            tracing::info!(integration = %self.name, ticket = %reply.ticket_id, why = reply.detail.as_deref().unwrap_or_default(), "a reply is not sent as a text");
+        if let (true, Some(why)) = (new, why_not) {
+            tracing::info!(integration = %self.name, ticket = %reply.ticket_id, why, "a reply is not sent as a text");
         }
         Ok(())
     }
@@ -283,6 +425,7 @@ impl Follower<'_> {
                 body: reply.body.clone(),
                 via: self.name.to_owned(),
                 ticket: reply.ticket_id.clone(),
+                author: reply.author.clone(),
             };
             let failure = match self.handle.send_text(order).await {
                 Ok(failure) => failure,
@@ -299,8 +442,7 @@ impl Follower<'_> {
                         .map_err(|e| e.to_string())?;
                 }
                 Some(why) => {
-                    tracing::warn!(integration = %self.name, ticket = %reply.ticket_id, to = %reply.customer, why = %why, "the PBX did not take a reply sent as a text");
-                    let why = format!("the PBX answered {why}");
+                    tracing::warn!(integration = %self.name, ticket = %reply.ticket_id, to = %reply.customer, why = %why, "a reply could not be sent as a text");
                     self.store
                         .finish_reply(&reply.id, replies::FAILED, Some(&why), now)
                         .await
@@ -316,6 +458,3 @@ impl Follower<'_> {
 fn say(error: &HelpdeskError) -> String {
     error.to_string()
 }
-
-/// The slowest poll allowed by the export's limit with room for a few pages.
-pub const MIN_POLL: Duration = Duration::from_secs(10);

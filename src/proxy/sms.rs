@@ -43,6 +43,10 @@ use crate::sip::transaction::TxKey;
 pub const ATTACHMENT: &str = "[attachment not shown]";
 /// How long a text's Call-ID and CSeq are remembered, to answer a late retransmission.
 const REMEMBER: Duration = Duration::from_secs(600);
+/// The largest MESSAGE sent over UDP (RFC 3428 §5: pager-mode requests over a transport without
+/// congestion control stay under 1300 bytes, RFC 3261 §18.1.1).
+const UDP_MAX: usize = 1300;
+
 /// How long a customer's text waits for the store before its sender is told to try again
 /// (well within the 32 s a non-INVITE transaction lasts).
 pub(super) const KEEP_WAIT: Duration = Duration::from_secs(10);
@@ -61,6 +65,8 @@ pub struct TextOrder {
     pub via: String,
     /// The ticket it was written on.
     pub ticket: String,
+    /// The e-mail of the agent who wrote it, when the helpdesk said.
+    pub author: Option<String>,
 }
 
 /// A text on its way to the PBX, until its final answer.
@@ -383,6 +389,8 @@ impl Core {
             &branch,
             false,
         );
+        // Logged where the number's texts are (its groups), else where the agent's calls are.
+        let groups = number.map_or(groups, |n| n.groups.clone());
         let record = CallRecord {
             id: format!("sms-{:x}-{counter:x}", now.wall.as_millisecond()),
             sip_call_id: request.call_id.clone(),
@@ -485,6 +493,19 @@ impl Core {
             headers: headers.into(),
             body: order.body.clone().into_bytes(),
         };
+        // The agent who wrote it, as the record names agents: by extension, with their e-mail.
+        let agent = order.author.as_deref().and_then(|email| {
+            self.config
+                .groups
+                .iter()
+                .flat_map(|g| g.agents.iter())
+                .find(|a| {
+                    a.email
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                })
+                .map(|a| a.extension.to_string())
+        });
         let record = CallRecord {
             id: order.id.clone(),
             sip_call_id: call_id,
@@ -499,8 +520,8 @@ impl Core {
                 .unwrap_or_default(),
             caller: order.from.clone(),
             callee: order.to.clone(),
-            agent: None,
-            agent_email: None,
+            agent,
+            agent_email: order.author.clone(),
             agents: Vec::new(),
             started_at: now.wall,
             answered_at: None,
@@ -533,6 +554,14 @@ impl Core {
         };
         let mut record = record;
         record.group = record.groups.first().cloned();
+        let size = message::encode_request(&request).len();
+        if pbx.transport == crate::sip::peer::Transport::Udp && size > UDP_MAX {
+            let why = format!(
+                "the text is too long to send over UDP ({size} bytes with its headers; at most {UDP_MAX}, RFC 3428): shorten it, or reach the PBX over TCP"
+            );
+            self.text_failed(record, why);
+            return;
+        }
         let client = self.tx.request(now.mono, request, pbx, &branch);
         self.texts.outgoing.insert(
             client,
@@ -542,6 +571,21 @@ impl Core {
             },
         );
         self.pump(now);
+    }
+
+    /// A helpdesk reply that could not be sent at all: recorded, and said to the daemon.
+    fn text_failed(&mut self, mut record: CallRecord, why: String) {
+        record.outcome = Outcome::Missed;
+        record.reason = Some(crate::call::MissedReason::Rejected);
+        record.explanation.push(format!("not sent: {why}"));
+        if let Some(text) = record.sms.as_mut() {
+            text.failure = Some(why.clone());
+        }
+        self.out.push(Output::TextAnswered {
+            id: record.id.clone(),
+            failure: Some(why),
+        });
+        self.store(Change::CallEnded(Box::new(record)));
     }
 
     /// The final answer to a text sent to the PBX (`None`: no answer in time). Returns whether
@@ -557,7 +601,7 @@ impl Core {
         };
         let failure = match response {
             Some(r) if (200..300).contains(&r.status) => None,
-            Some(r) => Some(r.message.status_code.to_string()),
+            Some(r) => Some(format!("the PBX answered {}", r.message.status_code)),
             None => Some("the PBX did not answer".to_owned()),
         };
         if let Some((server, request)) = &outgoing.server {

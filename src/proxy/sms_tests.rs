@@ -261,6 +261,7 @@ fn a_helpdesk_reply_goes_out_from_the_number_the_customer_texted() {
             body: "Su pedido sale hoy".into(),
             via: "zendesk".into(),
             ticket: "42".into(),
+            author: Some("ana@example.com".into()),
         },
     );
     h.collect();
@@ -288,6 +289,9 @@ fn a_helpdesk_reply_goes_out_from_the_number_the_customer_texted() {
         records[0].sms.as_ref().unwrap().ticket.as_deref(),
         Some("42")
     );
+    // The agent who wrote it, as configured.
+    assert_eq!(records[0].agent.as_deref(), Some("2001"));
+    assert_eq!(records[0].agent_email.as_deref(), Some("ana@example.com"));
 
     // Refused, and not answered at all.
     for (id, answer) in [("reply-zd-2", Some(488)), ("reply-zd-3", None)] {
@@ -300,6 +304,7 @@ fn a_helpdesk_reply_goes_out_from_the_number_the_customer_texted() {
                 body: "…".into(),
                 via: "zendesk".into(),
                 ticket: "42".into(),
+                author: None,
             },
         );
         h.collect();
@@ -312,7 +317,7 @@ fn a_helpdesk_reply_goes_out_from_the_number_the_customer_texted() {
     }
     assert_eq!(h.texts.len(), 3);
     assert!(
-        h.texts[1].1.as_deref().unwrap().starts_with("488"),
+        h.texts[1].1.as_deref().unwrap().contains("488"),
         "{:?}",
         h.texts
     );
@@ -320,4 +325,32 @@ fn a_helpdesk_reply_goes_out_from_the_number_the_customer_texted() {
     let failed = texts(&h);
     assert_eq!(failed[1].outcome, Outcome::Missed);
     assert!(failed[2].sms.as_ref().unwrap().failure.is_some());
+}
+
+#[test]
+fn a_reply_too_long_for_udp_is_not_sent_and_says_why() {
+    let mut h = Harness::with_config(OPEN, &config());
+    h.core.send_text(
+        h.now,
+        TextOrder {
+            id: "reply-long".into(),
+            from: "+34910000000".into(),
+            to: "+34600111222".into(),
+            body: "x".repeat(1400),
+            via: "zendesk".into(),
+            ticket: "42".into(),
+            author: None,
+        },
+    );
+    h.collect();
+    assert!(h.take_sent().is_empty(), "nothing goes to the PBX");
+    assert_eq!(h.texts.len(), 1);
+    assert!(
+        h.texts[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("too long to send over UDP")
+    );
+    assert_eq!(texts(&h)[0].outcome, Outcome::Missed);
 }

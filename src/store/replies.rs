@@ -130,6 +130,22 @@ impl Store {
         .transpose()
     }
 
+    /// The company's number a customer last texted, if they ever did.
+    pub async fn number_texted_by(&self, customer: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT callee FROM calls WHERE caller = $1 AND direction = 'inbound'
+                 AND sms_json IS NOT NULL
+             ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(customer)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error("find the number a customer texted"))?;
+        row.map(|r| r.try_get::<String, _>("callee"))
+            .transpose()
+            .map_err(query_error("find the number a customer texted"))
+    }
+
     /// Keeps a reply (once: a second reading of the same comment changes nothing); returns
     /// whether it was new.
     pub async fn keep_reply(&self, reply: &Reply, now: Timestamp) -> Result<bool, StoreError> {

@@ -412,6 +412,11 @@ impl FakeZendesk {
         self.add_user(name, None, Some(phone), "end-user")
     }
 
+    /// An agent with a phone (their own mobile, say).
+    pub(crate) fn add_agent_with_phone(&self, name: &str, email: &str, phone: &str) -> u64 {
+        self.add_user(name, Some(email), Some(phone), "agent")
+    }
+
     /// An end user with a phone and an e-mail.
     pub(crate) fn add_customer_with_email(&self, name: &str, phone: &str, email: &str) -> u64 {
         self.add_user(name, Some(email), Some(phone), "end-user")

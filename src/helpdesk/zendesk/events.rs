@@ -46,6 +46,15 @@ pub struct CommentEvent {
     pub at: Timestamp,
 }
 
+/// A ticket tagged `sms`: who it is with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextTicket {
+    pub requester: u64,
+    /// The requester's phone as Zendesk has it.
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct TicketEvent {
     ticket_id: u64,
@@ -60,9 +69,11 @@ struct TicketEvent {
 #[derive(Debug, Deserialize)]
 struct CommentChild {
     id: u64,
-    author_id: u64,
+    /// Negative for Zendesk's own system comments.
+    author_id: i64,
     #[serde(default)]
     body: String,
+    #[serde(default)]
     public: bool,
     #[serde(default)]
     created_at: Option<Timestamp>,
@@ -97,15 +108,23 @@ impl Zendesk {
                 if kind != Some("Comment") {
                     continue;
                 }
-                let comment: CommentChild =
-                    serde_json::from_value(child.clone()).map_err(|e| HelpdeskError::Retry {
-                        reason: format!("{what}: unexpected comment event ({e}): {child}"),
-                        after: None,
-                    })?;
+                // One comment read wrong must not stop every reply after it: it is said and
+                // passed over (no agent's reply is a comment sipdesk cannot read).
+                let comment: CommentChild = match serde_json::from_value(child.clone()) {
+                    Ok(comment) => comment,
+                    Err(e) => {
+                        tracing::warn!(ticket = event.ticket_id, error = %e, "a comment event sipdesk cannot read is passed over");
+                        continue;
+                    }
+                };
+                let Ok(author_id) = u64::try_from(comment.author_id) else {
+                    // Zendesk's own system comments: never a reply.
+                    continue;
+                };
                 comments.push(CommentEvent {
                     ticket_id: event.ticket_id,
                     comment_id: comment.id,
-                    author_id: comment.author_id,
+                    author_id,
                     public: comment.public,
                     body: comment.body,
                     at: comment
@@ -120,6 +139,38 @@ impl Zendesk {
             end_time: end_time.unwrap_or(start_time),
             end_of_stream,
         })
+    }
+
+    /// Whether a ticket is a text conversation (tagged `sms`), and then its requester's phone
+    /// and e-mail; `None` for another ticket, or one Zendesk no longer has.
+    pub async fn text_ticket(&self, ticket: u64) -> Result<Option<TextTicket>, HelpdeskError> {
+        let path = format!("/api/v2/tickets/{ticket}.json");
+        let reply = self.get(&path, &[]).await?;
+        if reply.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if !reply.is_success() {
+            return Err(rejected(&format!("GET {path}"), &reply));
+        }
+        #[derive(Deserialize)]
+        struct Ticket {
+            #[serde(default)]
+            tags: Vec<String>,
+            requester_id: Option<u64>,
+        }
+        let found: Ticket = parse(&reply, "ticket", &format!("GET {path}"))?;
+        if !found.tags.iter().any(|t| t == super::rules::SMS_TAG) {
+            return Ok(None);
+        }
+        let Some(requester) = found.requester_id else {
+            return Ok(None);
+        };
+        let user = self.user(requester).await?;
+        Ok(Some(TextTicket {
+            requester,
+            phone: user.as_ref().and_then(|u| u.phone.clone()),
+            email: user.and_then(|u| u.email),
+        }))
     }
 
     /// The user's e-mail and role, None when Zendesk has no such user.
