@@ -13,6 +13,8 @@
 //! - `max_per_sender = "10/min"`: past this many texts from one number in the period, the next
 //!   ones join the sender's open ticket or conversation wherever an integration would make a
 //!   new one, so a flood cannot make a storm of tickets.
+//! - `max_per_agent = "20/min"`: past this many texts from one agent's phone in the period, its
+//!   MESSAGEs are refused (403), so a phone cannot pump texts through the trunk.
 //! - `reply_poll = "30s"`: how often Zendesk is asked for agents' replies ([`crate::replies`]).
 
 use std::collections::HashSet;
@@ -48,6 +50,9 @@ pub(crate) struct RawSms {
     /// At most this many texts from one sender make new tickets in the period ("10/min"); the
     /// rest join the sender's open ticket.
     pub(crate) max_per_sender: Option<String>,
+    /// At most this many texts from one agent's phone in the period ("20/min"); beyond, the
+    /// phone's MESSAGE is refused (403), so a phone cannot pump texts through the trunk.
+    pub(crate) max_per_agent: Option<String>,
     /// How often Zendesk is asked for agents' replies on text tickets (at least "10s": its
     /// event export allows 10 requests a minute).
     pub(crate) reply_poll: Option<String>,
@@ -72,6 +77,8 @@ pub struct SmsSettings {
     pub ticket_keywords: Vec<String>,
     /// How many texts per sender, in how long.
     pub max_per_sender: (u32, Duration),
+    /// How many texts per agent's phone, in how long.
+    pub max_per_agent: (u32, Duration),
     /// How often replies are read from Zendesk.
     pub reply_poll: Duration,
 }
@@ -247,13 +254,14 @@ pub(super) fn build(
     };
     let ignore_keywords = keyword_list(sms.ignore_keywords, IGNORE, "ignore_keywords");
     let ticket_keywords = keyword_list(sms.ticket_keywords, TICKET, "ticket_keywords");
-    let max_per_sender = match sms.max_per_sender.as_deref() {
-        None => Some((10, Duration::from_secs(60))),
+    let mut rate_of = |given: Option<&str>, default: (u32, Duration), key: &'static str| match given
+    {
+        None => Some(default),
         Some(text) => match rate(text) {
             Some(rate) => Some(rate),
             None => {
                 src.error(
-                    keys!["sms", "max_per_sender"],
+                    keys!["sms", key],
                     format!(
                         "\"{text}\" is not a rate; write texts per period, e.g. \"10/min\", \"30/hour\" or \"5/10s\""
                     ),
@@ -262,6 +270,16 @@ pub(super) fn build(
             }
         },
     };
+    let max_per_sender = rate_of(
+        sms.max_per_sender.as_deref(),
+        (10, Duration::from_secs(60)),
+        "max_per_sender",
+    );
+    let max_per_agent = rate_of(
+        sms.max_per_agent.as_deref(),
+        (20, Duration::from_secs(60)),
+        "max_per_agent",
+    );
     let reply_poll = match sms.reply_poll.as_deref() {
         None => Some(Duration::from_secs(30)),
         Some(text) => super::build::duration(
@@ -279,6 +297,7 @@ pub(super) fn build(
         ignore_keywords: ignore_keywords?,
         ticket_keywords: ticket_keywords?,
         max_per_sender: max_per_sender?,
+        max_per_agent: max_per_agent?,
         reply_poll: reply_poll?,
     })
 }

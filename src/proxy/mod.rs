@@ -803,7 +803,10 @@ impl Core {
                     &request,
                     200,
                     "OK",
-                    &[("Allow", wire::ALLOW), ("Accept", "application/sdp")],
+                    &[
+                        ("Allow", wire::ALLOW),
+                        ("Accept", "application/sdp, text/plain"),
+                    ],
                 );
             }
             rsip::Method::Invite => self.on_invite(now, key, request, peer),

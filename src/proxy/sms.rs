@@ -94,7 +94,8 @@ pub(super) struct Texts {
     /// Texts waiting for the store, by a number of their own (for their timer).
     waiting: FxHashMap<u64, Waiting>,
     next_wait: u64,
-    /// When each sender's recent texts came, for `max_per_sender`.
+    /// When each sender's recent texts came, for `max_per_sender`; each agent's phone's, for
+    /// `max_per_agent` (keyed by the extension).
     senders: FxHashMap<String, VecDeque<Instant>>,
 }
 
@@ -108,6 +109,21 @@ impl Texts {
                 .back()
                 .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(86_400))
         });
+    }
+
+    /// Counts a text of `who` now; whether it is within `rate` (count per period).
+    fn within(&mut self, who: &str, rate: (u32, Duration), now: Instant) -> bool {
+        let (limit, period) = rate;
+        let times = self.senders.entry(who.to_owned()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= period)
+        {
+            times.pop_front();
+        }
+        let within = times.len() < limit as usize;
+        times.push_back(now);
+        within
     }
 
     pub(super) fn is_text(&self, tx: &TxKey) -> bool {
@@ -224,15 +240,7 @@ impl Core {
             _ => sender,
         };
         let (limit, period) = sms.max_per_sender;
-        let times = self.texts.senders.entry(sender.clone()).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.mono.duration_since(*t) >= period)
-        {
-            times.pop_front();
-        }
-        let flood = times.len() >= limit as usize;
-        times.push_back(now.mono);
+        let flood = !self.texts.within(&sender, sms.max_per_sender, now.mono);
         let body = body_text(request);
         let skipped = sms.ignored(&body);
         // A number whose groups have one agent between them is that agent's: their texts are
@@ -359,6 +367,28 @@ impl Core {
         dialled: String,
     ) {
         let config = self.config.clone();
+        let (limit, period) = config.sms.max_per_agent;
+        // Keyed apart from customers' numbers.
+        if !self.texts.within(
+            &format!("agent:{agent}"),
+            config.sms.max_per_agent,
+            now.mono,
+        ) {
+            let warning = format!(
+                "399 sipdesk \"{agent} sent {limit} texts in {} (max_per_agent)\"",
+                humantime::format_duration(period)
+            );
+            tracing::warn!(%agent, "a phone's text refused: max_per_agent");
+            self.reply(
+                now,
+                &key,
+                &request,
+                403,
+                "Forbidden",
+                &[("Warning", &warning)],
+            );
+            return;
+        }
         let callee = match phone::normalize(&dialled, config.defaults.region) {
             Ok(Caller::Number(n)) => n.to_string(),
             _ => dialled.clone(),

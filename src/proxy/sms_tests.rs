@@ -8,7 +8,7 @@ use crate::call::{CallRecord, Direction, Outcome};
 
 fn config() -> String {
     format!(
-        "{CONFIG}\n[[sms_numbers]]\nnumber = \"+34910000000\"\nname = \"Soporte\"\ngroups = [\"support\"]\n\n[sms]\nmax_per_sender = \"3/min\"\n"
+        "{CONFIG}\n[[sms_numbers]]\nnumber = \"+34910000000\"\nname = \"Soporte\"\ngroups = [\"support\"]\n\n[sms]\nmax_per_sender = \"3/min\"\nmax_per_agent = \"2/min\"\n"
     )
 }
 
@@ -353,4 +353,30 @@ fn a_reply_too_long_for_udp_is_not_sent_and_says_why() {
             .contains("too long to send over UDP")
     );
     assert_eq!(texts(&h)[0].outcome, Outcome::Missed);
+}
+
+#[test]
+fn an_agents_phone_past_max_per_agent_is_refused() {
+    let mut h = Harness::with_config(OPEN, &config());
+    for i in 0..3 {
+        h.receive(
+            caller(),
+            &message(
+                "611222333",
+                "2001",
+                &format!("a{i}"),
+                1,
+                "text/plain",
+                "hola",
+            ),
+        );
+    }
+    let sent = h.take_sent();
+    let to_pbx = sent.iter().filter(|(p, _)| p.addr == pbx()).count();
+    assert_eq!(to_pbx, 2, "{:?}", lines(&sent));
+    let refused = sent
+        .iter()
+        .find(|(_, t)| t.starts_with("SIP/2.0 403"))
+        .expect("the third is refused");
+    assert!(refused.1.contains("max_per_agent"), "{}", refused.1);
 }

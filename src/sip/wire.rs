@@ -607,7 +607,7 @@ fn rsip_headers(head: &Head) -> rsip::Headers {
 }
 
 /// Methods sipdesk implements somewhere (the Allow header of its 405 and 501 answers).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, MESSAGE";
 
 fn check_request(head: &Head, body: &[u8]) -> Result<Request, Refusal> {
     let Start::Request {
