@@ -59,13 +59,18 @@ struct World {
 }
 
 fn world(name: &str) -> World {
+    world_with(name, "")
+}
+
+/// With more `[[helpdesks]]` after the Zendesk one.
+fn world_with(name: &str, more: &str) -> World {
     let zd = FakeZendesk::start(Settings::default());
     let ana = zd.add_agent("Ana", "ana@example.com");
     let dir = test_dir(name);
     let daemon = Daemon::start_in(
         dir.clone(),
         "trusted = [\"127.0.0.1\"]",
-        &config(&zd),
+        &format!("{}{more}", config(&zd)),
         None,
         &[("zd.token", "t0ken\n")],
     );
@@ -274,6 +279,101 @@ fn a_flood_of_texts_from_one_number_makes_one_ticket() {
             );
         }
     }
+}
+
+/// Past `max_per_sender`, a sender's texts join their open ticket even where each text would
+/// make a new one (`log = "new"`): 50 texts make 10 tickets (the limit, 10 a minute), not 50.
+#[test]
+fn past_max_per_sender_texts_join_the_open_ticket_where_each_would_make_a_new_one() {
+    let each = FakeZendesk::start(Settings::default());
+    let w = world_with(
+        "sms-flood-new",
+        &format!(
+            r#"
+[[helpdesks]]
+name = "each"
+kind = "zendesk"
+base_url = "{}"
+email = "bot@example.com"
+token_file = "zd.token"
+groups = ["support"]
+sms_inbound = {{ log = "new" }}
+request_timeout = "2s"
+"#,
+            each.url
+        ),
+    );
+    let sender = "+34600555777";
+    let texts: Vec<String> = (1..=50).map(|i| format!("texto {i}")).collect();
+    let list: Vec<(&str, &str)> = texts.iter().map(|t| (sender, t.as_str())).collect();
+    w.texts("text-in.xml", &list, 50);
+    // Zendesk takes 30 updates of one ticket in 10 minutes: 10 new tickets and 30 comments
+    // on the last of them land at once.
+    let until = Instant::now() + WAIT;
+    loop {
+        let done = w
+            .daemon
+            .deliveries()
+            .iter()
+            .filter(|d| d["integration"] == "each" && d["state"] == "done")
+            .count();
+        if done >= 40 {
+            break;
+        }
+        assert!(Instant::now() < until, "{}", w.daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tickets = each.tickets();
+    assert_eq!(tickets.len(), 10, "one new ticket per text up to the limit");
+    let on_tickets: usize = tickets.iter().map(|t| texts_on(t).len()).sum();
+    assert!(on_tickets >= 40, "{on_tickets}");
+    let firsts: Vec<String> = tickets.iter().map(|t| texts_on(t)[0].clone()).collect();
+    let mut expected: Vec<String> = (1..=10).map(|i| format!("texto {i}")).collect();
+    let mut got = firsts.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "the first ten texts opened the tickets");
+}
+
+/// The trunk sends a text again after sipdesk restarted (its 202 lost): one text, one comment.
+#[test]
+fn the_same_message_after_a_restart_is_one_text() {
+    let mut w = world("sms-restart-dedup");
+    let port = w.daemon.port;
+    let message = |branch: &str| {
+        format!(
+            "MESSAGE sip:{NUMBER}@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{{local}};branch={branch};rport\r\nFrom: <sip:+34600111999@127.0.0.1>;tag=t1\r\nTo: <sip:{NUMBER}@127.0.0.1>\r\nCall-ID: same-text@trunk\r\nCSeq: 7 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nuna vez solo",
+        )
+    };
+    let send = |text: String| -> String {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let local = socket.local_addr().unwrap().port();
+        socket
+            .send_to(
+                text.replace("{local}", &local.to_string()).as_bytes(),
+                ("127.0.0.1", port),
+            )
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = send(message("z9hG4bKfirst"));
+    assert!(first.starts_with("SIP/2.0 202"), "{first}");
+    w.settled(1);
+    w.daemon.stop();
+    w.daemon.restart();
+    let again = send(message("z9hG4bKagain"));
+    assert!(again.starts_with("SIP/2.0 202"), "{again}");
+    std::thread::sleep(Duration::from_secs(2));
+    let deliveries = w.settled(1);
+    assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+    let tickets = w.tickets_of("+34600111999");
+    assert_eq!(tickets.len(), 1);
+    assert_eq!(texts_on(&tickets[0]), vec!["una vez solo"]);
 }
 
 /// SIPp as the PBX taking one text: from `from`, to `to`, with exactly `body`; answered `answer`.
