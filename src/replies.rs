@@ -27,7 +27,10 @@
 //! Each integration keeps one connector across polls (rebuilt when the configuration changes),
 //! so a 429's wait holds its next requests; a poll reads at most one page per 12 s of
 //! `reply_poll`, keeping one instance within the export's 10 requests a minute. Tickets found
-//! (or not) to be text tickets are remembered for ten minutes.
+//! (or not) to be text tickets, and comments' authors, are remembered for ten minutes. A comment
+//! that cannot be looked into (Zendesk refuses or fails the lookup) holds the position for up to
+//! three polls, then is kept as `not_sent` with the error, so one lasting failure never holds
+//! back the replies after it.
 //!
 //! The token's user must be a Zendesk admin: the export is "allowed for admins" only.
 
@@ -70,11 +73,27 @@ struct Party {
     email: Option<String>,
 }
 
+/// A comment whose handling failed this many polls in a row is kept as not sent, with the
+/// error, so one lasting failure cannot hold back every reply after it.
+const TRIES: u32 = 3;
+
+/// A user's e-mail and role, as Zendesk said; `None` when it has no such user.
+type Author = Option<(Option<String>, Option<String>)>;
+
 /// One followed integration, kept across polls.
-struct Followed {
-    zendesk: Zendesk,
+#[derive(Default)]
+struct Memory {
     /// Tickets known to be text tickets (with whom) or not, and since when.
     tickets: HashMap<u64, (Instant, Option<Party>)>,
+    /// Authors looked up, and since when.
+    authors: HashMap<u64, (Instant, Author)>,
+    /// Comments whose handling failed, and how many polls in a row.
+    failures: HashMap<u64, u32>,
+}
+
+struct Followed {
+    zendesk: Zendesk,
+    memory: Memory,
 }
 
 /// Follows every Zendesk integration that may have text tickets, until `stop`.
@@ -118,21 +137,25 @@ pub async fn run(
                     settings.name.clone(),
                     Followed {
                         zendesk,
-                        tickets: HashMap::new(),
+                        memory: Memory::default(),
                     },
                 );
             }
             let Some(one) = followed.get_mut(&settings.name) else {
                 continue;
             };
-            one.tickets
+            one.memory
+                .tickets
+                .retain(|_, (at, _)| at.elapsed() < TICKET_MEMORY);
+            one.memory
+                .authors
                 .retain(|_, (at, _)| at.elapsed() < TICKET_MEMORY);
             let mut follower = Follower {
                 name: &settings.name,
                 settings,
                 config: &config_now,
                 zendesk: &one.zendesk,
-                tickets: &mut one.tickets,
+                memory: &mut one.memory,
                 store: &store,
                 handle: &handle,
                 instance: &instance,
@@ -213,7 +236,7 @@ struct Follower<'a> {
     settings: &'a HelpdeskSettings,
     config: &'a Config,
     zendesk: &'a Zendesk,
-    tickets: &'a mut HashMap<u64, (Instant, Option<Party>)>,
+    memory: &'a mut Memory,
     store: &'a Store,
     handle: &'a Handle,
     instance: &'a str,
@@ -244,7 +267,20 @@ impl Follower<'_> {
                 .await
                 .map_err(|e| say(&e))?;
             for comment in page.comments.iter().filter(|c| c.public) {
-                self.consider(comment).await?;
+                match self.consider(comment).await {
+                    Ok(()) => {
+                        self.memory.failures.remove(&comment.comment_id);
+                    }
+                    Err(error) => {
+                        let tries = self.memory.failures.entry(comment.comment_id).or_default();
+                        *tries += 1;
+                        if *tries < TRIES {
+                            return Err(error);
+                        }
+                        self.memory.failures.remove(&comment.comment_id);
+                        self.give_up(comment, &error).await?;
+                    }
+                }
             }
             if page.end_time > position {
                 position = page.end_time;
@@ -260,10 +296,46 @@ impl Follower<'_> {
         Ok(())
     }
 
+    /// A comment whose handling kept failing: kept as not sent, with the error, so the replies
+    /// after it go on.
+    async fn give_up(&mut self, comment: &CommentEvent, error: &str) -> Result<(), String> {
+        tracing::warn!(integration = %self.name, ticket = comment.ticket_id, comment = comment.comment_id, %error, "a comment could not be looked into {TRIES} times; it is not sent as a text");
+        let reply = Reply {
+            id: format!("{}:{}", self.name, comment.comment_id),
+            integration: self.name.to_owned(),
+            ticket_id: comment.ticket_id.to_string(),
+            customer: String::new(),
+            number: String::new(),
+            body: comment.body.trim().to_owned(),
+            author: None,
+            state: replies::NOT_SENT.to_owned(),
+            detail: Some(format!(
+                "it could not be looked into ({error}); it is not known to be a reply to a text"
+            )),
+        };
+        self.store
+            .keep_reply(&reply, Timestamp::now())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A user's e-mail and role, remembered for a while.
+    async fn author(&mut self, id: u64) -> Result<Author, String> {
+        if let Some((_, known)) = self.memory.authors.get(&id) {
+            return Ok(known.clone());
+        }
+        let found = self.zendesk.user_summary(id).await.map_err(|e| say(&e))?;
+        self.memory
+            .authors
+            .insert(id, (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
     /// Who a ticket is with, if it is a text ticket: from the texts delivered to it, else from
     /// Zendesk (tagged `sms`, its requester's phone), remembered for a while.
     async fn party(&mut self, ticket: u64) -> Result<Option<Party>, String> {
-        if let Some((_, known)) = self.tickets.get(&ticket) {
+        if let Some((_, known)) = self.memory.tickets.get(&ticket) {
             return Ok(known.clone());
         }
         let local = self
@@ -278,12 +350,7 @@ impl Follower<'_> {
                     .as_deref()
                     .and_then(|id| id.parse::<u64>().ok())
                 {
-                    Some(id) => self
-                        .zendesk
-                        .user_summary(id)
-                        .await
-                        .map_err(|e| say(&e))?
-                        .and_then(|(email, _)| email),
+                    Some(id) => self.author(id).await?.and_then(|(email, _)| email),
                     None => None,
                 };
                 Some(Party {
@@ -305,28 +372,29 @@ impl Follower<'_> {
                         .as_deref()
                         .and_then(|p| e164(p, self.config))
                         .unwrap_or_default();
+                    // The company's numbers whose texts this integration logs.
+                    let ours: Vec<String> = self
+                        .config
+                        .sms
+                        .numbers
+                        .iter()
+                        .filter(|n| {
+                            n.groups
+                                .iter()
+                                .any(|g| self.settings.rules.groups.contains(g))
+                        })
+                        .map(|n| n.number.clone())
+                        .collect();
                     let texted = if customer.is_empty() {
                         None
                     } else {
                         self.store
-                            .number_texted_by(&customer)
+                            .number_texted_by(&customer, &ours)
                             .await
                             .map_err(|e| e.to_string())?
                     };
-                    // A customer who never texted: the first of the company's numbers whose
-                    // texts this integration logs.
-                    let number = texted.or_else(|| {
-                        self.config
-                            .sms
-                            .numbers
-                            .iter()
-                            .find(|n| {
-                                n.groups
-                                    .iter()
-                                    .any(|g| self.settings.rules.groups.contains(g))
-                            })
-                            .map(|n| n.number.clone())
-                    });
+                    // A customer who never texted one of them: the first of them.
+                    let number = texted.or_else(|| ours.first().cloned());
                     number.map(|number| Party {
                         customer,
                         number,
@@ -335,7 +403,9 @@ impl Follower<'_> {
                 }
             },
         };
-        self.tickets.insert(ticket, (Instant::now(), party.clone()));
+        self.memory
+            .tickets
+            .insert(ticket, (Instant::now(), party.clone()));
         Ok(party)
     }
 
@@ -348,11 +418,7 @@ impl Follower<'_> {
         let Some(party) = self.party(comment.ticket_id).await? else {
             return Ok(());
         };
-        let author = self
-            .zendesk
-            .user_summary(comment.author_id)
-            .await
-            .map_err(|e| say(&e))?;
+        let author = self.author(comment.author_id).await?;
         let (author_email, role) = match author {
             Some((email, role)) => (email, role),
             None => (None, None),

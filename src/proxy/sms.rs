@@ -48,8 +48,9 @@ const REMEMBER: Duration = Duration::from_secs(600);
 const UDP_MAX: usize = 1300;
 
 /// How long a customer's text waits for the store before its sender is told to try again
-/// (well within the 32 s a non-INVITE transaction lasts).
-pub(super) const KEEP_WAIT: Duration = Duration::from_secs(10);
+/// (longer than the store's one attempt and back-off, well within the 32 s a non-INVITE
+/// transaction lasts).
+pub(super) const KEEP_WAIT: Duration = Duration::from_secs(20);
 
 /// A text sipdesk sends on behalf of a helpdesk reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,15 +89,28 @@ pub(super) struct Waiting {
 #[derive(Default)]
 pub(super) struct Texts {
     outgoing: FxHashMap<TxKey, Outgoing>,
-    /// Recent inbound texts by id (which their Call-ID and CSeq give): when they came, whether
-    /// the store has kept them.
-    seen: FxHashMap<String, (Instant, bool)>,
+    /// Recent inbound texts by id (which their Call-ID and CSeq give): when they came, and the
+    /// record until the store has kept it (sent to the store again with a copy of the text
+    /// that comes while it is not).
+    seen: FxHashMap<String, (Instant, Option<Box<CallRecord>>)>,
     /// Texts waiting for the store, by a number of their own (for their timer).
     waiting: FxHashMap<u64, Waiting>,
     next_wait: u64,
-    /// When each sender's recent texts came, for `max_per_sender`; each agent's phone's, for
-    /// `max_per_agent` (keyed by the extension).
+    /// When each sender's recent texts came, for `max_per_sender`.
     senders: FxHashMap<String, VecDeque<Instant>>,
+    /// When each agent's phone's recent texts went out, for `max_per_agent`.
+    agents: FxHashMap<Extension, VecDeque<Instant>>,
+}
+
+/// Drops the times older than `period`; how many are left.
+fn recent(times: &mut VecDeque<Instant>, period: Duration, now: Instant) -> usize {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= period)
+    {
+        times.pop_front();
+    }
+    times.len()
 }
 
 impl Texts {
@@ -104,26 +118,32 @@ impl Texts {
     pub(super) fn housekeeping(&mut self, now: Instant) {
         self.seen
             .retain(|_, (at, _)| now.duration_since(*at) < REMEMBER);
-        self.senders.retain(|_, times| {
-            times
-                .back()
-                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(86_400))
-        });
+        let day = Duration::from_secs(86_400);
+        self.senders
+            .retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < day));
+        self.agents
+            .retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < day));
     }
 
-    /// Counts a text of `who` now; whether it is within `rate` (count per period).
-    fn within(&mut self, who: &str, rate: (u32, Duration), now: Instant) -> bool {
+    /// Counts a customer's text now; whether it is within `rate` (count per period).
+    fn sender_within(&mut self, who: &str, rate: (u32, Duration), now: Instant) -> bool {
         let (limit, period) = rate;
         let times = self.senders.entry(who.to_owned()).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= period)
-        {
-            times.pop_front();
-        }
-        let within = times.len() < limit as usize;
+        let within = recent(times, period, now) < limit as usize;
         times.push_back(now);
         within
+    }
+
+    /// Whether an agent's phone may send one more text now within `rate`; counted when it may
+    /// (a refused text does not count, so a phone retrying above the rate is not held back).
+    fn agent_may(&mut self, agent: &Extension, rate: (u32, Duration), now: Instant) -> bool {
+        let (limit, period) = rate;
+        let times = self.agents.entry(agent.clone()).or_default();
+        let may = recent(times, period, now) < limit as usize;
+        if may {
+            times.push_back(now);
+        }
+        may
     }
 
     pub(super) fn is_text(&self, tx: &TxKey) -> bool {
@@ -216,19 +236,22 @@ impl Core {
         number: &crate::config::SmsNumber,
     ) {
         let id = text_id(&request.call_id, request.cseq.seq);
-        if let Some((_, kept)) = self.texts.seen.get(&id) {
+        if let Some((_, unkept)) = self.texts.seen.get(&id) {
             tracing::debug!(
                 call_id = request.call_id,
                 "a text sent again; already recorded"
             );
-            if *kept {
-                self.reply(now, key, request, 202, "Accepted", &[]);
-            } else {
-                self.wait_until_kept(now, id, key, request);
+            match unkept.clone() {
+                None => self.reply(now, key, request, 202, "Accepted", &[]),
+                Some(record) => {
+                    // Not kept yet: to the store again (the same record twice is one), and
+                    // this copy waits too.
+                    self.wait_until_kept(now, id, key, request);
+                    self.store(Change::CallEnded(record));
+                }
             }
             return;
         }
-        self.texts.seen.insert(id.clone(), (now.mono, false));
         self.wait_until_kept(now, id.clone(), key, request);
         let sms = &self.config.sms;
         let sender = match &request.from.uri {
@@ -240,7 +263,9 @@ impl Core {
             _ => sender,
         };
         let (limit, period) = sms.max_per_sender;
-        let flood = !self.texts.within(&sender, sms.max_per_sender, now.mono);
+        let flood = !self
+            .texts
+            .sender_within(&sender, sms.max_per_sender, now.mono);
         let body = body_text(request);
         let skipped = sms.ignored(&body);
         // A number whose groups have one agent between them is that agent's: their texts are
@@ -303,7 +328,11 @@ impl Core {
             }),
         };
         self.stats.texts_in += 1;
-        self.store(Change::CallEnded(Box::new(record)));
+        let record = Box::new(record);
+        self.texts
+            .seen
+            .insert(record.id.clone(), (now.mono, Some(record.clone())));
+        self.store(Change::CallEnded(record));
     }
 
     /// Holds the answer to a customer's text until the store keeps it.
@@ -324,7 +353,7 @@ impl Core {
     /// The store kept the customer's text `id`: its sender gets 202.
     pub fn text_kept(&mut self, now: Now, id: &str) {
         if let Some(entry) = self.texts.seen.get_mut(id) {
-            entry.1 = true;
+            entry.1 = None;
         }
         let answered: Vec<u64> = self
             .texts
@@ -368,12 +397,10 @@ impl Core {
     ) {
         let config = self.config.clone();
         let (limit, period) = config.sms.max_per_agent;
-        // Keyed apart from customers' numbers.
-        if !self.texts.within(
-            &format!("agent:{agent}"),
-            config.sms.max_per_agent,
-            now.mono,
-        ) {
+        if !self
+            .texts
+            .agent_may(&agent, config.sms.max_per_agent, now.mono)
+        {
             let warning = format!(
                 "399 sipdesk \"{agent} sent {limit} texts in {} (max_per_agent)\"",
                 humantime::format_duration(period)
@@ -455,6 +482,22 @@ impl Core {
                 failure: None,
             }),
         };
+        if pbx.transport == crate::sip::peer::Transport::Udp
+            && message::encode_request(&forwarded).len() > UDP_MAX
+        {
+            let warning = format!(
+                "399 sipdesk \"too long to pass on over UDP (at most {UDP_MAX} bytes, RFC 3428)\""
+            );
+            self.reply(
+                now,
+                &key,
+                &request,
+                513,
+                "Message Too Large",
+                &[("Warning", &warning)],
+            );
+            return;
+        }
         let client = self.tx.request(now.mono, forwarded, pbx, &branch);
         self.texts.outgoing.insert(
             client,

@@ -98,16 +98,27 @@ fn a_text_the_store_does_not_keep_in_time_gets_503_and_is_accepted_when_sent_aga
         vec!["SIP/2.0 503 Service Unavailable -> 5070"]
     );
     assert!(sent[0].1.contains("\r\nRetry-After: 30\r\n"));
-    // The store keeps it late; the trunk's next try (a new transaction) gets 202 at once and
-    // makes no second record.
-    keep_all(&mut h);
+    // The trunk tries again (a new transaction) before the store kept it: the record goes to
+    // the store again (the same id: one record there), and this copy waits for it.
     h.advance(Duration::from_secs(40));
     h.receive(
         caller(),
         &text.replace("branch=z9hG4bKslow1", "branch=z9hG4bKslow1again"),
     );
+    assert!(h.take_sent().is_empty());
+    let ids: Vec<String> = texts(&h).iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "the same record, sent to the store again");
+    keep_all(&mut h);
     assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 202 Accepted -> 5070"]);
-    assert_eq!(texts(&h).len(), 1);
+    // Once kept, a later copy is answered at once, and nothing more is stored.
+    h.advance(Duration::from_secs(40));
+    h.receive(
+        caller(),
+        &text.replace("branch=z9hG4bKslow1", "branch=z9hG4bKslow1third"),
+    );
+    assert_eq!(lines(&h.take_sent()), vec!["SIP/2.0 202 Accepted -> 5070"]);
+    assert_eq!(texts(&h).len(), 2);
 }
 
 #[test]

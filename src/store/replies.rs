@@ -130,20 +130,29 @@ impl Store {
         .transpose()
     }
 
-    /// The company's number a customer last texted, if they ever did.
-    pub async fn number_texted_by(&self, customer: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
+    /// The one of `numbers` a customer last texted, if they did (among their latest 50 texts).
+    pub async fn number_texted_by(
+        &self,
+        customer: &str,
+        numbers: &[String],
+    ) -> Result<Option<String>, StoreError> {
+        let e = || query_error("find the number a customer texted");
+        let rows = sqlx::query(
             "SELECT callee FROM calls WHERE caller = $1 AND direction = 'inbound'
                  AND sms_json IS NOT NULL
-             ORDER BY started_at DESC LIMIT 1",
+             ORDER BY started_at DESC LIMIT 50",
         )
         .bind(customer)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(query_error("find the number a customer texted"))?;
-        row.map(|r| r.try_get::<String, _>("callee"))
-            .transpose()
-            .map_err(query_error("find the number a customer texted"))
+        .map_err(e())?;
+        for row in rows {
+            let callee: String = row.try_get("callee").map_err(e())?;
+            if numbers.contains(&callee) {
+                return Ok(Some(callee));
+            }
+        }
+        Ok(None)
     }
 
     /// Keeps a reply (once: a second reading of the same comment changes nothing); returns

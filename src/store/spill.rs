@@ -49,6 +49,13 @@ impl Spill {
             .append(true)
             .open(&self.path)?;
         let length = file.metadata()?.len();
+        if length == 0 {
+            // A new file: its directory entry reaches the disk too, or a power cut could lose
+            // the file whose lines were synced.
+            if let Some(dir) = self.path.parent() {
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+        }
         let mut buffer = Vec::new();
         if length > 0 && !ends_with_newline(&mut file, length)? {
             // What a crash in the middle of a line left: end it, so it stays one bad line.

@@ -23,8 +23,10 @@
 //!
 //! A customer's text is answered (202) only once it is kept: the writer tells the proxy the id
 //! of each inbound text it has written, or put in the spill file ([`WriterSettings::kept`]).
-//! While the database fails, texts go to the spill file at once rather than wait in memory, so
-//! a trunk is never told "accepted" for a text a crash could still lose.
+//! While the database fails, texts go to the spill file at once rather than wait in memory (those
+//! waiting when an attempt fails, and those arriving while it fails), so a trunk is never told
+//! "accepted" for a text a crash could still lose; when the spill file cannot take them either,
+//! they wait in memory for the database like any change, unanswered.
 //!
 //! Writing a change twice is harmless (starts and events are inserted once, a final record is
 //! the same upsert, a delivery exists once), which is what lets an abandoned attempt, or a spill
@@ -210,6 +212,16 @@ impl Writer {
 
     /// Takes changes from the channel into the queue, spilling the oldest beyond the limit.
     fn take(&mut self, incoming: &mut Vec<Change>) {
+        let is_text = |c: &Change| inbound_texts(std::slice::from_ref(c)).next().is_some();
+        if self.failing.is_some() && self.settings.kept.is_some() && incoming.iter().any(is_text) {
+            // The database fails: new texts go to the spill file at once (their senders wait
+            // for that), the rest queue as usual.
+            let (texts, rest): (Vec<Change>, Vec<Change>) = incoming.drain(..).partition(is_text);
+            if !self.spill_kept(&texts) {
+                self.pending.extend(texts);
+            }
+            incoming.extend(rest);
+        }
         self.pending.extend(incoming.drain(..));
         if self.pending.len() > self.settings.queue_limit {
             let over = self.pending.len() - self.settings.queue_limit;
@@ -233,17 +245,41 @@ impl Writer {
     }
 
     /// While the database fails: the texts waiting go to the spill file now, so their senders
-    /// can be answered.
+    /// can be answered. When the spill file cannot take them either, they stay where they were,
+    /// for the database.
     fn spill_texts(&mut self) {
-        if self.settings.kept.is_none() {
+        let is_text = |c: &Change| inbound_texts(std::slice::from_ref(c)).next().is_some();
+        if self.settings.kept.is_none() || !self.pending.iter().any(is_text) {
             return;
         }
-        let (texts, rest): (Vec<Change>, Vec<Change>) = self
-            .pending
-            .drain(..)
-            .partition(|c| inbound_texts(std::slice::from_ref(c)).next().is_some());
-        self.pending.extend(rest);
-        self.spill(&texts);
+        let before: Vec<Change> = self.pending.drain(..).collect();
+        let (texts, rest): (Vec<Change>, Vec<Change>) = before.iter().cloned().partition(is_text);
+        if self.spill_kept(&texts) {
+            self.pending.extend(rest);
+        } else {
+            self.pending.extend(before);
+        }
+        self.health
+            .waiting
+            .store(self.pending.len(), Ordering::Relaxed);
+    }
+
+    /// Texts to the spill file, told kept when they are in it; whether they are.
+    fn spill_kept(&self, texts: &[Change]) -> bool {
+        match self.settings.spill.append(texts) {
+            Ok(()) => {
+                self.kept(texts);
+                self.health
+                    .spilled
+                    .fetch_add(texts.len() as u64, Ordering::Relaxed);
+                tracing::warn!(texts = texts.len(), file = %self.settings.spill.path().display(), "customers' texts put in the spill file while the database fails; they are written once it takes them");
+                true
+            }
+            Err(error) => {
+                tracing::error!(texts = texts.len(), %error, "the spill file cannot take customers' texts either: they wait in memory for the database");
+                false
+            }
+        }
     }
 
     fn spill(&self, changes: &[Change]) {
@@ -349,11 +385,13 @@ impl Writer {
                     }
                 }
             };
-            self.take(&mut incoming);
             let error = match outcome {
                 Attempt::Done(Ok(())) => {
+                    // The written batch leaves the queue before the changes that came meanwhile
+                    // join it (which may spill its front).
                     let written: Vec<Change> = self.pending.drain(..n).collect();
                     self.kept(&written);
+                    self.take(&mut incoming);
                     if self.pending.is_empty() && self.pending.capacity() > 4 * BATCH {
                         // A backlog is gone: so is the memory it took.
                         self.pending.shrink_to(BATCH);
@@ -368,9 +406,18 @@ impl Writer {
                     delay = Duration::from_millis(100);
                     continue;
                 }
-                Attempt::Stopping => continue,
-                Attempt::Done(Err(error)) => Chain(&error).to_string(),
-                Attempt::TimedOut => timed_out(),
+                Attempt::Stopping => {
+                    self.take(&mut incoming);
+                    continue;
+                }
+                Attempt::Done(Err(error)) => {
+                    self.take(&mut incoming);
+                    Chain(&error).to_string()
+                }
+                Attempt::TimedOut => {
+                    self.take(&mut incoming);
+                    timed_out()
+                }
             };
             self.failed(&error);
             self.spill_texts();
