@@ -676,24 +676,11 @@ impl Core {
         let counter = self.next_counter();
         let branch = forward::branch(&call.invite, counter);
         let pbx = self.settings.pbx;
-        let mut uri = crate::sip::syntax::SipUri {
-            scheme: crate::sip::syntax::Scheme::Sip,
-            user: Some(user.to_owned()),
-            password: None,
-            host: self.settings.pbx_host.clone(),
-            port: Some(pbx.addr.port()),
-            params: Vec::new(),
-            headers: None,
-        };
-        if pbx.transport == crate::sip::peer::Transport::Tcp {
-            uri.params
-                .push(("transport".to_owned(), Some("tcp".to_owned())));
-        }
         let source = call.source;
         let forwarded = forward::forward_request(
             &call.invite,
             source,
-            Some(crate::sip::wire::rsip_uri(&uri)),
+            Some(self.pbx_uri(user)),
             &self.settings.local,
             pbx.transport,
             &branch,

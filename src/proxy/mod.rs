@@ -729,6 +729,25 @@ impl Core {
         }
     }
 
+    /// `sip:<user>@<pbx>`, with the PBX's transport: where agents are rung and texts go.
+    pub(super) fn pbx_uri(&self, user: &str) -> rsip::Uri {
+        let pbx = self.settings.pbx;
+        let mut uri = crate::sip::syntax::SipUri {
+            scheme: crate::sip::syntax::Scheme::Sip,
+            user: Some(user.to_owned()),
+            password: None,
+            host: self.settings.pbx_host.clone(),
+            port: Some(pbx.addr.port()),
+            params: Vec::new(),
+            headers: None,
+        };
+        if pbx.transport == crate::sip::peer::Transport::Tcp {
+            uri.params
+                .push(("transport".to_owned(), Some("tcp".to_owned())));
+        }
+        crate::sip::wire::rsip_uri(&uri)
+    }
+
     fn next_counter(&mut self) -> u64 {
         self.counter += 1;
         self.counter

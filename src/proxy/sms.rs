@@ -508,25 +508,6 @@ impl Core {
         );
     }
 
-    /// `sip:<user>@<pbx>`, with the PBX's transport.
-    fn pbx_uri(&self, user: &str) -> rsip::Uri {
-        let pbx = self.settings.pbx;
-        let mut uri = crate::sip::syntax::SipUri {
-            scheme: crate::sip::syntax::Scheme::Sip,
-            user: Some(user.to_owned()),
-            password: None,
-            host: self.settings.pbx_host.clone(),
-            port: Some(pbx.addr.port()),
-            params: Vec::new(),
-            headers: None,
-        };
-        if pbx.transport == crate::sip::peer::Transport::Tcp {
-            uri.params
-                .push(("transport".to_owned(), Some("tcp".to_owned())));
-        }
-        crate::sip::wire::rsip_uri(&uri)
-    }
-
     /// Sends a helpdesk reply to the customer as a MESSAGE to the PBX, from the company's
     /// number; the answer comes back as [`Output::TextAnswered`].
     pub fn send_text(&mut self, now: Now, order: TextOrder) {
